@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up unisono on a fresh Debian/Ubuntu machine: system packages with apt-get, Python packages with pip.
+# Safe to run again. Usage: ./setup.sh   (set UNISONO_SKIP_APT=1 to skip the apt-get step)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(
+  espeak-ng          # speech synthesis for the built-in corpus (many voices = many speakers)
+  sox                # reverb and effects
+  fluidsynth         # MIDI rendering for the music part of the corpus
+  fluid-soundfont-gm # the General MIDI sound font FluidR3_GM
+  libsndfile1        # audio file I/O for the soundfile package
+)
+
+if [ "${UNISONO_SKIP_APT:-0}" != "1" ]; then
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  echo "setup: installing system packages: ${APT_PACKAGES[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+echo "setup: installing Python packages with $($PY --version)"
+# torch is pinned (CPU build); install it first so that no other package pulls a different one.
+$PY -m pip install -q --disable-pip-version-check "torch==2.13.0"
+$PY -m pip install -q --disable-pip-version-check -e ".[all,dev]" "torch==2.13.0"
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+echo "setup: done. Try: $PY -m unisono --help"

@@ -1,0 +1,66 @@
+"""The ``unisono`` command line: a thin layer over the Python API.
+
+Each subcommand lives in its own module, imported only when that subcommand runs (so ``unisono
+--help`` stays fast). A subcommand module provides ``add_arguments(parser)`` and ``main(args) -> int``.
+To add a subcommand, add one line to :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from unisono import __version__
+from unisono.errors import UnisonoError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    # filled in below as subcommands land
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="unisono",
+        description="unisono: one transformer over neural-codec tokens for many audio tasks.",
+        epilog=f"commands:\n{lines}\n\nRun 'unisono COMMAND --help' for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"unisono {__version__}")
+    p.add_argument("command", nargs="?", help="one of the commands below")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0].startswith("-"):
+        top.parse_args(argv)  # handles --help / --version
+        top.print_help()
+        return 0 if not argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"unisono {name}",
+        description=getattr(module, "DESCRIPTION", help_),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.main(args) or 0)
+    except UnisonoError as e:
+        print(f"unisono {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"unisono {name}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Text-side tokenizers: phones (espeak-ng), BPE, MIDI/score, text embeddings."""

@@ -16,7 +16,7 @@ from unisono.errors import UnisonoError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    # filled in below as subcommands land
+    "synth": ("unisono.data.synth.cli", "make the built-in multi-task corpus offline (speech, music, sounds, pairs)"),
 }
 
 

@@ -20,6 +20,7 @@ if [ "${UNISONO_SKIP_APT:-0}" != "1" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
 fi
 
+export PIP_ROOT_USER_ACTION=ignore
 PY=${PYTHON:-python3}
 echo "setup: installing Python packages with $($PY --version)"
 # torch is pinned (CPU build); install it first so that no other package pulls a different one.

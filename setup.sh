@@ -10,6 +10,8 @@ APT_PACKAGES=(
   fluidsynth         # MIDI rendering for the music part of the corpus
   fluid-soundfont-gm # the General MIDI sound font FluidR3_GM
   libsndfile1        # audio file I/O for the soundfile package
+  chromium           # headless browser for the web page test (Playwright drives it; it never downloads one)
+  fonts-dejavu-core  # a font for the browser's screenshots
 )
 
 if [ "${UNISONO_SKIP_APT:-0}" != "1" ]; then

@@ -212,6 +212,28 @@ def test_interrupted_run_resumes_to_the_same_corpus(corpus, tmp_path, monkeypatc
     assert victim.exists()
 
 
+def test_kill_9_then_resume_leaves_no_partial_files(corpus, tmp_path):
+    import os
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "unisono", "synth", "--out", str(tmp_path), "--hours", str(HOURS), "--seed",
+           str(SEED), "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).parents[1], start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(list((tmp_path / "items").glob("*.json"))) < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "manifests").exists()
+    for rec in (tmp_path / "items").glob("*.json"):  # every record is complete JSON naming complete audio
+        for f in build._files_of(json.loads(rec.read_text())):
+            sf.read(tmp_path / f)
+    subprocess.run(cmd, cwd=Path(__file__).parents[1], check=True)
+    assert manifest_bytes(tmp_path) == manifest_bytes(corpus)
+    assert [p for p in tmp_path.rglob("*") if ".tmp" in p.name] == []
+
+
 def test_other_options_in_the_same_directory_are_refused(corpus):
     with pytest.raises(UnisonoError, match="already holds a corpus made with --hours 0.01 --seed 3"):
         build.synthesize(corpus, hours=HOURS, seed=SEED + 1, progress=False)

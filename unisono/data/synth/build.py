@@ -165,6 +165,9 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
     else:
         write_json(plan_path, spec)
     plan = make_plan(hours, seed)
+    stale = [p for sub in ("audio", "midi", "items", "manifests") for p in (out / sub).rglob(".*.tmp*")]
+    for p in stale:  # temporary files of a run that was killed mid-write; never referenced by a record
+        p.unlink(missing_ok=True)
     records: dict[str, dict] = {}
     todo = []
     for job in plan:

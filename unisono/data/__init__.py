@@ -1,0 +1,1 @@
+"""Data: corpus synthesis, manifests, token shards, tokenization."""

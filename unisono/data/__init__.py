@@ -1,1 +1,1 @@
-"""Data: the built-in corpus generator, manifests, token shards, task sampling and batching."""
+"""Data: the built-in corpus generator, manifests, token shards, tokenization."""

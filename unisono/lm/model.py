@@ -62,6 +62,9 @@ class HFBackbone(nn.Module):
         model.config.use_cache = True
         self.hf_config = model.config.to_dict()
         self.body = model.base_model
+        emb = self.body.get_input_embeddings()
+        if emb is not None:  # unused: inputs arrive as embeddings of the unisono vocabulary
+            emb.weight.requires_grad_(False)
         self.dim = model.config.hidden_size
 
     def new_cache(self, batch, max_len, device, dtype):
@@ -162,7 +165,7 @@ class UnisonoLM(nn.Module):
         """Cross-entropy over ``loss_mask [B, T, K]``.
 
         Returns ``loss`` (weighted mean over the masked tokens: ``sum_k w_k CE_k / sum_k w_k n_k``),
-        ``stream_sum``/``stream_count [K]`` and ``example_sum``/``example_count [B]`` (unweighted sums of
+        ``weight`` (the denominator), ``stream_sum``/``stream_count [K]`` and ``example_sum``/``example_count [B]`` (unweighted sums of
         token cross-entropies, for logging per stream and per task).
         """
         _check_frames(frames, self.cfg)
@@ -195,7 +198,8 @@ class UnisonoLM(nn.Module):
             e_sum.index_add_(0, rows[sel], ce.detach())
             e_cnt.index_add_(0, rows[sel], torch.ones_like(ce))
         loss = total / denom.clamp_min(1e-8)
-        return {"loss": loss, "stream_sum": s_sum, "stream_count": s_cnt, "example_sum": e_sum, "example_count": e_cnt}
+        return {"loss": loss, "weight": denom.detach(), "stream_sum": s_sum, "stream_count": s_cnt,
+                "example_sum": e_sum, "example_count": e_cnt}
 
     # -- generation --------------------------------------------------------------------------
     def decode(self, prompt: torch.Tensor, max_new: int, pick: Picker, end_id: int | None) -> torch.Tensor:

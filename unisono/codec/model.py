@@ -37,7 +37,7 @@ class CodecConfig:
     num_codebooks: int = 8
     codebook_size: int = 1024
     ema_decay: float = 0.99
-    dead_threshold: float = 0.05  # EMA count below which a code is restarted
+    dead_threshold: float = 0.1  # restart codes used less than this fraction of the mean usage
     kmeans_iters: int = 10
     quantizer_dropout: float = 0.5  # fraction of training items that use a random codebook prefix
     causal: bool = True  # causal convolutions: enables streaming

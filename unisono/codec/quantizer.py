@@ -2,9 +2,10 @@
 
 Each stage is a Euclidean codebook ``[codebook_size, dim]`` that is
 - initialised by k-means on the first batch it sees (so no code starts far from the data),
-- updated by exponential moving averages of the assigned vectors (no gradient through the codebook),
-- kept alive by replacing codes whose EMA usage falls below ``dead_threshold`` with random vectors of the
-  current batch (dead-code restart).
+- updated by exponential moving averages of the assigned vectors (no gradient through the codebook), with a
+  decay that warms up from 0.1 to ``decay`` so the codebook keeps up with the fast-moving early encoder,
+- kept alive by replacing codes whose EMA usage falls below ``dead_threshold`` times the mean usage with
+  random vectors of the current batch (dead-code restart; relative, so it suits small and large batches).
 
 The residual stack uses a straight-through estimator, a commitment loss, and quantizer dropout in training:
 each batch item uses a random prefix of the codebooks, so every prefix ``1..K`` decodes to usable audio.
@@ -37,7 +38,7 @@ class EuclideanCodebook(nn.Module):
     """One VQ stage: nearest-neighbour lookup in an EMA-updated codebook ``embed [codebook_size, dim]``."""
 
     def __init__(self, dim: int, codebook_size: int, decay: float = 0.99, eps: float = 1e-5,
-                 dead_threshold: float = 2.0, kmeans_iters: int = 10):
+                 dead_threshold: float = 0.1, kmeans_iters: int = 10):
         super().__init__()
         self.dim, self.codebook_size = dim, codebook_size
         self.decay, self.eps, self.dead_threshold, self.kmeans_iters = decay, eps, dead_threshold, kmeans_iters
@@ -45,6 +46,7 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embed", torch.randn(codebook_size, dim) * 0.01)
         self.register_buffer("embed_sum", self.embed.clone())
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def _init(self, x: torch.Tensor) -> None:
         cent = kmeans(x, self.codebook_size, self.kmeans_iters)
@@ -68,18 +70,23 @@ class EuclideanCodebook(nn.Module):
         """EMA update from vectors ``x [N, dim]`` assigned to ``idx [N]``, then dead-code restart."""
         onehot_counts = torch.bincount(idx, minlength=self.codebook_size).to(x.dtype)
         sums = torch.zeros_like(self.embed).index_add_(0, idx, x)
-        self.cluster_size.mul_(self.decay).add_(onehot_counts, alpha=1 - self.decay)
-        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        # warm-up of the decay: early in training the encoder moves fast and the codebook must follow
+        n = int(self.num_updates)
+        decay = min(self.decay, (1 + n) / (10 + n))
+        self.num_updates += 1
+        self.cluster_size.mul_(decay).add_(onehot_counts, alpha=1 - decay)
+        self.embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
         self.embed.copy_(self.embed_sum / smoothed[:, None])
-        dead = self.cluster_size < self.dead_threshold
+        dead = self.cluster_size < self.dead_threshold * self.cluster_size.mean()
         n_dead = int(dead.sum())
         if n_dead:
             pick = torch.randint(0, x.shape[0], (n_dead,), device=x.device)
             self.embed[dead] = x[pick]
-            self.embed_sum[dead] = x[pick] * self.dead_threshold
-            self.cluster_size[dead] = self.dead_threshold
+            level = self.cluster_size.mean()
+            self.embed_sum[dead] = x[pick] * level
+            self.cluster_size[dead] = level
 
 
 class ResidualVectorQuantizer(nn.Module):
@@ -90,7 +97,7 @@ class ResidualVectorQuantizer(nn.Module):
     """
 
     def __init__(self, dim: int, num_codebooks: int = 8, codebook_size: int = 1024, decay: float = 0.99,
-                 dead_threshold: float = 2.0, kmeans_iters: int = 10, dropout: float = 0.5):
+                 dead_threshold: float = 0.1, kmeans_iters: int = 10, dropout: float = 0.5):
         super().__init__()
         self.dim, self.num_codebooks, self.codebook_size, self.dropout = dim, num_codebooks, codebook_size, dropout
         self.layers = nn.ModuleList(

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("unisono.data.tokenize", "corpus manifests -> tokenizers, vocab.json and token shards for every task"),
     "inspect": ("unisono.data.inspect", "print token shards in readable form (phones, text, notes, audio code counts)"),
     "codec": ("unisono.codec.cli", "neural audio codec: train, encode, decode, eval"),
+    "generate": ("unisono.generate_cli", "run a task of a checkpoint: text/audio in, audio/text out"),
+    "serve": ("unisono.serve.cli", "HTTP API (OpenAPI) and web page for a checkpoint"),
 }
 
 
@@ -54,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    accepts_extra = getattr(module, "ACCEPTS_EXTRA", False)  # free-form --NAME VALUE pairs (task inputs)
+    if accepts_extra:
+        args, extra = parser.parse_known_args(rest)
+    else:
+        args = parser.parse_args(rest)
     try:
-        return int(module.main(args) or 0)
+        return int((module.main(args, extra) if accepts_extra else module.main(args)) or 0)
     except UnisonoError as e:
         print(f"unisono {name}: error: {e}", file=sys.stderr)
         return 2

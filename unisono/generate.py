@@ -14,6 +14,7 @@ options, :class:`AudioOutput` / :class:`TextOutput` what comes back. A pipeline 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -96,3 +97,385 @@ class TextOutput:
     text: str
     task: str = ""
     info: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+# The shipped model's documented path (used when no checkpoint is given).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "unisono-small"
+CKPT_TOKENIZERS = "tokenizers"
+CKPT_CODEC = "codec"
+CKPT_TEMPLATES = "tasks.yaml"
+TEXT_TARGET_MAX_TOKENS = 256
+# Tasks whose output should last about as long as their main audio input: bounded by it.
+SAME_LENGTH_INPUT = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture", "vc": "content",
+                     "audio_edit": "original", "speech_edit": "context"}
+
+
+def _input_name(spec) -> str:
+    """The user-facing name of a condition: phones are given as text."""
+    if spec.modality == "phones":
+        return "text" if spec.name == "phones" else spec.name
+    return spec.name
+
+
+def _templates_yaml(templates: dict) -> str:
+    import yaml
+
+    def seg(s):
+        d = {"name": s.name, "modality": s.modality, "source": s.source}
+        if s.seconds is not None:
+            d["seconds"] = s.seconds
+        if s.mask_span:
+            d["mask_span"] = s.mask_span
+        return d
+
+    tasks = {}
+    for name, t in sorted(templates.items()):
+        d = {"description": t.description, "conditions": [seg(c) for c in t.conditions], "target": seg(t.target)}
+        if t.loss != "target":
+            d["loss"] = t.loss
+        if t.expand:
+            d["expand"] = t.expand
+        tasks[name] = d
+    return yaml.safe_dump({"version": 1, "tasks": tasks}, sort_keys=False, allow_unicode=True)
+
+
+class Pipeline:
+    """A trained model ready to use: ``Pipeline.from_pretrained(DIR).generate("tts", text=..., prompt=...)``.
+
+    A checkpoint directory holds ``config.json`` + ``model.safetensors`` (the language model),
+    ``vocab.json``, ``tokenizers/`` (phones, BPE, ...), ``tasks.yaml`` (the task templates it was trained
+    with) and ``codec/`` (the codec, or ``codec.json`` naming a codec directory). Make one with
+    :meth:`package`.
+    """
+
+    def __init__(self, lm, vocab, tokenizers, codec, templates: dict, name: str = "", language: str = "en-us"):
+        self.lm, self.vocab, self.tok, self.codec, self.name, self.language = lm, vocab, tokenizers, codec, name, language
+        self.lm.eval()
+        self.templates = {}
+        for task, tpl in templates.items():
+            if task not in vocab.tasks:
+                continue
+            mods = tpl.modalities
+            if "semantic" in mods and tokenizers.semantic is None or "text_emb" in mods and tokenizers.text_emb is None:
+                continue
+            self.templates[task] = tpl
+        self.tasks: dict[str, TaskSpec] = {}
+        for task, tpl in sorted(self.templates.items()):
+            inputs: dict[str, InputKind] = {}
+            for c in tpl.conditions:
+                inputs[_input_name(c)] = "audio" if c.modality in ("codec", "semantic") else "text"
+                if c.mask_span:
+                    inputs[f"{c.name}_span"] = "text"
+            out = "audio" if tpl.target.modality == "codec" else "text"
+            self.tasks[task] = TaskSpec(task, tpl.description, inputs, out)
+
+    # -- loading and packaging ---------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory=None, device: str = "cpu") -> "Pipeline":
+        """Load a checkpoint directory (default: the shipped model at :data:`DEFAULT_CHECKPOINT`)."""
+        from unisono.codec import load_codec
+        from unisono.fileio import read_json
+        from unisono.lm import UnisonoLM
+        from unisono.tasks import load_templates
+        from unisono.text.tokenizers import TokenizerSet
+        from unisono.vocab import Vocab
+
+        if directory is None:
+            directory = DEFAULT_CHECKPOINT
+            if not (directory / "config.json").exists():
+                raise UnisonoError(f"no checkpoint given and no shipped model at {directory}; pass a checkpoint "
+                                   "directory (made by `unisono train` + Pipeline.package)")
+        d = Path(directory)
+        if not d.is_dir():
+            raise UnisonoError(f"checkpoint directory {d} does not exist")
+        for need in ("config.json", "model.safetensors", "vocab.json", CKPT_TOKENIZERS):
+            if not (d / need).exists():
+                raise UnisonoError(f"{d} is not a complete unisono checkpoint: {need} is missing "
+                                   "(make one with Pipeline.package or `unisono train`)")
+        if (d / CKPT_CODEC / "config.json").exists():
+            codec_dir = d / CKPT_CODEC
+        elif (d / "codec.json").exists():
+            src = read_json(d / "codec.json").get("source")
+            codec_dir = (d / src) if src and not Path(src).is_absolute() else Path(src or "")
+            if not src or not (codec_dir / "config.json").exists():
+                raise UnisonoError(f"{d}/codec.json names codec {src!r}, which is not a codec directory")
+        else:
+            raise UnisonoError(f"{d} has no codec/ directory and no codec.json")
+        vocab = Vocab.load(d / "vocab.json")
+        try:
+            lm = UnisonoLM.from_pretrained(d, map_location=device)
+        except UnisonoError:
+            raise
+        except Exception as e:  # safetensors' own errors for a truncated or tampered file
+            raise UnisonoError(f"{d}/model.safetensors cannot be loaded ({str(e).splitlines()[0]}); "
+                               "the file is truncated or corrupt: copy the checkpoint again") from None
+        if lm.cfg.vocab_size != vocab.size or lm.cfg.num_streams != vocab.num_codebooks:
+            raise UnisonoError(f"{d}: the model (V={lm.cfg.vocab_size}, K={lm.cfg.num_streams}) does not match "
+                               f"vocab.json (V={vocab.size}, K={vocab.num_codebooks})")
+        try:
+            codec = load_codec(codec_dir, map_location=device)
+        except UnisonoError:
+            raise
+        except Exception as e:
+            raise UnisonoError(f"the codec in {codec_dir} cannot be loaded ({str(e).splitlines()[0]}); "
+                               "the files are truncated or corrupt") from None
+        codec.eval()
+        toks = TokenizerSet.load(d / CKPT_TOKENIZERS, codec=codec)
+        vocab_fp = getattr(vocab, "fingerprints", None) or {}
+        for key, fp in toks.fingerprints().items():
+            if key in vocab_fp and vocab_fp[key] != fp:
+                raise UnisonoError(f"{d}: tokenizers/{key} does not match vocab.json (fingerprint differs)")
+        templates = load_templates([d / CKPT_TEMPLATES] if (d / CKPT_TEMPLATES).exists() else None)
+        return cls(lm.to(device), vocab, toks, codec, templates, name=d.name)
+
+    @staticmethod
+    def package(lm_dir, shards_dir, out_dir, codec_dir=None, templates: dict | None = None):
+        """Assemble a self-contained checkpoint in ``out_dir`` from a trained LM checkpoint, the token
+        shards' directory (vocab.json, tokenizers/, codec.json) and the codec (default: the one the shards
+        name)."""
+        import shutil
+
+        from unisono.fileio import read_json, write_text
+        from unisono.tasks import load_templates
+        from unisono.vocab import Vocab
+
+        lm_dir, shards_dir, out = Path(lm_dir), Path(shards_dir), Path(out_dir)
+        Vocab.load(lm_dir / "vocab.json").check_compatible(Vocab.load(shards_dir / "vocab.json"))
+        if codec_dir is None:
+            codec_dir = read_json(shards_dir / "codec.json").get("source")
+            if not codec_dir:
+                raise UnisonoError(f"{shards_dir}/codec.json names no codec directory; pass codec_dir")
+        tmp = out.with_name(out.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for f in ("config.json", "model.safetensors", "vocab.json"):
+            shutil.copy2(lm_dir / f, tmp / f)
+        shutil.copytree(shards_dir / CKPT_TOKENIZERS, tmp / CKPT_TOKENIZERS)
+        (tmp / CKPT_CODEC).mkdir()
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy2(Path(codec_dir) / f, tmp / CKPT_CODEC / f)
+        write_text(tmp / CKPT_TEMPLATES, _templates_yaml(templates or load_templates()))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return out
+
+    # -- the interface every front end uses --------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    def default_options(self, task: str) -> GenerationOptions:
+        """Sane per-task defaults: sampling with top-k 30 for audio, greedy decoding for text answers."""
+        if task in self.tasks and self.tasks[task].output == "text":
+            return GenerationOptions(top_k=1, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
+        return GenerationOptions(top_k=30, top_p=1.0, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
+
+    def generate(self, task: str, options: GenerationOptions | None = None, cancel=None, **inputs):
+        """Run ``task`` on one set of ``inputs`` (text: ``str``; audio: a file path, ``(wav, sample_rate)`` or
+        a float array at the codec's rate). Options may also be given by name (``seed=3, top_k=50``)."""
+        opt_names = set(GenerationOptions.__dataclass_fields__)
+        overrides = {k: inputs.pop(k) for k in list(inputs) if k in opt_names}
+        if task not in self.tasks:
+            raise UnisonoError(f"unknown task {task!r}; this checkpoint can do: {', '.join(self.tasks)}")
+        options = (options or self.default_options(task)).with_(**overrides).validate()
+        return self.generate_batch(task, [inputs], options, cancel=cancel)[0]
+
+    def generate_batch(self, task: str, inputs: list[dict], options: GenerationOptions | None = None, cancel=None):
+        """Run ``task`` on several input sets; returns one output per set (same order).
+
+        Sets whose prompts have the same length run as one batch; the rows of a batch draw from one
+        generator seeded with ``options.seed``, so a batch is reproducible as a whole (a row of a batch
+        need not equal the same inputs run alone)."""
+        import torch
+
+        if task not in self.tasks:
+            raise UnisonoError(f"unknown task {task!r}; this checkpoint can do: {', '.join(self.tasks)}")
+        options = (options or self.default_options(task)).validate()
+        prepared = [self._prepare(task, inp, options) for inp in inputs]
+        outputs = []
+        # rows with equal prompt length run as one batch (the model takes [B, T0, K] without padding)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prepared):
+            groups.setdefault(p["prompt"].shape[0], []).append(i)
+        results: dict[int, object] = {}
+        for idxs in groups.values():
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("generation was cancelled")
+            prompt = torch.stack([prepared[i]["prompt"] for i in idxs])
+            uncond = torch.stack([prepared[i]["uncond"] for i in idxs])
+            max_new = max(prepared[i]["max_new"] for i in idxs)
+            with torch.inference_mode():
+                new = self.lm.generate(
+                    prompt, max_new_frames=max_new, stream_mask=self._mask(task), end_id=self._end(task),
+                    top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
+                    temperature=options.temperature, cfg_scale=options.guidance_scale,
+                    uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None, seed=options.seed)
+            for row, i in enumerate(idxs):
+                results[i] = self._finish(task, new[row, : prepared[i]["max_new"]])
+        for i in range(len(inputs)):
+            outputs.append(results[i])
+        return outputs
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _mask(self, task):
+        return self.vocab.generation_mask(self.templates[task].target.modality)
+
+    def _end(self, task):
+        return self.vocab.end_id(self.templates[task].target.modality)
+
+    def _audio(self, name: str, value):
+        """Audio input -> float32 tensor [1, S] at the codec's rate."""
+        import numpy as np
+        import torch
+
+        from unisono import audio as A
+
+        if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
+            wav, _ = A.load(value, sample_rate=self.sample_rate)
+            return wav
+        if isinstance(value, tuple) and len(value) == 2:
+            wav, sr = value
+            wav = A.resample(np.asarray(wav, dtype=np.float32).reshape(-1), int(sr), self.sample_rate)
+            return torch.from_numpy(np.ascontiguousarray(wav))[None]
+        arr = np.asarray(value, dtype=np.float32).reshape(-1)
+        if arr.size == 0:
+            raise UnisonoError(f"audio input {name!r} is empty")
+        return torch.from_numpy(arr)[None]
+
+    def _segment(self, spec, inputs: dict, task: str):
+        import torch
+
+        from unisono.tasks import Segment
+        from unisono.text.g2p import phonemize
+
+        name = _input_name(spec)
+        if name not in inputs or inputs[name] is None:
+            raise UnisonoError(f"task {task!r} needs the input {name!r} ({self.tasks[task].inputs[name]})")
+        value = inputs[name]
+        m = spec.modality
+        if m in ("codec", "semantic"):
+            wav = self._audio(name, value)
+            if spec.seconds is not None:
+                wav = wav[:, : int(spec.seconds * self.sample_rate)]
+            if m == "semantic":
+                return Segment("semantic", ids=self.tok.semantic.encode(wav, self.sample_rate).tolist()), wav
+            with torch.inference_mode():
+                codes = torch.as_tensor(self.codec.encode(wav[None]))[0, : self.vocab.num_codebooks].long()
+            mask = None
+            if spec.mask_span:
+                span = inputs.get(f"{spec.name}_span")
+                if span is None:
+                    raise UnisonoError(f"task {task!r} needs {spec.name}_span: 'start,end' in seconds of the words to replace")
+                try:
+                    start, end = (float(x) for x in str(span).replace(" ", "").split(","))
+                except ValueError:
+                    raise UnisonoError(f"{spec.name}_span must be 'start,end' in seconds, got {span!r}") from None
+                fr = float(self.codec.frame_rate)
+                mask = torch.zeros(codes.shape[1], dtype=torch.bool)
+                mask[int(start * fr) : max(int(start * fr) + 1, int(round(end * fr)))] = True
+            return Segment("codec", codes=codes, mask=mask), wav
+        if not isinstance(value, str) or not value.strip():
+            raise UnisonoError(f"text input {name!r} of task {task!r} is empty")
+        if m == "phones":
+            return Segment("phones", ids=self.tok.phones.encode(phonemize([value], self.language)[0])), None
+        if m == "bpe":
+            return Segment("bpe", ids=self.tok.bpe.encode(value)), None
+        if m == "midi":
+            import json as _json
+
+            from unisono.text import midi
+
+            try:
+                notes = _json.loads(value)
+            except ValueError:
+                raise UnisonoError(f"{name!r} must be JSON notes [[midi_pitch, start_s, end_s, syllable], ...]") from None
+            return Segment("midi", ids=midi.encode_notes(notes, self.tok.phonemize_syllable)), None
+        if m == "text_emb":
+            return Segment("text_emb", vectors=self.tok.text_emb.encode(value)), None
+        raise UnisonoError(f"modality {m} cannot be an input")
+
+    def _prepare(self, task: str, inputs: dict, options: GenerationOptions) -> dict:
+        import torch
+
+        from unisono.tasks import Segment, build_example
+
+        tpl = self.templates[task]
+        spec_inputs = self.tasks[task].inputs
+        audio_names = [n for n, k in spec_inputs.items() if k == "audio"]
+        if "audio" in inputs and "audio" not in spec_inputs and len(audio_names) == 1:
+            inputs = {**inputs, audio_names[0]: inputs["audio"]}  # `audio` names a task's only audio input
+            del inputs["audio"]
+        unknown = sorted(set(inputs) - set(spec_inputs))
+        if unknown:
+            raise UnisonoError(f"task {task!r} does not take {unknown}; it takes {list(self.tasks[task].inputs)}")
+        segs, wavs = [], {}
+        for spec in tpl.conditions:
+            seg, wav = self._segment(spec, inputs, task)
+            segs.append(seg)
+            if wav is not None:
+                wavs[spec.name] = wav
+        target = tpl.target
+        if target.modality == "codec":
+            segs.append(Segment("codec", codes=torch.zeros(self.vocab.num_codebooks, 0, dtype=torch.long)))
+        else:
+            segs.append(Segment(target.modality, ids=[]))
+        ex = build_example(self.vocab, tpl, segs)
+        # the example ends with <target_start> <target_end> <end>: the prompt stops after <target_start>
+        prompt = ex["frames"][:-2]
+        uncond = prompt.clone()
+        cond = ex["cond_mask"][:-2]
+        uncond[cond] = self.vocab.pad_id
+        if target.modality == "codec":
+            fr = float(self.codec.frame_rate)
+            max_new = int(options.max_duration * fr) + 1
+            ref = SAME_LENGTH_INPUT.get(task)
+            if ref in wavs:  # an output about as long as its input: at most 1.2 x its length
+                max_new = min(max_new, int(wavs[ref].shape[-1] / self.sample_rate * fr * 1.2) + 5)
+        else:
+            max_new = TEXT_TARGET_MAX_TOKENS
+        room = self._max_frames() - prompt.shape[0]
+        if room < 2:
+            raise UnisonoError(f"the inputs of this {task} request take {prompt.shape[0]} frames, leaving no room in "
+                               f"the model's context of {self._max_frames()} frames; use shorter inputs")
+        return {"prompt": prompt, "uncond": uncond, "max_new": max(1, min(max_new, room))}
+
+    def _max_frames(self) -> int:
+        """Frames (prompt + generated) that fit the model's positions, per codebook pattern."""
+        cfg = self.lm.cfg
+        if cfg.pattern == "flat":
+            return cfg.max_seq_len // cfg.num_streams - 1
+        if cfg.pattern == "delay":
+            return cfg.max_seq_len - cfg.num_streams
+        return cfg.max_seq_len - 1
+
+    def _finish(self, task: str, frames):
+        import torch
+
+        target = self.templates[task].target
+        end = self._end(task)
+        col = frames[:, 0]
+        stop = int((col == end).nonzero()[0, 0]) if bool((col == end).any()) else frames.shape[0]
+        body = frames[:stop]
+        if target.modality == "codec":
+            K = self.vocab.num_codebooks
+            rows = []
+            for k in range(K):  # a stream may emit <pad> (allowed beside the end frame): decode it as code 0
+                r = self.vocab.modality_range("codec", k)
+                col = body[:, k]
+                rows.append(torch.where((col >= r.start) & (col < r.stop), col - r.start, torch.zeros_like(col)))
+            codes = torch.stack(rows)[None]
+            if codes.shape[-1] == 0:
+                wav = torch.zeros(0)
+            else:
+                with torch.inference_mode():
+                    wav = self.codec.decode(codes)[0, 0]
+            import numpy as np
+
+            return AudioOutput(np.ascontiguousarray(wav.float().cpu().numpy()), self.sample_rate, task,
+                               {"frames": int(codes.shape[-1]), "ended": stop < frames.shape[0]})
+        ids = self.vocab.to_local(target.modality, body[:, 0]).tolist()
+        ids = [i for i in ids if i >= 0]
+        text = self.tok.bpe.decode(ids) if target.modality == "bpe" else self.tok.phones.decode(ids)
+        return TextOutput(text, task, {"tokens": len(ids), "ended": stop < frames.shape[0]})

@@ -199,7 +199,8 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
         if not isinstance(stream, bool):
             raise BadRequest(422, "stream must be true or false")
         opts: dict[str, Any] = {}
-        defaults = GenerationOptions()
+        default_options = getattr(pipeline, "default_options", None)
+        defaults = default_options(task) if default_options else GenerationOptions()
         for name in OPTION_NAMES:
             if name in raw:
                 value = raw.pop(name)
@@ -218,7 +219,7 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
         if "max_duration" not in opts:  # the default follows the server's limit
             opts["max_duration"] = min(defaults.max_duration, limits.max_output_seconds)
         try:
-            options = GenerationOptions(**opts).validate(limits.max_output_seconds)
+            options = defaults.with_(**opts).validate(limits.max_output_seconds)
         except UnisonoError as e:
             raise BadRequest(422, str(e)) from None
         inputs: dict[str, Any] = {}

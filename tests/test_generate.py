@@ -1,0 +1,163 @@
+"""The Python API on a tiny checkpoint: every task callable, right output types, bounds, reproducibility."""
+
+import numpy as np
+import pytest
+
+from unisono.errors import UnisonoError
+from unisono.generate import AudioOutput, GenerationOptions, Pipeline, TextOutput
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoint):
+    return Pipeline.from_pretrained(tiny_checkpoint)
+
+
+def inputs_for(pipe, task, sr=16000):
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, kind in pipe.tasks[task].inputs.items():
+        if kind == "audio":
+            out[name] = (0.1 * rng.standard_normal(sr).astype(np.float32), sr)
+        elif name.endswith("_span"):
+            out[name] = "0.2,0.5"
+        elif name == "score":
+            out[name] = "[[60, 0.0, 0.4, \"la\"], [62, 0.4, 0.8, \"da\"]]"
+        else:
+            out[name] = "The old baker slowly painted the red door."
+    return out
+
+
+def test_every_trained_task_is_listed_with_inputs(pipe):
+    assert {"tts", "se", "asr", "caption", "text_to_sound", "text_to_music", "audio_qa", "svs", "vc", "tse",
+            "dereverb", "audio_edit", "instruct_tts", "speech_edit"} <= set(pipe.tasks)
+    assert pipe.tasks["tts"].inputs == {"text": "text", "prompt": "audio"}
+    assert pipe.tasks["asr"].output == "text" and pipe.tasks["se"].output == "audio"
+    assert pipe.tasks["speech_edit"].inputs["context_span"] == "text"
+
+
+def test_every_task_runs_with_right_output_type_and_bounds(pipe):
+    for task, spec in pipe.tasks.items():
+        out = pipe.generate(task, seed=0, max_duration=0.5, **inputs_for(pipe, task))
+        if spec.output == "audio":
+            assert isinstance(out, AudioOutput) and out.sample_rate == 16000, task
+            assert out.wav.dtype == np.float32 and out.wav.ndim == 1
+            assert out.duration <= 0.5 + 1 / 50 + 1e-6, (task, out.duration)
+        else:
+            assert isinstance(out, TextOutput) and isinstance(out.text, str), task
+            assert out.info["tokens"] <= 256
+
+
+def test_seeds_reproduce_and_differ(pipe):
+    inp = inputs_for(pipe, "tts")
+    a = pipe.generate("tts", seed=7, max_duration=0.4, **inp)
+    b = pipe.generate("tts", seed=7, max_duration=0.4, **inp)
+    c = pipe.generate("tts", seed=8, max_duration=0.4, **inp)
+    assert np.array_equal(a.wav, b.wav)
+    assert a.wav.shape != c.wav.shape or not np.array_equal(a.wav, c.wav)
+
+
+def test_batches_are_reproducible_as_a_whole(pipe):
+    inp = inputs_for(pipe, "se")
+    other = {"noisy": (np.full(8000, 0.02, dtype=np.float32), 16000)}
+    opts = GenerationOptions(seed=3, max_duration=0.4)
+    first = pipe.generate_batch("se", [inp, other, inp], opts)
+    again = pipe.generate_batch("se", [inp, other, inp], opts)
+    assert len(first) == 3 and all(isinstance(o, AudioOutput) for o in first)
+    assert all(np.array_equal(a.wav, b.wav) for a, b in zip(first, again))
+
+
+def test_same_length_tasks_are_bounded_by_their_input(pipe):
+    short = {"noisy": (np.full(3200, 0.05, dtype=np.float32), 16000)}  # 0.2 s
+    out = pipe.generate("se", seed=0, max_duration=5.0, temperature=1.0, **short)
+    assert out.duration <= 0.2 * 1.2 + 5 / 50 + 1e-6
+
+
+def test_guidance_runs_and_changes_nothing_when_scale_is_one(pipe):
+    inp = inputs_for(pipe, "text_to_sound")
+    a = pipe.generate("text_to_sound", seed=1, max_duration=0.3, guidance_scale=1.0, **inp)
+    b = pipe.generate("text_to_sound", seed=1, max_duration=0.3, guidance_scale=3.0, **inp)
+    assert isinstance(b, AudioOutput) and a.sample_rate == b.sample_rate
+
+
+def test_bad_input_is_a_clear_error(pipe, tmp_path):
+    with pytest.raises(UnisonoError, match="unknown task 'nope'"):
+        pipe.generate("nope", text="x")
+    with pytest.raises(UnisonoError, match="needs the input 'prompt'"):
+        pipe.generate("tts", text="hello")
+    with pytest.raises(UnisonoError, match="is empty"):
+        pipe.generate("tts", text="  ", prompt=(np.zeros(1600, np.float32), 16000))
+    with pytest.raises(UnisonoError, match="does not exist"):
+        pipe.generate("se", noisy=str(tmp_path / "missing.wav"))
+    with pytest.raises(UnisonoError, match="does not take"):
+        pipe.generate("se", noisy=(np.zeros(1600, np.float32), 16000), text="x")
+    with pytest.raises(UnisonoError, match="top_p"):
+        pipe.generate("se", noisy=(np.zeros(1600, np.float32), 16000), top_p=0.0)
+
+
+def test_incomplete_or_tampered_checkpoint_is_refused(tiny_checkpoint, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    (broken / "vocab.json").unlink()
+    with pytest.raises(UnisonoError, match="vocab.json is missing"):
+        Pipeline.from_pretrained(broken)
+    shutil.copy(tiny_checkpoint / "vocab.json", broken / "vocab.json")
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnisonoError):
+        Pipeline.from_pretrained(broken)
+    with pytest.raises(UnisonoError, match="does not exist"):
+        Pipeline.from_pretrained(tmp_path / "nothing")
+
+
+def test_audio_alias_names_the_only_audio_input(pipe):
+    out = pipe.generate("se", seed=0, max_duration=0.2, audio=(np.full(3200, 0.05, np.float32), 16000))
+    assert isinstance(out, AudioOutput)
+
+
+def test_cli_generate_audio_and_text(tiny_checkpoint, tmp_path, capsys):
+    from unisono import audio
+    from unisono.cli import main
+
+    spk = tmp_path / "spk.wav"
+    audio.save(spk, np.full(8000, 0.05, np.float32), 16000)
+    out = tmp_path / "out.wav"
+    code = main(["generate", "tts", "--checkpoint", str(tiny_checkpoint), "--text", "Hello there.", "--prompt",
+                 str(spk), "--seed", "2", "--max-duration", "0.4", "-o", str(out)])
+    assert code == 0
+    wav, sr = audio.load(out)
+    assert sr == 16000 and wav.shape[1] <= int(0.42 * 16000)
+    assert "wrote" in capsys.readouterr().out
+    assert main(["generate", "asr", "--checkpoint", str(tiny_checkpoint), "--audio", str(spk)]) == 0
+    assert main(["generate", "--list", "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert "tts" in capsys.readouterr().out
+    assert main(["generate", "tts", "--checkpoint", str(tiny_checkpoint), "--text", "hi", "--prompt", str(spk)]) == 2
+    assert "give an output file with -o" in capsys.readouterr().err
+    assert main(["generate", "se", "--checkpoint", str(tmp_path / "none"), "--noisy", str(spk), "-o", "x.wav"]) == 2
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_server_on_the_real_pipeline(pipe):
+    import base64
+    import io
+
+    import soundfile as sf
+    from fastapi.testclient import TestClient
+
+    from unisono.serve import ServerLimits, create_app
+
+    with TestClient(create_app(pipe, ServerLimits(max_output_seconds=1.0))) as c:
+        tasks = {t["name"] for t in c.get("/tasks").json()["tasks"]}
+        assert tasks == set(pipe.tasks)
+        buf = io.BytesIO()
+        sf.write(buf, np.full(8000, 0.05, np.float32), 16000, format="WAV")
+        r = c.post("/generate", data={"task": "tts", "text": "Hello there.", "seed": "1", "max_duration": "0.5"},
+                   files={"prompt": ("p.wav", buf.getvalue(), "audio/wav")})
+        assert r.status_code == 200, r.text
+        wav, sr = sf.read(io.BytesIO(r.content))
+        assert sr == 16000 and wav.size <= 0.52 * 16000
+        r = c.post("/generate", json={"task": "asr", "speech": base64.b64encode(buf.getvalue()).decode()})
+        assert r.status_code == 200 and isinstance(r.json()["text"], str)
+        r = c.post("/generate", json={"task": "tts", "text": "hi"})
+        assert r.status_code == 422 and "prompt" in r.json()["error"]

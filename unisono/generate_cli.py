@@ -1,0 +1,100 @@
+"""``unisono generate TASK --INPUT VALUE ... -o out.wav``: run one task of a checkpoint."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from unisono.errors import UnisonoError
+
+DESCRIPTION = """Run one task of a trained checkpoint. Inputs are given as --NAME VALUE: text as a string, audio
+as a file path (WAV/FLAC/OGG, any sample rate). Audio outputs are written to -o (WAV or FLAC); text outputs
+are printed (and written to -o if given).
+
+examples:
+  unisono generate tts --text "The old baker painted the door." --prompt speaker.wav -o out.wav
+  unisono generate se --noisy noisy.wav -o clean.wav
+  unisono generate asr --speech speech.wav
+  unisono generate text_to_sound --caption "A dog barks at 0.5 s, then a bell rings." -o sound.wav"""
+ACCEPTS_EXTRA = True  # the task inputs: --NAME VALUE pairs
+
+
+def _task_help() -> str:
+    from unisono.generate import _input_name
+    from unisono.tasks import load_templates
+
+    lines = ["tasks of the built-in templates and their inputs (a checkpoint lists its own with --list):"]
+    for name, tpl in sorted(load_templates().items()):
+        ins = []
+        for c in tpl.conditions:
+            kind = "audio" if c.modality in ("codec", "semantic") else "text"
+            ins.append(f"--{_input_name(c)} {kind.upper()}")
+            if c.mask_span:
+                ins.append(f"--{c.name}_span START,END")
+        out = "audio" if tpl.target.modality == "codec" else "text"
+        lines.append(f"  {name:<14} {' '.join(ins)}  -> {out}")
+    return "\n".join(lines)
+
+
+def add_arguments(p) -> None:
+    p.epilog = _task_help()
+    p.add_argument("task", nargs="?", help="the task to run (see below)")
+    p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped model)")
+    p.add_argument("-o", "--output", help="output file (.wav or .flac for audio; .txt for text)")
+    p.add_argument("--list", action="store_true", help="list the checkpoint's tasks with their inputs and exit")
+    g = p.add_argument_group("generation options (defaults depend on the task)")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens (0 = all)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling threshold in (0, 1]")
+    g.add_argument("--temperature", type=float, help="sampling temperature (> 0)")
+    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--seed", type=int, help="random seed (same seed, same output)")
+    g.add_argument("--max-duration", type=float, help="longest output in seconds")
+
+
+def parse_inputs(rest: list[str]) -> dict[str, str]:
+    inputs: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        key = rest[i]
+        if not key.startswith("--") or i + 1 >= len(rest):
+            raise UnisonoError(f"inputs are given as --NAME VALUE; could not read {key!r}")
+        inputs[key[2:].replace("-", "_")] = rest[i + 1]
+        i += 2
+    return inputs
+
+
+def main(args, rest: list[str] | None = None) -> int:
+    from unisono import audio
+    from unisono.generate import AudioOutput, Pipeline
+
+    pipe = Pipeline.from_pretrained(args.checkpoint)
+    if args.list or not args.task:
+        for spec in pipe.tasks.values():
+            ins = " ".join(f"--{n} {k.upper()}" for n, k in spec.inputs.items())
+            print(f"{spec.name:<14} {ins}  -> {spec.output}   {spec.description}")
+        return 0
+    if args.task not in pipe.tasks:
+        raise UnisonoError(f"unknown task {args.task!r}; this checkpoint can do: {', '.join(pipe.tasks)}")
+    inputs = parse_inputs(rest or [])
+    options = pipe.default_options(args.task)
+    changes = {k: getattr(args, k) for k in ("top_k", "top_p", "temperature", "guidance_scale", "seed", "max_duration")
+               if getattr(args, k) is not None}
+    options = options.with_(**changes).validate()
+    spec = pipe.tasks[args.task]
+    if spec.output == "audio" and not args.output:
+        raise UnisonoError(f"task {args.task} makes audio: give an output file with -o out.wav")
+    t0 = time.perf_counter()
+    print(f"generating {args.task} (up to {options.max_duration:g} s)...", file=sys.stderr)
+    out = pipe.generate_batch(args.task, [inputs], options)[0]
+    took = time.perf_counter() - t0
+    if isinstance(out, AudioOutput):
+        audio.save(args.output, out.wav, out.sample_rate)
+        print(f"wrote {args.output}: {out.duration:.2f} s at {out.sample_rate} Hz in {took:.1f} s "
+              f"(real-time factor {out.duration / max(took, 1e-9):.2f})")
+    else:
+        print(out.text)
+        if args.output:
+            from unisono.fileio import write_text
+
+            write_text(args.output, out.text + "\n")
+    return 0

@@ -1,0 +1,32 @@
+"""``unisono serve``: the HTTP API and web page for a checkpoint."""
+
+from __future__ import annotations
+
+DESCRIPTION = """Serve a checkpoint over HTTP: a JSON + multipart API described by OpenAPI (/docs), and a web
+page at / to pick a task, fill its inputs (text, upload or record audio), generate, listen and download.
+Binds to 127.0.0.1 unless --host says otherwise."""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-queue", type=int, default=32, help="requests queued or running before 503 (default 32)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch of concurrent requests (default 8)")
+    p.add_argument("--max-output-seconds", type=float, default=30.0, help="longest audio a request may ask for")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds before a generation is cancelled (504)")
+
+
+def main(args) -> int:
+    import uvicorn
+
+    from unisono.generate import Pipeline
+    from unisono.serve import ServerLimits, create_app
+
+    pipe = Pipeline.from_pretrained(args.checkpoint)
+    limits = ServerLimits(max_queue=args.max_queue, max_batch=args.max_batch,
+                          max_output_seconds=args.max_output_seconds, timeout_s=args.timeout)
+    app = create_app(pipe, limits, title=f"unisono: {pipe.name}")
+    print(f"serving {pipe.name} ({len(pipe.tasks)} tasks) on http://{args.host}:{args.port}/")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

@@ -161,3 +161,26 @@ def test_server_on_the_real_pipeline(pipe):
         assert r.status_code == 200 and isinstance(r.json()["text"], str)
         r = c.post("/generate", json={"task": "tts", "text": "hi"})
         assert r.status_code == 422 and "prompt" in r.json()["error"]
+
+
+def test_fuzzing_the_real_server_finds_no_5xx(pipe):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    from unisono.serve import ServerLimits, create_app
+
+    app = create_app(pipe, ServerLimits(max_output_seconds=0.5, max_body_bytes=200_000))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures = []
+    for result in schema.get_all_operations():
+        op = result.ok()
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=op.as_strategy())
+        def run(case):
+            response = case.call()
+            if response.status_code >= 500:
+                failures.append((case.path, str(case.body)[:200], response.status_code, response.text[:200]))
+
+        run()
+    assert failures == []

@@ -47,8 +47,22 @@ def run_page(base_url: str, task: str, fill: dict, screenshot: Path) -> dict:
 def test_page_generates_playable_audio(tmp_path):
     out_dir = Path(os.environ.get("UNISONO_ARTIFACTS", tmp_path))
     with LiveServer(create_app(TonePipeline())) as url:
-        result = run_page(url, "tts", {"text": "x" * 60}, out_dir / "web_page.png")
+        result = run_page(url, "tts", {"text": "x" * 60}, out_dir / "web_page_tone.png")
     assert result["errors"] == []
     assert result["playable"] and abs(result["duration"] - 0.7) < 0.05
     assert result["download"].startswith("blob:") and result["status"].startswith("done in")
+    assert (out_dir / "web_page_tone.png").stat().st_size > 10_000
+
+
+def test_page_with_a_real_checkpoint(tiny_checkpoint, tmp_path):
+    from unisono.generate import Pipeline
+    from unisono.serve import ServerLimits
+
+    out_dir = Path(os.environ.get("UNISONO_ARTIFACTS", tmp_path))
+    app = create_app(Pipeline.from_pretrained(tiny_checkpoint), ServerLimits(max_output_seconds=2.0))
+    with LiveServer(app) as url:
+        result = run_page(url, "text_to_sound", {"caption": "A dog barks at 0.5 s, then a bell rings."},
+                          out_dir / "web_page.png")
+    assert result["errors"] == [] and result["playable"]
+    assert 0 < result["duration"] <= 2.0 + 0.05
     assert (out_dir / "web_page.png").stat().st_size > 10_000

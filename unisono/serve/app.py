@@ -136,10 +136,20 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
     def health() -> dict:
         return {"status": "ok", "queued": scheduler.pending, "tasks": len(pipeline.tasks)}
 
-    @app.get("/tasks", summary="The tasks this model can do, with their inputs")
+    def task_defaults(task: str | None) -> GenerationOptions:
+        getter = getattr(pipeline, "default_options", None)
+        opts = getter(task) if getter and task else GenerationOptions()
+        return opts.with_(max_duration=min(opts.max_duration, limits.max_output_seconds))
+
+    @app.get("/tasks", summary="The tasks this model can do, with their inputs and default options")
     def tasks() -> dict:
-        return {"tasks": [s.to_json() for s in pipeline.tasks.values()], "sample_rate": pipeline.sample_rate,
-                "defaults": asdict(GenerationOptions()), "limits": asdict(limits)}
+        listed = [{**s.to_json(), "defaults": asdict(task_defaults(name))} for name, s in pipeline.tasks.items()]
+        return {"tasks": listed, "sample_rate": pipeline.sample_rate,
+                "defaults": asdict(task_defaults(None)), "limits": asdict(limits)}
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -199,8 +209,7 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
         if not isinstance(stream, bool):
             raise BadRequest(422, "stream must be true or false")
         opts: dict[str, Any] = {}
-        default_options = getattr(pipeline, "default_options", None)
-        defaults = default_options(task) if default_options else GenerationOptions()
+        defaults = task_defaults(task)
         for name in OPTION_NAMES:
             if name in raw:
                 value = raw.pop(name)
@@ -216,8 +225,6 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
                     opts[name] = want(number)
                 except (TypeError, ValueError):
                     raise BadRequest(422, f"{name} must be a {'whole ' if want is int else ''}number") from None
-        if "max_duration" not in opts:  # the default follows the server's limit
-            opts["max_duration"] = min(defaults.max_duration, limits.max_output_seconds)
         try:
             options = defaults.with_(**opts).validate(limits.max_output_seconds)
         except UnisonoError as e:

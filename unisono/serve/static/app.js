@@ -33,6 +33,7 @@ async function loadTasks() {
 
 function renderInputs() {
   const spec = TASKS[$("task").value];
+  for (const [k, v] of Object.entries(spec.defaults || DEFAULTS)) { const el = $(`opt-${k}`); if (el) el.value = v; }
   $("task-help").textContent = spec.description + (spec.output === "text" ? " (answers with text)" : "");
   const box = $("inputs");
   box.innerHTML = "";

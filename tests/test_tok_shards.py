@@ -252,11 +252,19 @@ def test_cli_tokenize_reports_a_missing_codec_and_inspect_prints(tokenized, tmp_
     assert "h ə l ˈ oʊ | w ˈ ɜː l d" in text and "[target] speech (codec)" in text
 
 
-def test_audio_is_encoded_once_for_all_questions_of_a_cut(corpus, tmp_path):
-    stats = tk.tokenize_corpus(corpus, tmp_path / "q", make_test_codec, tasks=["audio_qa"], **{**OPTS, "splits": ("train",)})
-    cuts = [c for c in load_cuts(corpus, "train") if "audio_qa" in c.custom["tasks"]]
-    assert stats["examples_made_now"] == sum(len(c.custom["qa"]) for c in cuts) > len(cuts)
+def test_each_recording_is_encoded_once_per_run(corpus, tmp_path):
+    tasks = ["audio_qa", "tts", "asr", "instruct_tts"]
+    stats = tk.tokenize_corpus(corpus, tmp_path / "q", make_test_codec, tasks=tasks, **{**OPTS, "splits": ("train",)})
+    cuts = [c for c in load_cuts(corpus, "train") if set(tasks) & set(c.custom["tasks"])]
+    qa = [c for c in cuts if "audio_qa" in c.custom["tasks"]]
+    assert stats["per_task"]["train/audio_qa"]["examples"] == sum(len(c.custom["qa"]) for c in qa) > len(qa)
+    # every question of a cut, and tts/asr/instruct_tts and the prompts cut from the same speech: one encoding
     assert stats["encoded_seconds_now"] == pytest.approx(sum(c.duration for c in cuts), abs=0.01)
+    # codes cached on disk: a resumed run that redoes a shard encodes nothing
+    victim = next((tmp_path / "q" / "train").glob("tts-*.safetensors"))
+    victim.unlink()
+    again = tk.tokenize_corpus(corpus, tmp_path / "q", make_test_codec, tasks=tasks, **{**OPTS, "splits": ("train",)})
+    assert again["shards_made_now"] == 1 and again["encoded_seconds_now"] == 0
 
 
 def test_collate_pads_and_masks():

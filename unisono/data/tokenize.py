@@ -67,11 +67,13 @@ def _cut_audio(obj, sample_rate: int) -> torch.Tensor:
 class ExampleMaker:
     """Builds the examples of one split: resolves each template source on a cut and encodes it."""
 
-    def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0):
+    def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0,
+                 cache_dir: str | os.PathLike | None = None):
         self.templates, self.vocab, self.toks, self.codec, self.seed = templates, vocab, toks, codec, seed
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.cuts = {c.id: c for c in cuts}
         self.encoded_seconds = 0.0  # audio passed to the codec, in seconds (cache hits excluded)
-        self._codes_cache: dict = {}  # (source object id, spec) -> codes, for the last few deterministic inputs
+        self._codes_cache: dict = {}  # "Cut:id" / "Recording:id" -> codes [K, T] of the whole recording
         self.by_speaker: dict[str, list[str]] = defaultdict(list)
         for c in sorted(self.cuts.values(), key=lambda c: c.id):
             spk = _speaker(c)
@@ -91,33 +93,80 @@ class ExampleMaker:
         return build_example(self.vocab, tpl, segs, ex_id)
 
     # --- sources
-    def _audio(self, spec, cut, rng) -> torch.Tensor:
-        sr = int(self.codec.sample_rate)
+    def _source(self, spec, cut, rng):
+        """The lhotse Cut or Recording that an audio source of ``spec`` reads on ``cut``."""
         kind, key = spec.source_kind, spec.source_key
         if kind == "audio":
-            wav = _cut_audio(cut, sr)
-        elif kind == "recording":
+            return cut
+        if kind == "recording":
             rec = (cut.custom or {}).get(key)
             if rec is None or not hasattr(rec, "load_audio"):
                 raise UnisonoError(f"cut {cut.id} has no condition recording {key!r}")
-            wav = _cut_audio(rec, sr)
-        else:  # speaker_prompt
-            spk = _speaker(cut)
-            if spk is None:
-                raise UnisonoError(f"cut {cut.id} has no speaker; a speaker prompt needs one")
-            kind_of = (cut.custom or {}).get("kind")
-            others = [i for i in self.by_speaker[spk] if i != cut.id]
-            same = [i for i in others if (self.cuts[i].custom or {}).get("kind") == kind_of]
-            pool = same or others
-            if not pool:
-                raise UnisonoError(f"no other utterance of speaker {spk!r} in this split for the prompt of {cut.id}")
-            wav = _cut_audio(self.cuts[rng.choice(pool)], sr)
+            return rec
+        spk = _speaker(cut)  # speaker_prompt: another cut of the same speaker, same kind if possible
+        if spk is None:
+            raise UnisonoError(f"cut {cut.id} has no speaker; a speaker prompt needs one")
+        kind_of = (cut.custom or {}).get("kind")
+        others = [i for i in self.by_speaker[spk] if i != cut.id]
+        same = [i for i in others if (self.cuts[i].custom or {}).get("kind") == kind_of]
+        pool = same or others
+        if not pool:
+            raise UnisonoError(f"no other utterance of speaker {spk!r} in this split for the prompt of {cut.id}")
+        return self.cuts[rng.choice(pool)]
+
+    def _crop(self, x, n: int, spec, rng):
+        """Keep ``n`` steps of the last axis: a random window for prompts, the start otherwise."""
+        if x.shape[-1] <= n:
+            return x
+        start = rng.randrange(x.shape[-1] - n + 1) if spec.source_kind == "speaker_prompt" else 0
+        return x[..., start : start + n]
+
+    def _audio(self, spec, cut, rng) -> torch.Tensor:
+        sr = int(self.codec.sample_rate)
+        wav = _cut_audio(self._source(spec, cut, rng), sr)
         if spec.seconds is not None:
-            n = int(round(spec.seconds * sr))
-            if wav.shape[-1] > n:
-                start = rng.randrange(wav.shape[-1] - n + 1) if kind == "speaker_prompt" else 0
-                wav = wav[:, start : start + n]
+            wav = self._crop(wav, int(round(spec.seconds * sr)), spec, rng)
         return wav
+
+    def _codes(self, spec, cut, rng) -> torch.Tensor:
+        """``codes [K, T]`` of an audio source; a whole recording is encoded once and then cropped.
+
+        Codes are kept in memory (the last 64 recordings) and, when ``cache_dir`` is set, on disk,
+        so the speech that serves tts, asr and instruct_tts, and the prompts cut from it, are encoded
+        once per run (and once across resumed runs).
+        """
+        obj = self._source(spec, cut, rng)
+        key = f"{type(obj).__name__}:{obj.id}"
+        codes = self._codes_cache.get(key)
+        if codes is None and self.cache_dir is not None:
+            path = self.cache_dir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
+            if path.exists():
+                from safetensors.torch import load_file
+
+                codes = load_file(str(path))["codes"].long()
+        if codes is None:
+            wav = _cut_audio(obj, int(self.codec.sample_rate))
+            with torch.no_grad():
+                codes = self.codec.encode(wav[None])
+            self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
+            codes = torch.as_tensor(codes)[0].long().cpu()
+            if codes.dim() != 2 or codes.shape[0] < self.vocab.num_codebooks:
+                raise UnisonoError(f"the codec gave codes of shape {tuple(codes.shape)}; the vocabulary needs "
+                                   f"{self.vocab.num_codebooks} codebooks")
+            codes = codes[: self.vocab.num_codebooks].contiguous()
+            if self.cache_dir is not None:
+                from safetensors.torch import save_file
+
+                from unisono.fileio import atomic_path
+
+                with atomic_path(path) as tmp:
+                    save_file({"codes": codes.to(torch.int32)}, str(tmp))
+        if len(self._codes_cache) >= 64:
+            self._codes_cache.pop(next(iter(self._codes_cache)))
+        self._codes_cache[key] = codes
+        if spec.seconds is not None:
+            codes = self._crop(codes, int(round(spec.seconds * float(self.codec.frame_rate))), spec, rng)
+        return codes
 
     def _value(self, spec, cut, variant):
         kind, key = spec.source_kind, spec.source_key
@@ -143,22 +192,7 @@ class ExampleMaker:
     def _segment(self, spec, cut, variant, rng) -> Segment:
         m = spec.modality
         if m == "codec":
-            # The same audio often serves several examples in a row (audio_qa: one per question);
-            # inputs that do not depend on the rng (everything but speaker prompts) are cached.
-            key = None if spec.source_kind == "speaker_prompt" else (cut.id, spec.source, spec.seconds)
-            codes = self._codes_cache.get(key) if key else None
-            if codes is None:
-                wav = self._audio(spec, cut, rng)
-                with torch.no_grad():
-                    codes = self.codec.encode(wav[None])
-                self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
-                codes = torch.as_tensor(codes)[0, : self.vocab.num_codebooks].long().cpu()
-                if key:
-                    if len(self._codes_cache) >= 16:
-                        self._codes_cache.pop(next(iter(self._codes_cache)))
-                    self._codes_cache[key] = codes
-            if codes.shape[0] < self.vocab.num_codebooks:
-                raise UnisonoError(f"the codec gave {codes.shape[0]} codebooks, the vocabulary needs {self.vocab.num_codebooks}")
+            codes = self._codes(spec, cut, rng)
             mask = None
             if spec.mask_span:
                 mask = _span_mask(self._value(_param_spec(spec.mask_span), cut, variant), codes.shape[1],
@@ -316,7 +350,8 @@ def _maker(split: str) -> ExampleMaker:
         toks = TokenizerSet.load(Path(cfg["out"]) / "tokenizers", codec=codec)
         vocab = Vocab.load(Path(cfg["out"]) / "vocab.json")
         templates = load_templates(cfg["templates"])
-        _STATE[split] = ExampleMaker(templates, vocab, toks, codec, load_cuts(cfg["data"], split), cfg["seed"])
+        _STATE[split] = ExampleMaker(templates, vocab, toks, codec, load_cuts(cfg["data"], split), cfg["seed"],
+                                     cache_dir=Path(cfg["out"]) / ".codes" / split)
     return _STATE[split]
 
 

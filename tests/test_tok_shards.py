@@ -82,6 +82,10 @@ def test_examples_decode_back_to_the_corpus(tokenized, corpus):
 
             notes = midi.decode_notes(segs[1].ids)
             assert [n[0] for n in notes] == [n[0] for n in cut.custom["params"]["notes"]]
+            if cut.custom["params"]["notes"][0][3] == "hello":  # one note per word: the lyrics' own phones
+                assert " | ".join(toks.phones.decode(n[3]) for n in notes) == cut.supervisions[0].custom["phones"]
+            else:
+                assert all(len(n[3]) > 0 for n in notes)
     assert seen == {"tts", "asr", "svs", "se", "audio_qa"}
 
 

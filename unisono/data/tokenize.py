@@ -211,6 +211,14 @@ class ExampleMaker:
         if m == "midi":
             from unisono.text import midi
 
+            # One note per word (as the built-in corpus sings): the word's phones from the lyrics'
+            # phone string (same voice and accent as the lyrics segment); otherwise espeak-ng per syllable.
+            sup = cut.supervisions[0] if cut.supervisions else None
+            lyric = ((sup.custom or {}).get("phones") or "") if sup is not None else ""
+            words = [w for w in lyric.split(" | ") if w.strip()]
+            if words and len(words) == len(value):
+                per_note = [self.toks.phones.encode(w) for w in words]
+                return Segment("midi", ids=midi.encode_notes(value, per_note))
             self.toks.syllable_phones([str(n[3]) for n in value if len(n) == 4])
             return Segment("midi", ids=midi.encode_notes(value, self.toks.phonemize_syllable))
         if m == "text_emb":

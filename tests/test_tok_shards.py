@@ -149,6 +149,8 @@ def test_reader_splits_shards_over_ranks_and_workers(tokenized):
     assert sorted(shuffled) == sorted(everything) and shuffled != everything
     with pytest.raises(UnisonoError, match="not in"):
         ShardReader(out, tasks=["karaoke"])
+    with pytest.warns(UserWarning, match="some ranks read nothing"):
+        ShardReader(out, tasks=["tts"], rank=0, world_size=8)
 
 
 def test_reader_refuses_another_vocabulary(tokenized):
@@ -281,3 +283,42 @@ def test_collate_pads_and_masks():
     assert (b["frames"][0, 3:] == 0).all() and (b["frames"][0, :3] == 7).all()
     assert not b["loss_mask"][0, 3:].any() and b["loss_mask"][2].all()
     assert int(b["cond_mask"].sum()) == 12 and b["ids"] == ["0", "1", "2"]
+
+
+def test_cli_tokenize_end_to_end_with_fewer_codebooks(corpus, tmp_path, monkeypatch, capsys):
+    from unisono.cli import main
+
+    monkeypatch.setattr(tk, "load_codec_dir", lambda d: CodecTestDouble(num_codebooks=4))
+    rc = main(["tokenize", "--data", str(corpus), "--codec", "any", "--out", str(tmp_path / "o"), "--tasks", "asr,tts",
+               "--splits", "train", "--jobs", "1", "--num-codebooks", "2", "--bpe-size", "300", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "train/asr" in printed and "train/tts" in printed
+    v = Vocab.load(tmp_path / "o" / "vocab.json")
+    assert v.num_codebooks == 2
+    exs = list(ShardReader(tmp_path / "o"))
+    assert len(exs) == 4 and all(e["frames"].shape[1] == 2 for e in exs)
+
+
+def test_reuse_a_vocabulary_and_add_a_task(corpus, tmp_path):
+    import yaml
+
+    from unisono.vocab import NUM_SPECIAL
+
+    opts = {**OPTS, "splits": ("train",)}
+    tk.tokenize_corpus(corpus, tmp_path / "a", make_test_codec, tasks=["asr"], **opts)
+    base = Vocab.load(tmp_path / "a" / "vocab.json")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"version": 1, "tasks": {"aaa_describe": {
+        "conditions": [{"modality": "codec", "source": "audio"}],
+        "target": {"modality": "bpe", "source": "custom.caption"}}}}))
+    tk.tokenize_corpus(corpus, tmp_path / "b", make_test_codec, tasks=["asr", "aaa_describe"], templates_paths=[str(extra)],
+                       vocab_path=str(tmp_path / "a" / "vocab.json"), tokenizers_dir=str(tmp_path / "a" / "tokenizers"), **opts)
+    new = Vocab.load(tmp_path / "b" / "vocab.json")
+    base.check_compatible(new)
+    assert all(new.task_id(t) == base.task_id(t) for t in base.tasks)
+    assert new.task_id("aaa_describe") == NUM_SPECIAL + len(base.tasks)  # next free slot, not sorted first
+    # fitting fresh tokenizers on other text against that vocabulary is refused
+    with pytest.raises(UnisonoError, match="vocabulary mismatch"):
+        tk.tokenize_corpus(corpus, tmp_path / "c", make_test_codec, tasks=["asr"], vocab_path=str(tmp_path / "a" / "vocab.json"),
+                           **{**opts, "bpe_size": 280})

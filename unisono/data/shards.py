@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -184,6 +185,10 @@ class ShardReader(torch.utils.data.IterableDataset):
         if not self.shards:
             raise UnisonoError(f"no shards in {self.dir}" + (f" for tasks {self.tasks}" if self.tasks else ""))
         self._hash = vocab_hash(self.vocab)
+        if len(self.shards) < world_size:
+            warnings.warn(
+                f"{len(self.shards)} shard(s) in {self.dir} for {world_size} ranks: some ranks read nothing; "
+                "re-tokenize with a smaller --shard-size", stacklevel=2)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -424,6 +424,8 @@ def tokenize_corpus(
     templates_paths: list[str] | None = None,
     fill: str = "pad",
     vocab_path: str | None = None,
+    tokenizers_dir: str | None = None,
+    num_codebooks: int | None = None,
     bpe_size: int = 2000,
     semantic_units: int = 500,
     semantic_features: str = "auto",
@@ -456,18 +458,32 @@ def tokenize_corpus(
     if rank == 0:
         if not (out / "vocab.json").exists():
             codec = codec_factory()
-            train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_cuts(data, "train")
-            toks = fit_tokenizers(train_cuts, templates,
-                                  selected, codec, bpe_size, semantic_units, semantic_features, hubert_dir,
-                                  text_encoder=text_encoder, seed=seed)
-            vocab = Vocab.build(sorted(templates), codec.num_codebooks, codec.codebook_size, fill=fill,
-                                fingerprints=toks.fingerprints(), **toks.sizes())
+            K = int(num_codebooks or codec.num_codebooks)
+            if not 1 <= K <= int(codec.num_codebooks):
+                raise UnisonoError(f"--num-codebooks must lie in 1..{codec.num_codebooks} (the codec's codebooks), got {K}")
+            if tokenizers_dir:
+                from unisono.text.tokenizers import TokenizerSet
+
+                toks = TokenizerSet.load(tokenizers_dir, codec=codec)
+            else:
+                train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_cuts(data, "train")
+                toks = fit_tokenizers(train_cuts, templates, selected, codec, bpe_size, semantic_units,
+                                      semantic_features, hubert_dir, text_encoder=text_encoder, seed=seed)
             if vocab_path:
-                Vocab.load(vocab_path).check_compatible(vocab, what="the tokenizers fitted on this corpus",
-                                                        mine=f"{vocab_path}")
+                # Keep the given layout (e.g. a checkpoint's): same ranges and tokenizers required; tasks it
+                # lacks take free task slots, every existing id stays.
+                base = Vocab.load(vocab_path)
+                mine = Vocab(toks.sizes(), K, codec.codebook_size, base.tasks, base.fill, toks.fingerprints())
+                base.check_compatible(mine, what="the tokenizers and codec of this run", mine=str(vocab_path))
+                vocab = base
+                for t in sorted(templates):
+                    vocab = vocab.with_task(t)
+            else:
+                vocab = Vocab.build(sorted(templates), K, codec.codebook_size, fill=fill,
+                                    fingerprints=toks.fingerprints(), **toks.sizes())
             toks.save(tok_dir)
             write_json(out / "codec.json", {"sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
-                                            "num_codebooks": int(codec.num_codebooks),
+                                            "num_codebooks": int(codec.num_codebooks), "codebooks_used": K,
                                             "codebook_size": int(codec.codebook_size),
                                             "source": getattr(codec_factory, "args", [None])[0]})
             for s in splits:
@@ -573,7 +589,8 @@ def tokenize_corpus(
     return stats
 
 
-def print_stats(stats: dict, file=sys.stdout) -> None:
+def print_stats(stats: dict, file=None) -> None:
+    file = file or sys.stdout
     print(f"{'split/task':<28}{'examples':>10}{'skipped':>9}", file=file)
     for key, c in stats["per_task"].items():
         print(f"{key:<28}{c.get('examples', 0):>10}{c.get('skipped', 0):>9}", file=file)
@@ -603,7 +620,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--templates", action="append", default=[], help="extra task template YAML (repeatable)")
     p.add_argument("--fill", choices=("pad", "repeat"), default="pad",
                    help="how a non-audio token fills the K streams of its frame (default: %(default)s; see docs/tokens.md)")
-    p.add_argument("--vocab", help="an existing vocab.json (e.g. a checkpoint's) that the result must match")
+    p.add_argument("--vocab", help="keep this vocab.json's layout (e.g. a checkpoint's, to fine-tune on new data or "
+                   "new tasks); tasks it lacks take free slots; use with --tokenizers")
+    p.add_argument("--tokenizers", help="reuse these tokenizers (a SHARDS/tokenizers or checkpoint dir) instead of fitting")
+    p.add_argument("--num-codebooks", type=int, help="codebooks used per frame (default: all of the codec's)")
     p.add_argument("--bpe-size", type=int, default=2000, help="BPE vocabulary size (default: %(default)s)")
     p.add_argument("--semantic-units", type=int, default=500, help="k-means units for vc (default: %(default)s)")
     p.add_argument("--semantic-features", choices=("auto", "hubert", "codec", "mel"), default="auto",
@@ -620,10 +640,12 @@ def main(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     stats = tokenize_corpus(
-        args.data, args.out, functools.partial(load_codec_dir, args.codec), tasks, splits, args.jobs,
-        args.shard_size, args.rank, args.world_size, args.templates or None, args.fill, args.vocab,
-        args.bpe_size, args.semantic_units, args.semantic_features, args.hubert, args.text_encoder, args.seed,
-        progress=not args.no_progress,
+        args.data, args.out, functools.partial(load_codec_dir, args.codec), tasks=tasks, splits=splits,
+        jobs=args.jobs, shard_size=args.shard_size, rank=args.rank, world_size=args.world_size,
+        templates_paths=args.templates or None, fill=args.fill, vocab_path=args.vocab,
+        tokenizers_dir=args.tokenizers, num_codebooks=args.num_codebooks, bpe_size=args.bpe_size,
+        semantic_units=args.semantic_units, semantic_features=args.semantic_features, hubert_dir=args.hubert,
+        text_encoder=args.text_encoder, seed=args.seed, progress=not args.no_progress,
     )
     print_stats(stats)
     return 0

@@ -35,6 +35,7 @@ def test_load_cuts_resolves_relative_paths(corpus, tmp_path, monkeypatch):
     assert cut.load_audio().shape[0] == 1
     assert cut.custom["mixture"].load_audio().shape[-1] == cut.custom["mixture"].num_samples
     assert cut.custom["enrollment"].sources[0].source.startswith(str(corpus.resolve()))
+    assert [c.id for c in load_cuts(corpus / "manifests", "train")] == [c.id for c in cuts]
     with pytest.raises(UnisonoError, match="does not exist"):
         load_cuts(tmp_path, "train")
 

@@ -136,3 +136,20 @@ def test_text_embedder_from_the_pypi_package():
     assert emb.dim == 384 and a.shape[1] == 384
     sim = torch.nn.functional.cosine_similarity(a.mean(0), b.mean(0), dim=0)
     assert sim < 0.99
+
+
+def test_codec_encoder_features():
+    from tok_helpers import CodecTestDouble
+
+    class CodecWithEncoder(CodecTestDouble):
+        def encoder(self, wav):  # [B, 1, S] -> [B, D, T]: per-frame mean and energy, a stand-in
+            B, _, S = wav.shape
+            x = wav[:, 0, : S // self.hop * self.hop].reshape(B, -1, self.hop)
+            return torch.stack([x.mean(-1), x.pow(2).mean(-1)], dim=1)
+
+    codec = CodecWithEncoder()
+    feats = FeatureExtractor("codec", codec=codec)
+    f = feats(_tone(300, 1.0), 16000)
+    assert f.shape == (50, 2)
+    with pytest.raises(UnisonoError, match="no encoder"):
+        FeatureExtractor("codec", codec=CodecTestDouble())

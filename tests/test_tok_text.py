@@ -73,3 +73,11 @@ def test_score_rejects_bad_notes():
         midi.encode_notes([[130, 0.0, 0.5, "a"]], _syl)
     with pytest.raises(UnisonoError, match="note must be"):
         midi.encode_notes([[60, 0.0]], _syl)
+
+
+def test_score_with_given_phones_per_note():
+    notes = [[60, 0.0, 0.4, "found"], [62, 0.5, 0.9, "twelve"]]
+    toks = midi.encode_notes(notes, [[1, 2], [3]])
+    assert [n[3] for n in midi.decode_notes(toks)] == [[1, 2], [3]]
+    with pytest.raises(UnisonoError, match="2 notes"):
+        midi.encode_notes(notes, [[1]])

@@ -118,8 +118,12 @@ def make_corpus(root: str | Path, per_kind: int = 2, splits=("train", "valid"), 
                     custom["params"] = {"original_text": "hello there", "edited_words": [["there", "world"]],
                                         "edit_span": [0.2, 0.5], "original_span": [0.25, 0.55]}
                 if kind == "singing":
-                    custom["params"] = {"notes": [[60, 0.0, 0.25, "hel"], [64, 0.3, 0.6, "lo"]], "tempo_bpm": 100}
-                    sup.update(text="hello", speaker="singer-0", language="en", custom={"phones": "h ə l ˈ oʊ"})
+                    if i % 2 == 0:  # syllables (phonemized with espeak-ng when tokenized)
+                        custom["params"] = {"notes": [[60, 0.0, 0.25, "hel"], [64, 0.3, 0.6, "lo"]], "tempo_bpm": 100}
+                        sup.update(text="hello", speaker="singer-0", language="en", custom={"phones": "h ə l ˈ oʊ"})
+                    else:  # one note per word, as the built-in corpus sings
+                        custom["params"] = {"notes": [[60, 0.0, 0.25, "hello"], [64, 0.3, 0.6, "world"]], "tempo_bpm": 100}
+                        sup.update(text="hello world", speaker="singer-0", language="en", custom={"phones": PHONES[0]})
                 if kind in ("music", "sound", "scene", "audio_edit"):
                     custom["caption"] = f"a short {kind} clip number {i}"
                     custom["qa"] = [["what is it?", f"a {kind}"], ["how long is it?", f"{dur:.1f} seconds"]]

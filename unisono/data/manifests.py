@@ -27,7 +27,7 @@ def _resolve_recording(rec, root: Path):
 
 
 def load_cuts(corpus_dir: str | os.PathLike, split: str):
-    """The ``split`` CutSet of ``corpus_dir``, with the paths of every Recording made absolute.
+    """The ``split`` CutSet of ``corpus_dir`` (or of ``corpus_dir/manifests``), with absolute audio paths.
 
     Both the primary recording of each cut and the condition Recordings in ``cut.custom`` are resolved,
     so ``cut.load_audio()`` and ``cut.custom[role].load_audio()`` work from any working directory.
@@ -35,6 +35,8 @@ def load_cuts(corpus_dir: str | os.PathLike, split: str):
     from lhotse import CutSet, Recording
 
     root = Path(corpus_dir).resolve()
+    if root.name == "manifests" and (root / split / "cuts.jsonl").exists():
+        root = root.parent  # given DIR/manifests: paths are still relative to DIR
     path = root / "manifests" / split / "cuts.jsonl"
     if split not in SPLITS:
         raise UnisonoError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -184,6 +185,10 @@ class ShardReader(torch.utils.data.IterableDataset):
         if not self.shards:
             raise UnisonoError(f"no shards in {self.dir}" + (f" for tasks {self.tasks}" if self.tasks else ""))
         self._hash = vocab_hash(self.vocab)
+        if len(self.shards) < world_size:
+            warnings.warn(
+                f"{len(self.shards)} shard(s) in {self.dir} for {world_size} ranks: some ranks read nothing; "
+                "re-tokenize with a smaller --shard-size", stacklevel=2)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -215,3 +220,35 @@ class ShardReader(torch.utils.data.IterableDataset):
                     yield buf.pop(rng.randrange(len(buf)))
         rng.shuffle(buf)
         yield from buf
+
+
+def collate_examples(examples: list[dict], pad_id: int = 0) -> dict:
+    """Pad a list of examples into a batch.
+
+    Returns ``frames LongTensor[B, T, K]`` (padded with ``pad_id``), ``loss_mask BoolTensor[B, T, K]``
+    and ``cond_mask BoolTensor[B, T]`` (False on padding), ``lengths LongTensor[B]``, ``ids`` and
+    ``tasks`` (lists); ``text_emb`` stays a list (``None`` where an example has none).
+    """
+    if not examples:
+        raise UnisonoError("cannot collate an empty batch")
+    B = len(examples)
+    T = max(int(e["frames"].shape[0]) for e in examples)
+    K = int(examples[0]["frames"].shape[1])
+    frames = torch.full((B, T, K), pad_id, dtype=torch.long)
+    loss = torch.zeros(B, T, K, dtype=torch.bool)
+    cond = torch.zeros(B, T, dtype=torch.bool)
+    for i, e in enumerate(examples):
+        n = e["frames"].shape[0]
+        frames[i, :n] = e["frames"]
+        loss[i, :n] = e["loss_mask"]
+        if "cond_mask" in e:
+            cond[i, :n] = e["cond_mask"]
+    return {
+        "ids": [e["id"] for e in examples],
+        "tasks": [e["task"] for e in examples],
+        "frames": frames,
+        "loss_mask": loss,
+        "cond_mask": cond,
+        "lengths": torch.tensor([e["frames"].shape[0] for e in examples], dtype=torch.long),
+        "text_emb": [e.get("text_emb") for e in examples],
+    }

@@ -67,9 +67,13 @@ def _cut_audio(obj, sample_rate: int) -> torch.Tensor:
 class ExampleMaker:
     """Builds the examples of one split: resolves each template source on a cut and encodes it."""
 
-    def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0):
+    def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0,
+                 cache_dir: str | os.PathLike | None = None):
         self.templates, self.vocab, self.toks, self.codec, self.seed = templates, vocab, toks, codec, seed
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.cuts = {c.id: c for c in cuts}
+        self.encoded_seconds = 0.0  # audio passed to the codec, in seconds (cache hits excluded)
+        self._codes_cache: dict = {}  # "Cut:id" / "Recording:id" -> codes [K, T] of the whole recording
         self.by_speaker: dict[str, list[str]] = defaultdict(list)
         for c in sorted(self.cuts.values(), key=lambda c: c.id):
             spk = _speaker(c)
@@ -89,33 +93,80 @@ class ExampleMaker:
         return build_example(self.vocab, tpl, segs, ex_id)
 
     # --- sources
-    def _audio(self, spec, cut, rng) -> torch.Tensor:
-        sr = int(self.codec.sample_rate)
+    def _source(self, spec, cut, rng):
+        """The lhotse Cut or Recording that an audio source of ``spec`` reads on ``cut``."""
         kind, key = spec.source_kind, spec.source_key
         if kind == "audio":
-            wav = _cut_audio(cut, sr)
-        elif kind == "recording":
+            return cut
+        if kind == "recording":
             rec = (cut.custom or {}).get(key)
             if rec is None or not hasattr(rec, "load_audio"):
                 raise UnisonoError(f"cut {cut.id} has no condition recording {key!r}")
-            wav = _cut_audio(rec, sr)
-        else:  # speaker_prompt
-            spk = _speaker(cut)
-            if spk is None:
-                raise UnisonoError(f"cut {cut.id} has no speaker; a speaker prompt needs one")
-            kind_of = (cut.custom or {}).get("kind")
-            others = [i for i in self.by_speaker[spk] if i != cut.id]
-            same = [i for i in others if (self.cuts[i].custom or {}).get("kind") == kind_of]
-            pool = same or others
-            if not pool:
-                raise UnisonoError(f"no other utterance of speaker {spk!r} in this split for the prompt of {cut.id}")
-            wav = _cut_audio(self.cuts[rng.choice(pool)], sr)
+            return rec
+        spk = _speaker(cut)  # speaker_prompt: another cut of the same speaker, same kind if possible
+        if spk is None:
+            raise UnisonoError(f"cut {cut.id} has no speaker; a speaker prompt needs one")
+        kind_of = (cut.custom or {}).get("kind")
+        others = [i for i in self.by_speaker[spk] if i != cut.id]
+        same = [i for i in others if (self.cuts[i].custom or {}).get("kind") == kind_of]
+        pool = same or others
+        if not pool:
+            raise UnisonoError(f"no other utterance of speaker {spk!r} in this split for the prompt of {cut.id}")
+        return self.cuts[rng.choice(pool)]
+
+    def _crop(self, x, n: int, spec, rng):
+        """Keep ``n`` steps of the last axis: a random window for prompts, the start otherwise."""
+        if x.shape[-1] <= n:
+            return x
+        start = rng.randrange(x.shape[-1] - n + 1) if spec.source_kind == "speaker_prompt" else 0
+        return x[..., start : start + n]
+
+    def _audio(self, spec, cut, rng) -> torch.Tensor:
+        sr = int(self.codec.sample_rate)
+        wav = _cut_audio(self._source(spec, cut, rng), sr)
         if spec.seconds is not None:
-            n = int(round(spec.seconds * sr))
-            if wav.shape[-1] > n:
-                start = rng.randrange(wav.shape[-1] - n + 1) if kind == "speaker_prompt" else 0
-                wav = wav[:, start : start + n]
+            wav = self._crop(wav, int(round(spec.seconds * sr)), spec, rng)
         return wav
+
+    def _codes(self, spec, cut, rng) -> torch.Tensor:
+        """``codes [K, T]`` of an audio source; a whole recording is encoded once and then cropped.
+
+        Codes are kept in memory (the last 64 recordings) and, when ``cache_dir`` is set, on disk,
+        so the speech that serves tts, asr and instruct_tts, and the prompts cut from it, are encoded
+        once per run (and once across resumed runs).
+        """
+        obj = self._source(spec, cut, rng)
+        key = f"{type(obj).__name__}:{obj.id}"
+        codes = self._codes_cache.get(key)
+        if codes is None and self.cache_dir is not None:
+            path = self.cache_dir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
+            if path.exists():
+                from safetensors.torch import load_file
+
+                codes = load_file(str(path))["codes"].long()
+        if codes is None:
+            wav = _cut_audio(obj, int(self.codec.sample_rate))
+            with torch.no_grad():
+                codes = self.codec.encode(wav[None])
+            self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
+            codes = torch.as_tensor(codes)[0].long().cpu()
+            if codes.dim() != 2 or codes.shape[0] < self.vocab.num_codebooks:
+                raise UnisonoError(f"the codec gave codes of shape {tuple(codes.shape)}; the vocabulary needs "
+                                   f"{self.vocab.num_codebooks} codebooks")
+            codes = codes[: self.vocab.num_codebooks].contiguous()
+            if self.cache_dir is not None:
+                from safetensors.torch import save_file
+
+                from unisono.fileio import atomic_path
+
+                with atomic_path(path) as tmp:
+                    save_file({"codes": codes.to(torch.int32)}, str(tmp))
+        if len(self._codes_cache) >= 64:
+            self._codes_cache.pop(next(iter(self._codes_cache)))
+        self._codes_cache[key] = codes
+        if spec.seconds is not None:
+            codes = self._crop(codes, int(round(spec.seconds * float(self.codec.frame_rate))), spec, rng)
+        return codes
 
     def _value(self, spec, cut, variant):
         kind, key = spec.source_kind, spec.source_key
@@ -141,12 +192,7 @@ class ExampleMaker:
     def _segment(self, spec, cut, variant, rng) -> Segment:
         m = spec.modality
         if m == "codec":
-            wav = self._audio(spec, cut, rng)
-            with torch.no_grad():
-                codes = self.codec.encode(wav[None])
-            codes = torch.as_tensor(codes)[0, : self.vocab.num_codebooks].long()
-            if codes.shape[0] < self.vocab.num_codebooks:
-                raise UnisonoError(f"the codec gave {codes.shape[0]} codebooks, the vocabulary needs {self.vocab.num_codebooks}")
+            codes = self._codes(spec, cut, rng)
             mask = None
             if spec.mask_span:
                 mask = _span_mask(self._value(_param_spec(spec.mask_span), cut, variant), codes.shape[1],
@@ -165,6 +211,14 @@ class ExampleMaker:
         if m == "midi":
             from unisono.text import midi
 
+            # One note per word (as the built-in corpus sings): the word's phones from the lyrics'
+            # phone string (same voice and accent as the lyrics segment); otherwise espeak-ng per syllable.
+            sup = cut.supervisions[0] if cut.supervisions else None
+            lyric = ((sup.custom or {}).get("phones") or "") if sup is not None else ""
+            words = [w for w in lyric.split(" | ") if w.strip()]
+            if words and len(words) == len(value):
+                per_note = [self.toks.phones.encode(w) for w in words]
+                return Segment("midi", ids=midi.encode_notes(value, per_note))
             self.toks.syllable_phones([str(n[3]) for n in value if len(n) == 4])
             return Segment("midi", ids=midi.encode_notes(value, self.toks.phonemize_syllable))
         if m == "text_emb":
@@ -304,7 +358,8 @@ def _maker(split: str) -> ExampleMaker:
         toks = TokenizerSet.load(Path(cfg["out"]) / "tokenizers", codec=codec)
         vocab = Vocab.load(Path(cfg["out"]) / "vocab.json")
         templates = load_templates(cfg["templates"])
-        _STATE[split] = ExampleMaker(templates, vocab, toks, codec, load_cuts(cfg["data"], split), cfg["seed"])
+        _STATE[split] = ExampleMaker(templates, vocab, toks, codec, load_cuts(cfg["data"], split), cfg["seed"],
+                                     cache_dir=Path(cfg["out"]) / ".codes" / split)
     return _STATE[split]
 
 
@@ -313,6 +368,7 @@ def make_shard(job: dict) -> dict:
     from unisono.data.shards import shard_name, write_shard
 
     maker = _maker(job["split"])
+    enc0 = maker.encoded_seconds
     examples, skipped = [], []
     frames = 0
     seconds = 0.0
@@ -330,7 +386,8 @@ def make_shard(job: dict) -> dict:
         seconds += float(maker.cuts[cut_id].duration)
     path = Path(_STATE["cfg"]["out"]) / job["split"] / shard_name(job["task"], job["index"])
     write_shard(path, examples, maker.vocab, skipped)
-    return {"n": len(examples), "skipped": skipped, "frames": frames, "seconds": seconds, "items": len(job["items"])}
+    return {"n": len(examples), "skipped": skipped, "frames": frames, "seconds": seconds, "items": len(job["items"]),
+            "cuts": sorted({cid for cid, _ in job["items"]}), "encoded_seconds": maker.encoded_seconds - enc0}
 
 
 # --------------------------------------------------------------------------------------- run
@@ -341,12 +398,16 @@ def _plan_hash(plan, vocab: Vocab) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _clean_stale_tmp(out: Path) -> int:
+def _clean_stale_tmp(out: Path, jobs: list[dict]) -> int:
+    """Delete temporary files left by an interrupted run, for this rank's shards only."""
+    from unisono.data.shards import shard_name
+
     n = 0
-    for p in out.rglob(".*.tmp*"):
-        if p.is_file():
-            p.unlink()
-            n += 1
+    for j in jobs:
+        for p in (out / j["split"]).glob(f".{shard_name(j['task'], j['index'])}.*"):
+            if p.is_file():
+                p.unlink()
+                n += 1
     return n
 
 
@@ -363,6 +424,8 @@ def tokenize_corpus(
     templates_paths: list[str] | None = None,
     fill: str = "pad",
     vocab_path: str | None = None,
+    tokenizers_dir: str | None = None,
+    num_codebooks: int | None = None,
     bpe_size: int = 2000,
     semantic_units: int = 500,
     semantic_features: str = "auto",
@@ -393,20 +456,34 @@ def tokenize_corpus(
     t0 = time.perf_counter()
 
     if rank == 0:
-        _clean_stale_tmp(out)
         if not (out / "vocab.json").exists():
             codec = codec_factory()
-            toks = fit_tokenizers(cuts_by_split.get("train") or next(iter(cuts_by_split.values())), templates,
-                                  selected, codec, bpe_size, semantic_units, semantic_features, hubert_dir,
-                                  text_encoder=text_encoder, seed=seed)
-            vocab = Vocab.build(sorted(templates), codec.num_codebooks, codec.codebook_size, fill=fill,
-                                fingerprints=toks.fingerprints(), **toks.sizes())
+            K = int(num_codebooks or codec.num_codebooks)
+            if not 1 <= K <= int(codec.num_codebooks):
+                raise UnisonoError(f"--num-codebooks must lie in 1..{codec.num_codebooks} (the codec's codebooks), got {K}")
+            if tokenizers_dir:
+                from unisono.text.tokenizers import TokenizerSet
+
+                toks = TokenizerSet.load(tokenizers_dir, codec=codec)
+            else:
+                train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_cuts(data, "train")
+                toks = fit_tokenizers(train_cuts, templates, selected, codec, bpe_size, semantic_units,
+                                      semantic_features, hubert_dir, text_encoder=text_encoder, seed=seed)
             if vocab_path:
-                Vocab.load(vocab_path).check_compatible(vocab, what="the tokenizers fitted on this corpus",
-                                                        mine=f"{vocab_path}")
+                # Keep the given layout (e.g. a checkpoint's): same ranges and tokenizers required; tasks it
+                # lacks take free task slots, every existing id stays.
+                base = Vocab.load(vocab_path)
+                mine = Vocab(toks.sizes(), K, codec.codebook_size, base.tasks, base.fill, toks.fingerprints())
+                base.check_compatible(mine, what="the tokenizers and codec of this run", mine=str(vocab_path))
+                vocab = base
+                for t in sorted(templates):
+                    vocab = vocab.with_task(t)
+            else:
+                vocab = Vocab.build(sorted(templates), K, codec.codebook_size, fill=fill,
+                                    fingerprints=toks.fingerprints(), **toks.sizes())
             toks.save(tok_dir)
             write_json(out / "codec.json", {"sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
-                                            "num_codebooks": int(codec.num_codebooks),
+                                            "num_codebooks": int(codec.num_codebooks), "codebooks_used": K,
                                             "codebook_size": int(codec.codebook_size),
                                             "source": getattr(codec_factory, "args", [None])[0]})
             for s in splits:
@@ -419,6 +496,9 @@ def tokenize_corpus(
                 raise UnisonoError(f"rank {rank}: {out / 'vocab.json'} did not appear; start rank 0 too")
             time.sleep(2.0)
     vocab = Vocab.load(out / "vocab.json")
+    for s in splits:
+        if not (out / s / "vocab.json").exists():
+            vocab.save(out / s / "vocab.json")
     missing = [t for t in selected if t not in vocab.tasks]
     if missing:
         raise UnisonoError(f"tasks {missing} are not in {out / 'vocab.json'}; tokenize into a new --out")
@@ -426,19 +506,24 @@ def tokenize_corpus(
         raise UnisonoError(f"{out} was tokenized without semantic units; tokenize vc into a new --out")
 
     plan = plan_shards(cuts_by_split, templates, selected, shard_size)
-    plan_file = out / f"plan.rank{rank}.json" if world_size > 1 else out / "plan.json"
-    h = _plan_hash(plan, vocab)
-    if plan_file.exists():
-        old = read_json(plan_file)
-        if old.get("hash") != h:
-            raise UnisonoError(
-                f"{out} holds shards of another run (other corpus, tasks or options); use a new --out or delete it"
-            )
-    else:
-        write_json(plan_file, {"hash": h, "shards": len(plan), "tasks": selected, "splits": list(splits)})
+    # One plan file per split, so splits can be tokenized by separate runs into one directory; a run
+    # whose plan for a split differs from the recorded one (other corpus, tasks or options) is refused.
+    for split in splits:
+        part = [j for j in plan if j["split"] == split]
+        plan_file = out / (f"plan.{split}.json" if world_size == 1 else f"plan.{split}.rank{rank}.json")
+        h = _plan_hash(part, vocab)
+        if plan_file.exists():
+            if read_json(plan_file).get("hash") != h:
+                raise UnisonoError(
+                    f"{out / split} holds shards of another run (other corpus, tasks or options); "
+                    "use a new --out or delete it"
+                )
+        else:
+            write_json(plan_file, {"hash": h, "shards": len(part), "tasks": selected})
     mine = [job for i, job in enumerate(plan) if i % world_size == rank]
     from unisono.data.shards import shard_name
 
+    _clean_stale_tmp(out, mine)
     todo = [j for j in mine if not (out / j["split"] / shard_name(j["task"], j["index"])).exists()]
     done_before = len(mine) - len(todo)
     cfg = {"out": str(out), "data": str(data), "codec_factory": codec_factory, "templates": templates_paths,
@@ -493,6 +578,8 @@ def tokenize_corpus(
         "shards_done_before": done_before,
         "examples_made_now": sum(r["n"] for r in results),
         "audio_seconds_now": round(sum(r["seconds"] for r in results), 2),
+        "encoded_seconds_now": round(sum(r["encoded_seconds"] for r in results), 2),
+        "distinct_cuts_now": len({c for r in results for c in r["cuts"]}),
         "tokenize_seconds_now": round(elapsed, 2),
         "total_seconds": round(time.perf_counter() - t0, 2),
         "per_task": {k: dict(v) for k, v in sorted(per_task.items())},
@@ -502,15 +589,17 @@ def tokenize_corpus(
     return stats
 
 
-def print_stats(stats: dict, file=sys.stdout) -> None:
+def print_stats(stats: dict, file=None) -> None:
+    file = file or sys.stdout
     print(f"{'split/task':<28}{'examples':>10}{'skipped':>9}", file=file)
     for key, c in stats["per_task"].items():
         print(f"{key:<28}{c.get('examples', 0):>10}{c.get('skipped', 0):>9}", file=file)
     print(f"shards: {stats['shards_made_now']} made now, {stats['shards_done_before']} already done; "
-          f"{stats['examples_made_now']} examples from {stats['audio_seconds_now'] / 3600:.3f} h of audio "
+          f"{stats['examples_made_now']} examples ({stats['audio_seconds_now'] / 3600:.3f} h of target/input audio, "
+          f"{stats['encoded_seconds_now'] / 3600:.3f} h passed to the codec) "
           f"in {stats['tokenize_seconds_now']:.1f} s", file=file)
     if stats["skipped"]:
-        reasons = Counter(r[3].split(":")[0][:60] for r in stats["skipped"])
+        reasons = Counter(r[3][:100] for r in stats["skipped"])
         print(f"skipped {len(stats['skipped'])} item(s) (see stats.json); most common reasons:", file=file)
         for why, n in reasons.most_common(5):
             print(f"  {n} x {why}", file=file)
@@ -531,7 +620,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--templates", action="append", default=[], help="extra task template YAML (repeatable)")
     p.add_argument("--fill", choices=("pad", "repeat"), default="pad",
                    help="how a non-audio token fills the K streams of its frame (default: %(default)s; see docs/tokens.md)")
-    p.add_argument("--vocab", help="an existing vocab.json (e.g. a checkpoint's) that the result must match")
+    p.add_argument("--vocab", help="keep this vocab.json's layout (e.g. a checkpoint's, to fine-tune on new data or "
+                   "new tasks); tasks it lacks take free slots; use with --tokenizers")
+    p.add_argument("--tokenizers", help="reuse these tokenizers (a SHARDS/tokenizers or checkpoint dir) instead of fitting")
+    p.add_argument("--num-codebooks", type=int, help="codebooks used per frame (default: all of the codec's)")
     p.add_argument("--bpe-size", type=int, default=2000, help="BPE vocabulary size (default: %(default)s)")
     p.add_argument("--semantic-units", type=int, default=500, help="k-means units for vc (default: %(default)s)")
     p.add_argument("--semantic-features", choices=("auto", "hubert", "codec", "mel"), default="auto",
@@ -548,10 +640,12 @@ def main(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     stats = tokenize_corpus(
-        args.data, args.out, functools.partial(load_codec_dir, args.codec), tasks, splits, args.jobs,
-        args.shard_size, args.rank, args.world_size, args.templates or None, args.fill, args.vocab,
-        args.bpe_size, args.semantic_units, args.semantic_features, args.hubert, args.text_encoder, args.seed,
-        progress=not args.no_progress,
+        args.data, args.out, functools.partial(load_codec_dir, args.codec), tasks=tasks, splits=splits,
+        jobs=args.jobs, shard_size=args.shard_size, rank=args.rank, world_size=args.world_size,
+        templates_paths=args.templates or None, fill=args.fill, vocab_path=args.vocab,
+        tokenizers_dir=args.tokenizers, num_codebooks=args.num_codebooks, bpe_size=args.bpe_size,
+        semantic_units=args.semantic_units, semantic_features=args.semantic_features, hubert_dir=args.hubert,
+        text_encoder=args.text_encoder, seed=args.seed, progress=not args.no_progress,
     )
     print_stats(stats)
     return 0

@@ -41,14 +41,18 @@ def duration_tokens(steps: int) -> list[int]:
     return out
 
 
-def encode_notes(notes: Iterable, phonemize_syllable: Callable[[str], list[int]]) -> list[tuple[str, int]]:
+def encode_notes(notes: Iterable, phonemize_syllable: Callable[[str], list[int]] | list) -> list[tuple[str, int]]:
     """``notes`` (``[midi_pitch, start_s, end_s, syllable]``, in time order) -> ``[(modality, local_id)]``.
 
-    ``phonemize_syllable(syllable) -> phone ids`` gives the lyric phones of one note.
+    ``phonemize_syllable(syllable) -> phone ids`` gives the lyric phones of one note; or pass a list
+    with the phone ids of every note (e.g. taken from the lyrics' phones, one word per note).
     """
     out: list[tuple[str, int]] = []
     prev_end = 0
-    for n in notes:
+    notes = list(notes)
+    if not callable(phonemize_syllable) and len(phonemize_syllable) != len(notes):
+        raise UnisonoError(f"{len(notes)} notes but phones for {len(phonemize_syllable)} syllables")
+    for idx, n in enumerate(notes):
         try:
             pitch, start, end, syllable = int(n[0]), float(n[1]), float(n[2]), str(n[3])
         except (TypeError, ValueError, IndexError):
@@ -64,7 +68,8 @@ def encode_notes(notes: Iterable, phonemize_syllable: Callable[[str], list[int]]
         e = max(e, s + 1)
         out.append(("midi", pitch))
         out += [("midi", d) for d in duration_tokens(e - s)]
-        out += [("phones", p) for p in phonemize_syllable(syllable)]
+        phones = phonemize_syllable(syllable) if callable(phonemize_syllable) else phonemize_syllable[idx]
+        out += [("phones", p) for p in phones]
         prev_end = e
     return out
 

@@ -88,7 +88,8 @@ KIND_TASKS = {
     "audio_edit": ["audio_edit"],
 }
 ROLES = {"noisy": ["noisy"], "reverb": ["reverberant"], "mixture": ["mixture", "enrollment"],
-         "vc_pair": ["source"], "speech_edit": ["original"], "audio_edit": ["original"]}
+         "vc_pair": ["source", "prompt"], "singing": ["prompt"], "speech_edit": ["original"],
+         "audio_edit": ["original"]}
 
 
 def make_corpus(root: str | Path, per_kind: int = 2, splits=("train", "valid"), seed: int = 0) -> Path:

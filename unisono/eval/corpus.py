@@ -43,8 +43,8 @@ TASK_METRICS: dict[str, list[str]] = {
     "tse": ["pesq", "stoi", "sisdr", "sim"],
     "speech_edit": ["wer", "sim", "mel"],
     "svs": ["f0", "mel"],
-    "text_to_sound": ["events", "fd"],
-    "text_to_music": ["tempo", "key", "fd"],
+    "text_to_sound": ["event", "events", "fd"],
+    "text_to_music": ["instrument", "tempo", "key", "fd"],
     "audio_edit": ["mel", "sisdr"],
     "asr": ["wer"],
     "caption": ["bleu", "text_sim"],
@@ -143,6 +143,10 @@ def _attributes(task: str, cut) -> dict:
         a["tempo_bpm"] = float(p["tempo_bpm"])
     if "key" in p:
         a["key"], a["mode"] = str(p["key"]), str(p.get("mode", "major"))
+    if "instrument" in p:
+        a["instrument"] = str(p["instrument"])
+    if "event" in p:
+        a["event"] = str(p["event"])
     if "count" in p:
         a["n_events"] = int(p["count"])
     elif "events" in p:
@@ -233,6 +237,44 @@ class TrainPriorSystem:
         return None
 
 
+# classifier name -> (corpus kind it is trained on, params key of the label)
+CLASSIFIERS = {"instrument": ("music", "instrument"), "event": ("sound", "event")}
+
+
+def train_attribute_classifiers(corpus_dir: str | Path, out_dir: str | Path, names=tuple(CLASSIFIERS),
+                                split: str = "train", progress: bool = True) -> dict:
+    """Train (or load, when ``out_dir/NAME.safetensors`` exists) each attribute classifier on the reference
+    audio of ``split`` and register it for the metrics of this process. Returns name -> classifier info."""
+    from tqdm import tqdm
+
+    from unisono.eval.metrics.classifier import AttributeClassifier, register_classifier
+    from unisono.eval.metrics.frechet import mel_stats_embedding
+
+    out_dir = Path(out_dir)
+    info = {}
+    cuts = None
+    for name in names:
+        if (out_dir / f"{name}.safetensors").exists():
+            clf = AttributeClassifier.load(out_dir, name)
+        else:
+            if cuts is None:
+                cuts = load_corpus_cuts(corpus_dir, split)
+            kind, key = CLASSIFIERS[name]
+            chosen = sorted((c for c in cuts if c.custom.get("kind") == kind and key in c.custom.get("params", {})),
+                            key=lambda c: c.id)
+            if len({c.custom["params"][key] for c in chosen}) < 2:
+                raise UnisonoError(f"cannot train the {name} classifier: split {split} of {corpus_dir} has fewer "
+                                   f"than two {key} classes")
+            feats = np.stack([mel_stats_embedding(cut_audio(c), EVAL_SAMPLE_RATE)
+                              for c in tqdm(chosen, desc=f"{name} classifier features", disable=not progress)])
+            clf = AttributeClassifier.fit(feats, [str(c.custom["params"][key]) for c in chosen], weight_decay=1e-3,
+                                          info={"trained_on": f"{Path(corpus_dir).name}/{split}", "kind": kind})
+            clf.save(out_dir, name)
+        register_classifier(name, clf)
+        info[name] = {"classes": len(clf.classes), **clf.info}
+    return info
+
+
 def select_cuts(cuts: list, task: str, n: int | None, seed: int) -> list:
     """The cuts that serve ``task``: all, or a seeded sample of ``n``, sorted by id (order-independent)."""
     chosen = sorted((c for c in cuts if task in c.custom.get("tasks", [])), key=lambda c: c.id)
@@ -272,6 +314,10 @@ def evaluate_corpus(
     result = {"mode": "corpus", "corpus": str(corpus_dir), "split": split, "n": n, "seed": seed, "tasks": {},
               "command": command}
     metrics_used: set[str] = set()
+    needed = sorted({m for t in tasks for m in TASK_METRICS[t] if m in CLASSIFIERS})
+    if needed:
+        result["classifiers"] = train_attribute_classifiers(corpus_dir, out_dir / "classifiers", needed,
+                                                            progress=progress)
     for task in tasks:
         chosen = select_cuts(cuts, task, n, seed)
         if not chosen:

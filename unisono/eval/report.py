@@ -89,6 +89,13 @@ def render_report(result: dict) -> str:
         if t.get("note"):
             out += [t["note"], ""]
         out += task_table(t["systems"]) + [""]
+    if result.get("classifiers"):
+        out += ["## Attribute classifiers", "", "| classifier | classes | trained on | items | train accuracy |",
+                "|---|---|---|---|---|"]
+        for name, c in result["classifiers"].items():
+            out.append(f"| {name} | {c['classes']} | {c.get('trained_on', '?')} | {c.get('n_train', '?')} | "
+                       f"{_fmt(c.get('train_accuracy', float('nan')))} |")
+        out += [""]
     out += ["## Metrics and evaluators", "", "| metric | what it measures | evaluator | versions |", "|---|---|---|---|"]
     for m, e in result.get("evaluators", {}).items():
         what = METRICS[m].description if m in METRICS else ""

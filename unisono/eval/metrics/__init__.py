@@ -146,6 +146,19 @@ def _fd_embeddings(out, ref: Reference) -> dict:
     }
 
 
+def _classified(attribute: str):
+    def fn(out, ref: Reference) -> dict:
+        from unisono.eval.metrics.classifier import get_classifier
+
+        true = ref.attributes.get(attribute)
+        clf = get_classifier(attribute)
+        if true is None or str(true) not in clf.classes:
+            return {f"{attribute}_acc": math.nan}  # no label, or a class the classifier never saw (held out)
+        return {f"{attribute}_acc": float(clf.predict(_need_audio(out, attribute), EVAL_SAMPLE_RATE) == str(true))}
+
+    return fn
+
+
 def _text_out(out, name: str) -> str:
     if not isinstance(out, str):
         raise UnisonoError(f"metric {name} scores text, but the system produced audio")
@@ -192,6 +205,11 @@ METRICS: dict[str, Metric] = {
                "tonic_acc: the tonic alone, all modes", (), "audio", _key, {"key_acc": True, "tonic_acc": True}),
         Metric("events", "estimated number of sound events equals the true number", (), "audio", _events,
                {"event_count_acc": True, "event_count_abs_err": False}),
+        Metric("instrument", "a classifier trained on the corpus's reference audio recognises the requested "
+               "instrument (classes unseen in training are not scored)", (), "audio", _classified("instrument"),
+               {"instrument_acc": True}),
+        Metric("event", "a classifier trained on the corpus's reference audio recognises the requested sound "
+               "event class", (), "audio", _classified("event"), {"event_acc": True}),
         Metric("fd", "Frechet distance between mel-statistics embeddings of the output set and the reference set "
                "(set-level; per item only the embeddings are kept)", ("audio",), "audio", _fd_embeddings, {}),
         Metric("text_sim", "sentence-embedding cosine (all-MiniLM-L6-v2) to the reference text", ("text",),

@@ -179,10 +179,18 @@ def test_corpus_mode_with_plugged_generators(tiny_corpus, tmp_path):
     assert qa["model"]["qa_acc"]["mean"] == 1.0 and qa["train_prior"]["qa_acc"]["mean"] == 0.0
     report = (out / "report.md").read_text()
     assert "## se" in report and "copy the input (baseline)" in report
+    # listening examples: every system's output for the first items, linked from report.html
+    page = (out / "report.html").read_text()
+    ex = res["examples"]["se"]["noisy-0"]["outputs"]
+    assert [o["system"] for o in ex] == ["model", "reference", "copy_input"]
+    for o in ex:
+        assert (out / o["audio"]).exists() and f"src='{o['audio']}'" in page
+    assert res["examples"]["audio_qa"]["speech-0.q0"]["outputs"][0] == {"system": "model", "text": "male"}
     # resume: nothing is generated again
     n_calls = len(seen)
+    assert n_calls == 5 + 5  # each item generated once for scoring, and once more as a listening example
     again = evaluate_corpus(tiny_corpus, out, systems, tasks=["se", "tts", "audio_qa"], progress=False)
-    assert len(seen) == n_calls
+    assert len(seen) == n_calls + 5  # scoring is cached; only the examples are generated again
     assert json.dumps(again["tasks"], sort_keys=True) == json.dumps(res["tasks"], sort_keys=True)  # nan-safe
     with pytest.raises(UnisonoError, match="unknown task"):
         evaluate_corpus(tiny_corpus, out, systems, tasks=["dance"], progress=False)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from unisono.errors import UnisonoError
+from unisono.eval.examples import save_example
 from unisono.eval.harness import aggregate, fingerprint, score_items
 from unisono.eval.metrics import Reference
 from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
@@ -294,12 +295,15 @@ def evaluate_corpus(
     progress: bool = True,
     command: str | None = None,
     system_ids: dict[str, str] | None = None,
+    examples: int = 2,
 ) -> dict:
     """Score each system's outputs for each task of ``split`` of ``corpus_dir``; write metrics.json + report.md.
 
     ``systems``: name -> generation function (e.g. ``{"model": fn, "reference": reference_system,
     "copy_input": copy_input_system}``). ``system_ids``: name -> a string identifying the system's
     version (e.g. a checkpoint hash), part of the cache key so a changed model is not served old results.
+    ``examples``: for the first N items of each task, every system's output is saved under
+    ``out_dir/examples/`` (FLAC + spectrogram PNG) and shown in ``report.html`` with audio players.
     """
     corpus_dir, out_dir = Path(corpus_dir).resolve(), Path(out_dir)
     cuts = load_corpus_cuts(corpus_dir, split)
@@ -314,6 +318,7 @@ def evaluate_corpus(
     result = {"mode": "corpus", "corpus": str(corpus_dir), "split": split, "n": n, "seed": seed, "tasks": {},
               "command": command}
     metrics_used: set[str] = set()
+    example_rows: dict[str, dict] = {}
     needed = sorted({m for t in tasks for m in TASK_METRICS[t] if m in CLASSIFIERS})
     if needed:
         result["classifiers"] = train_attribute_classifiers(corpus_dir, out_dir / "classifiers", needed,
@@ -344,11 +349,18 @@ def evaluate_corpus(
                      for ref, gcut in usable]
             res = score_items(items, metrics, out_dir / "items" / name / task, desc=f"{task}: {name}", progress=progress)
             table[name] = aggregate(res)
+            for ref, gcut in usable[:examples]:
+                out = to_output(fn(task, gcut))
+                if out is not None:
+                    ex = example_rows.setdefault(task, {}).setdefault(ref.item_id, {"reference_text": ref.text})
+                    ex.setdefault("outputs", []).append(save_example(out_dir, task, ref.item_id, name, out))
         result["tasks"][task] = {"systems": table, "n_cuts": len(chosen), "n_items": len(pairs)}
-    from unisono.eval.report import evaluator_versions, write_report
+    from unisono.eval.report import evaluator_versions, write_html_report, write_report
 
     result["evaluators"] = evaluator_versions(sorted(metrics_used))
+    result["examples"] = example_rows
     write_json(out_dir / "metrics.json", result)
     write_report(out_dir / "report.md", result)
+    write_html_report(out_dir / "report.html", result)
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from importlib import metadata
 
@@ -106,3 +107,46 @@ def render_report(result: dict) -> str:
 
 def write_report(path, result: dict) -> None:
     write_text(path, render_report(result))
+
+
+def render_html(result: dict) -> str:
+    """A self-contained HTML page: the per-task tables, then audio players and spectrograms of the examples."""
+    esc = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>unisono evaluation</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+             ".ex{display:inline-block;margin:4px;vertical-align:top;font-size:85%}</style></head><body>",
+             "<h1>unisono evaluation report</h1>"]
+    if result.get("command"):
+        parts.append(f"<pre>{esc(result['command'])}</pre>")
+    for task, t in result["tasks"].items():
+        parts.append(f"<h2>{esc(task)}</h2>")
+        systems = t["systems"]
+        names = [s for s in SYSTEM_ORDER if s in systems] + [s for s in systems if s not in SYSTEM_ORDER]
+        values = sorted({k for s in systems.values() for k in s})
+        if names:
+            parts.append("<table><tr><th>metric</th>" + "".join(f"<th>{esc(SYSTEM_TITLES.get(s, s))}</th>" for s in names)
+                         + "</tr>")
+            for v in values:
+                cells = "".join(
+                    f"<td>{'' if systems[s].get(v) is None else esc(_fmt(systems[s][v]['mean'])) + ' (n=' + str(systems[s][v]['n']) + ')'}</td>"
+                    for s in names)
+                parts.append(f"<tr><td>{esc(v)}</td>{cells}</tr>")
+            parts.append("</table>")
+        for item_id, ex in result.get("examples", {}).get(task, {}).items():
+            parts.append(f"<h4>{esc(item_id)}</h4>")
+            if ex.get("reference_text"):
+                parts.append(f"<p><i>{esc(ex['reference_text'])}</i></p>")
+            for o in ex.get("outputs", []):
+                title = esc(SYSTEM_TITLES.get(o["system"], o["system"]))
+                if "text" in o:
+                    parts.append(f"<div class='ex'><b>{title}</b>: {esc(o['text'])}</div>")
+                    continue
+                img = f"<br><img src='{esc(o['image'])}' width='420'>" if o.get("image") else ""
+                parts.append(f"<div class='ex'><b>{title}</b><br><audio controls src='{esc(o['audio'])}'></audio>{img}</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_html_report(path, result: dict) -> None:
+    write_text(path, render_html(result))

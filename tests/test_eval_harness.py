@@ -194,3 +194,14 @@ def test_corpus_mode_with_plugged_generators(tiny_corpus, tmp_path):
     assert json.dumps(again["tasks"], sort_keys=True) == json.dumps(res["tasks"], sort_keys=True)  # nan-safe
     with pytest.raises(UnisonoError, match="unknown task"):
         evaluate_corpus(tiny_corpus, out, systems, tasks=["dance"], progress=False)
+
+
+def test_cli_corpus_mode_errors(tiny_corpus, tmp_path, capsys):
+    out = str(tmp_path / "o")
+    assert cli_main(["eval", "--data", str(tiny_corpus), "--checkpoint", str(tmp_path), "--out", out]) == 2
+    assert "generation pipeline" in capsys.readouterr().err
+    assert cli_main(["eval", "--data", str(tmp_path / "nope"), "--out", out]) == 2
+    assert "cuts.jsonl" in capsys.readouterr().err
+    assert cli_main(["eval", "--out", out]) == 2
+    assert cli_main(["eval", "--data", str(tiny_corpus), "--tasks", "se", "--out", out, "--quiet"]) == 0
+    assert "## se" in (tmp_path / "o" / "report.md").read_text()

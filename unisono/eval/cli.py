@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="at most this many cuts per task (seeded sample)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample (default: %(default)s)")
     p.add_argument("--checkpoint", help="model checkpoint directory (needs the generation pipeline)")
+    p.add_argument("--doc", help="corpus mode: also write the report, introduced as the reference-ceiling table, here "
+                   "(e.g. docs/reference_ceiling.md)")
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and the item cache")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="CPU threads (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -83,6 +85,11 @@ def main(args: argparse.Namespace) -> int:
         tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
         result = evaluate_corpus(args.data, args.out, systems, split=args.split, tasks=tasks, n=args.n,
                                  seed=args.seed, progress=not args.quiet, command=command)
+        if args.doc:
+            from unisono.eval.report import CEILING_INTRO, write_report
+
+            write_report(args.doc, result, title="Reference ceiling of the built-in corpus", intro=CEILING_INTRO)
+            print(f"wrote {args.doc}")
         _print_summary(result)
         print(f"wrote {args.out}/metrics.json and {args.out}/report.md")
         return 0

@@ -317,6 +317,11 @@ def evaluate_corpus(
     system_ids = system_ids or {}
     result = {"mode": "corpus", "corpus": str(corpus_dir), "split": split, "n": n, "seed": seed, "tasks": {},
               "command": command}
+    if (corpus_dir / "stats.json").exists():
+        from unisono.fileio import read_json
+
+        st = read_json(corpus_dir / "stats.json")
+        result["corpus_stats"] = {k: st[k] for k in ("seed", "hours_requested", "held_out") if k in st}
     metrics_used: set[str] = set()
     example_rows: dict[str, dict] = {}
     needed = sorted({m for t in tasks for m in TASK_METRICS[t] if m in CLASSIFIERS})

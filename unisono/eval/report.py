@@ -28,6 +28,21 @@ SYSTEM_TITLES = {
 }
 
 
+CEILING_INTRO = """
+What the evaluators say about the corpus's own references, so that a model's figure can be read against
+them. `reference (ceiling)` scores the reference audio (or, for ASR, the recogniser's transcript of it)
+with the same evaluators a model's output gets: for WER it is the error of the recogniser itself on
+espeak-ng speech; for speaker similarity, the similarity of the reference to another utterance of the
+same voice; for the attribute metrics, how often the estimators and classifiers read the true attribute
+off real audio. Metrics that compare an output with its reference (PESQ, STOI, SI-SDR, mel distance, F0,
+FD) are perfect by construction in that column; their informative row is the baseline.
+`copy the input (baseline)` returns the task's input unchanged (noisy, reverberant, mixture, source
+voice, unedited original). `train prior (baseline, no listening)` answers questions with the most frequent
+training answer and captions with a random training caption of the same kind. Made by the command below,
+deterministically (rerunning it gives the same numbers).
+"""
+
+
 def evaluator_versions(metrics: list[str]) -> dict:
     """``{metric: {"evaluator": text, "packages": {name: version}}}`` for the metrics used."""
     out = {}
@@ -69,9 +84,11 @@ def task_table(systems: dict) -> list[str]:
     return lines
 
 
-def render_report(result: dict) -> str:
-    """The whole Markdown report of a ``metrics.json`` dict."""
-    out = ["# unisono evaluation report", ""]
+def render_report(result: dict, title: str = "unisono evaluation report", intro: str = "") -> str:
+    """The whole Markdown report of a ``metrics.json`` dict (``intro``: Markdown put under the title)."""
+    out = [f"# {title}", ""]
+    if intro:
+        out += [intro.strip(), ""]
     if result.get("command"):
         out += ["Command:", "", "```", result["command"], "```", ""]
     if result.get("mode") == "audio-dir":
@@ -81,14 +98,26 @@ def render_report(result: dict) -> str:
             out += [f"{len(result['unmatched_outputs'])} outputs had no reference and were skipped."]
         out += [""]
     if result.get("corpus"):
-        out += [f"Corpus `{result['corpus']}`, split `{result['split']}`, seed {result.get('seed')}, "
-                f"at most {result.get('n')} items per task.", ""]
+        limit = "all items" if result.get("n") is None else f"at most {result['n']} cuts per task (seed {result.get('seed')})"
+        out += [f"Corpus `{result['corpus']}`, split `{result['split']}`, {limit}."]
+        if result.get("corpus_stats"):
+            st = result["corpus_stats"]
+            line = f"The corpus was made with seed {st.get('seed', '?')}, {st.get('hours_requested', '?')} h requested"
+            held = st.get("held_out") or {}
+            if held.get("instruments_in_test") or held.get("voices_in_test"):
+                line += (f"; in this split only (never in training): instruments "
+                         f"{', '.join(held.get('instruments_in_test', [])) or 'none'}, voices "
+                         f"{', '.join(held.get('voices_in_test', [])) or 'none'}")
+            out += [line + "."]
+        out += [""]
     out += ["Each cell is the mean over items and the number of items where the value is defined (`n`).",
             "The reference column scores the reference itself through the same evaluators: the ceiling.", ""]
     for task, t in result["tasks"].items():
         out += [f"## {task}", ""]
         if t.get("note"):
             out += [t["note"], ""]
+        if t.get("n_cuts") is not None:
+            out += [f"{t['n_cuts']} cuts, {t['n_items']} items.", ""]
         out += task_table(t["systems"]) + [""]
     if result.get("classifiers"):
         out += ["## Attribute classifiers", "", "| classifier | classes | trained on | items | train accuracy |",
@@ -105,8 +134,8 @@ def render_report(result: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(path, result: dict) -> None:
-    write_text(path, render_report(result))
+def write_report(path, result: dict, title: str = "unisono evaluation report", intro: str = "") -> None:
+    write_text(path, render_report(result, title, intro))
 
 
 def render_html(result: dict) -> str:

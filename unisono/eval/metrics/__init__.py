@@ -46,7 +46,7 @@ class Metric:
     needs: tuple[str, ...]  # Reference fields that must be present
     output: str  # "audio" or "text"
     fn: Callable[[object, Reference], dict[str, float]]
-    higher_is_better: dict[str, bool]  # per value name
+    higher_is_better: dict[str, bool | None]  # per value name (None: a measurement, not a score)
 
 
 def _need_audio(out, name: str) -> np.ndarray:
@@ -200,7 +200,7 @@ METRICS: dict[str, Metric] = {
         Metric("f0", "F0 RMSE (cents) and voicing accuracy against the reference (torchcrepe tiny)",
                ("audio",), "audio", _f0, {"f0_rmse_cents": False, "voicing_accuracy": True}),
         Metric("tempo", "tempo within 8% of the true tempo (onset autocorrelation)", (), "audio", _tempo,
-               {"tempo_acc": True, "tempo_bpm": True}),
+               {"tempo_acc": True, "tempo_bpm": None}),
         Metric("key", "estimated key (chroma + key profiles) equals the true key (major/minor pieces only); "
                "tonic_acc: the tonic alone, all modes", (), "audio", _key, {"key_acc": True, "tonic_acc": True}),
         Metric("events", "estimated number of sound events equals the true number", (), "audio", _events,

@@ -10,6 +10,8 @@ APT_PACKAGES=(
   fluidsynth         # MIDI rendering for the music part of the corpus
   fluid-soundfont-gm # the General MIDI sound font FluidR3_GM
   libsndfile1        # audio file I/O for the soundfile package
+  chromium           # headless browser for the web page test (Playwright drives it; it never downloads one)
+  fonts-dejavu-core  # a font for the browser's screenshots
 )
 
 if [ "${UNISONO_SKIP_APT:-0}" != "1" ]; then
@@ -20,6 +22,7 @@ if [ "${UNISONO_SKIP_APT:-0}" != "1" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
 fi
 
+export PIP_ROOT_USER_ACTION=ignore
 PY=${PYTHON:-python3}
 echo "setup: installing Python packages with $($PY --version)"
 # torch is pinned (CPU build); install it first so that no other package pulls a different one.

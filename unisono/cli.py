@@ -16,7 +16,10 @@ from unisono.errors import UnisonoError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    # filled in below as subcommands land
+    "synth": ("unisono.data.synth.cli", "make the built-in multi-task corpus offline (speech, music, sounds, pairs)"),
+    "tokenize": ("unisono.data.tokenize", "corpus manifests -> tokenizers, vocab.json and token shards for every task"),
+    "inspect": ("unisono.data.inspect", "print token shards in readable form (phones, text, notes, audio code counts)"),
+    "codec": ("unisono.codec.cli", "neural audio codec: train, encode, decode, eval"),
     "eval": ("unisono.eval.cli", "score audio against references (WER, speaker similarity, PESQ, ...)"),
 }
 

@@ -1,0 +1,76 @@
+"""A tone-making pipeline for testing the server's mechanics (queue, limits, batching, fuzzing).
+
+It is a test double: it follows the pipeline interface of ``unisono.generate`` and returns a sine
+whose length follows the text length and the request's ``max_duration``, so tests can check that
+inputs and options reach it. Tests of real generation use a tiny trained checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from unisono.generate import AudioOutput, GenerationCancelled, TaskSpec, TextOutput
+
+
+class TonePipeline:
+    sample_rate = 16000
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.batch_sizes: list[int] = []
+        self.started = threading.Event()
+        self.tasks = {
+            "tts": TaskSpec("tts", "speech from text", {"text": "text", "prompt": "audio"}, "audio", ("prompt",)),
+            "se": TaskSpec("se", "enhance noisy speech", {"audio": "audio"}, "audio"),
+            "asr": TaskSpec("asr", "transcribe speech", {"audio": "audio"}, "text"),
+        }
+
+    def generate_batch(self, task, inputs, options, cancel=None):
+        self.batch_sizes.append(len(inputs))
+        self.started.set()
+        t_end = time.monotonic() + self.delay_s
+        while time.monotonic() < t_end:
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("cancelled")
+            time.sleep(0.005)
+        outs = []
+        for inp in inputs:
+            if task == "asr":
+                wav, sr = inp["audio"]
+                outs.append(TextOutput(f"{wav.size / sr:.2f} seconds", task))
+                continue
+            seconds = min(options.max_duration, 0.1 + 0.01 * len(inp.get("text", "")))
+            if task == "se":
+                wav, sr = inp["audio"]
+                seconds = min(options.max_duration, wav.size / sr)
+            t = np.arange(int(seconds * self.sample_rate)) / self.sample_rate
+            freq = 220.0 + 10 * (options.seed % 10)
+            outs.append(AudioOutput((0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), self.sample_rate, task))
+        return outs
+
+
+class LiveServer:
+    """Run an ASGI app with uvicorn on a free loopback port in a thread: ``with LiveServer(app) as url``."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)

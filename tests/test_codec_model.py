@@ -1,0 +1,168 @@
+import json
+
+import pytest
+import torch
+
+from unisono.codec import Codec, CodecConfig, load_codec
+from unisono.codec.quantizer import ResidualVectorQuantizer, kmeans
+from unisono.errors import UnisonoError
+
+TINY = dict(strides=[2, 4, 5, 8], encoder_channels=4, latent_dim=16, decoder_dim=32, decoder_blocks=2,
+            num_codebooks=4, codebook_size=32, kmeans_iters=3)
+
+
+def tiny_codec(**kw) -> Codec:
+    torch.manual_seed(0)
+    return Codec(CodecConfig(**{**TINY, **kw}))
+
+
+def speechlike(b=2, s=8000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(s) / 16000
+    f0 = 100 + 100 * torch.rand(b, 1, 1, generator=g)
+    x = sum(torch.sin(2 * torch.pi * f0 * h * t) / h for h in range(1, 6)) * 0.2
+    return x + 0.01 * torch.randn(b, 1, s, generator=g)
+
+
+def test_shapes_and_code_range():
+    c = tiny_codec().eval()
+    w = speechlike(2, 8000 + 17)
+    codes = c.encode(w)
+    assert codes.dtype == torch.long
+    assert codes.shape == (2, 4, 26)  # ceil(8017 / 320)
+    assert int(codes.min()) >= 0 and int(codes.max()) < c.codebook_size
+    y = c.decode(codes)
+    assert y.shape == (2, 1, 26 * 320)
+    assert c.frame_rate == 50 and c.sample_rate == 16000 and c.num_codebooks == 4 and c.codebook_size == 32
+
+
+def test_deterministic_in_eval():
+    c = tiny_codec()
+    c.train()
+    c(speechlike())  # k-means init + EMA update
+    c.eval()
+    w = speechlike(seed=1)
+    assert torch.equal(c.encode(w), c.encode(w))
+    codes = c.encode(w)
+    assert torch.equal(c.decode(codes), c.decode(codes))
+
+
+def test_codebook_prefix():
+    c = tiny_codec()
+    c.train()
+    c(speechlike())
+    c.eval()
+    w = speechlike(seed=2)
+    full = c.encode(w)
+    for k in (1, 2, 3):
+        assert torch.equal(c.encode(w, num_codebooks=k), full[:, :k])
+        assert c.decode(full[:, :k]).shape == (2, 1, full.shape[-1] * 320)
+    # more codebooks -> latent closer to the encoder output
+    z = c.latents(w)
+    errs = [float((c.quantizer.decode(full[:, :k]) - z.detach()).pow(2).mean()) for k in (1, 2, 4)]
+    assert errs[0] > errs[1] > errs[2]
+    with pytest.raises(UnisonoError):
+        c.encode(w, num_codebooks=5)
+
+
+def test_quantizer_round_trip_kmeans_ema_and_restart():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(dim=8, num_codebooks=3, codebook_size=16, kmeans_iters=5, dropout=0.0,
+                                  dead_threshold=0.5)
+    z = torch.randn(4, 8, 64)
+    rvq.train()
+    zq, codes, commit, stats = rvq(z)
+    assert all(bool(layer.initialized) for layer in rvq.layers)
+    assert "perplexity_0" in stats and stats["perplexity_0"] > 4  # k-means spreads codes
+    rvq.eval()
+    codes2 = rvq.encode(z)
+    # decode(encode(z)) is exactly the sum of the chosen code vectors, and re-encoding it is stable
+    zq2 = rvq.decode(codes2)
+    manual = sum(rvq.layers[i].embed[codes2[:, i]] for i in range(3)).permute(0, 2, 1)
+    assert torch.allclose(zq2, manual)
+    # each code vector of a stage quantizes to itself
+    e = rvq.layers[0].embed
+    assert torch.equal(rvq.layers[0].quantize(e), torch.arange(16))
+    assert float((zq2 - z).pow(2).mean()) < float(z.pow(2).mean())
+    # a code that is never used gets restarted onto a data vector
+    layer = rvq.layers[0]
+    layer.cluster_size[3] = 0.0
+    layer.embed[3] = 1e6
+    rvq.train()
+    rvq(z)
+    assert float(layer.embed[3].abs().max()) < 100
+    # k-means centroids lie near well separated clusters
+    pts = torch.cat([torch.randn(50, 2) * 0.01 + c for c in (torch.tensor([5.0, 0]), torch.tensor([-5.0, 0]))])
+    cent = kmeans(pts, 2, 10)
+    assert sorted(cent[:, 0].round().tolist()) == [-5.0, 5.0]
+
+
+def test_quantizer_dropout_uses_prefixes():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(dim=4, num_codebooks=4, codebook_size=8, dropout=1.0, kmeans_iters=2)
+    rvq.train()
+    z = torch.randn(64, 4, 5)
+    zq, *_ = rvq(z)
+    rvq.eval()
+    full = rvq.decode(rvq.encode(z))
+    # with dropout, some items were quantized with fewer codebooks than 4
+    differs = ((zq - full).abs().amax(dim=(1, 2)) > 1e-5).sum()
+    assert int(differs) > 0
+
+
+def test_streaming_equals_offline():
+    c = tiny_codec()
+    c.train()
+    c(speechlike())
+    c.eval()
+    w = speechlike(2, 320 * 30, seed=3)
+    codes = c.encode(w)
+    audio = c.decode(codes)
+    with c.streaming():
+        sc = torch.cat([c.encode(w[..., i:i + 320 * 4]) for i in range(0, w.shape[-1], 320 * 4)], -1)
+    assert torch.equal(sc, codes)
+    with c.streaming():
+        sa = torch.cat([c.decode(codes[..., i:i + 3]) for i in range(0, codes.shape[-1], 3)], -1)
+    assert sa.shape == audio.shape
+    assert torch.allclose(sa, audio, atol=1e-5)
+    with c.streaming(), pytest.raises(UnisonoError):
+        c.encode(w[..., :100])
+    with pytest.raises(UnisonoError):
+        with tiny_codec(causal=False).streaming():
+            pass
+
+
+def test_noncausal_runs():
+    c = tiny_codec(causal=False).eval()
+    w = speechlike(1, 3200)
+    assert c.decode(c.encode(w)).shape == (1, 1, 3200)
+
+
+def test_save_load_equal(tmp_path):
+    c = tiny_codec()
+    c.train()
+    c(speechlike())
+    c.eval()
+    c.save_pretrained(tmp_path / "c")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["config.json", "model.safetensors"]
+    d = Codec.from_pretrained(tmp_path / "c")
+    e = load_codec(tmp_path / "c")
+    w = speechlike(seed=4)
+    codes = c.encode(w)
+    assert torch.equal(d.encode(w), codes) and torch.equal(e.encode(w), codes)
+    assert torch.equal(d.decode(codes), c.decode(codes))
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["model_type"] == "unisono-codec"
+
+
+def test_bad_inputs(tmp_path):
+    c = tiny_codec().eval()
+    with pytest.raises(UnisonoError):
+        c.encode(torch.zeros(2, 8000))
+    with pytest.raises(UnisonoError):
+        c.decode(torch.full((1, 4, 3), 32))
+    with pytest.raises(UnisonoError):
+        c.decode(torch.zeros(1, 5, 3, dtype=torch.long))
+    with pytest.raises(UnisonoError):
+        load_codec(tmp_path)
+    with pytest.raises(UnisonoError):
+        CodecConfig.from_dict({"latent_dims": 3})

@@ -1,0 +1,54 @@
+"""The web page, for real: headless Chromium (Debian package) driven by Playwright."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from serve_helpers import LiveServer, TonePipeline
+
+from unisono.serve import create_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (./setup.sh)")
+
+
+def run_page(base_url: str, task: str, fill: dict, screenshot: Path) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(base_url + "/")
+            page.wait_for_function("document.querySelectorAll('#task option').length > 0")
+            page.select_option("#task", task)
+            for name, value in fill.items():
+                page.fill(f"#in-{name}", value)
+            page.click("#go")
+            page.wait_for_function("document.getElementById('player').duration > 0", timeout=30000)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+            return {
+                "duration": page.evaluate("document.getElementById('player').duration"),
+                "playable": page.evaluate("document.getElementById('player').readyState >= 1"),
+                "download": page.get_attribute("#download", "href"),
+                "status": page.text_content("#status"),
+                "errors": errors,
+            }
+        finally:
+            browser.close()
+
+
+def test_page_generates_playable_audio(tmp_path):
+    out_dir = Path(os.environ.get("UNISONO_ARTIFACTS", tmp_path))
+    with LiveServer(create_app(TonePipeline())) as url:
+        result = run_page(url, "tts", {"text": "x" * 60}, out_dir / "web_page.png")
+    assert result["errors"] == []
+    assert result["playable"] and abs(result["duration"] - 0.7) < 0.05
+    assert result["download"].startswith("blob:") and result["status"].startswith("done in")
+    assert (out_dir / "web_page.png").stat().st_size > 10_000

@@ -1,0 +1,129 @@
+"""``unisono codec``: train a codec, encode audio to codes, decode codes to audio, evaluate resynthesis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from unisono.errors import UnisonoError
+
+DESCRIPTION = """Neural audio codec commands.
+
+  unisono codec train --config configs/codec/tiny.yaml --data CORPUS_OR_MANIFEST_OR_FOLDER --out DIR
+  unisono codec encode IN.wav --codec DIR -o CODES.npy [--num-codebooks K]
+  unisono codec decode CODES.npy --codec DIR -o OUT.wav
+  unisono codec eval --codec DIR --data CORPUS [--split test] [--num-codebooks 1 2 4 8]
+
+--codec DIR may hold a codec made by 'unisono codec train' or a Hugging Face Encodec/DAC/Mimi/Xcodec
+model saved on disk (nothing is downloaded).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="{train,encode,decode,eval}", required=True)
+
+    t = sub.add_parser("train", help="train or resume a codec", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--config", help="YAML recipe (sections model/train/loss/discriminator); see configs/codec/")
+    t.add_argument("--data", required=True, help="corpus dir, Lhotse cuts .jsonl(.gz), or a folder of wav/flac files")
+    t.add_argument("--out", required=True, help="output dir; running again with the same dir resumes")
+    t.add_argument("--steps", type=int, help="train until this step (overrides train.steps)")
+    t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (YAML syntax), e.g. --set train.batch_size=4")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("encode", help="audio file -> codes .npy [K, T]")
+    e.add_argument("input", help="audio file (wav/flac/ogg); resampled to the codec's rate, mixed to mono")
+    e.add_argument("--codec", required=True, help="codec directory")
+    e.add_argument("-o", "--output", required=True, help="output .npy file (int64 codes [K, T])")
+    e.add_argument("--num-codebooks", type=int, help="use only the first K codebooks")
+
+    d = sub.add_parser("decode", help="codes .npy [K, T] -> audio file")
+    d.add_argument("input", help=".npy codes [K, T] (or [1, K, T])")
+    d.add_argument("--codec", required=True, help="codec directory")
+    d.add_argument("-o", "--output", required=True, help="output audio file (.wav/.flac)")
+
+    v = sub.add_parser("eval", help="resynthesis quality (mel distance, SI-SDR, PESQ-WB, STOI) on a data split")
+    v.add_argument("--codec", required=True, help="codec directory")
+    v.add_argument("--data", required=True, help="corpus dir, cuts manifest or audio folder")
+    v.add_argument("--split", default="test", help="split of a corpus dir")
+    v.add_argument("--num-codebooks", type=int, nargs="+", help="codebook counts to evaluate (default 1 2 4 8 up to K)")
+    v.add_argument("--limit", type=int, default=0, help="evaluate at most this many utterances (0 = all)")
+    v.add_argument("--json", help="write the results to this JSON file")
+
+
+def _overrides(items: list[str]) -> dict:
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise UnisonoError(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. train.batch_size=4")
+        out.setdefault(section, {})[name] = yaml.safe_load(value)
+    return out
+
+
+def main(args) -> int:
+    import torch
+
+    if args.action == "train":
+        from unisono.codec.trainer import train
+
+        tr = train(args.config, args.data, args.out, _overrides(args.set), args.device, args.steps,
+                   progress=not args.no_progress)
+        print(f"codec saved to {args.out} (step {tr.step})")
+        return 0
+
+    from unisono.codec import load_codec
+
+    codec = load_codec(args.codec).eval()
+    if args.action == "encode":
+        import numpy as np
+
+        from unisono.audio import load
+        from unisono.fileio import atomic_path
+
+        wav, _ = load(args.input, sample_rate=codec.sample_rate, mono=True)
+        codes = codec.encode(wav[None], num_codebooks=args.num_codebooks) if args.num_codebooks else codec.encode(wav[None])
+        if not str(args.output).endswith(".npy"):
+            raise UnisonoError(f"-o {args.output}: the codes file must end with .npy")
+        with atomic_path(args.output) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, codes[0].cpu().numpy().astype(np.int64))
+        print(f"{args.output}: codes [{codes.shape[1]}, {codes.shape[2]}] at {codec.frame_rate:g} Hz")
+        return 0
+    if args.action == "decode":
+        import numpy as np
+
+        from unisono.audio import save
+
+        p = Path(args.input)
+        if not p.is_file():
+            raise UnisonoError(f"{p} does not exist")
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise UnisonoError(f"cannot read {p} as a .npy array ({e})") from None
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise UnisonoError(f"{p} must hold integer codes [K, T]; got {arr.dtype} {arr.shape}")
+        wav = codec.decode(torch.from_numpy(arr.astype(np.int64))[None])
+        save(args.output, wav[0], codec.sample_rate)
+        print(f"{args.output}: {wav.shape[-1] / codec.sample_rate:.2f} s at {codec.sample_rate} Hz")
+        return 0
+    if args.action == "eval":
+        from unisono.codec.evaluate import evaluate, format_table
+
+        ks = args.num_codebooks or [k for k in (1, 2, 4, 8) if k <= codec.num_codebooks]
+        res = evaluate(codec, args.data, args.split, ks, args.limit)
+        print(format_table(res))
+        if args.json:
+            from unisono.fileio import write_json
+
+            write_json(args.json, res)
+        return 0
+    raise UnisonoError(f"unknown codec action {args.action}")

@@ -1,0 +1,132 @@
+"""Audio sources for codec training and evaluation.
+
+``--data`` may be a corpus directory (``manifests/{split}/cuts.jsonl`` inside), a Lhotse cuts manifest
+(``.jsonl`` or ``.jsonl.gz``), or a plain folder of audio files (searched recursively).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from unisono.audio import AUDIO_EXTENSIONS, resample
+from unisono.errors import UnisonoError
+
+
+@dataclass
+class AudioItem:
+    """One utterance: ``path`` (absolute), ``start`` and ``duration`` in seconds (``duration`` None = whole)."""
+
+    path: Path
+    start: float = 0.0
+    duration: float | None = None
+    id: str = ""
+
+
+def _items_from_cuts(manifest: Path, root: Path) -> list[AudioItem]:
+    from lhotse import CutSet
+
+    items = []
+    for cut in CutSet.from_file(manifest):
+        rec = getattr(cut, "recording", None)
+        if rec is None or not rec.sources or rec.sources[0].type != "file":
+            continue
+        p = Path(rec.sources[0].source)
+        if not p.is_absolute():
+            p = root / p
+        items.append(AudioItem(p, float(cut.start), float(cut.duration), cut.id))
+    return items
+
+
+def list_audio(data, split: str = "train") -> list[AudioItem]:
+    """Utterances of ``data`` (corpus dir, cuts manifest or audio folder); ``split`` is used for a corpus dir."""
+    data = Path(data)
+    if not data.exists():
+        raise UnisonoError(f"--data {data} does not exist; pass a corpus directory, a cuts.jsonl manifest or a folder of audio files")
+    if data.is_dir() and (data / "manifests").is_dir():
+        manifest = data / "manifests" / split / "cuts.jsonl"
+        if not manifest.exists():
+            gz = manifest.with_suffix(".jsonl.gz")
+            if not gz.exists():
+                raise UnisonoError(f"corpus {data} has no {split} split (missing {manifest})")
+            manifest = gz
+        items = _items_from_cuts(manifest, data)
+    elif data.is_file() and (data.name.endswith(".jsonl") or data.name.endswith(".jsonl.gz")):
+        # paths in a corpus manifest are relative to the corpus dir (DIR/manifests/split/cuts.jsonl)
+        root = data.parent.parent.parent if data.parent.parent.name == "manifests" else data.parent
+        items = _items_from_cuts(data, root)
+    elif data.is_dir():
+        items = [AudioItem(p.resolve(), id=p.stem) for p in sorted(data.rglob("*"))
+                 if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
+    elif data.suffix.lower() in AUDIO_EXTENSIONS:
+        items = [AudioItem(data.resolve(), id=data.stem)]
+    else:
+        raise UnisonoError(f"cannot use {data} as --data: expected a corpus dir, a cuts .jsonl(.gz) or an audio folder")
+    if not items:
+        raise UnisonoError(f"no audio found in {data}")
+    return items
+
+
+def read_item(item: AudioItem, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> np.ndarray:
+    """Mono float32 samples ``[S]`` of ``item`` from ``offset`` s (relative to the item), resampled to ``sample_rate``."""
+    try:
+        info = sf.info(str(item.path))
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise UnisonoError(f"cannot read audio {item.path} ({e})") from None
+    sr = info.samplerate
+    start = int(round((item.start + offset) * sr))
+    if duration is None and item.duration is not None:
+        duration = item.duration - offset
+    stop = None if duration is None else start + int(round(duration * sr))
+    x, _ = sf.read(str(item.path), start=start, stop=stop, dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    return resample(x, sr, sample_rate) if sr != sample_rate else x
+
+
+class SegmentSampler:
+    """Random fixed-length training segments ``[B, 1, segment]`` from a list of items.
+
+    Short items are zero-padded; silent segments are re-drawn a few times. A RMS normalisation to a random
+    level in ``gain_db`` makes the codec robust to loudness.
+    """
+
+    def __init__(self, items: list[AudioItem], sample_rate: int, segment: int, seed: int = 0,
+                 gain_db: tuple[float, float] = (-28.0, -16.0)):
+        self.items, self.sample_rate, self.segment, self.gain_db = items, sample_rate, segment, gain_db
+        self.rng = random.Random(seed)
+        self._dur: dict[int, float] = {}
+
+    def _duration(self, i: int) -> float:
+        if i not in self._dur:
+            it = self.items[i]
+            self._dur[i] = it.duration if it.duration is not None else sf.info(str(it.path)).duration
+        return self._dur[i]
+
+    def one(self) -> np.ndarray:
+        seg_s = self.segment / self.sample_rate
+        for _ in range(5):
+            i = self.rng.randrange(len(self.items))
+            dur = self._duration(i)
+            off = self.rng.uniform(0, max(0.0, dur - seg_s))
+            x = read_item(self.items[i], self.sample_rate, off, min(seg_s, dur))[: self.segment]
+            x = np.pad(x, (0, self.segment - x.shape[0]))
+            rms = float(np.sqrt(np.mean(x ** 2)))
+            if rms > 1e-4:
+                target = 10 ** (self.rng.uniform(*self.gain_db) / 20)
+                x = x * (target / rms)
+                return np.clip(x, -1, 1).astype(np.float32)
+        return x.astype(np.float32)
+
+    def batch(self, batch_size: int) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.one() for _ in range(batch_size)]))[:, None]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.setstate(state["rng"])

@@ -1,0 +1,221 @@
+"""The project's own neural audio codec: convolutional encoder, RVQ, Vocos-style ISTFT decoder.
+
+Shapes: ``wav [B, 1, S]`` float at ``sample_rate`` Hz; ``codes [B, K, T]`` int64 in ``[0, codebook_size)``
+with ``T = ceil(S / hop_length)`` frames at ``frame_rate = sample_rate / hop_length`` Hz.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from unisono.codec.modules import Decoder, Encoder, set_streaming
+from unisono.codec.quantizer import ResidualVectorQuantizer
+from unisono.errors import UnisonoError
+
+MODEL_TYPE = "unisono-codec"
+
+
+@dataclass
+class CodecConfig:
+    """Architecture of a :class:`Codec` (saved as ``config.json``)."""
+
+    sample_rate: int = 16000
+    strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])  # product = hop_length
+    encoder_channels: int = 32
+    latent_dim: int = 128
+    decoder_dim: int = 256
+    decoder_blocks: int = 8
+    n_fft: int = 1280  # ISTFT size of the decoder head (4 x hop)
+    num_codebooks: int = 8
+    codebook_size: int = 1024
+    ema_decay: float = 0.99
+    dead_threshold: float = 0.1  # restart codes used less than this fraction of the mean usage
+    kmeans_iters: int = 10
+    quantizer_dropout: float = 0.5  # fraction of training items that use a random codebook prefix
+    causal: bool = True  # causal convolutions: enables streaming
+    semantic: dict | None = None  # {"teacher": DIR, "dim": D, "layer": L} for semantic distillation
+
+    @property
+    def hop_length(self) -> int:
+        return int(math.prod(self.strides))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CodecConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {"model_type"})
+        if unknown:
+            raise UnisonoError(f"unknown codec config keys {unknown}; valid keys: {sorted(known)}")
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.n_fft % self.hop_length:
+            raise UnisonoError(f"n_fft ({self.n_fft}) must be a multiple of the hop length ({self.hop_length})")
+        if not 1 <= self.num_codebooks <= 64 or self.codebook_size < 2:
+            raise UnisonoError("num_codebooks must be in 1..64 and codebook_size >= 2")
+        if self.sample_rate % self.hop_length:
+            raise UnisonoError(f"sample_rate {self.sample_rate} must be a multiple of the hop length {self.hop_length}")
+
+    def to_dict(self) -> dict:
+        return {"model_type": MODEL_TYPE, **asdict(self)}
+
+
+class Codec(nn.Module):
+    """RVQ neural codec. ``encode(wav [B,1,S]) -> codes [B,K,T]``; ``decode(codes) -> wav [B,1,T*hop]``."""
+
+    def __init__(self, config: CodecConfig | None = None):
+        super().__init__()
+        self.config = config = config or CodecConfig()
+        config.validate()
+        self.encoder = Encoder(config.encoder_channels, config.latent_dim, config.strides, config.causal)
+        self.quantizer = ResidualVectorQuantizer(
+            config.latent_dim, config.num_codebooks, config.codebook_size, config.ema_decay,
+            config.dead_threshold, config.kmeans_iters, config.quantizer_dropout,
+        )
+        self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_blocks, config.hop_length,
+                               config.n_fft, config.causal)
+        self.semantic = None
+        if config.semantic:
+            from unisono.codec.semantic import SemanticBranch
+
+            self.semantic = SemanticBranch(config.semantic, config.latent_dim, config.sample_rate, config.hop_length)
+        self._streaming = False
+
+    # -- the contract -------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.sample_rate / self.config.hop_length
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_codebooks
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    def _check_wav(self, wav: torch.Tensor) -> torch.Tensor:
+        if not isinstance(wav, torch.Tensor) or wav.dim() != 3 or wav.shape[1] != 1:
+            shape = tuple(wav.shape) if hasattr(wav, "shape") else type(wav).__name__
+            raise UnisonoError(f"encode expects a mono waveform tensor [B, 1, S], got {shape}")
+        if wav.shape[-1] == 0:
+            raise UnisonoError("encode got an empty waveform (S = 0)")
+        return wav.float()
+
+    def _pad(self, wav: torch.Tensor) -> torch.Tensor:
+        rest = (-wav.shape[-1]) % self.hop_length
+        if rest and self._streaming:
+            raise UnisonoError(f"in streaming mode each chunk must be a multiple of {self.hop_length} samples")
+        return F.pad(wav, (0, rest))
+
+    def latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """Pre-quantization latents ``[B, latent_dim, T]`` of ``wav [B, 1, S]``."""
+        z = self.encoder(self._pad(self._check_wav(wav)))
+        if self.semantic is not None:
+            z = self.semantic.fuse(z, wav)
+        return z
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
+        """Codes ``[B, K, ceil(S / hop)]`` (int64) of ``wav [B, 1, S]``; ``num_codebooks`` picks a prefix."""
+        return self.quantizer.encode(self.latents(wav), num_codebooks)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Waveform ``[B, 1, T * hop]`` from ``codes [B, K, T]`` (any prefix of the codebooks)."""
+        return self.decode_train(self._check_codes(codes))
+
+    def decode_train(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.quantizer.decode(codes))
+
+    def _check_codes(self, codes) -> torch.Tensor:
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
+            raise UnisonoError(f"decode expects codes [B, K, T], got {getattr(codes, 'shape', type(codes).__name__)}")
+        if codes.shape[1] > self.num_codebooks or codes.shape[1] < 1:
+            raise UnisonoError(f"codes have {codes.shape[1]} codebooks; this codec has {self.num_codebooks}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise UnisonoError(f"code values must be in [0, {self.codebook_size}); got {int(codes.min())}..{int(codes.max())}")
+        return codes.long()
+
+    def forward(self, wav: torch.Tensor, num_codebooks: int | None = None) -> dict:
+        """Training pass: ``{"audio": [B,1,S'], "codes", "commit_loss", "stats", "semantic_loss"}``."""
+        z = self.latents(wav)
+        z_q, codes, commit, stats = self.quantizer(z, num_codebooks)
+        out = {"audio": self.decoder(z_q), "codes": codes, "commit_loss": commit, "stats": stats}
+        if self.semantic is not None:
+            out["semantic_loss"] = self.semantic.loss(z_q, wav)
+        return out
+
+    # -- streaming ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def streaming(self):
+        """Within this context, ``encode`` and ``decode`` keep state across calls: feed chunks (multiples of
+        ``hop_length`` samples, or any number of frames) and concatenate the outputs; the result equals
+        the offline call. Needs a causal codec."""
+        if not self.config.causal:
+            raise UnisonoError("this codec was built with causal: false; streaming needs a causal codec")
+        if self.semantic is not None:
+            raise UnisonoError("streaming is not available with semantic distillation (the teacher is not causal)")
+        set_streaming(self, True)
+        self._streaming = True
+        try:
+            yield self
+        finally:
+            set_streaming(self, False)
+            self._streaming = False
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save_pretrained(self, directory) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically, file by file)."""
+        from safetensors.torch import save_file
+
+        from unisono.fileio import atomic_path, write_json
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.semantic is not None:  # the teacher stays in its own directory
+            state = {k: v for k, v in state.items() if not k.startswith("semantic.teacher.")}
+        with atomic_path(d / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_json(d / "config.json", self.config.to_dict())
+        return d
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location: str = "cpu") -> "Codec":
+        """Load a codec saved by :meth:`save_pretrained`; returned in eval mode."""
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
+            raise UnisonoError(f"{d} is not a codec directory (needs config.json and model.safetensors)")
+        cfg = json.loads((d / "config.json").read_text())
+        if cfg.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise UnisonoError(f"{d} holds a {cfg.get('model_type')!r} model; use unisono.codec.load_codec")
+        model = cls(CodecConfig.from_dict(cfg))
+        state = load_file(str(d / "model.safetensors"), device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("semantic.teacher.")]
+        if missing or unexpected:
+            raise UnisonoError(f"{d}/model.safetensors does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model.eval()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("semantic.teacher."))

@@ -1,0 +1,168 @@
+"""Building blocks of the codec: convolutions that can run offline or in streaming mode.
+
+A causal :class:`SConv1d` pads ``effective_kernel - stride`` samples on the left only. In streaming mode it
+keeps those last samples of its input as state, so feeding a signal in chunks (each a multiple of the
+stride) gives exactly the output of one offline call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class StreamingModule(nn.Module):
+    """A module with an optional per-stream state (``None`` when not streaming)."""
+
+    def __init__(self):
+        super().__init__()
+        self._streaming = False
+        self._state = None
+
+    def set_streaming(self, on: bool) -> None:
+        self._streaming = on
+        self._state = None
+
+
+def set_streaming(module: nn.Module, on: bool) -> None:
+    for m in module.modules():
+        if isinstance(m, StreamingModule):
+            m.set_streaming(on)
+
+
+class SConv1d(StreamingModule):
+    """Conv1d ``[B, C_in, S] -> [B, C_out, S // stride]`` with causal or centred ("same") padding."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, causal: bool = True):
+        super().__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(
+            nn.Conv1d(c_in, c_out, kernel, stride=stride, dilation=dilation, groups=groups)
+        )
+        self.causal, self.stride = causal, stride
+        self.pad = (kernel - 1) * dilation + 1 - stride  # samples of context the conv needs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._streaming:
+            if not self.causal:
+                raise RuntimeError("streaming needs a causal codec (config causal: true)")
+            if self.pad > 0:
+                buf = self._state if self._state is not None else x.new_zeros(x.shape[0], x.shape[1], self.pad)
+                x = torch.cat([buf, x], dim=-1)
+                self._state = x[..., x.shape[-1] - self.pad:]
+            return self.conv(x)
+        if self.causal:
+            return self.conv(F.pad(x, (self.pad, 0)))
+        left = self.pad // 2
+        return self.conv(F.pad(x, (left, self.pad - left), mode="reflect" if x.shape[-1] > self.pad else "constant"))
+
+
+class ResidualUnit(nn.Module):
+    """ELU -> dilated conv k7 -> ELU -> conv k1, added to the input."""
+
+    def __init__(self, channels: int, dilation: int, causal: bool):
+        super().__init__()
+        self.c1 = SConv1d(channels, channels, 7, dilation=dilation, causal=causal)
+        self.c2 = SConv1d(channels, channels, 1, causal=causal)
+
+    def forward(self, x):
+        return x + self.c2(F.elu(self.c1(F.elu(x))))
+
+
+class Encoder(nn.Module):
+    """Convolutional (SEANet-style) encoder: ``wav [B, 1, S] -> latents [B, dim, S / prod(strides)]``."""
+
+    def __init__(self, channels: int = 32, dim: int = 128, strides=(2, 4, 5, 8), causal: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = [SConv1d(1, channels, 7, causal=causal)]
+        c = channels
+        for s in strides:
+            layers += [ResidualUnit(c, 1, causal), ResidualUnit(c, 3, causal), ResidualUnit(c, 9, causal),
+                       nn.ELU(), SConv1d(c, 2 * c, 2 * s, stride=s, causal=causal)]
+            c *= 2
+        layers += [nn.ELU(), SConv1d(c, dim, 3, causal=causal)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, wav):
+        return self.net(wav)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv k7 -> LayerNorm -> MLP (x4, GELU) with layer scale, residual; ``[B, C, T]``."""
+
+    def __init__(self, dim: int, causal: bool, layer_scale: float = 1e-2):
+        super().__init__()
+        self.dw = SConv1d(dim, dim, 7, groups=dim, causal=causal)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x):
+        y = self.dw(x).transpose(1, 2)
+        y = self.fc2(F.gelu(self.fc1(self.norm(y)))) * self.gamma
+        return x + y.transpose(1, 2)
+
+
+class ISTFTHead(StreamingModule):
+    """Frames ``[B, C, T]`` -> waveform ``[B, 1, T * hop]`` by predicting STFT magnitude and phase.
+
+    Frame ``t`` is synthesised over samples ``[t * hop, t * hop + n_fft)`` and overlap-added, so the samples
+    ``[t * hop, (t + 1) * hop)`` are final once frame ``t`` is known: causal, and streamable with a
+    ``n_fft - hop`` sample overlap buffer as state.
+    """
+
+    def __init__(self, dim: int, hop: int, n_fft: int):
+        super().__init__()
+        self.hop, self.n_fft = hop, n_fft
+        self.proj = nn.Linear(dim, n_fft + 2)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        # overlap-added squared window: partial at the start of the signal, constant afterwards
+        t = n_fft // hop
+        env = torch.zeros((t + 1) * hop)
+        for i in range(t + 1):
+            env[i * hop: i * hop + n_fft] += self.window[: max(0, min(n_fft, env.numel() - i * hop))].pow(2)
+        self.register_buffer("envelope", env[: n_fft].clone(), persistent=False)  # for positions < n_fft
+        self.register_buffer("steady", env[t * hop - 1].clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t = x.shape
+        h = self.proj(x.transpose(1, 2))  # [B, T, n_fft + 2]
+        mag, phase = h.chunk(2, dim=-1)
+        mag = torch.exp(mag).clamp_max(1e2)
+        spec = torch.polar(mag, phase)  # cos/sin of the predicted phase
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.window  # [B, T, n_fft]
+        total = (t - 1) * self.hop + self.n_fft
+        ola = F.fold(frames.transpose(1, 2), output_size=(1, total), kernel_size=(1, self.n_fft),
+                     stride=(1, self.hop)).reshape(b, total)
+        start = 0
+        if self._streaming:
+            if self._state is not None:
+                tail, start = self._state
+                ola[:, : tail.shape[-1]] += tail
+            self._state = (ola[:, t * self.hop:], start + t * self.hop)
+        out = ola[:, : t * self.hop]
+        pos = torch.arange(start, start + t * self.hop, device=x.device)
+        env = torch.where(pos < self.n_fft, self.envelope[pos.clamp_max(self.n_fft - 1)], self.steady)
+        return (out / env.clamp_min(0.1 * self.steady)).unsqueeze(1)
+
+
+class Decoder(nn.Module):
+    """Vocos-style decoder: latents ``[B, dim, T]`` -> ConvNeXt stack at frame rate -> inverse STFT."""
+
+    def __init__(self, dim: int = 128, hidden: int = 256, num_blocks: int = 8, hop: int = 320,
+                 n_fft: int = 1280, causal: bool = True):
+        super().__init__()
+        self.inp = SConv1d(dim, hidden, 7, causal=causal)
+        self.norm = nn.LayerNorm(hidden)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(hidden, causal) for _ in range(num_blocks))
+        self.out_norm = nn.LayerNorm(hidden)
+        self.head = ISTFTHead(hidden, hop, n_fft)
+
+    def forward(self, z):
+        x = self.norm(self.inp(z).transpose(1, 2)).transpose(1, 2)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.out_norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.head(x)

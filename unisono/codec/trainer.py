@@ -1,0 +1,256 @@
+"""Codec trainer: GAN training with multi-scale mel, adversarial, feature-matching and commitment losses.
+
+Output directory layout::
+
+    OUT/config.json, OUT/model.safetensors   the latest codec (load with ``load_codec(OUT)``)
+    OUT/train_state.pt                       optimizers, discriminators, step, RNG, data position (resume)
+    OUT/train_config.yaml                    the full training recipe
+    OUT/tb/                                  TensorBoard: losses, codebook perplexity/usage, audio, spectrograms
+
+Running the same command again resumes from ``train_state.pt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from unisono.codec.data import SegmentSampler, list_audio, read_item
+from unisono.codec.discriminators import Discriminators
+from unisono.codec.losses import (MultiScaleMelLoss, discriminator_loss, feature_matching_loss,
+                                  generator_adv_loss, mel_distance)
+from unisono.codec.model import Codec, CodecConfig
+from unisono.errors import UnisonoError
+from unisono.fileio import atomic_path, write_text
+
+DEFAULTS = {
+    "model": {},
+    "train": {
+        "steps": 20000, "batch_size": 8, "segment_seconds": 1.0, "lr": 3e-4, "disc_lr": 3e-4,
+        "betas": [0.8, 0.99], "lr_decay": 0.999996, "grad_clip": 100.0, "disc_start": 1000,
+        "log_every": 20, "sample_every": 500, "save_every": 200, "seed": 0, "num_threads": 0,
+    },
+    "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "semantic": 1.0},
+    "discriminator": {"periods": [2, 3, 5, 7, 11], "n_ffts": [1024, 512, 256], "channels": 16},
+}
+
+
+def load_config(path=None, overrides: dict | None = None) -> dict:
+    """The training recipe: defaults, updated by the YAML file at ``path``, then by ``overrides``."""
+    cfg = copy.deepcopy(DEFAULTS)
+    sources = []
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UnisonoError(f"config {p} does not exist; see configs/codec/ for examples")
+        sources.append(yaml.safe_load(p.read_text()) or {})
+    if overrides:
+        sources.append(overrides)
+    for src in sources:
+        for section, values in src.items():
+            if section not in cfg:
+                raise UnisonoError(f"unknown section {section!r} in codec config; valid: {sorted(cfg)}")
+            if section != "model":
+                unknown = set(values) - set(cfg[section])
+                if unknown:
+                    raise UnisonoError(f"unknown keys {sorted(unknown)} in section {section!r}; valid: {sorted(cfg[section])}")
+            cfg[section].update(values or {})
+    CodecConfig.from_dict(cfg["model"])  # validate early
+    return cfg
+
+
+def _spectrogram_image(wav: torch.Tensor, sample_rate: int) -> np.ndarray:
+    """Log-mel ``[1, n_mels, frames]`` scaled to [0, 1], low frequencies at the bottom (for TensorBoard)."""
+    from unisono.audio import mel_spectrogram
+
+    m = mel_spectrogram(wav.reshape(-1).float(), sample_rate, n_fft=1024, hop_length=160, n_mels=80)
+    m = (m - m.max() + 8).clamp_min(0) / 8
+    return m.flip(0)[None].numpy()
+
+
+class Trainer:
+    def __init__(self, config: dict, data, out, device: str = "cpu", progress: bool = True):
+        self.cfg, self.out, self.device, self.progress = config, Path(out), torch.device(device), progress
+        t = config["train"]
+        if t["num_threads"]:
+            torch.set_num_threads(int(t["num_threads"]))
+        torch.manual_seed(t["seed"])
+        random.seed(t["seed"])
+        self.codec = Codec(CodecConfig.from_dict(config["model"])).to(self.device)
+        d = config["discriminator"]
+        self.disc = Discriminators(tuple(d["periods"]), tuple(d["n_ffts"]), d["channels"]).to(self.device)
+        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t["lr"], betas=tuple(t["betas"]))
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t["disc_lr"], betas=tuple(t["betas"]))
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, t["lr_decay"])
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, t["lr_decay"])
+        self.mel_loss = MultiScaleMelLoss(self.codec.sample_rate)
+        sr = self.codec.sample_rate
+        seg = int(round(t["segment_seconds"] * sr / self.codec.hop_length)) * self.codec.hop_length
+        if seg <= 0:
+            raise UnisonoError("train.segment_seconds is too short for one codec frame")
+        self.items = list_audio(data, "train")
+        self.sampler = SegmentSampler(self.items, sr, seg, seed=t["seed"])
+        self.step = 0
+        self.history: list[dict] = []
+        self.writer = None
+
+    # -- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "codec": self.codec.state_dict(), "disc": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "sampler": self.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "py_rng": random.getstate(), "config": self.cfg,
+        }
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.codec.save_pretrained(self.out)
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        with atomic_path(self.out / "train_state.pt") as tmp:
+            Path(tmp).write_bytes(buf.getvalue())
+
+    def maybe_resume(self) -> bool:
+        path = self.out / "train_state.pt"
+        if not path.exists():
+            return False
+        st = torch.load(path, map_location=self.device, weights_only=False)
+        if st["config"]["model"] != self.cfg["model"]:
+            raise UnisonoError(f"{path} was trained with another model config; use a new --out or the same config")
+        self.codec.load_state_dict(st["codec"])
+        self.disc.load_state_dict(st["disc"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.sched_g.load_state_dict(st["sched_g"])
+        self.sched_d.load_state_dict(st["sched_d"])
+        self.sampler.load_state_dict(st["sampler"])
+        torch.set_rng_state(st["torch_rng"])
+        random.setstate(st["py_rng"])
+        self.step = int(st["step"])
+        return True
+
+    # -- one step -----------------------------------------------------------------------------------
+    def train_step(self, wav: torch.Tensor) -> dict:
+        t, w = self.cfg["train"], self.cfg["loss"]
+        self.codec.train()
+        wav = wav.to(self.device)
+        out = self.codec(wav)
+        y = out["audio"][..., : wav.shape[-1]]
+        use_gan = self.step >= t["disc_start"] and (w["adv"] > 0 or w["fm"] > 0)
+        logs = {}
+        if use_gan:  # discriminator update
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss = discriminator_loss(self.disc(wav), self.disc(y.detach()))
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), t["grad_clip"])
+            self.opt_d.step()
+            logs["disc"] = d_loss.item()
+        mel = self.mel_loss(y, wav)
+        loss = w["mel"] * mel + w["commit"] * out["commit_loss"]
+        if use_gan:
+            real, fake = self.disc(wav), self.disc(y)
+            adv, fm = generator_adv_loss(fake), feature_matching_loss(real, fake)
+            loss = loss + w["adv"] * adv + w["fm"] * fm
+            logs.update(adv=adv.item(), fm=fm.item())
+        if "semantic_loss" in out:
+            loss = loss + w["semantic"] * out["semantic_loss"]
+            logs["semantic"] = out["semantic_loss"].item()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), t["grad_clip"])
+        self.opt_g.step()
+        self.sched_g.step()
+        if use_gan:
+            self.sched_d.step()
+        logs.update(loss=loss.item(), mel=mel.item(), commit=out["commit_loss"].item(), grad_norm=gnorm.item())
+        logs.update(out["stats"])
+        self.step += 1
+        return logs
+
+    # -- logging ------------------------------------------------------------------------------------
+    def _tb(self):
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: scalars still go to the progress bar
+                self.writer = False
+            else:
+                self.writer = SummaryWriter(str(self.out / "tb"))
+        return self.writer or None
+
+    def log_samples(self) -> None:
+        tb = self._tb()
+        self.codec.eval()
+        sr = self.codec.sample_rate
+        for i, item in enumerate(self.items[:2]):
+            x = torch.from_numpy(read_item(item, sr, 0.0, 4.0))[None, None].to(self.device)
+            codes = self.codec.encode(x)
+            for k in sorted({1, min(4, self.codec.num_codebooks), self.codec.num_codebooks}):
+                y = self.codec.decode(codes[:, :k])[..., : x.shape[-1]].cpu()
+                if tb is not None:
+                    tb.add_audio(f"sample{i}/k{k}", y.reshape(-1).clamp(-1, 1), self.step, sample_rate=sr)
+                    tb.add_image(f"sample{i}/k{k}_mel", _spectrogram_image(y, sr), self.step)
+                    tb.add_scalar(f"eval/mel_distance_k{k}", mel_distance(y, x.cpu(), sr), self.step)
+            if tb is not None and self.step == 0:
+                tb.add_audio(f"sample{i}/reference", x.reshape(-1).cpu(), 0, sample_rate=sr)
+                tb.add_image(f"sample{i}/reference_mel", _spectrogram_image(x.cpu(), sr), 0)
+
+    def fit(self, steps: int | None = None) -> list[dict]:
+        from tqdm import tqdm
+
+        t = self.cfg["train"]
+        total = int(steps if steps is not None else t["steps"])
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "train_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
+        bar = tqdm(total=total, initial=min(self.step, total), desc="codec train", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        last = time.time()
+        while self.step < total:
+            if t["sample_every"] and self.step % t["sample_every"] == 0:
+                self.log_samples()
+            logs = self.train_step(self.sampler.batch(t["batch_size"]))
+            self.history.append(logs)
+            bar.update(1)
+            if self.step % t["log_every"] == 0 or self.step == total:
+                tb = self._tb()
+                if tb is not None:
+                    for k, v in logs.items():
+                        group = "codebooks" if k.startswith(("perplexity", "usage")) else "train"
+                        tb.add_scalar(f"{group}/{k}", v, self.step)
+                    tb.add_scalar("train/steps_per_s", t["log_every"] / max(time.time() - last, 1e-9), self.step)
+                    tb.flush()
+                last = time.time()
+                bar.set_postfix(mel=f"{logs['mel']:.3f}", ppl0=f"{logs.get('perplexity_0', 0):.0f}",
+                                **({"adv": f"{logs['adv']:.2f}"} if "adv" in logs else {}))
+            if self.step % t["save_every"] == 0 or self.step == total:
+                self.save()
+        bar.close()
+        if self.writer:
+            self.writer.close()
+        return self.history
+
+
+def train(config_path=None, data=None, out=None, overrides: dict | None = None, device: str = "cpu",
+          steps: int | None = None, progress: bool = True) -> Trainer:
+    """Train (or resume) a codec; returns the :class:`Trainer` (``trainer.codec`` is the model)."""
+    if data is None or out is None:
+        raise UnisonoError("codec training needs --data and --out")
+    trainer = Trainer(load_config(config_path, overrides), data, out, device, progress)
+    trainer.maybe_resume()
+    trainer.fit(steps)
+    return trainer
+
+
+def mean(xs) -> float:
+    xs = list(xs)
+    return float(sum(xs) / len(xs)) if xs else math.nan

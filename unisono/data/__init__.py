@@ -1,0 +1,1 @@
+"""Data: the built-in corpus generator, manifests, token shards, tokenization."""

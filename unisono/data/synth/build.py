@@ -1,0 +1,302 @@
+"""Plan, run (in parallel, resumable) and index a built-in corpus.
+
+A run is a list of seeded jobs (the plan, fixed by ``hours`` and ``seed``). Each job writes its audio
+files atomically and then its record ``items/{job_id}.json``; a job whose record exists is done, so an
+interrupted run resumes where it stopped. The manifests, ``stats.json`` and ``README.md`` are written
+last, from the records, in a fixed order: the same seed gives byte-identical manifests.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from unisono import audio
+from unisono.errors import UnisonoError
+from unisono.fileio import read_json, write_json, write_jsonl, write_text
+
+from . import kinds, music, text as T, tools, voices as V
+from .kinds import SAMPLE_RATE, Job
+
+PLAN_VERSION = 1
+SPLITS = ("train", "valid", "test")
+MIN_JOBS = {"train": 3, "valid": 1, "test": 1}
+
+
+def make_plan(hours: float, seed: int) -> list[Job]:
+    """Jobs for about ``hours`` of primary audio; every kind gets jobs in every split."""
+    if not hours > 0:
+        raise UnisonoError(f"--hours must be positive, got {hours}")
+    jobs = []
+    for k, (kind, (share, seconds)) in enumerate(kinds.SHARES.items()):
+        n = max(sum(MIN_JOBS.values()), int(round(hours * 3600 * share / seconds)))
+        n_valid = max(MIN_JOBS["valid"], int(round(0.1 * n)))
+        n_test = max(MIN_JOBS["test"], int(round(0.1 * n)))
+        splits = ["valid"] * n_valid + ["test"] * n_test + ["train"] * (n - n_valid - n_test)
+        order = np.random.default_rng([seed, k, 7]).permutation(n)
+        for j in range(n):
+            job_seed = int(np.random.SeedSequence([seed, k, j]).generate_state(1)[0])
+            jobs.append(Job(f"{kind}-{j:05d}", kind, splits[order[j]], job_seed))
+    return jobs
+
+
+def _py(obj):
+    """Plain JSON types (NumPy scalars and tuples become Python numbers and lists)."""
+    if isinstance(obj, dict):
+        return {str(k): _py(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_py(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _recording(rec_id: str, rel_path: str, num_samples: int) -> dict:
+    return {
+        "id": rec_id,
+        "sources": [{"type": "file", "channels": [0], "source": rel_path}],
+        "sampling_rate": SAMPLE_RATE,
+        "num_samples": int(num_samples),
+        "duration": num_samples / SAMPLE_RATE,
+        "channel_ids": [0],
+    }
+
+
+def _save(out: Path, rel: str, x: np.ndarray) -> int:
+    x = np.asarray(x, dtype=np.float32)
+    if x.size < SAMPLE_RATE * 0.1 or not np.any(np.abs(x) > 1e-4):
+        raise UnisonoError(f"{rel} would be silent or shorter than 0.1 s")
+    audio.save(out / rel, x, SAMPLE_RATE, subtype="PCM_16")
+    return x.size
+
+
+def run_job(job: Job, out: Path) -> dict:
+    """Make one job's audio and write its record; returns the record."""
+    from unisono.text.g2p import phonemize
+
+    rng = np.random.default_rng(job.seed)
+    made_list = kinds.MAKERS[job.kind](job, rng)
+    cuts = []
+    for made in made_list:
+        cut_id = job.id + made.suffix
+        if made.midi is not None:
+            mparams, notes = made.midi
+            midi_rel = f"midi/{job.split}/{cut_id}.mid"
+            if made.kind == "singing":
+                music.write_midi(out / midi_rel, {"program": 52, "tempo_bpm": 60, "drums": False},
+                                 [(p, s, e - s) for p, s, e in notes])  # beats at 60 BPM = seconds
+            else:
+                music.write_midi(out / midi_rel, mparams, notes)
+                made.audio = audio.normalize_loudness(music.render(out / midi_rel, mparams, notes, SAMPLE_RATE), kinds.SPEECH_DB)
+            made.params = {**made.params, "midi": midi_rel}
+        rel = f"audio/{job.split}/{cut_id}.flac"
+        n = _save(out, rel, made.audio)
+        custom = {"kind": made.kind, "tasks": made.tasks, "split": job.split, "params": _py(made.params)}
+        for key in ("caption", "instruction"):
+            if getattr(made, key):
+                custom[key] = getattr(made, key)
+        if made.qa:
+            custom["qa"] = made.qa
+        for role, x in made.roles.items():
+            role_rel = f"audio/{job.split}/{cut_id}.{role}.flac"
+            custom[role] = _recording(f"{cut_id}.{role}", role_rel, _save(out, role_rel, x))
+        sup = {"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": n / SAMPLE_RATE, "channel": 0,
+               "text": made.text, "language": "en"}
+        if made.speaker:
+            sup["speaker"] = made.speaker
+        if made.phones_text:
+            sup["custom"] = {"phones": phonemize([made.phones_text], made.phones_language)[0]}
+        recording = _recording(cut_id, rel, n)
+        cuts.append({"id": cut_id, "start": 0.0, "duration": n / SAMPLE_RATE, "channel": 0,
+                     "supervisions": [sup], "recording": recording, "custom": custom, "type": "MonoCut"})
+    record = {"job": job.id, "kind": job.kind, "split": job.split, "seed": job.seed, "cuts": cuts}
+    write_json(out / "items" / f"{job.id}.json", record, indent=None)
+    return record
+
+
+def _files_of(record: dict) -> list[str]:
+    files = []
+    for cut in record["cuts"]:
+        files.append(cut["recording"]["sources"][0]["source"])
+        files += [v["sources"][0]["source"] for v in cut["custom"].values() if isinstance(v, dict) and "sources" in v]
+    return files
+
+
+def _done(job: Job, out: Path) -> dict | None:
+    path = out / "items" / f"{job.id}.json"
+    if not path.exists():
+        return None
+    try:
+        record = read_json(path)
+    except UnisonoError:
+        return None
+    if record.get("seed") != job.seed or not all((out / f).exists() for f in _files_of(record)):
+        return None
+    return record
+
+
+def _worker(args) -> tuple[str, dict | None, str | None]:
+    job, out = args
+    try:
+        return job.id, run_job(job, out), None
+    except UnisonoError as e:
+        return job.id, None, str(e)
+    except Exception as e:  # a bug in a maker: keep going, report it
+        return job.id, None, f"{type(e).__name__}: {e} | {traceback.format_exc(limit=3).splitlines()[-2].strip()}"
+
+
+def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int = 1, progress: bool = True) -> dict:
+    """Make (or resume) a corpus of about ``hours`` hours in ``out``; returns the stats."""
+    out = Path(out)
+    versions = tools.check_all()
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {"version": PLAN_VERSION, "hours": hours, "seed": seed, "sample_rate": SAMPLE_RATE}
+    plan_path = out / "plan.json"
+    if plan_path.exists():
+        old = read_json(plan_path)
+        if old != spec:
+            raise UnisonoError(f"{out} already holds a corpus made with --hours {old.get('hours')} --seed "
+                               f"{old.get('seed')}; use another --out or the same options to resume it")
+    else:
+        write_json(plan_path, spec)
+    plan = make_plan(hours, seed)
+    stale = [p for sub in ("audio", "midi", "items", "manifests") for p in (out / sub).rglob(".*.tmp*")]
+    for p in stale:  # temporary files of a run that was killed mid-write; never referenced by a record
+        p.unlink(missing_ok=True)
+    records: dict[str, dict] = {}
+    todo = []
+    for job in plan:
+        rec = _done(job, out)
+        if rec is None:
+            todo.append(job)
+        else:
+            records[job.id] = rec
+    failures: dict[str, str] = {}
+    if todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"synth {out.name}", unit="job", disable=not progress,
+                   initial=0, file=sys.stderr)
+        if len(plan) > len(todo):
+            bar.write(f"resuming: {len(plan) - len(todo)} of {len(plan)} jobs already done")
+        args = [(job, out) for job in todo]
+        if workers <= 1:
+            results = map(_worker, args)
+            pool = None
+        else:
+            pool = mp.get_context("fork").Pool(workers)
+            results = pool.imap_unordered(_worker, args, chunksize=1)
+        try:
+            for job_id, rec, err in results:
+                if rec is not None:
+                    records[job_id] = rec
+                else:
+                    failures[job_id] = err
+                    bar.write(f"skipped {job_id}: {err}")
+                bar.update(1)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            bar.close()
+    if not records:
+        raise UnisonoError(f"no item could be made; first error: {next(iter(failures.values()), 'unknown')}")
+    stats = write_index(out, plan, records, failures, spec, versions)
+    return stats
+
+
+def write_index(out: Path, plan: list[Job], records: dict, failures: dict, spec: dict, versions: dict) -> dict:
+    """Write manifests (per split, sorted by cut id), stats.json and README.md."""
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for job in plan:
+        if job.id in records:
+            by_split[job.split].extend(records[job.id]["cuts"])
+    task_hours: dict[str, dict[str, float]] = defaultdict(lambda: {s: 0.0 for s in SPLITS})
+    task_cuts: dict[str, dict[str, int]] = defaultdict(lambda: {s: 0 for s in SPLITS})
+    kind_cuts: dict[str, dict[str, int]] = defaultdict(lambda: {s: 0 for s in SPLITS})
+    split_stats = {}
+    sentences: dict[str, set] = {s: set() for s in SPLITS}
+    words: set[str] = set()
+    speakers: dict[str, set] = {s: set() for s in SPLITS}
+    instruments: dict[str, set] = {s: set() for s in SPLITS}
+    for split, cuts in by_split.items():
+        cuts.sort(key=lambda c: c["id"])
+        mdir = out / "manifests" / split
+        write_jsonl(mdir / "recordings.jsonl", [c["recording"] for c in cuts])
+        write_jsonl(mdir / "supervisions.jsonl", [s for c in cuts for s in c["supervisions"]])
+        write_jsonl(mdir / "cuts.jsonl", cuts)
+        total_all = 0.0
+        for c in cuts:
+            hrs = c["duration"] / 3600
+            kind = c["custom"]["kind"]
+            kind_cuts[kind][split] += 1
+            for t in c["custom"]["tasks"]:
+                task_hours[t][split] += hrs
+                task_cuts[t][split] += 1
+            total_all += c["duration"] + sum(v["duration"] for v in c["custom"].values() if isinstance(v, dict) and "sources" in v)
+            sup = c["supervisions"][0]
+            if kind in ("speech", "noisy", "reverb", "mixture", "vc_pair", "speech_edit"):
+                sentences[split].add(sup["text"].lower())
+                words.update(w.strip(".?,").lower() for w in sup["text"].split())
+            if "speaker" in sup:
+                speakers[split].add(sup["speaker"])
+            if kind == "music":
+                instruments[split].add(c["custom"]["params"]["instrument"])
+        split_stats[split] = {"cuts": len(cuts), "hours": round(sum(c["duration"] for c in cuts) / 3600, 5),
+                              "hours_all_audio": round(total_all / 3600, 5)}
+    r = lambda d: {k: {s: round(v, 5) for s, v in sorted(x.items())} for k, x in sorted(d.items())}  # noqa: E731
+    stats = {
+        "seed": spec["seed"],
+        "hours_requested": spec["hours"],
+        "sample_rate": SAMPLE_RATE,
+        "splits": split_stats,
+        "hours_per_task": r(task_hours),
+        "cuts_per_task": {k: dict(v) for k, v in sorted(task_cuts.items())},
+        "cuts_per_kind": {k: dict(v) for k, v in sorted(kind_cuts.items())},
+        "speakers": {s: len(v) for s, v in speakers.items()},
+        "distinct_sentences": {s: len(v) for s, v in sentences.items()},
+        "distinct_words": len(words),
+        "held_out": {
+            "voices": [v.id for v in V.HELD_OUT_VOICES],
+            "instruments": sorted(music.HELD_OUT_INSTRUMENTS),
+            "voices_in_test": sorted(speakers["test"] & {v.id for v in V.HELD_OUT_VOICES}),
+            "instruments_in_test": sorted(instruments["test"] & set(music.HELD_OUT_INSTRUMENTS)),
+        },
+        "jobs": {"planned": len(plan), "made": len(records), "failed": len(failures)},
+        "failures": dict(sorted(failures.items())),
+        "generator": {"sentence_templates": len(T.TEMPLATES), "generator_vocabulary": len(T.vocabulary()),
+                      "voices": len(V.ALL_VOICES), "event_classes": len(kinds.sounds.EVENTS),
+                      "instruments": len(music.ALL_INSTRUMENTS)},
+    }
+    write_json(out / "stats.json", stats)
+    write_text(out / "README.md", _readme(stats, versions))
+    return stats
+
+
+def _readme(stats: dict, versions: dict) -> str:
+    lines = [
+        "# unisono built-in corpus",
+        "",
+        f"Made by `unisono synth --hours {stats['hours_requested']} --seed {stats['seed']}`: speech (espeak-ng), "
+        "singing (espeak-ng + sox), music (FluidSynth), procedural sound events and scenes, and degraded or "
+        "paired versions for every task. Audio: 16 kHz mono FLAC. Layout and schema: `docs/corpus.md` of unisono.",
+        "",
+        "| split | cuts | hours (primary audio) | hours (all audio) | speakers |",
+        "|---|---|---|---|---|",
+    ]
+    for s, v in stats["splits"].items():
+        lines.append(f"| {s} | {v['cuts']} | {v['hours']:.4f} | {v['hours_all_audio']:.4f} | {stats['speakers'][s]} |")
+    lines += ["", "| task | train h | valid h | test h | cuts |", "|---|---|---|---|---|"]
+    for t, v in stats["hours_per_task"].items():
+        lines.append(f"| {t} | {v['train']:.4f} | {v['valid']:.4f} | {v['test']:.4f} | "
+                     f"{sum(stats['cuts_per_task'][t].values())} |")
+    lines += ["", f"Held-out voices (test only): {', '.join(stats['held_out']['voices'])}.",
+              f"Held-out instruments (test only): {', '.join(stats['held_out']['instruments'])}.",
+              f"Jobs: {stats['jobs']['made']} made, {stats['jobs']['failed']} failed.", "", "Tools:", ""]
+    lines += [f"- {k}: {v}" for k, v in sorted(versions.items())]
+    return "\n".join(lines) + "\n"

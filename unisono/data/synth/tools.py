@@ -1,0 +1,136 @@
+"""The system programs the corpus generator drives: espeak-ng, sox and FluidSynth.
+
+Each call checks that its program exists and fails with a one-line error naming the Debian package.
+All functions return float32 mono NumPy arrays at the requested sample rate (Hz).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from unisono.audio import resample, to_mono
+from unisono.errors import MissingToolError, UnisonoError
+
+SOUND_FONT_CANDIDATES = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+)
+
+
+@lru_cache(maxsize=None)
+def require(program: str, apt_package: str, purpose: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise MissingToolError(program, apt_package, purpose)
+    return path
+
+
+@lru_cache(maxsize=None)
+def sound_font() -> str:
+    """Path of the General MIDI sound font (``UNISONO_SOUNDFONT`` overrides the search)."""
+    override = os.environ.get("UNISONO_SOUNDFONT")
+    if override:
+        if not Path(override).is_file():
+            raise UnisonoError(f"UNISONO_SOUNDFONT={override} is not a file; point it at a .sf2 sound font")
+        return override
+    for cand in SOUND_FONT_CANDIDATES:
+        if Path(cand).is_file():
+            return cand
+    raise MissingToolError("a General MIDI sound font (FluidR3_GM.sf2)", "fluid-soundfont-gm", "music rendering")
+
+
+def check_all() -> dict[str, str]:
+    """Check every tool up front; return their versions (for the corpus README)."""
+    require("espeak-ng", "espeak-ng", "speech synthesis")
+    require("sox", "sox", "reverb")
+    require("fluidsynth", "fluidsynth", "music rendering")
+    font = sound_font()
+    return {
+        "espeak-ng": _first_line(["espeak-ng", "--version"]),
+        "sox": _first_line(["sox", "--version"]),
+        "fluidsynth": _first_line(["fluidsynth", "--version"]),
+        "sound_font": Path(font).name,
+    }
+
+
+def _first_line(cmd: list[str]) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "unknown"
+
+
+def _run(cmd: list[str], stdin: bytes | None = None) -> bytes:
+    proc = subprocess.run(cmd, input=stdin, capture_output=True)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise UnisonoError(f"{cmd[0]} failed ({err[-1] if err else 'exit ' + str(proc.returncode)})")
+    return proc.stdout
+
+
+def _parse_wav_int16(data: bytes) -> tuple[np.ndarray, int]:
+    """Parse the streamed WAV that ``espeak-ng --stdout`` writes (its size fields are placeholders)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise UnisonoError("espeak-ng did not return WAV audio")
+    sr = int.from_bytes(data[24:28], "little")
+    pos = data.find(b"data", 12)
+    if pos < 0:
+        raise UnisonoError("espeak-ng returned WAV audio without a data chunk")
+    pcm = np.frombuffer(data[pos + 8 : len(data) - (len(data) - pos - 8) % 2], dtype="<i2")
+    return pcm.astype(np.float32) / 32768.0, sr
+
+
+def trim_silence(x: np.ndarray, sample_rate: int, threshold_db: float = -45.0, margin_s: float = 0.05) -> np.ndarray:
+    """Cut leading and trailing near-silence (below ``threshold_db`` relative to the peak), keeping a margin."""
+    if x.size == 0:
+        return x
+    peak = float(np.max(np.abs(x)))
+    if peak == 0.0:
+        return x[:0]
+    loud = np.flatnonzero(np.abs(x) > peak * 10 ** (threshold_db / 20.0))
+    margin = int(margin_s * sample_rate)
+    return x[max(0, loud[0] - margin) : min(x.size, loud[-1] + margin + 1)]
+
+
+def espeak(text: str, voice: str, pitch: int, speed: int, sample_rate: int, amplitude: int = 100) -> np.ndarray:
+    """Speak ``text`` with espeak-ng ``voice`` (e.g. ``en-gb+f3``), ``pitch`` 0-99, ``speed`` in words/min."""
+    if not text.strip():
+        raise UnisonoError("cannot synthesise empty text")
+    exe = require("espeak-ng", "espeak-ng", "speech synthesis")
+    data = _run([exe, "-v", voice, "-p", str(int(pitch)), "-s", str(int(speed)), "-a", str(amplitude), "--stdout", text])
+    x, sr = _parse_wav_int16(data)
+    x = trim_silence(resample(x, sr, sample_rate), sample_rate)
+    if x.size < sample_rate * 0.05:
+        raise UnisonoError(f"espeak-ng produced no audible speech for {text!r} with voice {voice}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def sox_effect(x: np.ndarray, sample_rate: int, effects: list[str]) -> np.ndarray:
+    """Apply sox effects (e.g. ``["reverb", "50"]``) to a float32 mono signal; no dither, repeatable."""
+    exe = require("sox", "sox", "audio effects")
+    fmt = ["-t", "f32", "-r", str(sample_rate), "-c", "1"]
+    out = _run([exe, "-D", "-R", *fmt, "-", *fmt, "-", *effects], stdin=np.ascontiguousarray(x, np.float32).tobytes())
+    return np.frombuffer(out, dtype=np.float32).copy()
+
+
+def fluidsynth_render(midi_path: str | Path, sample_rate: int, gain: float = 0.4) -> np.ndarray:
+    """Render a MIDI file with FluidSynth and the General MIDI sound font; mono float32 at ``sample_rate``."""
+    import soundfile as sf
+
+    exe = require("fluidsynth", "fluidsynth", "music rendering")
+    font = sound_font()
+    with tempfile.TemporaryDirectory(prefix="unisono-fs-") as tmp:
+        wav = Path(tmp) / "out.wav"
+        _run([exe, "-ni", "-q", "-g", str(gain), "-r", str(sample_rate), "-R", "0", "-C", "0",
+              "-T", "wav", "-F", str(wav), font, str(midi_path)])
+        data, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    x = to_mono(data.T)[0]
+    return np.ascontiguousarray(resample(x, sr, sample_rate), dtype=np.float32)

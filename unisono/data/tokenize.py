@@ -1,0 +1,557 @@
+"""``unisono tokenize``: corpus manifests -> tokenizers, vocab.json and token shards for every task.
+
+Steps: (1) fit the text tokenizers on the train split (phone inventory, BPE; k-means semantic units
+when a task uses them) or reuse the ones already in ``OUT/tokenizers``; (2) build the vocabulary
+(``OUT/vocab.json``); (3) plan the shards: per split and task, the task's cuts in id order cut into
+groups of ``--shard-size`` (``OUT/plan.json``); (4) make the shards in parallel, each written
+atomically; a cut whose audio or metadata is broken is skipped with its reason, the run goes on;
+(5) write per-task counts (``OUT/stats.json``). Running the same command again resumes: finished
+shards are kept, the rest are made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+
+from unisono.errors import UnisonoError
+from unisono.fileio import read_json, write_json
+from unisono.tasks import Segment, TaskTemplate, build_example, load_templates
+from unisono.vocab import Vocab
+
+DESCRIPTION = __doc__
+SPEECH_KINDS = ("speech", "noisy", "reverb", "mixture", "vc_pair", "speech_edit")
+
+
+# ----------------------------------------------------------------------------------- codec
+def load_codec_dir(codec_dir: str):
+    """The codec in ``codec_dir`` (``unisono.codec.load_codec``), imported only when needed."""
+    try:
+        from unisono.codec import load_codec
+    except ImportError as e:
+        raise UnisonoError(f"unisono.codec is not available ({e}); install the codec part of unisono") from None
+    return load_codec(codec_dir)
+
+
+# ------------------------------------------------------------------------------- examples
+def _cut_audio(obj, sample_rate: int) -> torch.Tensor:
+    """``wav [1, S]`` float32 at ``sample_rate`` Hz of a lhotse Cut or Recording."""
+    from unisono.audio import resample
+
+    try:
+        x = obj.load_audio()
+    except Exception as e:  # lhotse / soundfile raise assorted errors for unreadable files
+        raise UnisonoError(f"cannot read audio of {obj.id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.dim() == 1:
+        x = x[None]
+    x = x.mean(0, keepdim=True)
+    if x.shape[-1] == 0:
+        raise UnisonoError(f"audio of {obj.id} is empty")
+    if not torch.isfinite(x).all():
+        raise UnisonoError(f"audio of {obj.id} holds NaN or Inf")
+    sr = int(obj.sampling_rate)
+    return resample(x, sr, sample_rate) if sr != sample_rate else x
+
+
+class ExampleMaker:
+    """Builds the examples of one split: resolves each template source on a cut and encodes it."""
+
+    def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0):
+        self.templates, self.vocab, self.toks, self.codec, self.seed = templates, vocab, toks, codec, seed
+        self.cuts = {c.id: c for c in cuts}
+        self.by_speaker: dict[str, list[str]] = defaultdict(list)
+        for c in sorted(self.cuts.values(), key=lambda c: c.id):
+            spk = _speaker(c)
+            if spk is not None:
+                self.by_speaker[spk].append(c.id)
+
+    def _rng(self, *keys) -> random.Random:
+        h = hashlib.sha256(json.dumps([self.seed, *keys]).encode()).digest()
+        return random.Random(int.from_bytes(h[:8], "little"))
+
+    def make(self, task: str, cut_id: str, variant: int = 0) -> dict:
+        tpl = self.templates[task]
+        cut = self.cuts[cut_id]
+        rng = self._rng(task, cut_id, variant)
+        segs = [self._segment(spec, cut, variant, rng) for spec in tpl.segments]
+        ex_id = cut_id if tpl.expand is None else f"{cut_id}#{tpl.expand}{variant}"
+        return build_example(self.vocab, tpl, segs, ex_id)
+
+    # --- sources
+    def _audio(self, spec, cut, rng) -> torch.Tensor:
+        sr = int(self.codec.sample_rate)
+        kind, key = spec.source_kind, spec.source_key
+        if kind == "audio":
+            wav = _cut_audio(cut, sr)
+        elif kind == "recording":
+            rec = (cut.custom or {}).get(key)
+            if rec is None or not hasattr(rec, "load_audio"):
+                raise UnisonoError(f"cut {cut.id} has no condition recording {key!r}")
+            wav = _cut_audio(rec, sr)
+        else:  # speaker_prompt
+            spk = _speaker(cut)
+            if spk is None:
+                raise UnisonoError(f"cut {cut.id} has no speaker; a speaker prompt needs one")
+            kind_of = (cut.custom or {}).get("kind")
+            others = [i for i in self.by_speaker[spk] if i != cut.id]
+            same = [i for i in others if (self.cuts[i].custom or {}).get("kind") == kind_of]
+            pool = same or others
+            if not pool:
+                raise UnisonoError(f"no other utterance of speaker {spk!r} in this split for the prompt of {cut.id}")
+            wav = _cut_audio(self.cuts[rng.choice(pool)], sr)
+        if spec.seconds is not None:
+            n = int(round(spec.seconds * sr))
+            if wav.shape[-1] > n:
+                start = rng.randrange(wav.shape[-1] - n + 1) if kind == "speaker_prompt" else 0
+                wav = wav[:, start : start + n]
+        return wav
+
+    def _value(self, spec, cut, variant):
+        kind, key = spec.source_kind, spec.source_key
+        sup = cut.supervisions[0] if cut.supervisions else None
+        custom = cut.custom or {}
+        if kind == "text":
+            v = sup.text if sup is not None else None
+        elif kind == "phones":
+            v = (sup.custom or {}).get("phones") if sup is not None else None
+        elif kind == "custom":
+            v = custom.get(key)
+        elif kind == "params":
+            v = (custom.get("params") or {}).get(key)
+        else:  # qa
+            qa = custom.get("qa") or []
+            if variant >= len(qa) or len(qa[variant]) != 2:
+                raise UnisonoError(f"cut {cut.id} has no question/answer pair {variant}")
+            v = qa[variant][0 if key == "question" else 1]
+        if v is None or (isinstance(v, (str, list)) and len(v) == 0):
+            raise UnisonoError(f"cut {cut.id} lacks {spec.source}")
+        return v
+
+    def _segment(self, spec, cut, variant, rng) -> Segment:
+        m = spec.modality
+        if m == "codec":
+            wav = self._audio(spec, cut, rng)
+            with torch.no_grad():
+                codes = self.codec.encode(wav[None])
+            codes = torch.as_tensor(codes)[0, : self.vocab.num_codebooks].long()
+            if codes.shape[0] < self.vocab.num_codebooks:
+                raise UnisonoError(f"the codec gave {codes.shape[0]} codebooks, the vocabulary needs {self.vocab.num_codebooks}")
+            mask = None
+            if spec.mask_span:
+                mask = _span_mask(self._value(_param_spec(spec.mask_span), cut, variant), codes.shape[1],
+                                  float(self.codec.frame_rate), cut.id)
+            return Segment("codec", codes=codes, mask=mask)
+        if m == "semantic":
+            if self.toks.semantic is None:
+                raise UnisonoError("no semantic tokenizer was fitted; re-run tokenize with the vc task selected")
+            wav = self._audio(spec, cut, rng)
+            return Segment("semantic", ids=self.toks.semantic.encode(wav, int(self.codec.sample_rate)).tolist())
+        value = self._value(spec, cut, variant)
+        if m == "phones":
+            return Segment("phones", ids=self.toks.phones.encode(str(value)))
+        if m == "bpe":
+            return Segment("bpe", ids=self.toks.bpe.encode(str(value)))
+        if m == "midi":
+            from unisono.text import midi
+
+            self.toks.syllable_phones([str(n[3]) for n in value if len(n) == 4])
+            return Segment("midi", ids=midi.encode_notes(value, self.toks.phonemize_syllable))
+        if m == "text_emb":
+            if self.toks.text_emb is None:
+                raise UnisonoError("no text encoder configured; pass --text-encoder DIR")
+            return Segment("text_emb", vectors=self.toks.text_emb.encode(str(value)))
+        raise UnisonoError(f"modality {m} not supported here")
+
+
+def _param_spec(path: str):
+    from unisono.tasks import SegmentSpec
+
+    return SegmentSpec(name="span", modality="bpe", source=path)
+
+
+def _span_mask(span, num_frames: int, frame_rate: float, cut_id: str) -> torch.Tensor:
+    try:
+        start, end = float(span[0]), float(span[1])
+    except (TypeError, ValueError, IndexError):
+        raise UnisonoError(f"cut {cut_id}: a mask span must be [start_s, end_s], got {span!r}") from None
+    a = max(0, int(start * frame_rate))
+    b = min(num_frames, int(-(-end * frame_rate // 1)))
+    if b <= a:
+        raise UnisonoError(f"cut {cut_id}: mask span {span} covers no frame")
+    mask = torch.zeros(num_frames, dtype=torch.bool)
+    mask[a:b] = True
+    return mask
+
+
+def _speaker(cut) -> str | None:
+    if cut.supervisions and cut.supervisions[0].speaker:
+        return str(cut.supervisions[0].speaker)
+    return None
+
+
+# ---------------------------------------------------------------------------- tokenizers
+def corpus_texts(cuts) -> tuple[list[str], list[str], list[str]]:
+    """(phone strings, texts for BPE, singing syllables) of ``cuts``."""
+    phones, texts, syllables = [], [], []
+    for c in cuts:
+        custom = c.custom or {}
+        for s in c.supervisions:
+            if s.text:
+                texts.append(s.text)
+            p = (s.custom or {}).get("phones")
+            if p:
+                phones.append(p)
+        for key in ("caption", "instruction"):
+            if isinstance(custom.get(key), str):
+                texts.append(custom[key])
+        for pair in custom.get("qa") or []:
+            texts += [str(x) for x in pair]
+        for n in (custom.get("params") or {}).get("notes") or []:
+            if len(n) == 4:
+                syllables.append(str(n[3]))
+    return phones, texts, syllables
+
+
+def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000, semantic_units: int = 500,
+                   semantic_features: str = "auto", hubert_dir: str | None = None, semantic_cuts: int = 200,
+                   text_encoder: str | None = None, seed: int = 0):
+    from unisono.text.bpe import BPETokenizer
+    from unisono.text.g2p import phonemize
+    from unisono.text.phones import PhoneTokenizer
+    from unisono.text.tokenizers import TokenizerSet
+
+    phones, texts, syllables = corpus_texts(train_cuts)
+    syl_phones = phonemize(sorted(set(syllables))) if syllables else []
+    phone_tok = PhoneTokenizer.fit(phones + syl_phones)
+    bpe = BPETokenizer.train(texts, vocab_size=bpe_size)
+    semantic = text_emb = None
+    if any("semantic" in templates[t].modalities for t in selected):
+        from unisono.text.semantic import FeatureExtractor, SemanticTokenizer
+
+        source = semantic_features
+        if source == "auto":
+            source = "hubert" if hubert_dir else ("codec" if callable(getattr(codec, "encoder", None)) else "mel")
+        feats = FeatureExtractor(source, hubert_dir, frame_rate=float(codec.frame_rate), codec=codec)
+        pool = sorted((c for c in train_cuts if (c.custom or {}).get("kind") in SPEECH_KINDS), key=lambda c: c.id)
+        random.Random(seed).shuffle(pool)
+        wavs = []
+        for c in pool[:semantic_cuts]:
+            try:
+                wavs.append((_cut_audio(c, feats.sample_rate), feats.sample_rate))
+            except UnisonoError:
+                continue
+        semantic = SemanticTokenizer.fit(wavs, feats, num_units=semantic_units, seed=seed)
+    if any("text_emb" in templates[t].modalities for t in selected):
+        if not text_encoder:
+            raise UnisonoError("a selected task uses text_emb; pass --text-encoder DIR (or 'package')")
+        from unisono.text.embed import TextEmbedder
+
+        text_emb = TextEmbedder(text_encoder)
+    return TokenizerSet(phone_tok, bpe, semantic, text_emb)
+
+
+# ---------------------------------------------------------------------------------- planning
+def plan_shards(cuts_by_split: dict, templates, selected, shard_size: int) -> list[dict]:
+    """Shards to make: ``[{"split", "task", "index", "items": [[cut_id, variant], ...]}]`` in a fixed order."""
+    plan = []
+    for split in sorted(cuts_by_split):
+        cuts = sorted(cuts_by_split[split], key=lambda c: c.id)
+        for task in sorted(selected):
+            tpl = templates[task]
+            items = []
+            for c in cuts:
+                if task not in ((c.custom or {}).get("tasks") or []):
+                    continue
+                if tpl.expand == "qa":
+                    items += [[c.id, j] for j in range(len((c.custom or {}).get("qa") or []))]
+                else:
+                    items.append([c.id, 0])
+            for i in range(0, len(items), shard_size):
+                plan.append({"split": split, "task": task, "index": i // shard_size, "items": items[i : i + shard_size]})
+    return plan
+
+
+# ----------------------------------------------------------------------------------- workers
+_STATE: dict = {}
+
+
+def _worker_init(cfg: dict) -> None:
+    torch.set_num_threads(1)
+    _STATE.clear()
+    _STATE["cfg"] = cfg
+
+
+def _maker(split: str) -> ExampleMaker:
+    if split not in _STATE:
+        from unisono.data.manifests import load_cuts
+        from unisono.text.tokenizers import TokenizerSet
+
+        cfg = _STATE["cfg"]
+        if "codec" not in _STATE:
+            _STATE["codec"] = cfg["codec_factory"]()
+        codec = _STATE["codec"]
+        toks = TokenizerSet.load(Path(cfg["out"]) / "tokenizers", codec=codec)
+        vocab = Vocab.load(Path(cfg["out"]) / "vocab.json")
+        templates = load_templates(cfg["templates"])
+        _STATE[split] = ExampleMaker(templates, vocab, toks, codec, load_cuts(cfg["data"], split), cfg["seed"])
+    return _STATE[split]
+
+
+def make_shard(job: dict) -> dict:
+    """Make one shard (in a worker): returns counts and skipped items."""
+    from unisono.data.shards import shard_name, write_shard
+
+    maker = _maker(job["split"])
+    examples, skipped = [], []
+    frames = 0
+    seconds = 0.0
+    for cut_id, variant in job["items"]:
+        try:
+            ex = maker.make(job["task"], cut_id, variant)
+        except UnisonoError as e:
+            skipped.append([cut_id, str(e)])
+            continue
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, OSError) as e:
+            skipped.append([cut_id, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"])
+            continue
+        examples.append(ex)
+        frames += int(ex["frames"].shape[0])
+        seconds += float(maker.cuts[cut_id].duration)
+    path = Path(_STATE["cfg"]["out"]) / job["split"] / shard_name(job["task"], job["index"])
+    write_shard(path, examples, maker.vocab, skipped)
+    return {"n": len(examples), "skipped": skipped, "frames": frames, "seconds": seconds, "items": len(job["items"])}
+
+
+# --------------------------------------------------------------------------------------- run
+def _plan_hash(plan, vocab: Vocab) -> str:
+    from unisono.data.shards import vocab_hash
+
+    blob = json.dumps([vocab_hash(vocab), plan], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _clean_stale_tmp(out: Path) -> int:
+    n = 0
+    for p in out.rglob(".*.tmp*"):
+        if p.is_file():
+            p.unlink()
+            n += 1
+    return n
+
+
+def tokenize_corpus(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    codec_factory,
+    tasks: list[str] | None = None,
+    splits: tuple[str, ...] = ("train", "valid", "test"),
+    jobs: int = 1,
+    shard_size: int = 256,
+    rank: int = 0,
+    world_size: int = 1,
+    templates_paths: list[str] | None = None,
+    fill: str = "pad",
+    vocab_path: str | None = None,
+    bpe_size: int = 2000,
+    semantic_units: int = 500,
+    semantic_features: str = "auto",
+    hubert_dir: str | None = None,
+    text_encoder: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    wait_s: float = 3600.0,
+) -> dict:
+    """Tokenize the corpus ``data`` into ``out`` (see the module doc); returns the run's statistics."""
+    from tqdm import tqdm
+
+    from unisono.data.manifests import load_cuts
+    from unisono.data.shards import list_shards, shard_metadata
+    from unisono.text.tokenizers import TokenizerSet
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    templates = load_templates(templates_paths)
+    selected = sorted(tasks) if tasks else sorted(templates)
+    unknown = [t for t in selected if t not in templates]
+    if unknown:
+        raise UnisonoError(f"unknown task(s) {unknown}; known: {', '.join(sorted(templates))}")
+    if not 0 <= rank < world_size:
+        raise UnisonoError(f"--rank must lie in 0..{world_size - 1}")
+    cuts_by_split = {s: load_cuts(data, s) for s in splits}
+    tok_dir = out / "tokenizers"
+    t0 = time.perf_counter()
+
+    if rank == 0:
+        _clean_stale_tmp(out)
+        if not (out / "vocab.json").exists():
+            codec = codec_factory()
+            toks = fit_tokenizers(cuts_by_split.get("train") or next(iter(cuts_by_split.values())), templates,
+                                  selected, codec, bpe_size, semantic_units, semantic_features, hubert_dir,
+                                  text_encoder=text_encoder, seed=seed)
+            vocab = Vocab.build(sorted(templates), codec.num_codebooks, codec.codebook_size, fill=fill,
+                                fingerprints=toks.fingerprints(), **toks.sizes())
+            if vocab_path:
+                Vocab.load(vocab_path).check_compatible(vocab, what="the tokenizers fitted on this corpus",
+                                                        mine=f"{vocab_path}")
+            toks.save(tok_dir)
+            write_json(out / "codec.json", {"sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
+                                            "num_codebooks": int(codec.num_codebooks),
+                                            "codebook_size": int(codec.codebook_size),
+                                            "source": getattr(codec_factory, "args", [None])[0]})
+            for s in splits:
+                vocab.save(out / s / "vocab.json")
+            vocab.save(out / "vocab.json")  # written last: its presence means the tokenizers are complete
+    else:
+        deadline = time.monotonic() + wait_s
+        while not (out / "vocab.json").exists():
+            if time.monotonic() > deadline:
+                raise UnisonoError(f"rank {rank}: {out / 'vocab.json'} did not appear; start rank 0 too")
+            time.sleep(2.0)
+    vocab = Vocab.load(out / "vocab.json")
+    missing = [t for t in selected if t not in vocab.tasks]
+    if missing:
+        raise UnisonoError(f"tasks {missing} are not in {out / 'vocab.json'}; tokenize into a new --out")
+    if any("semantic" in templates[t].modalities for t in selected) and not (tok_dir / "semantic.json").exists():
+        raise UnisonoError(f"{out} was tokenized without semantic units; tokenize vc into a new --out")
+
+    plan = plan_shards(cuts_by_split, templates, selected, shard_size)
+    plan_file = out / f"plan.rank{rank}.json" if world_size > 1 else out / "plan.json"
+    h = _plan_hash(plan, vocab)
+    if plan_file.exists():
+        old = read_json(plan_file)
+        if old.get("hash") != h:
+            raise UnisonoError(
+                f"{out} holds shards of another run (other corpus, tasks or options); use a new --out or delete it"
+            )
+    else:
+        write_json(plan_file, {"hash": h, "shards": len(plan), "tasks": selected, "splits": list(splits)})
+    mine = [job for i, job in enumerate(plan) if i % world_size == rank]
+    from unisono.data.shards import shard_name
+
+    todo = [j for j in mine if not (out / j["split"] / shard_name(j["task"], j["index"])).exists()]
+    done_before = len(mine) - len(todo)
+    cfg = {"out": str(out), "data": str(data), "codec_factory": codec_factory, "templates": templates_paths,
+           "seed": seed}
+    bar = tqdm(total=sum(len(j["items"]) for j in todo), unit="item", disable=not progress,
+               desc=f"tokenize{'' if world_size == 1 else f' rank {rank}'}", file=sys.stderr)
+    results = []
+    t1 = time.perf_counter()
+    if jobs <= 1 or len(todo) <= 1:
+        _worker_init(cfg)
+        try:
+            for j in todo:
+                results.append(make_shard(j))
+                bar.update(len(j["items"]))
+        finally:
+            _STATE.clear()
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
+                                    initializer=_worker_init, initargs=(cfg,)) as pool:
+            futures = {pool.submit(make_shard, j): j for j in todo}
+            try:
+                for f in cf.as_completed(futures):
+                    results.append(f.result())
+                    bar.update(futures[f]["items"].__len__())
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    bar.close()
+    elapsed = time.perf_counter() - t1
+
+    # Statistics from every complete shard of this run's plan (this rank's, or all with one rank).
+    per_task: dict = defaultdict(lambda: Counter())
+    skipped_all = []
+    for j in (plan if world_size == 1 else mine):
+        p = out / j["split"] / shard_name(j["task"], j["index"])
+        if not p.exists():
+            continue
+        meta = shard_metadata(p)
+        per_task[f"{j['split']}/{j['task']}"]["examples"] += len(meta["ids"])
+        per_task[f"{j['split']}/{j['task']}"]["skipped"] += len(meta["skipped"])
+        skipped_all += [[j["split"], j["task"], cid, why] for cid, why in meta["skipped"]]
+    stats = {
+        "rank": rank,
+        "world_size": world_size,
+        "vocab_size": vocab.size,
+        "shards_total": len(mine),
+        "shards_made_now": len(todo),
+        "shards_done_before": done_before,
+        "examples_made_now": sum(r["n"] for r in results),
+        "audio_seconds_now": round(sum(r["seconds"] for r in results), 2),
+        "tokenize_seconds_now": round(elapsed, 2),
+        "total_seconds": round(time.perf_counter() - t0, 2),
+        "per_task": {k: dict(v) for k, v in sorted(per_task.items())},
+        "skipped": skipped_all,
+    }
+    write_json(out / ("stats.json" if world_size == 1 else f"stats.rank{rank}.json"), stats)
+    return stats
+
+
+def print_stats(stats: dict, file=sys.stdout) -> None:
+    print(f"{'split/task':<28}{'examples':>10}{'skipped':>9}", file=file)
+    for key, c in stats["per_task"].items():
+        print(f"{key:<28}{c.get('examples', 0):>10}{c.get('skipped', 0):>9}", file=file)
+    print(f"shards: {stats['shards_made_now']} made now, {stats['shards_done_before']} already done; "
+          f"{stats['examples_made_now']} examples from {stats['audio_seconds_now'] / 3600:.3f} h of audio "
+          f"in {stats['tokenize_seconds_now']:.1f} s", file=file)
+    if stats["skipped"]:
+        reasons = Counter(r[3].split(":")[0][:60] for r in stats["skipped"])
+        print(f"skipped {len(stats['skipped'])} item(s) (see stats.json); most common reasons:", file=file)
+        for why, n in reasons.most_common(5):
+            print(f"  {n} x {why}", file=file)
+
+
+# -------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="corpus directory made by `unisono synth` (with manifests/)")
+    p.add_argument("--codec", required=True, help="codec directory (loaded with unisono.codec.load_codec)")
+    p.add_argument("--out", required=True, help="output directory for tokenizers, vocab.json and shards")
+    p.add_argument("--tasks", default="", help="comma-separated tasks (default: every task template)")
+    p.add_argument("--splits", default="train,valid,test", help="comma-separated splits (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="worker processes (default: %(default)s)")
+    p.add_argument("--shard-size", type=int, default=256, help="examples per shard (default: %(default)s)")
+    p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank (default: $RANK or 0)")
+    p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
+                   help="number of tokenizing processes; each makes every world-size-th shard (default: $WORLD_SIZE or 1)")
+    p.add_argument("--templates", action="append", default=[], help="extra task template YAML (repeatable)")
+    p.add_argument("--fill", choices=("pad", "repeat"), default="pad",
+                   help="how a non-audio token fills the K streams of its frame (default: %(default)s; see docs/tokens.md)")
+    p.add_argument("--vocab", help="an existing vocab.json (e.g. a checkpoint's) that the result must match")
+    p.add_argument("--bpe-size", type=int, default=2000, help="BPE vocabulary size (default: %(default)s)")
+    p.add_argument("--semantic-units", type=int, default=500, help="k-means units for vc (default: %(default)s)")
+    p.add_argument("--semantic-features", choices=("auto", "hubert", "codec", "mel"), default="auto",
+                   help="features for the units: auto = hubert if --hubert is given, else the codec encoder, else log-mel")
+    p.add_argument("--hubert", help="local directory of a transformers HubertModel for semantic features")
+    p.add_argument("--text-encoder", help="local text encoder dir (or 'package') for text_emb conditions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def main(args) -> int:
+    if args.shard_size < 1 or args.jobs < 1:
+        raise UnisonoError("--shard-size and --jobs must be >= 1")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    stats = tokenize_corpus(
+        args.data, args.out, functools.partial(load_codec_dir, args.codec), tasks, splits, args.jobs,
+        args.shard_size, args.rank, args.world_size, args.templates or None, args.fill, args.vocab,
+        args.bpe_size, args.semantic_units, args.semantic_features, args.hubert, args.text_encoder, args.seed,
+        progress=not args.no_progress,
+    )
+    print_stats(stats)
+    return 0

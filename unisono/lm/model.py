@@ -1,0 +1,502 @@
+"""The unisono language model: a transformer over frame sequences with an interchangeable codebook pattern.
+
+All patterns share one interface:
+
+- ``forward(frames [B, T, K]) -> logits [B, T, K, V]``: ``logits[:, t, k]`` predicts ``frames[:, t, k]``
+  from what the pattern lets it see (every earlier frame, and the lower streams of frame t for
+  ``multiscale`` and ``flat``; for ``delay``, stream k of frame t sees streams j of frames < t + k - j).
+- ``loss(frames, loss_mask)``: cross-entropy over the positions where ``loss_mask [B, T, K]`` is True.
+- ``generate(prompt_frames [B, T0, K], max_new_frames, ...) -> new frames [B, T, K]`` with a
+  preallocated KV cache, sampling, per-stream vocabulary masks and classifier-free guidance.
+- ``save_pretrained(dir)`` / ``UnisonoLM.from_pretrained(dir)``: ``config.json`` + ``model.safetensors``.
+
+Token ids are global ids of one vocabulary of size V; one embedding table serves every stream (the
+embeddings of the K tokens at a position are summed) and each stream has its own output head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unisono.errors import UnisonoError
+from unisono.fileio import atomic_path, write_json
+from unisono.lm.config import LMConfig
+from unisono.lm.layers import Transformer
+from unisono.lm.patterns import delay_deinterleave, delay_indices, delay_interleave
+from unisono.lm.sampling import cfg_mix, sample_next
+
+FORMAT_VERSION = 1
+# pick(logits [B_eff, V], stream k, frame t) -> tokens [B_eff]
+Picker = Callable[[torch.Tensor, int, int], torch.Tensor]
+
+
+class HFBackbone(nn.Module):
+    """The decoder layers of a transformers ``AutoModelForCausalLM`` used as the global transformer.
+
+    Inputs are embeddings (``inputs_embeds``); the LLM's own token embeddings and LM head are not used.
+    """
+
+    def __init__(self, model_dir: str | None = None, hf_config: dict | None = None):
+        super().__init__()
+        try:
+            from transformers import AutoConfig, AutoModelForCausalLM
+        except ImportError as e:  # pragma: no cover - transformers is a dependency of the lm extra
+            raise UnisonoError("the HF backbone needs transformers: pip install 'unisono[lm]'") from e
+        if hf_config is not None:
+            cfg_dict = dict(hf_config)
+            model_type = cfg_dict.pop("model_type")
+            config = AutoConfig.for_model(model_type, **cfg_dict)
+            model = AutoModelForCausalLM.from_config(config)
+        else:
+            if not Path(model_dir, "config.json").is_file():
+                raise UnisonoError(f"backbone_dir {model_dir} has no config.json; give a local transformers model dir")
+            model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+        model.config.use_cache = True
+        self.hf_config = model.config.to_dict()
+        self.body = model.base_model
+        emb = self.body.get_input_embeddings()
+        if emb is not None:  # unused: inputs arrive as embeddings of the unisono vocabulary
+            emb.weight.requires_grad_(False)
+        self.dim = model.config.hidden_size
+
+    def new_cache(self, batch, max_len, device, dtype):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def forward(self, x: torch.Tensor, pos0: int = 0, cache=None) -> torch.Tensor:
+        pos = torch.arange(pos0, pos0 + x.shape[1], device=x.device)[None].expand(x.shape[0], -1)
+        out = self.body(inputs_embeds=x, position_ids=pos, past_key_values=cache, use_cache=cache is not None)
+        return out.last_hidden_state
+
+
+def _check_frames(frames: torch.Tensor, cfg: LMConfig, what: str = "frames") -> None:
+    if frames.dim() != 3 or frames.shape[-1] != cfg.num_streams:
+        raise UnisonoError(f"{what} must be [B, T, K={cfg.num_streams}], got {tuple(frames.shape)}")
+    if frames.dtype not in (torch.int64, torch.int32):
+        raise UnisonoError(f"{what} must hold integer token ids, got {frames.dtype}")
+    if frames.numel() and (int(frames.min()) < 0 or int(frames.max()) >= cfg.vocab_size):
+        raise UnisonoError(
+            f"{what} hold ids outside the vocabulary [0, {cfg.vocab_size}); were they made with another vocab.json?"
+        )
+
+
+class UnisonoLM(nn.Module):
+    """Base class; build one with ``UnisonoLM.from_config(cfg)`` or ``UnisonoLM.from_pretrained(dir)``."""
+
+    pattern: str = ""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.backbone_dir is not None or cfg.backbone_config is not None:
+            self.backbone = HFBackbone(cfg.backbone_dir, cfg.backbone_config)
+            cfg.backbone_config = self.backbone.hf_config
+            cfg.backbone_dir = None  # the weights now live in this model's checkpoint
+        else:
+            self.backbone = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_mult,
+                                        cfg.max_seq_len, cfg.rope_theta, cfg.dropout, cfg.norm_eps)
+            self.backbone.dim = cfg.d_model
+        d = self.backbone.dim
+        self.dim = d
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.bos = nn.Parameter(torch.zeros(d))
+        self.head_dim_in = self._head_in_dim()
+        self.head_w = nn.Parameter(torch.empty(cfg.num_streams, cfg.vocab_size, self.head_dim_in))
+        self._init_weights()
+
+    # -- construction ------------------------------------------------------------------------
+    @staticmethod
+    def from_config(cfg: LMConfig | dict) -> "UnisonoLM":
+        if isinstance(cfg, dict):
+            cfg = LMConfig.from_dict(cfg)
+        return {"multiscale": MultiscaleLM, "delay": DelayLM, "flat": FlatLM}[cfg.pattern](cfg)
+
+    def _head_in_dim(self) -> int:
+        return self.dim
+
+    def _init_weights(self) -> None:
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if name.startswith("backbone.body."):
+                continue  # a transformers backbone keeps its own initialisation
+            if p.dim() >= 2:
+                nn.init.normal_(p, 0.0, std)
+        nn.init.normal_(self.bos, 0.0, std)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- pieces shared by the patterns -------------------------------------------------------
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames [B, T, K] -> [B, T, D]``: sum of the K token embeddings of each position."""
+        return self.tok_emb(frames).sum(2)
+
+    def with_bos(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepend the start vector: ``[B, S, D] -> [B, S + 1, D]``."""
+        bos = self.bos.to(x.dtype).expand(x.shape[0], 1, -1)
+        return torch.cat([bos, x], dim=1)
+
+    def head(self, feats: torch.Tensor, k: int) -> torch.Tensor:
+        """Stream ``k``'s logits: ``feats [..., D_head] -> [..., V]``."""
+        return F.linear(feats, self.head_w[k].to(feats.dtype))
+
+    def features(self, frames: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+        """Head inputs aligned with frames: ``[B, T, K, D_head]`` (``[N, K, D_head]`` for ``select [B, T]``)."""
+        raise NotImplementedError
+
+    # -- training ----------------------------------------------------------------------------
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames [B, T, K] -> logits [B, T, K, V]`` (float)."""
+        _check_frames(frames, self.cfg)
+        f = self.features(frames)
+        return torch.stack([self.head(f[:, :, k], k) for k in range(self.cfg.num_streams)], dim=2)
+
+    def loss(self, frames: torch.Tensor, loss_mask: torch.Tensor,
+             stream_weights: list[float] | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Cross-entropy over ``loss_mask [B, T, K]``.
+
+        Returns ``loss`` (weighted mean over the masked tokens: ``sum_k w_k CE_k / sum_k w_k n_k``),
+        ``weight`` (the denominator), ``stream_sum``/``stream_count [K]`` and ``example_sum``/``example_count [B]`` (unweighted sums of
+        token cross-entropies, for logging per stream and per task).
+        """
+        _check_frames(frames, self.cfg)
+        if loss_mask.shape != frames.shape:
+            raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
+        kk = self.cfg.num_streams
+        loss_mask = loss_mask.bool()
+        select = loss_mask.any(-1)  # [B, T] frames with at least one loss token
+        rows = select.nonzero()[:, 0]  # example index of each selected frame
+        feats = self.features(frames, select)  # [N, K, Dh]
+        tgt, m = frames[select], loss_mask[select]  # [N, K]
+        w = torch.ones(kk) if stream_weights is None else torch.as_tensor(stream_weights, dtype=torch.float32)
+        w = w.to(feats.device)
+        total = feats.new_zeros((), dtype=torch.float32)
+        denom = feats.new_zeros((), dtype=torch.float32)
+        s_sum = torch.zeros(kk, device=feats.device)
+        s_cnt = torch.zeros(kk, device=feats.device)
+        e_sum = torch.zeros(frames.shape[0], device=feats.device)
+        e_cnt = torch.zeros(frames.shape[0], device=feats.device)
+        for k in range(kk):
+            sel = m[:, k]
+            if not bool(sel.any()):
+                continue
+            logits = self.head(feats[:, k][sel], k).float()
+            ce = F.cross_entropy(logits, tgt[:, k][sel], reduction="none")
+            total = total + w[k] * ce.sum()
+            denom = denom + w[k] * ce.numel()
+            s_sum[k] = ce.detach().sum()
+            s_cnt[k] = ce.numel()
+            e_sum.index_add_(0, rows[sel], ce.detach())
+            e_cnt.index_add_(0, rows[sel], torch.ones_like(ce))
+        loss = total / denom.clamp_min(1e-8)
+        return {"loss": loss, "weight": denom.detach(), "stream_sum": s_sum, "stream_count": s_cnt,
+                "example_sum": e_sum, "example_count": e_cnt}
+
+    # -- generation --------------------------------------------------------------------------
+    def decode(self, prompt: torch.Tensor, max_new: int, pick: Picker, end_id: int | None) -> torch.Tensor:
+        """Step-wise generation with a KV cache; ``pick`` chooses each token. Returns ``[B_eff, T_new, K]``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _resolve(tok: torch.Tensor, k: int, t: int, ended: torch.Tensor, end_id: int | None, pad_id: int) -> torch.Tensor:
+        """Apply end handling to the tokens chosen for stream k of frame t; updates ``ended [B]`` in place."""
+        if end_id is None:
+            return tok
+        tok = torch.where(t > ended, torch.full_like(tok, pad_id), tok)
+        if k == 0:
+            newly = (tok == end_id) & (ended > t)
+            ended.masked_fill_(newly, t)
+        else:
+            tok = torch.where(ended == t, torch.full_like(tok, end_id), tok)
+        return tok
+
+    @staticmethod
+    def _finish(out: torch.Tensor, ended: torch.Tensor, t0: int, end_id: int | None, pad_id: int) -> torch.Tensor:
+        """Cut ``out [B, T0 + N, K]`` to the new frames; rows ended at e get an all-end frame e, pad after."""
+        new = out[:, t0:]
+        if end_id is None:
+            return new
+        n = new.shape[1]
+        t = torch.arange(n, device=out.device)[None, :] + t0
+        e = ended[:, None]
+        new = new.masked_fill((t > e)[..., None], pad_id).masked_fill((t == e)[..., None], end_id)
+        if bool((ended < 2**62).all()):
+            n = int(ended.max()) - t0 + 1
+        return new[:, :n]
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt_frames: torch.Tensor,
+        max_new_frames: int,
+        stream_mask: torch.Tensor | None = None,
+        end_id: int | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+        cfg_scale: float = 1.0,
+        uncond_prompt_frames: torch.Tensor | None = None,
+        seed: int | None = None,
+        min_new_frames: int = 0,
+    ) -> torch.Tensor:
+        """Continue ``prompt_frames [B, T0, K]`` by up to ``max_new_frames`` frames -> ``[B, T, K]``.
+
+        A row stops when its stream 0 emits ``end_id``: that frame is returned filled with ``end_id``
+        and the row's later frames with ``pad_id``; ``T`` is the longest row's length (``max_new_frames``
+        if some row never ends). ``stream_mask [K, V]`` says which ids each stream may emit.
+        ``cfg_scale != 1`` runs the conditional and unconditional prompts in one doubled batch;
+        the unconditional prompt defaults to the prompt with every token replaced by ``pad_id``
+        (as condition dropout does in training). ``seed`` makes sampling reproducible;
+        ``temperature <= 0`` is greedy. ``min_new_frames`` forbids the end before that many frames.
+        """
+        cfg = self.cfg
+        _check_frames(prompt_frames, cfg, "prompt_frames")
+        prompt = prompt_frames.long().to(self.bos.device)
+        b, t0, kk = prompt.shape
+        if max_new_frames < 1:
+            raise UnisonoError(f"max_new_frames must be >= 1, got {max_new_frames}")
+        if end_id is not None and not 0 <= end_id < cfg.vocab_size:
+            raise UnisonoError(f"end_id {end_id} is outside the vocabulary [0, {cfg.vocab_size})")
+        if stream_mask is not None:
+            stream_mask = stream_mask.to(prompt.device).bool()
+            if stream_mask.shape != (kk, cfg.vocab_size):
+                raise UnisonoError(f"stream_mask must be [K={kk}, V={cfg.vocab_size}], got {tuple(stream_mask.shape)}")
+            if not bool(stream_mask.any(-1).all()):
+                raise UnisonoError("stream_mask allows no token for some stream")
+        use_cfg = cfg_scale != 1.0
+        if use_cfg:
+            if uncond_prompt_frames is None:
+                uncond = torch.full_like(prompt, cfg.pad_id)
+            else:
+                _check_frames(uncond_prompt_frames, cfg, "uncond_prompt_frames")
+                uncond = uncond_prompt_frames.long().to(prompt.device)
+                if uncond.shape != prompt.shape:
+                    raise UnisonoError(
+                        f"uncond_prompt_frames {tuple(uncond.shape)} must match prompt_frames {tuple(prompt.shape)}; "
+                        "replace the condition tokens by pad_id instead of removing them"
+                    )
+            prompt = torch.cat([prompt, uncond], dim=0)
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=prompt.device).manual_seed(int(seed))
+
+        def pick(logits: torch.Tensor, k: int, t: int) -> torch.Tensor:
+            logits = cfg_mix(logits[:b], logits[b:], cfg_scale) if use_cfg else logits.float()
+            if stream_mask is not None:
+                logits = logits.masked_fill(~stream_mask[k], float("-inf"))
+            if end_id is not None and k == 0 and t - t0 < min_new_frames:
+                logits[:, end_id] = float("-inf")
+            tok = sample_next(logits, temperature, top_k, top_p, gen)
+            return torch.cat([tok, tok]) if use_cfg else tok
+
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.decode(prompt, max_new_frames, pick, end_id)
+        finally:
+            self.train(was_training)
+        return out[:b]
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | os.PathLike, vocab_json: str | os.PathLike | None = None,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ a copy of ``vocab_json``) into ``out_dir``."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        sd = state_dict if state_dict is not None else self.state_dict()
+        sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file(sd, str(tmp), metadata={"format": "pt", "unisono_format_version": str(FORMAT_VERSION)})
+        cfgd = self.cfg.to_dict()
+        cfgd.update(model_type="unisono-lm", format_version=FORMAT_VERSION)
+        write_json(out / "config.json", cfgd)
+        if vocab_json is not None and Path(vocab_json).is_file():
+            with atomic_path(out / "vocab.json") as tmp:
+                shutil.copyfile(vocab_json, tmp)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "UnisonoLM":
+        """Load a checkpoint directory written by :meth:`save_pretrained`."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise UnisonoError(f"{path} is not a unisono checkpoint (needs config.json and model.safetensors)")
+        cfgd = json.loads((path / "config.json").read_text())
+        if cfgd.get("model_type") != "unisono-lm":
+            raise UnisonoError(f"{path}/config.json is not a unisono language model config")
+        if int(cfgd.get("format_version", 1)) > FORMAT_VERSION:
+            raise UnisonoError(f"{path} was written by a newer unisono; upgrade unisono to load it")
+        model = UnisonoLM.from_config(LMConfig.from_dict(cfgd))
+        sd = load_file(str(path / "model.safetensors"), device=str(map_location))
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise UnisonoError(
+                f"{path}/model.safetensors does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        return model.to(map_location)
+
+
+class DelayLM(UnisonoLM):
+    """``delay``: stream k shifted by k positions; one transformer, K heads."""
+
+    pattern = "delay"
+
+    def features(self, frames, select=None):
+        b, t, kk = frames.shape
+        seq = delay_interleave(frames, self.cfg.pad_id)  # [B, S, K]
+        x = self.embed_frames(seq)  # [B, S, D]
+        h = self.backbone(self.with_bos(x[:, :-1]))  # [B, S, D]; output s predicts seq[s]
+        s_idx, k_idx = delay_indices(t, kk, frames.device)
+        if select is None:
+            return h[:, s_idx]  # [B, T, K, D]
+        bi, ti = select.nonzero(as_tuple=True)
+        return h[bi[:, None], s_idx[ti]]  # [N, K, D]
+
+    def decode(self, prompt, max_new, pick, end_id):
+        cfg = self.cfg
+        bx, t0, kk = prompt.shape
+        pad = cfg.pad_id
+        dev = prompt.device
+        dtype = self.bos.dtype
+        total = t0 + max_new
+        out = torch.full((bx, total, kk), pad, dtype=torch.long, device=dev)
+        out[:, :t0] = prompt
+        ended = torch.full((bx,), 2**62, dtype=torch.long, device=dev)
+        cache = self.backbone.new_cache(bx, total + kk, dev, dtype)
+        seq0 = delay_interleave(prompt, pad)[:, :t0]
+        h = self.backbone(self.with_bos(self.embed_frames(seq0)), 0, cache)[:, -1]  # predicts seq[t0]
+        cur = torch.full((bx, kk), pad, dtype=torch.long, device=dev)
+        last = total + kk - 2
+        for s in range(t0, last + 1):
+            for k in range(kk):
+                t = s - k
+                if t < 0 or t >= total:
+                    cur[:, k] = pad
+                elif t < t0:
+                    cur[:, k] = prompt[:, t, k]
+                else:
+                    tok = self._resolve(pick(self.head(h, k), k, t), k, t, ended, end_id, pad)
+                    out[:, t, k] = tok
+                    cur[:, k] = tok
+            if end_id is not None and bool((ended < 2**62).all()) and s >= int(ended.max()) + kk - 1:
+                break
+            if s < last:
+                h = self.backbone(self.embed_frames(cur[:, None]), s + 1, cache)[:, -1]
+        return self._finish(out, ended, t0, end_id, pad)
+
+
+class FlatLM(UnisonoLM):
+    """``flat``: the K codes of each frame one after another in one stream (T * K positions)."""
+
+    pattern = "flat"
+
+    def features(self, frames, select=None):
+        b, t, kk = frames.shape
+        x = self.tok_emb(frames.reshape(b, t * kk))  # [B, T*K, D]
+        h = self.backbone(self.with_bos(x[:, :-1]))  # output p predicts token p
+        h = h.reshape(b, t, kk, -1)
+        return h if select is None else h[select]
+
+    def decode(self, prompt, max_new, pick, end_id):
+        cfg = self.cfg
+        bx, t0, kk = prompt.shape
+        pad, dev = cfg.pad_id, prompt.device
+        total = t0 + max_new
+        out = torch.full((bx, total, kk), pad, dtype=torch.long, device=dev)
+        out[:, :t0] = prompt
+        ended = torch.full((bx,), 2**62, dtype=torch.long, device=dev)
+        cache = self.backbone.new_cache(bx, total * kk + 1, dev, self.bos.dtype)
+        x = self.with_bos(self.tok_emb(prompt.reshape(bx, t0 * kk)))
+        h = self.backbone(x, 0, cache)[:, -1]
+        for t in range(t0, total):
+            for k in range(kk):
+                tok = self._resolve(pick(self.head(h, k), k, t), k, t, ended, end_id, pad)
+                out[:, t, k] = tok
+                if t < total - 1 or k < kk - 1:
+                    h = self.backbone(self.tok_emb(tok)[:, None], t * kk + k + 1, cache)[:, -1]
+            if end_id is not None and bool((ended <= t).all()):
+                break
+        return self._finish(out, ended, t0, end_id, pad)
+
+
+class MultiscaleLM(UnisonoLM):
+    """``multiscale``: a global transformer over frames and a local transformer over the K codes of a frame.
+
+    The local input for code j of frame t is a projection of the global state for frame t plus the
+    embedding of code j - 1 (a learned start vector for j = 0).
+    """
+
+    pattern = "multiscale"
+
+    def __init__(self, cfg: LMConfig):
+        self._ld = cfg.local_d_model or cfg.d_model
+        super().__init__(cfg)
+        lh = cfg.local_heads or cfg.n_heads
+        self.ctx_proj = nn.Linear(self.dim, self._ld, bias=False)
+        self.local_emb = nn.Embedding(cfg.vocab_size, self._ld)
+        self.local_bos = nn.Parameter(torch.zeros(self._ld))
+        self.local = Transformer(self._ld, cfg.local_layers, lh, None, cfg.ffn_mult, max(cfg.num_streams, 2),
+                                 cfg.rope_theta, cfg.dropout, cfg.norm_eps)
+        for p in (self.ctx_proj.weight, self.local_emb.weight, self.local_bos):
+            nn.init.normal_(p, 0.0, cfg.init_std)
+        for name, p in self.local.named_parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, 0.0, cfg.init_std)
+
+    def _head_in_dim(self) -> int:
+        return self._ld
+
+    def features(self, frames, select=None):
+        b, t, kk = frames.shape
+        h = self.backbone(self.with_bos(self.embed_frames(frames[:, :-1])))  # [B, T, D]: h_t sees frames < t
+        ctx = self.ctx_proj(h)
+        if select is None:
+            ctx, fr = ctx.reshape(b * t, -1), frames.reshape(b * t, kk)
+        else:
+            ctx, fr = ctx[select], frames[select]  # [N, Dl], [N, K]
+        prev = self.local_emb(fr[:, :-1])  # [N, K-1, Dl]
+        lbos = self.local_bos.to(prev.dtype).expand(fr.shape[0], 1, -1)
+        y = self.local(ctx[:, None] + torch.cat([lbos, prev], dim=1))  # [N, K, Dl]
+        return y.reshape(b, t, kk, -1) if select is None else y
+
+    def decode(self, prompt, max_new, pick, end_id):
+        cfg = self.cfg
+        bx, t0, kk = prompt.shape
+        pad, dev, dtype = cfg.pad_id, prompt.device, self.bos.dtype
+        total = t0 + max_new
+        out = torch.full((bx, total, kk), pad, dtype=torch.long, device=dev)
+        out[:, :t0] = prompt
+        ended = torch.full((bx,), 2**62, dtype=torch.long, device=dev)
+        cache = self.backbone.new_cache(bx, total + 1, dev, dtype)
+        lcache = self.local.new_cache(bx, kk, dev, dtype)
+        h = self.backbone(self.with_bos(self.embed_frames(prompt)), 0, cache)[:, -1:]  # state for frame t0
+        lbos = self.local_bos.to(dtype).expand(bx, 1, -1)
+        for t in range(t0, total):
+            ctx = self.ctx_proj(h)  # [B, 1, Dl]
+            for c in lcache:
+                c.reset()
+            inp = ctx + lbos
+            for k in range(kk):
+                y = self.local(inp, k, lcache)[:, 0]
+                tok = self._resolve(pick(self.head(y, k), k, t), k, t, ended, end_id, pad)
+                out[:, t, k] = tok
+                if k < kk - 1:
+                    inp = ctx + self.local_emb(tok)[:, None]
+            if end_id is not None and bool((ended <= t).all()):
+                break
+            if t < total - 1:
+                h = self.backbone(self.embed_frames(out[:, t : t + 1]), t + 1, cache)
+        return self._finish(out, ended, t0, end_id, pad)

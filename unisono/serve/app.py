@@ -1,0 +1,296 @@
+"""The unisono HTTP API and web page (FastAPI).
+
+Endpoints: ``GET /health``, ``GET /tasks``, ``POST /generate`` (a JSON body with audio inputs as base64
+strings, or a multipart form with audio inputs as file uploads), ``GET /`` (the web page), and the
+OpenAPI description at ``/openapi.json`` (browsable at ``/docs``). Every bad request gets a 4xx with a
+one-line ``{"error": ...}``; a full queue answers 503 with ``Retry-After``; a generation that runs past
+the time limit is cancelled and answered 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import io
+import json
+import struct
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from unisono.errors import UnisonoError
+from unisono.generate import AudioOutput, GenerationCancelled, GenerationOptions, TextOutput
+
+from .scheduler import BatchScheduler, QueueFull
+
+STATIC = Path(__file__).parent / "static"
+OPTION_NAMES = [f.name for f in fields(GenerationOptions)]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_body_bytes: int = 16 * 1024 * 1024  # whole request
+    max_input_seconds: float = 30.0  # each audio input
+    max_output_seconds: float = 30.0  # max_duration a request may ask for
+    max_text_chars: int = 2000  # each text input
+    max_queue: int = 32  # requests waiting or running
+    max_batch: int = 8
+    batch_window_s: float = 0.01
+    timeout_s: float = 120.0
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def _decode_audio(name: str, data: bytes, limits: ServerLimits) -> tuple[np.ndarray, int]:
+    if not data:
+        raise BadRequest(400, f"audio input {name!r} is empty; upload a WAV or FLAC file")
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception:
+        raise BadRequest(400, f"audio input {name!r} could not be decoded; upload a WAV, FLAC or OGG file") from None
+    if wav.shape[0] == 0:
+        raise BadRequest(400, f"audio input {name!r} has no samples")
+    if wav.shape[0] / sr > limits.max_input_seconds:
+        raise BadRequest(413, f"audio input {name!r} is {wav.shape[0] / sr:.1f} s long; the limit is "
+                              f"{limits.max_input_seconds:g} s")
+    if not np.all(np.isfinite(wav)):
+        raise BadRequest(400, f"audio input {name!r} contains NaN or Inf samples")
+    return np.ascontiguousarray(wav.mean(axis=1), dtype=np.float32), int(sr)
+
+
+def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wav, -1, 1), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _stream_wav(wav: np.ndarray, sample_rate: int, chunk_s: float = 0.5):
+    """A WAV header with open-ended sizes, then 16-bit PCM chunks (for chunked transfer)."""
+    header = b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF)
+    yield header
+    pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")
+    step = max(1, int(chunk_s * sample_rate))
+    for i in range(0, pcm.size, step):
+        yield pcm[i : i + step].tobytes()
+
+
+def _request_schema(pipeline) -> dict:
+    names: dict[str, str] = {}
+    for spec in pipeline.tasks.values():
+        for name, kind in spec.inputs.items():
+            names[name] = kind
+    defaults = GenerationOptions()
+    props: dict[str, Any] = {"task": {"type": "string", "enum": sorted(pipeline.tasks), "description": "task name"}}
+    for name, kind in sorted(names.items()):
+        props[name] = {"type": "string", "maxLength": 50_000_000,
+                       "description": "text" if kind == "text" else "audio file (WAV/FLAC/OGG), base64-encoded"}
+    for f in fields(GenerationOptions):
+        typ = "integer" if f.type in ("int", int) else "number"
+        props[f.name] = {"type": typ, "default": getattr(defaults, f.name)}
+    props["response_format"] = {"type": "string", "enum": ["wav", "json"], "default": "wav"}
+    props["stream"] = {"type": "boolean", "default": False, "description": "chunked WAV response"}
+    json_schema = {"type": "object", "required": ["task"], "properties": props, "additionalProperties": False}
+    form_props = {k: ({**v, "format": "binary"} if names.get(k) == "audio" else v) for k, v in props.items()}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": json_schema},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["task"], "properties": form_props}},
+        },
+    }
+
+
+def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "unisono") -> FastAPI:
+    """A FastAPI app serving ``pipeline`` (see :mod:`unisono.generate` for the pipeline interface)."""
+    scheduler = BatchScheduler(pipeline, limits.max_queue, limits.max_batch, limits.batch_window_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        scheduler.close()
+
+    app = FastAPI(title=title, version="1", description="Generate and understand audio with one model.",
+                  lifespan=lifespan)
+    app.state.scheduler = scheduler
+    app.state.limits = limits
+
+
+    @app.exception_handler(BadRequest)
+    async def _bad(_: Request, e: BadRequest):
+        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+    @app.get("/health", summary="Liveness and queue length")
+    def health() -> dict:
+        return {"status": "ok", "queued": scheduler.pending, "tasks": len(pipeline.tasks)}
+
+    @app.get("/tasks", summary="The tasks this model can do, with their inputs")
+    def tasks() -> dict:
+        return {"tasks": [s.to_json() for s in pipeline.tasks.values()], "sample_rate": pipeline.sample_rate,
+                "defaults": asdict(GenerationOptions()), "limits": asdict(limits)}
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise BadRequest(413, f"request body of {int(declared)} bytes is over the limit of {limits.max_body_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise BadRequest(413, f"request body is over the limit of {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def parse(request: Request) -> tuple[str, dict, GenerationOptions, str, bool]:
+        body = await read_body(request)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        raw: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        if ctype == "application/json":
+            try:
+                raw = json.loads(body or b"null")
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest(400, "the body is not valid JSON") from None
+            if not isinstance(raw, dict):
+                raise BadRequest(422, "the JSON body must be an object such as {\"task\": \"tts\", \"text\": \"...\"}")
+        elif ctype == "multipart/form-data":
+            request._body = body  # let Starlette parse the bytes we already read (and bounded)
+            try:
+                form = await request.form(max_files=16, max_fields=64)
+            except Exception:
+                raise BadRequest(400, "the multipart body could not be parsed") from None
+            for key, value in form.multi_items():
+                if hasattr(value, "read"):
+                    files[key] = await value.read()
+                else:
+                    raw[key] = value
+        else:
+            raise BadRequest(415, "send the request as application/json or multipart/form-data")
+        task = raw.pop("task", None)
+        if not isinstance(task, str) or not task:
+            raise BadRequest(422, f"'task' is required; one of: {', '.join(sorted(pipeline.tasks))}")
+        if task not in pipeline.tasks:
+            raise BadRequest(422, f"unknown task {task!r}; one of: {', '.join(sorted(pipeline.tasks))}")
+        spec = pipeline.tasks[task]
+        response_format = raw.pop("response_format", "wav")
+        if response_format not in ("wav", "json"):
+            raise BadRequest(422, "response_format must be 'wav' or 'json'")
+        stream = raw.pop("stream", False)
+        if isinstance(stream, str):
+            stream = stream.lower() in ("1", "true", "yes", "on")
+        if not isinstance(stream, bool):
+            raise BadRequest(422, "stream must be true or false")
+        opts: dict[str, Any] = {}
+        defaults = GenerationOptions()
+        for name in OPTION_NAMES:
+            if name in raw:
+                value = raw.pop(name)
+                want = type(getattr(defaults, name))
+                try:
+                    if isinstance(value, bool) or value is None:
+                        raise ValueError
+                    number = float(value)
+                    if want is int and (not np.isfinite(number) or number != int(number)):
+                        raise ValueError
+                    if not np.isfinite(number) or abs(number) > 2**31:
+                        raise ValueError
+                    opts[name] = want(number)
+                except (TypeError, ValueError):
+                    raise BadRequest(422, f"{name} must be a {'whole ' if want is int else ''}number") from None
+        if "max_duration" not in opts:  # the default follows the server's limit
+            opts["max_duration"] = min(defaults.max_duration, limits.max_output_seconds)
+        try:
+            options = GenerationOptions(**opts).validate(limits.max_output_seconds)
+        except UnisonoError as e:
+            raise BadRequest(422, str(e)) from None
+        inputs: dict[str, Any] = {}
+        for name, kind in spec.inputs.items():
+            if kind == "audio":
+                if name in files:
+                    data = files.pop(name)
+                elif name in raw:
+                    value = raw.pop(name)
+                    if not isinstance(value, str):
+                        raise BadRequest(422, f"audio input {name!r} must be a base64 string in JSON, or a file upload")
+                    try:
+                        data = base64.b64decode(value, validate=True)
+                    except (binascii.Error, ValueError):
+                        raise BadRequest(422, f"audio input {name!r} is not valid base64") from None
+                else:
+                    data = None
+                if data is not None:
+                    inputs[name] = _decode_audio(name, data, limits)
+            else:
+                if name in raw:
+                    value = raw.pop(name)
+                    if not isinstance(value, str):
+                        raise BadRequest(422, f"text input {name!r} must be a string")
+                    if len(value) > limits.max_text_chars:
+                        raise BadRequest(413, f"text input {name!r} has {len(value)} characters; the limit is "
+                                              f"{limits.max_text_chars}")
+                    if value.strip():
+                        inputs[name] = value
+            if name not in inputs and name not in spec.optional:
+                raise BadRequest(422, f"task {task!r} needs the {kind} input {name!r}")
+        leftover = sorted(set(raw) | set(files))
+        if leftover:
+            raise BadRequest(422, f"task {task!r} does not take {', '.join(map(repr, leftover))}; it takes "
+                                  f"{', '.join(spec.inputs)}")
+        return task, inputs, options, response_format, stream
+
+    @app.post("/generate", summary="Run a task", openapi_extra={"requestBody": _request_schema(pipeline)},
+              responses={200: {"content": {"audio/wav": {}, "application/json": {}},
+                               "description": "audio (WAV) or JSON (text outputs, or audio with response_format=json)"},
+                         400: {"description": "bad input"}, 413: {"description": "too large"},
+                         415: {"description": "unsupported content type"}, 422: {"description": "invalid request"},
+                         503: {"description": "busy: retry later"}, 504: {"description": "timed out"}})
+    async def generate(request: Request):
+        task, inputs, options, response_format, stream = await parse(request)
+        try:
+            job = scheduler.submit(task, inputs, options)
+        except QueueFull as e:
+            raise BadRequest(503, str(e), {"Retry-After": "1"}) from None
+        try:
+            out = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), limits.timeout_s)
+        except asyncio.TimeoutError:
+            job.cancel.set()
+            raise BadRequest(504, f"generation took longer than {limits.timeout_s:g} s and was cancelled; "
+                                  "ask for a shorter max_duration") from None
+        except asyncio.CancelledError:
+            job.cancel.set()
+            raise
+        except GenerationCancelled as e:
+            raise BadRequest(504, str(e)) from None
+        except UnisonoError as e:
+            raise BadRequest(400, str(e)) from None
+        if isinstance(out, TextOutput):
+            return {"task": task, "text": out.text}
+        if not isinstance(out, AudioOutput):
+            raise RuntimeError(f"pipeline returned {type(out).__name__}")
+        headers = {"X-Sample-Rate": str(out.sample_rate), "X-Duration": f"{out.duration:.3f}"}
+        if response_format == "json":
+            return {"task": task, "sample_rate": out.sample_rate, "duration": round(out.duration, 4),
+                    "audio_base64": base64.b64encode(wav_bytes(out.wav, out.sample_rate)).decode()}
+        if stream:
+            return StreamingResponse(_stream_wav(out.wav, out.sample_rate), media_type="audio/wav", headers=headers)
+        return Response(wav_bytes(out.wav, out.sample_rate), media_type="audio/wav", headers=headers)
+
+    return app

@@ -1,0 +1,309 @@
+"""Task templates (declarative, in YAML) and the frame sequences they make.
+
+A template names its conditions and its target, each a :class:`SegmentSpec` with a modality and a
+data source (see ``unisono/tasks.yaml``). A training example is the dict
+
+``{"id": str, "task": str, "frames": LongTensor[T, K], "loss_mask": BoolTensor[T, K],
+"cond_mask": BoolTensor[T]}`` (+ ``"text_emb": FloatTensor[N, D]`` when a condition is continuous)
+
+whose frames follow ``<start> <task:NAME> (<m_start> cond <m_end>)* <m_start> target <m_end> <end>``.
+``loss_mask`` covers the target's tokens and its end token (``loss: all`` in a template: every
+segment); ``cond_mask`` marks the condition frames (for condition dropout / classifier-free guidance).
+Masked audio frames (``mask_span``) hold ``<mask>`` in every stream.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from unisono.errors import UnisonoError
+from unisono.vocab import MODALITIES, Vocab
+
+DEFAULT_TEMPLATES = Path(__file__).with_name("tasks.yaml")
+SOURCE_KINDS = ("audio", "recording", "speaker_prompt", "text", "phones", "custom", "params", "qa")
+AUDIO_SOURCES = ("audio", "recording", "speaker_prompt")
+_OPTION_KEYS = {"name", "modality", "source", "seconds", "mask_span"}
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """One condition or target: what modality, from which source, with which options."""
+
+    name: str
+    modality: str
+    source: str
+    seconds: float | None = None
+    mask_span: str | None = None
+
+    @property
+    def source_kind(self) -> str:
+        return self.source.split(".", 1)[0]
+
+    @property
+    def source_key(self) -> str | None:
+        parts = self.source.split(".", 1)
+        return parts[1] if len(parts) == 2 else None
+
+    @property
+    def is_audio_source(self) -> bool:
+        return self.source_kind in AUDIO_SOURCES
+
+
+@dataclass(frozen=True)
+class TaskTemplate:
+    name: str
+    conditions: tuple[SegmentSpec, ...]
+    target: SegmentSpec
+    loss: str = "target"
+    expand: str | None = None
+    description: str = ""
+
+    @property
+    def segments(self) -> tuple[SegmentSpec, ...]:
+        return self.conditions + (self.target,)
+
+    @property
+    def modalities(self) -> set[str]:
+        return {s.modality for s in self.segments}
+
+
+def _parse_segment(task: str, d: Any, where: str) -> SegmentSpec:
+    if not isinstance(d, dict):
+        raise UnisonoError(f"task {task!r}: each {where} must be a mapping with modality and source, got {d!r}")
+    unknown = set(d) - _OPTION_KEYS
+    if unknown:
+        raise UnisonoError(f"task {task!r}: unknown key(s) {sorted(unknown)} in a {where}; allowed: {sorted(_OPTION_KEYS)}")
+    for key in ("modality", "source"):
+        if key not in d:
+            raise UnisonoError(f"task {task!r}: a {where} lacks {key!r}")
+    spec = SegmentSpec(
+        name=str(d.get("name", d["source"])),
+        modality=str(d["modality"]),
+        source=str(d["source"]),
+        seconds=None if d.get("seconds") is None else float(d["seconds"]),
+        mask_span=d.get("mask_span"),
+    )
+    if spec.modality not in MODALITIES:
+        raise UnisonoError(f"task {task!r}: modality {spec.modality!r} unknown; choose one of {', '.join(MODALITIES)}")
+    if spec.source_kind not in SOURCE_KINDS:
+        raise UnisonoError(f"task {task!r}: source {spec.source!r} unknown; sources: {', '.join(SOURCE_KINDS)}")
+    if spec.source_kind in ("recording", "custom", "params", "qa") and not spec.source_key:
+        raise UnisonoError(f"task {task!r}: source {spec.source!r} needs a key, e.g. {spec.source_kind}.NAME")
+    audio_modality = spec.modality in ("codec", "semantic")
+    if audio_modality != spec.is_audio_source:
+        raise UnisonoError(
+            f"task {task!r}: modality {spec.modality} cannot be made from source {spec.source} "
+            "(codec/semantic need an audio source, the others a text or data source)"
+        )
+    if spec.mask_span and spec.modality != "codec":
+        raise UnisonoError(f"task {task!r}: mask_span works on codec segments only")
+    return spec
+
+
+def parse_templates(data: dict) -> dict[str, TaskTemplate]:
+    """Templates from a parsed YAML document ``{"version": 1, "tasks": {name: {...}}}``."""
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+        raise UnisonoError("a task template file must hold a mapping with a 'tasks' mapping")
+    out = {}
+    for name, t in data["tasks"].items():
+        if not isinstance(t, dict) or "target" not in t:
+            raise UnisonoError(f"task {name!r} needs a target")
+        extra = set(t) - {"conditions", "target", "loss", "expand", "description"}
+        if extra:
+            raise UnisonoError(f"task {name!r}: unknown key(s) {sorted(extra)}")
+        conds = tuple(_parse_segment(name, c, "condition") for c in (t.get("conditions") or []))
+        target = _parse_segment(name, t["target"], "target")
+        if target.modality == "text_emb":
+            raise UnisonoError(f"task {name!r}: a text_emb (continuous) segment cannot be a target")
+        loss = t.get("loss", "target")
+        if loss not in ("target", "all"):
+            raise UnisonoError(f"task {name!r}: loss must be 'target' or 'all', got {loss!r}")
+        expand = t.get("expand")
+        if expand not in (None, "qa"):
+            raise UnisonoError(f"task {name!r}: expand must be 'qa' or absent, got {expand!r}")
+        names = [s.name for s in conds + (target,)]
+        if len(set(names)) != len(names):
+            raise UnisonoError(f"task {name!r}: segment names must be unique, got {names}")
+        out[str(name)] = TaskTemplate(str(name), conds, target, loss, expand, str(t.get("description", "")))
+    return out
+
+
+def load_templates(paths: list[str | os.PathLike] | None = None) -> dict[str, TaskTemplate]:
+    """The built-in templates, updated by the templates of ``paths`` (later files win)."""
+    out: dict[str, TaskTemplate] = {}
+    for p in [DEFAULT_TEMPLATES] + [Path(x) for x in (paths or [])]:
+        try:
+            data = yaml.safe_load(Path(p).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UnisonoError(f"task template file {p} does not exist") from None
+        except yaml.YAMLError as e:
+            raise UnisonoError(f"task template file {p} is not valid YAML: {e}") from None
+        out.update(parse_templates(data))
+    return out
+
+
+# ------------------------------------------------------------------------------------ segments
+@dataclass
+class Segment:
+    """Encoded content of one segment, in local ids of its modality.
+
+    codec: ``codes LongTensor[K, T]`` (+ ``mask BoolTensor[T]`` for masked frames); phones, bpe,
+    semantic: ``ids`` (list of int); midi: ``ids`` as ``[(modality, local_id)]``; text_emb:
+    ``vectors FloatTensor[N, D]``.
+    """
+
+    modality: str
+    ids: list = field(default_factory=list)
+    codes: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    vectors: torch.Tensor | None = None
+
+
+def _segment_frames(vocab: Vocab, seg: Segment) -> torch.Tensor:
+    """``LongTensor[n, K]`` of a segment's content (without its start/end tokens)."""
+    K = vocab.num_codebooks
+    if seg.modality == "codec":
+        codes = torch.as_tensor(seg.codes, dtype=torch.long)
+        if codes.dim() != 2 or codes.shape[0] < K:
+            raise UnisonoError(f"codec segment needs codes [K>={K}, T], got {tuple(codes.shape)}")
+        codes = codes[:K]
+        frames = torch.stack([vocab.to_global("codec", codes[k], codebook=k) for k in range(K)], dim=1)
+        if seg.mask is not None:
+            frames[torch.as_tensor(seg.mask, dtype=torch.bool)] = vocab.special_id("<mask>")
+        return frames
+    if seg.modality == "text_emb":
+        n = int(seg.vectors.shape[0])
+        tok = vocab.special_id("<text_emb>")
+    elif seg.modality == "midi":
+        glob = [int(vocab.to_global(m, i)) for m, i in seg.ids]
+        return _token_frames(vocab, torch.tensor(glob, dtype=torch.long))
+    else:
+        return _token_frames(vocab, vocab.to_global(seg.modality, list(seg.ids)))
+    return _token_frames(vocab, torch.full((n,), tok, dtype=torch.long))
+
+
+def _token_frames(vocab: Vocab, ids: torch.Tensor) -> torch.Tensor:
+    K = vocab.num_codebooks
+    if vocab.fill == "repeat":
+        return ids[:, None].expand(-1, K).clone()
+    frames = torch.full((ids.numel(), K), vocab.pad_id, dtype=torch.long)
+    frames[:, 0] = ids
+    return frames
+
+
+def build_example(vocab: Vocab, template: TaskTemplate, segments: list[Segment], example_id: str = "") -> dict:
+    """The training example of ``segments`` (conditions in template order, then the target)."""
+    if len(segments) != len(template.segments):
+        raise UnisonoError(f"task {template.name} has {len(template.segments)} segments, got {len(segments)}")
+    K = vocab.num_codebooks
+    pad_mode = vocab.fill == "pad"
+    parts: list[torch.Tensor] = []
+    loss_parts: list[torch.Tensor] = []
+    cond_parts: list[torch.Tensor] = []
+    vectors = []
+
+    def add(frames: torch.Tensor, loss: bool, cond: bool, audio: bool):
+        parts.append(frames)
+        lm = torch.zeros(frames.shape, dtype=torch.bool)
+        if loss:
+            if audio or not pad_mode:
+                lm[:] = True
+            else:
+                lm[:, 0] = True
+            if audio:  # masked frames are inputs, never targets
+                lm &= frames != vocab.special_id("<mask>")
+        loss_parts.append(lm)
+        cond_parts.append(torch.full((frames.shape[0],), cond, dtype=torch.bool))
+
+    def tok(token_id: int) -> torch.Tensor:
+        return vocab.token_frame(token_id)[None]
+
+    add(tok(vocab.special_id("<start>")), False, False, False)
+    add(tok(vocab.task_id(template.name)), False, False, False)
+    for i, (spec, seg) in enumerate(zip(template.segments, segments)):
+        if seg.modality != spec.modality:
+            raise UnisonoError(f"task {template.name}: segment {spec.name} must be {spec.modality}, got {seg.modality}")
+        is_target = i == len(template.segments) - 1
+        in_loss = is_target or template.loss == "all"
+        cond = not is_target
+        add(tok(vocab.start_id(spec.modality)), False, cond, False)
+        body = _segment_frames(vocab, seg)
+        add(body, in_loss, cond, spec.modality == "codec")
+        add(tok(vocab.end_id(spec.modality)), in_loss, cond, False)
+        if seg.modality == "text_emb":
+            vectors.append(torch.as_tensor(seg.vectors, dtype=torch.float32))
+    add(tok(vocab.special_id("<end>")), False, False, False)
+    ex = {
+        "id": example_id,
+        "task": template.name,
+        "frames": torch.cat(parts),
+        "loss_mask": torch.cat(loss_parts),
+        "cond_mask": torch.cat(cond_parts),
+    }
+    if vectors:
+        ex["text_emb"] = torch.cat(vectors)
+    assert ex["frames"].shape[1] == K
+    return ex
+
+
+def split_segments(vocab: Vocab, frames: torch.Tensor) -> tuple[str, list[tuple[str, torch.Tensor]]]:
+    """Parse ``frames [T, K]`` into ``(task, [(modality, body_frames [n, K])])`` (inverse of the layout)."""
+    frames = torch.as_tensor(frames, dtype=torch.long)
+    col = frames[:, 0].tolist()
+    if len(col) < 3 or col[0] != vocab.special_id("<start>"):
+        raise UnisonoError("sequence does not begin with <start>")
+    task = vocab.task_name(col[1])
+    starts = {vocab.start_id(m): m for m in MODALITIES}
+    out = []
+    i = 2
+    while i < len(col) and col[i] != vocab.special_id("<end>"):
+        if col[i] not in starts:
+            raise UnisonoError(f"expected a segment start at frame {i}, got {vocab.name_of(col[i])}")
+        m = starts[col[i]]
+        end = vocab.end_id(m)
+        j = i + 1
+        while j < len(col) and col[j] != end:
+            j += 1
+        if j == len(col):
+            raise UnisonoError(f"segment {m} starting at frame {i} has no end token")
+        out.append((m, frames[i + 1 : j]))
+        i = j + 1
+    return task, out
+
+
+def decode_example(vocab: Vocab, example: dict) -> tuple[str, list[Segment]]:
+    """``(task, segments)`` in local ids, the inverse of :func:`build_example` (codec mask frames -> -1)."""
+    task, raw = split_segments(vocab, example["frames"])
+    segs = []
+    vec_off = 0
+    mask_id = vocab.special_id("<mask>")
+    for m, body in raw:
+        if m == "codec":
+            masked = (body == mask_id).all(dim=1)
+            codes = torch.full((vocab.num_codebooks, body.shape[0]), -1, dtype=torch.long)
+            for k in range(vocab.num_codebooks):
+                codes[k, ~masked] = vocab.to_local("codec", body[~masked, k], codebook=k)
+            segs.append(Segment("codec", codes=codes, mask=masked if bool(masked.any()) else None))
+        elif m == "text_emb":
+            n = body.shape[0]
+            segs.append(Segment("text_emb", vectors=example["text_emb"][vec_off : vec_off + n]))
+            vec_off += n
+        elif m == "midi":
+            segs.append(Segment("midi", ids=[(_mod_of(vocab, int(t)), int(vocab.to_local(_mod_of(vocab, int(t)), int(t))))
+                                             for t in body[:, 0]]))
+        else:
+            segs.append(Segment(m, ids=vocab.to_local(m, body[:, 0]).tolist()))
+    return task, segs
+
+
+def _mod_of(vocab: Vocab, token_id: int) -> str:
+    r = vocab.range_of(token_id)
+    if r not in ("midi", "phones"):
+        raise UnisonoError(f"score segment holds a {r} id ({token_id})")
+    return r

@@ -1,0 +1,1 @@
+"""Training: the language-model trainer, data mixing and batching, checkpoints, logging."""

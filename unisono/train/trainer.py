@@ -1,0 +1,500 @@
+"""The language-model trainer: one CPU process, or many processes under ``torchrun`` (DDP, or FSDP2).
+
+Run directory layout::
+
+    RUN/train_config.json                    the resolved model + training configuration
+    RUN/log.jsonl                            one row of metrics per logged step (rank 0)
+    RUN/tb/                                  TensorBoard events (rank 0)
+    RUN/checkpoints/step_00000100/           config.json + model.safetensors (+ vocab.json), from_pretrained-able
+    RUN/checkpoints/step_00000100/ema/       the EMA weights as a checkpoint (when EMA is on)
+    RUN/checkpoints/step_00000100/training_state/rank0.pt   optimizer, scheduler, RNG, data position
+    RUN/latest.json                          the newest complete checkpoint
+
+A checkpoint directory is written under a temporary name and renamed when complete, then
+``latest.json`` is replaced atomically: a killed run resumes from the last complete checkpoint and
+continues with the same batches, random numbers and optimizer state (the same loss curve).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from unisono.errors import UnisonoError
+from unisono.fileio import atomic_path, write_json
+from unisono.lm.config import LMConfig
+from unisono.lm.model import UnisonoLM
+from unisono.train.data import Source, TaskMixture, TokenBudgetBatcher, check_example, collate
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping. ``max_frames`` is the padded frame budget of one micro-batch."""
+
+    max_steps: int = 1000
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    max_frames: int = 4096
+    pool_size: int = 256
+    task_weights: dict[str, float] | None = None
+    stream_weights: list[float] | None = None
+    cond_dropout: float = 0.0
+    ema_decay: float | None = None
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0
+    eval_batches: int = 10
+    save_every: int = 500
+    keep_checkpoints: int = 3
+    sample_every: int = 0
+    bf16: bool = True  # autocast to bfloat16 on GPU; ignored on CPU
+    fsdp: bool = False  # FSDP2 (fully_shard) instead of DDP when running under torchrun
+    device: str = "auto"
+    tensorboard: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UnisonoError(f"train config: unknown keys {unknown}; known keys are {sorted(known)}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        cfg = cls(**d)
+        if cfg.grad_accum < 1 or cfg.max_steps < 1:
+            raise UnisonoError("train config: grad_accum and max_steps must be >= 1")
+        if not 0.0 <= cfg.cond_dropout <= 1.0:
+            raise UnisonoError(f"train config: cond_dropout must be in [0, 1], got {cfg.cond_dropout}")
+        return cfg
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _LossModule(nn.Module):
+    """Wraps the model so that DDP/FSDP see the loss computation as ``forward``."""
+
+    def __init__(self, model: UnisonoLM, stream_weights):
+        super().__init__()
+        self.model = model
+        self.stream_weights = stream_weights
+
+    def forward(self, frames, loss_mask):
+        return self.model.loss(frames, loss_mask, self.stream_weights)
+
+
+def dist_info() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the torchrun environment (0, 1, 0 for a plain process)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+class EMA:
+    """Exponential moving average of the parameters (fp32 copies)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for n, p in model.named_parameters():
+            self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict:
+        return self.shadow
+
+    def load_state_dict(self, sd: dict) -> None:
+        for n in self.shadow:
+            self.shadow[n].copy_(sd[n])
+
+
+class Trainer:
+    """Train a :class:`UnisonoLM` on example dicts.
+
+    ``train_sources`` maps task -> a restartable source (a zero-argument callable returning an
+    iterable of examples), or is a callable ``(rank, world_size) -> that mapping`` so each process
+    reads its own part. ``val_sources`` likewise (evaluated on every rank's part, averaged).
+    ``sample_fn(model, step, writer)`` is called on rank 0 every ``sample_every`` steps (e.g. to
+    generate and log audio).
+    """
+
+    def __init__(
+        self,
+        model_cfg: LMConfig | dict,
+        train_cfg: TrainConfig | dict,
+        out_dir: str | os.PathLike,
+        train_sources: dict[str, Source] | Callable[[int, int], dict[str, Source]],
+        val_sources: dict[str, Source] | Callable[[int, int], dict[str, Source]] | None = None,
+        vocab_json: str | os.PathLike | None = None,
+        sample_fn: Callable | None = None,
+        init_from: str | os.PathLike | None = None,
+    ):
+        self.mcfg = model_cfg if isinstance(model_cfg, LMConfig) else LMConfig.from_dict(model_cfg)
+        self.cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
+        self.out = Path(out_dir)
+        self.vocab_json = vocab_json
+        self.sample_fn = sample_fn
+        self.rank, self.world, self.local_rank = dist_info()
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        self.device = self._pick_device()
+        if callable(train_sources) and not isinstance(train_sources, dict):
+            train_sources = train_sources(self.rank, self.world)
+        if val_sources is not None and callable(val_sources) and not isinstance(val_sources, dict):
+            val_sources = val_sources(self.rank, self.world)
+        self.val_sources = val_sources or {}
+
+        torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
+        if init_from is not None:
+            self.model = UnisonoLM.from_pretrained(init_from)
+            self.mcfg = self.model.cfg
+        else:
+            self.model = UnisonoLM.from_config(self.mcfg)
+        self.model.to(self.device)
+        self.mixture = TaskMixture(train_sources, self.cfg.task_weights, seed=self.cfg.seed * 1000 + self.rank)
+        self.batcher = TokenBudgetBatcher(self.mixture, self.cfg.max_frames, self.cfg.pool_size,
+                                          seed=self.cfg.seed * 1000 + self.rank)
+        self.gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 17 + self.rank)  # condition dropout
+        self.ema = EMA(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
+
+        self.wrapped: nn.Module = _LossModule(self.model, self.cfg.stream_weights)
+        if self.world > 1:
+            if self.cfg.fsdp:
+                from torch.distributed.fsdp import fully_shard
+
+                for layer in getattr(self.model.backbone, "layers", []):
+                    fully_shard(layer)
+                fully_shard(self.wrapped)
+            else:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.wrapped = DDP(self.wrapped, device_ids=ids)
+        params = [p for p in self.wrapped.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.cfg.lr, betas=self.cfg.betas,
+        )
+        c = self.cfg
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, c.warmup_steps, c.max_steps, c.min_lr_ratio)
+        )
+        self.step = 0
+        self.writer = None
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda" and self.cfg.bf16
+            else contextlib.nullcontext()
+        )
+
+    # -- setup -------------------------------------------------------------------------------
+    def _pick_device(self) -> torch.device:
+        want = self.cfg.device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise UnisonoError("device 'cuda' was asked for but no GPU is visible; use device: cpu")
+            dev = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(dev)
+            return dev
+        return torch.device(want)
+
+    def _open_writer(self):
+        if self.rank != 0 or not self.cfg.tensorboard or self.writer is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("tensorboard is not installed; logging to log.jsonl only (pip install 'unisono[lm]')")
+            self.cfg.tensorboard = False
+            return
+        self.writer = SummaryWriter(str(self.out / "tb"))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _full_state_dicts(self) -> tuple[dict, dict]:
+        if self.world > 1 and self.cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            msd, osd = get_state_dict(self.wrapped, self.opt, options=opts)
+            msd = {k.removeprefix("model."): v for k, v in msd.items()}
+            return msd, osd
+        return self.model.state_dict(), self.opt.state_dict()
+
+    def save(self) -> Path:
+        ckdir = self.out / "checkpoints"
+        final = ckdir / f"step_{self.step:08d}"
+        tmp = ckdir / f".step_{self.step:08d}.tmp"
+        msd, osd = self._full_state_dicts()
+        if self.rank == 0:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            self.model.save_pretrained(tmp, self.vocab_json, state_dict=msd)
+            if self.ema is not None:
+                self.model.save_pretrained(tmp / "ema", self.vocab_json, state_dict=self.ema.state_dict())
+            (tmp / "training_state").mkdir()
+        self._barrier()
+        state = {
+            "step": self.step,
+            "optimizer": osd if (self.rank == 0 or not self.cfg.fsdp) else None,
+            "scheduler": self.sched.state_dict(),
+            "data": self.batcher.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "dropout_gen": self.gen.get_state(),
+            "world_size": self.world,
+        }
+        with atomic_path(tmp / "training_state" / f"rank{self.rank}.pt") as p:
+            torch.save(state, p)
+        self._barrier()
+        if self.rank == 0:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            write_json(self.out / "latest.json", {"step": self.step, "path": str(final.relative_to(self.out))})
+            self._prune(ckdir)
+        self._barrier()
+        return final
+
+    def _prune(self, ckdir: Path) -> None:
+        keep = self.cfg.keep_checkpoints
+        if keep <= 0:
+            return
+        steps = sorted(p for p in ckdir.glob("step_*") if p.is_dir())
+        for p in steps[:-keep]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    def latest_checkpoint(self) -> Path | None:
+        f = self.out / "latest.json"
+        if not f.is_file():
+            return None
+        return self.out / json.loads(f.read_text())["path"]
+
+    def resume(self) -> bool:
+        """Load the newest complete checkpoint of this run, if any; returns whether one was loaded."""
+        ck = self.latest_checkpoint()
+        if ck is None:
+            return False
+        from safetensors.torch import load_file
+
+        sfile = ck / "training_state" / f"rank{self.rank}.pt"
+        if not sfile.is_file():
+            raise UnisonoError(f"{ck} has no training state for rank {self.rank}; resume with the same number of processes")
+        state = torch.load(sfile, map_location="cpu", weights_only=True)
+        if state["world_size"] != self.world:
+            raise UnisonoError(
+                f"{ck} was written by {state['world_size']} processes, this run has {self.world}; resume with the same number"
+            )
+        msd = load_file(str(ck / "model.safetensors"))
+        osd = state["optimizer"]
+        if self.world > 1 and self.cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            if self.rank != 0:
+                osd = torch.load(ck / "training_state" / "rank0.pt", map_location="cpu", weights_only=True)["optimizer"]
+            set_state_dict(self.wrapped, self.opt, model_state_dict={f"model.{k}": v for k, v in msd.items()},
+                           optim_state_dict=osd, options=StateDictOptions(full_state_dict=True))
+        else:
+            self.model.load_state_dict(msd)
+            self.opt.load_state_dict(osd)
+        self.sched.load_state_dict(state["scheduler"])
+        self.batcher.load_state_dict(state["data"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.gen.set_state(state["dropout_gen"])
+        if self.ema is not None:
+            ema_file = ck / "ema" / "model.safetensors"
+            if ema_file.is_file():
+                self.ema.load_state_dict(load_file(str(ema_file)))
+        self.step = state["step"]
+        return True
+
+    # -- loop --------------------------------------------------------------------------------
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def _micro_batches(self) -> list[dict]:
+        out = []
+        for _ in range(self.cfg.grad_accum):
+            batch = next(self.batcher)
+            for ex in batch:
+                check_example(ex, self.mcfg.num_streams)
+            out.append(collate(batch, self.mcfg.pad_id, self.cfg.cond_dropout, self.gen))
+        return out
+
+    def _loss_weight(self, mb: dict) -> float:
+        counts = mb["loss_mask"].sum(dim=(0, 1)).float()
+        w = torch.ones_like(counts) if self.cfg.stream_weights is None else torch.tensor(self.cfg.stream_weights)
+        return float((counts * w).sum())
+
+    def train_step(self) -> dict:
+        t_start = time.perf_counter()
+        self.wrapped.train()
+        mbs = self._micro_batches()
+        total_w = sum(self._loss_weight(mb) for mb in mbs)
+        k = self.mcfg.num_streams
+        s_sum = torch.zeros(k)
+        s_cnt = torch.zeros(k)
+        task_sum: dict[str, float] = {}
+        task_cnt: dict[str, float] = {}
+        loss_total = 0.0
+        frames = 0
+        for i, mb in enumerate(mbs):
+            sync = i == len(mbs) - 1 or not hasattr(self.wrapped, "no_sync")
+            ctx = contextlib.nullcontext() if sync else self.wrapped.no_sync()
+            with ctx, self.autocast:
+                out = self.wrapped(mb["frames"].to(self.device), mb["loss_mask"].to(self.device))
+                scaled = out["loss"] * (out["weight"] / max(total_w, 1e-8))
+            scaled.backward()
+            loss_total += float(scaled.detach())
+            s_sum += out["stream_sum"].cpu()
+            s_cnt += out["stream_count"].cpu()
+            for task, es, ec in zip(mb["tasks"], out["example_sum"].cpu().tolist(), out["example_count"].cpu().tolist()):
+                task_sum[task] = task_sum.get(task, 0.0) + es
+                task_cnt[task] = task_cnt.get(task, 0.0) + ec
+            frames += mb["num_frames"]
+        if self.cfg.grad_clip and self.cfg.grad_clip > 0:
+            gnorm = float(torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.cfg.grad_clip))
+        else:
+            gnorm = float("nan")
+        lr = self.opt.param_groups[0]["lr"]
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        dt = time.perf_counter() - t_start
+        m = {"step": self.step, "loss": loss_total, "lr": lr, "grad_norm": gnorm,
+             "frames_per_s": frames * self.world / dt, "tokens_per_s": frames * k * self.world / dt}
+        for j in range(k):
+            if s_cnt[j] > 0:
+                m[f"loss_stream/{j}"] = float(s_sum[j] / s_cnt[j])
+        for task in sorted(task_sum):
+            if task_cnt[task] > 0:
+                m[f"loss_task/{task}"] = task_sum[task] / task_cnt[task]
+        return m
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Validation loss per task (every token of ``eval_batches`` batches per task, averaged over ranks)."""
+        self.model.eval()
+        res = {}
+        for task in sorted(self.val_sources):
+            tot = torch.zeros(2, dtype=torch.float64)
+            batch: list[dict] = []
+            n_batches = 0
+
+            def flush():
+                nonlocal batch, n_batches
+                mb = collate(batch, self.mcfg.pad_id)
+                with self.autocast:
+                    out = self.model.loss(mb["frames"].to(self.device), mb["loss_mask"].to(self.device))
+                tot[0] += float(out["stream_sum"].sum())
+                tot[1] += float(out["stream_count"].sum())
+                batch, n_batches = [], n_batches + 1
+
+            for ex in self.val_sources[task]():
+                check_example(ex, self.mcfg.num_streams)
+                longest = max([e["frames"].shape[0] for e in batch] + [ex["frames"].shape[0]])
+                if batch and (len(batch) + 1) * longest > self.cfg.max_frames:
+                    flush()
+                    if n_batches >= self.cfg.eval_batches:
+                        break
+                batch.append(ex)
+            if batch and n_batches < self.cfg.eval_batches:
+                flush()
+            if self.world > 1:
+                dist.all_reduce(tot)
+            if tot[1] > 0:
+                res[f"val_loss/{task}"] = float(tot[0] / tot[1])
+        self.model.train()
+        return res
+
+    def _log(self, m: dict) -> None:
+        if self.rank != 0:
+            return
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(m, sort_keys=True) + "\n")
+        if self.writer is not None:
+            for key, v in m.items():
+                if key != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(key, v, m["step"])
+            self.writer.flush()
+
+    def train(self, progress: bool = True) -> dict:
+        """Train to ``max_steps`` (resuming from the run's latest checkpoint when there is one)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume()
+        if self.rank == 0:
+            write_json(self.out / "train_config.json", {"model": self.mcfg.to_dict(), "train": dataclasses.asdict(self.cfg)})
+            if resumed:
+                # drop log rows written after the checkpoint (by the run that was killed)
+                log = self.out / "log.jsonl"
+                if log.is_file():
+                    rows = [r for r in log.read_text().splitlines() if r and json.loads(r)["step"] <= self.step]
+                    with atomic_path(log) as p:
+                        p.write_text("".join(r + "\n" for r in rows))
+        self._open_writer()
+        bar = None
+        if progress and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="train", unit="step")
+        last: dict = {}
+        try:
+            while self.step < self.cfg.max_steps:
+                m = self.train_step()
+                c = self.cfg
+                if c.eval_every and self.step % c.eval_every == 0 and self.val_sources:
+                    m.update(self.evaluate())
+                if self.step % max(1, c.log_every) == 0 or self.step == c.max_steps or any(
+                    key.startswith("val_loss") for key in m
+                ):
+                    self._log(m)
+                if c.sample_every and self.sample_fn is not None and self.step % c.sample_every == 0 and self.rank == 0:
+                    self.sample_fn(self.model, self.step, self.writer)
+                if (c.save_every and self.step % c.save_every == 0) or self.step == c.max_steps:
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
+                last = m
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        return last

@@ -1,0 +1,365 @@
+"""One vocabulary for every modality: fixed, named id ranges, saved as ``vocab.json``.
+
+Layout (ids ascending; the order of the ranges is fixed in this module, never taken from a config):
+
+==============  =========================================================================
+range           content
+==============  =========================================================================
+``special``     128 ids: ``<pad>`` (0), ``<start>``, ``<end>``, ``<mask>``, ``<unk>``,
+                ``<cond_start>``/``<cond_end>``, ``<text_emb>``, then ``<{m}_start>``/``<{m}_end>``
+                for every modality ``m``, then reserved ids
+``task``        64 ids, one per task (``<task:tts>`` ...); a new task takes the next free id
+``phones``      the phone inventory (IPA symbols, ``|`` word boundary, ``<unk>`` phone)
+``bpe``         the BPE tokenizer's vocabulary
+``midi``        score tokens: 128 pitches, rest, duration steps (see :mod:`unisono.text.midi`)
+``semantic``    k-means units
+``codec_0`` ..  one range of ``codebook_size`` ids per codec codebook
+==============  =========================================================================
+
+Two vocabularies are compatible (a checkpoint can read shards) only if every range, every special id,
+every shared task id, the codebook count and the tokenizer fingerprints agree:
+:meth:`Vocab.check_compatible` raises :class:`UnisonoError` naming the first difference otherwise.
+
+Frames: a sequence is ``frames [T, K]``. Audio frames hold one code per stream. A non-audio token
+occupies a frame by itself; with ``fill="pad"`` (the default) it sits in stream 0 and the other
+streams hold ``<pad>`` (never trained on); with ``fill="repeat"`` it is copied into every stream.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from unisono.errors import UnisonoError
+from unisono.fileio import read_json, write_json
+
+FORMAT_VERSION = 1
+NUM_SPECIAL = 128
+NUM_TASK_SLOTS = 64
+FILL_MODES = ("pad", "repeat")
+
+# Modalities whose tokens are discrete ids in a range of their own, in layout order.
+TOKEN_MODALITIES = ("phones", "bpe", "midi", "semantic")
+# Every modality a template may use. ``codec`` spans K ranges; ``text_emb`` is continuous (its frames
+# hold the ``<text_emb>`` placeholder and the vectors travel beside the frames).
+MODALITIES = ("codec", "phones", "bpe", "midi", "semantic", "text_emb")
+
+_BASE_SPECIALS = ("<pad>", "<start>", "<end>", "<mask>", "<unk>", "<cond_start>", "<cond_end>", "<text_emb>")
+
+
+def special_names() -> list[str]:
+    """The 128 special token names in id order (fixed by this module)."""
+    names = list(_BASE_SPECIALS)
+    for m in MODALITIES:
+        names += [f"<{m}_start>", f"<{m}_end>"]
+    names += [f"<reserved_{i}>" for i in range(NUM_SPECIAL - len(names))]
+    return names
+
+
+@dataclass(frozen=True)
+class Range:
+    """A half-open id range ``[start, start + size)``."""
+
+    name: str
+    start: int
+    size: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.size
+
+    def __contains__(self, token_id: int) -> bool:
+        return self.start <= int(token_id) < self.stop
+
+
+class Vocab:
+    """The one id layout of a tokenized corpus and of every checkpoint trained on it.
+
+    Build with :meth:`Vocab.build` (sizes from the tokenizers and the codec) or :meth:`Vocab.load`.
+    """
+
+    def __init__(
+        self,
+        sizes: dict[str, int],
+        num_codebooks: int,
+        codebook_size: int,
+        tasks: dict[str, int],
+        fill: str = "pad",
+        fingerprints: dict[str, str] | None = None,
+    ):
+        if fill not in FILL_MODES:
+            raise UnisonoError(f"fill must be one of {FILL_MODES}, got {fill!r}")
+        if num_codebooks < 1 or codebook_size < 1:
+            raise UnisonoError(f"a codec needs >= 1 codebook of >= 1 code, got {num_codebooks} x {codebook_size}")
+        for m in TOKEN_MODALITIES:
+            if int(sizes.get(m, 0)) < 0:
+                raise UnisonoError(f"range size of {m} must be >= 0, got {sizes[m]}")
+        self.num_codebooks = int(num_codebooks)
+        self.codebook_size = int(codebook_size)
+        self.fill = fill
+        self.fingerprints = dict(sorted((fingerprints or {}).items()))
+        self.specials = {name: i for i, name in enumerate(special_names())}
+        for name, tid in tasks.items():
+            if not 0 <= tid < NUM_TASK_SLOTS:
+                raise UnisonoError(f"task {name!r} has slot {tid}; slots are 0..{NUM_TASK_SLOTS - 1}")
+        if len(set(tasks.values())) != len(tasks):
+            raise UnisonoError("two tasks share one task id in the vocabulary; rebuild vocab.json")
+        self.tasks = dict(sorted(tasks.items(), key=lambda kv: kv[1]))  # name -> slot
+        self.ranges: dict[str, Range] = {}
+        start = 0
+        for name, size in [("special", NUM_SPECIAL), ("task", NUM_TASK_SLOTS)] + [
+            (m, int(sizes.get(m, 0))) for m in TOKEN_MODALITIES
+        ] + [(f"codec_{k}", self.codebook_size) for k in range(self.num_codebooks)]:
+            self.ranges[name] = Range(name, start, size)
+            start += size
+        self.size = start
+        self._names: dict[int, str] | None = None
+
+    # ----------------------------------------------------------------------------- construction
+    @classmethod
+    def build(
+        cls,
+        tasks,
+        num_codebooks: int,
+        codebook_size: int,
+        phones: int = 0,
+        bpe: int = 0,
+        midi: int = 0,
+        semantic: int = 0,
+        fill: str = "pad",
+        fingerprints: dict[str, str] | None = None,
+    ) -> "Vocab":
+        """A new layout; task ids are given in sorted name order (independent of any config order)."""
+        names = sorted(set(tasks))
+        if len(names) > NUM_TASK_SLOTS:
+            raise UnisonoError(f"at most {NUM_TASK_SLOTS} tasks fit in one vocabulary, got {len(names)}")
+        sizes = {"phones": phones, "bpe": bpe, "midi": midi, "semantic": semantic}
+        return cls(sizes, num_codebooks, codebook_size, {n: i for i, n in enumerate(names)}, fill, fingerprints)
+
+    def with_task(self, name: str) -> "Vocab":
+        """A copy with task ``name`` added at the next free slot (every other id unchanged)."""
+        if name in self.tasks:
+            return self
+        used = set(self.tasks.values())
+        free = next((i for i in range(NUM_TASK_SLOTS) if i not in used), None)
+        if free is None:
+            raise UnisonoError(f"all {NUM_TASK_SLOTS} task slots are taken; cannot add task {name!r}")
+        tasks = dict(self.tasks)
+        tasks[name] = free
+        return Vocab(self._sizes(), self.num_codebooks, self.codebook_size, tasks, self.fill, self.fingerprints)
+
+    def _sizes(self) -> dict[str, int]:
+        return {m: self.ranges[m].size for m in TOKEN_MODALITIES}
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "size": self.size,
+            "fill": self.fill,
+            "num_codebooks": self.num_codebooks,
+            "codebook_size": self.codebook_size,
+            "ranges": {n: [r.start, r.size] for n, r in self.ranges.items()},
+            "specials": self.specials,
+            "tasks": self.tasks,
+            "fingerprints": self.fingerprints,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocab":
+        if d.get("format_version") != FORMAT_VERSION:
+            raise UnisonoError(
+                f"vocab.json has format_version {d.get('format_version')!r}, this unisono reads {FORMAT_VERSION}; "
+                "re-run `unisono tokenize` with this version"
+            )
+        try:
+            sizes = {m: int(d["ranges"][m][1]) for m in TOKEN_MODALITIES}
+            v = cls(sizes, d["num_codebooks"], d["codebook_size"], d["tasks"], d["fill"], d.get("fingerprints"))
+        except KeyError as e:
+            raise UnisonoError(f"vocab.json lacks the field {e}; it was not written by unisono") from None
+        # The stored layout must be exactly the one this code derives: anything else is a foreign file.
+        if v.to_dict() != {**d, "fingerprints": v.fingerprints, "tasks": v.tasks}:
+            raise UnisonoError("vocab.json's ranges or specials do not match its sizes; the file was edited or is corrupt")
+        return v
+
+    def save(self, path: str | os.PathLike) -> Path:
+        write_json(path, self.to_dict())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocab":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "vocab.json"
+        return cls.from_dict(read_json(path))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n}={r.size}" for n, r in self.ranges.items() if not n.startswith("codec_"))
+        return f"Vocab(size={self.size}, {parts}, codec={self.num_codebooks}x{self.codebook_size}, fill={self.fill})"
+
+    # ---------------------------------------------------------------------------- compatibility
+    def check_compatible(self, other: "Vocab", what: str = "these shards", mine: str = "this checkpoint") -> None:
+        """Raise :class:`UnisonoError` unless ``other`` assigns every id the same meaning as ``self``.
+
+        Tasks present in only one of the two are allowed (a checkpoint may know more tasks than a
+        shard set uses); a task present in both must have the same id.
+        """
+        a, b = self.to_dict(), other.to_dict()
+        hint = "re-tokenize with the checkpoint's vocab.json (unisono tokenize --vocab) or train a new model"
+        for key in ("fill", "num_codebooks", "codebook_size"):
+            if a[key] != b[key]:
+                raise UnisonoError(f"vocabulary mismatch: {mine} has {key}={a[key]}, {what} have {key}={b[key]}; {hint}")
+        for name in a["ranges"]:
+            if a["ranges"][name] != b["ranges"][name]:
+                raise UnisonoError(
+                    f"vocabulary mismatch: range {name!r} is [start, size]={a['ranges'][name]} in {mine} "
+                    f"but {b['ranges'][name]} in {what}; {hint}"
+                )
+        if a["specials"] != b["specials"]:
+            raise UnisonoError(f"vocabulary mismatch: special tokens differ between {mine} and {what}; {hint}")
+        for name in set(a["tasks"]) & set(b["tasks"]):
+            if a["tasks"][name] != b["tasks"][name]:
+                raise UnisonoError(
+                    f"vocabulary mismatch: task {name!r} has id {a['tasks'][name]} in {mine} but "
+                    f"{b['tasks'][name]} in {what}; {hint}"
+                )
+        for key in set(a["fingerprints"]) & set(b["fingerprints"]):
+            if a["fingerprints"][key] != b["fingerprints"][key]:
+                raise UnisonoError(
+                    f"vocabulary mismatch: the {key} tokenizer of {mine} differs from the one of {what} "
+                    f"(same sizes, other symbols); {hint}"
+                )
+
+    # ------------------------------------------------------------------------------------ ids
+    @property
+    def pad_id(self) -> int:
+        return self.specials["<pad>"]
+
+    def special_id(self, name: str) -> int:
+        if not name.startswith("<"):
+            name = f"<{name}>"
+        try:
+            return self.specials[name]
+        except KeyError:
+            raise UnisonoError(f"unknown special token {name!r}") from None
+
+    def task_id(self, name: str) -> int:
+        try:
+            return self.ranges["task"].start + self.tasks[name]
+        except KeyError:
+            raise UnisonoError(
+                f"task {name!r} is not in this vocabulary (known: {', '.join(self.tasks)}); "
+                "re-run `unisono tokenize` with it"
+            ) from None
+
+    def task_name(self, token_id: int) -> str:
+        slot = int(token_id) - self.ranges["task"].start
+        for name, s in self.tasks.items():
+            if s == slot:
+                return name
+        raise UnisonoError(f"id {token_id} is not a task id of this vocabulary")
+
+    def _check_modality(self, modality: str) -> None:
+        if modality not in MODALITIES:
+            raise UnisonoError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+
+    def start_id(self, modality: str) -> int:
+        self._check_modality(modality)
+        return self.specials[f"<{modality}_start>"]
+
+    def end_id(self, modality: str) -> int:
+        """The token that ends a segment (and a generated target) of ``modality``."""
+        self._check_modality(modality)
+        return self.specials[f"<{modality}_end>"]
+
+    def modality_range(self, modality: str, codebook: int = 0) -> Range:
+        """The id range of ``modality`` (for ``codec``: of codebook ``codebook``)."""
+        self._check_modality(modality)
+        if modality == "codec":
+            if not 0 <= codebook < self.num_codebooks:
+                raise UnisonoError(f"codebook {codebook} out of range 0..{self.num_codebooks - 1}")
+            return self.ranges[f"codec_{codebook}"]
+        if modality == "text_emb":
+            tid = self.specials["<text_emb>"]
+            return Range("text_emb", tid, 1)
+        return self.ranges[modality]
+
+    def to_global(self, modality: str, local, codebook: int = 0):
+        """Local token ids (0-based within the modality) -> vocabulary ids; bounds-checked."""
+        r = self.modality_range(modality, codebook)
+        t = torch.as_tensor(local, dtype=torch.long)
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= r.size):
+            raise UnisonoError(f"{modality} ids must lie in 0..{r.size - 1}, got {int(t.min())}..{int(t.max())}")
+        return t + r.start
+
+    def to_local(self, modality: str, ids, codebook: int = 0):
+        r = self.modality_range(modality, codebook)
+        t = torch.as_tensor(ids, dtype=torch.long)
+        if t.numel() and (int(t.min()) < r.start or int(t.max()) >= r.stop):
+            raise UnisonoError(f"ids outside the {r.name} range [{r.start}, {r.stop})")
+        return t - r.start
+
+    def range_of(self, token_id: int) -> str:
+        """Name of the range that holds ``token_id``."""
+        for name, r in self.ranges.items():
+            if token_id in r:
+                return name
+        raise UnisonoError(f"id {token_id} is outside the vocabulary (size {self.size})")
+
+    def name_of(self, token_id: int) -> str:
+        """A readable name: ``<end>``, ``<task:tts>``, ``codec_1:517``, ``semantic:12``, ``phones:5``."""
+        token_id = int(token_id)
+        rng = self.range_of(token_id)
+        if rng == "special":
+            return special_names()[token_id]
+        if rng == "task":
+            try:
+                return f"<task:{self.task_name(token_id)}>"
+            except UnisonoError:
+                return f"<task:?{token_id - self.ranges['task'].start}>"
+        return f"{rng}:{token_id - self.ranges[rng].start}"
+
+    # -------------------------------------------------------------------------- generation masks
+    def generation_mask(self, modality: str) -> torch.Tensor:
+        """``BoolTensor[K, V]``: the ids stream k may emit while generating a target of ``modality``.
+
+        Codec: stream k emits codebook k's codes; every stream may emit ``<codec_end>`` (fill
+        ``repeat``) or stream 0 emits it and the others ``<pad>`` (fill ``pad``). Token modalities:
+        stream 0 emits the modality's ids or its end token; the other streams emit ``<pad>`` (fill
+        ``pad``) or the same ids (fill ``repeat``).
+        """
+        self._check_modality(modality)
+        if modality == "text_emb":
+            raise UnisonoError("text_emb is a continuous condition; it cannot be a generation target")
+        K, V = self.num_codebooks, self.size
+        mask = torch.zeros(K, V, dtype=torch.bool)
+        end = self.end_id(modality)
+        for k in range(K):
+            if modality == "codec":
+                r = self.ranges[f"codec_{k}"]
+                mask[k, r.start : r.stop] = True
+                if self.fill == "repeat" or k == 0:
+                    mask[k, end] = True
+                else:
+                    mask[k, self.pad_id] = True
+            else:
+                r = self.ranges[modality]
+                if self.fill == "repeat" or k == 0:
+                    mask[k, r.start : r.stop] = True
+                    mask[k, end] = True
+                else:
+                    mask[k, self.pad_id] = True
+        return mask
+
+    def token_frame(self, token_id: int) -> torch.Tensor:
+        """``LongTensor[K]``: a frame that holds one non-audio token (filled per :attr:`fill`)."""
+        if self.fill == "repeat":
+            return torch.full((self.num_codebooks,), int(token_id), dtype=torch.long)
+        f = torch.full((self.num_codebooks,), self.pad_id, dtype=torch.long)
+        f[0] = int(token_id)
+        return f

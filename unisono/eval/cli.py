@@ -19,8 +19,8 @@ Two modes:
   unisono eval --data CORPUS --split test --tasks all --n 50 --out OUT
       scores each task of a built-in corpus split ('unisono synth') with its own metrics: the reference
       ceiling (the references through the same evaluators), the "copy the input" baseline (SE,
-      dereverberation, TSE, VC, editing) and a "train prior" baseline (captioning, QA: answers from the
-      training split, without listening).
+      dereverberation, TSE, VC, editing) and a "train prior" baseline that ignores the item (captioning,
+      QA, text-to-sound, text-to-music: answers, captions or clips drawn from the training split).
       Scoring a checkpoint (--checkpoint) needs the generation pipeline, which is not wired yet.
 
 Writes OUT/metrics.json and OUT/report.md. Every item's values are cached under OUT/items/: run the same

@@ -213,14 +213,19 @@ def copy_input_system(task: str, cut):
 
 
 class TrainPriorSystem:
-    """A text baseline that does not listen: for ``audio_qa`` the most frequent training answer to the same
-    question, for ``caption`` the caption of a seeded random training cut of the same kind."""
+    """Baselines that ignore the item: for ``audio_qa`` the most frequent training answer to the same
+    question, for ``caption`` the caption of a seeded random training cut of the same kind, for
+    ``text_to_sound``/``text_to_music`` the audio of a seeded random training cut of the same kind (real
+    audio that ignores the caption: the chance level of the attribute metrics and the real-vs-real FD)."""
 
     def __init__(self, corpus_dir: str | Path, seed: int = 0, split: str = "train"):
         self.answers: dict[str, Counter] = {}
         self.captions: dict[str, list[str]] = {}
+        self.audio_by_kind: dict[str, list] = {}
         self.seed = seed
         for c in load_corpus_cuts(corpus_dir, split):
+            if c.custom.get("kind") in ("sound", "scene", "music"):
+                self.audio_by_kind.setdefault(c.custom["kind"], []).append(c)
             for q, a in c.custom.get("qa", []):
                 self.answers.setdefault(q, Counter())[str(a)] += 1
             if c.custom.get("caption"):
@@ -235,6 +240,11 @@ class TrainPriorSystem:
         if task == "caption":
             pool = sorted(self.captions.get(cut.custom.get("kind", ""), []))
             return random.Random(f"{self.seed}:{cut.id}").choice(pool) if pool else ""
+        if task in ("text_to_sound", "text_to_music"):
+            pool = sorted(self.audio_by_kind.get(cut.custom.get("kind", ""), []), key=lambda c: c.id)
+            if not pool:
+                return None
+            return cut_audio(random.Random(f"{self.seed}:{cut.id}").choice(pool)), EVAL_SAMPLE_RATE
         return None
 
 
@@ -342,7 +352,7 @@ def evaluate_corpus(
             for ref, gcut in pairs:
                 if name == "copy_input" and task not in INPUT_ROLE:
                     continue
-                if name == "train_prior" and task not in ("caption", "audio_qa"):
+                if name == "train_prior" and task not in ("caption", "audio_qa", "text_to_sound", "text_to_music"):
                     continue
                 if name == "reference" and task in ("caption", "audio_qa"):
                     continue

@@ -24,7 +24,7 @@ SYSTEM_TITLES = {
     "generated": "generated",
     "reference": "reference (ceiling)",
     "copy_input": "copy the input (baseline)",
-    "train_prior": "train prior (baseline, no listening)",
+    "train_prior": "train prior (baseline, ignores the item)",
 }
 
 
@@ -37,8 +37,10 @@ same voice; for the attribute metrics, how often the estimators and classifiers 
 off real audio. Metrics that compare an output with its reference (PESQ, STOI, SI-SDR, mel distance, F0,
 FD) are perfect by construction in that column; their informative row is the baseline.
 `copy the input (baseline)` returns the task's input unchanged (noisy, reverberant, mixture, source
-voice, unedited original). `train prior (baseline, no listening)` answers questions with the most frequent
-training answer and captions with a random training caption of the same kind. Made by the command below,
+voice, unedited original). `train prior (baseline, ignores the item)` answers questions with the most
+frequent training answer, captions with a random training caption of the same kind, and for text-to-sound
+and text-to-music returns a random training clip of the same kind (real audio that ignores the caption:
+chance level for the attribute metrics, and the Frechet distance between two sets of real audio). Made by the command below,
 deterministically (rerunning it gives the same numbers).
 """
 

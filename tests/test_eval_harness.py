@@ -205,3 +205,39 @@ def test_cli_corpus_mode_errors(tiny_corpus, tmp_path, capsys):
     assert cli_main(["eval", "--out", out]) == 2
     assert cli_main(["eval", "--data", str(tiny_corpus), "--tasks", "se", "--out", out, "--quiet"]) == 0
     assert "## se" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_corpus_sound_classifier_and_train_prior(tmp_path):
+    """text_to_sound: the event classifier is trained on the train split's reference audio, saved, and reused."""
+    from eval_audio import clicks, tone
+
+    root = tmp_path / "corpus"
+
+    def sound(kind_seed: int, event: str) -> np.ndarray:
+        rng = np.random.default_rng(kind_seed)
+        if event == "hum":
+            return tone(150 + 100 * rng.random(), 1.0)
+        if event == "hiss":
+            return add_noise(np.full(SR, 1e-3, np.float32), -20.0, seed=kind_seed)
+        return clicks(90 + 60 * rng.random(), 1.0)
+
+    rows = {"train": [], "test": []}
+    for split, seeds in (("train", range(4)), ("test", range(100, 102))):
+        for s in seeds:
+            for ev in ("hum", "hiss", "tick"):
+                rows[split].append(_cut(f"sound-{ev}-{s}", split, "sound", ["text_to_sound"], sound(s, ev), root,
+                                        f"a {ev}", params={"event": ev, "count": 1}))
+                rows[split][-1]["custom"]["caption"] = f"a {ev}"
+    for split, r in rows.items():
+        (root / "manifests" / split).mkdir(parents=True)
+        (root / "manifests" / split / "cuts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in r))
+    out = tmp_path / "eval"
+    systems = {"reference": reference_system, "train_prior": TrainPriorSystem(root)}
+    res = evaluate_corpus(root, out, systems, tasks=["text_to_sound"], progress=False, examples=0)
+    t = res["tasks"]["text_to_sound"]["systems"]
+    assert t["reference"]["event_acc"]["mean"] == 1.0 and t["reference"]["event_acc"]["n"] == 6
+    assert t["reference"]["fd"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert t["train_prior"]["fd"]["mean"] > 0.0
+    assert (out / "classifiers" / "event.safetensors").exists()
+    assert res["classifiers"]["event"]["classes"] == 3 and res["classifiers"]["event"]["n_train"] == 12
+    assert json.loads((out / "classifiers" / "event.json").read_text())["classes"] == ["hiss", "hum", "tick"]

@@ -61,6 +61,11 @@ def test_audio_dir_mode_scores_and_reports(dirs):
     assert "faster-whisper" in on_disk["evaluators"]["wer"]["packages"]
     report = (out / "report.md").read_text()
     assert "| pesq_wb (higher is better) |" in report and "reference (ceiling)" in report
+    page = (out / "report.html").read_text()
+    shown = res["examples"]["audio"]
+    assert sorted(shown) == ["noisy", "same"]  # the first two pairs by name
+    for o in shown["noisy"]["outputs"]:
+        assert (out / o["audio"]).exists() and f"src='{o['audio']}'" in page
 
 
 def test_resume_uses_cache_and_recomputes_changed_items(dirs, monkeypatch, speech):

@@ -23,7 +23,8 @@ Two modes:
       QA, text-to-sound, text-to-music: answers, captions or clips drawn from the training split).
       Scoring a checkpoint (--checkpoint) needs the generation pipeline, which is not wired yet.
 
-Writes OUT/metrics.json and OUT/report.md. Every item's values are cached under OUT/items/: run the same
+Writes OUT/metrics.json, OUT/report.md and OUT/report.html (with audio players and spectrograms of a few
+examples). Every item's values are cached under OUT/items/: run the same
 command again to resume an interrupted run (only missing items or metrics are computed).
 
 Metrics: wer (Whisper tiny.en + jiwer), sim (resemblyzer), pesq (PESQ-WB), stoi, sisdr, mel (multi-scale
@@ -68,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
         result = evaluate_dirs(args.audio_dir, args.ref_dir, parse_metric_list(args.metric), args.out,
                                text_path=args.text, ceiling=not args.no_ceiling, progress=not args.quiet)
         _print_summary(result)
-        print(f"wrote {args.out}/metrics.json and {args.out}/report.md")
+        print(f"wrote {args.out}/metrics.json, {args.out}/report.md and {args.out}/report.html")
         return 0
     if args.data:
         from unisono.eval.corpus import TrainPriorSystem, copy_input_system, evaluate_corpus, reference_system
@@ -91,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
             write_report(args.doc, result, title="Reference ceiling of the built-in corpus", intro=CEILING_INTRO)
             print(f"wrote {args.doc}")
         _print_summary(result)
-        print(f"wrote {args.out}/metrics.json and {args.out}/report.md")
+        print(f"wrote {args.out}/metrics.json, {args.out}/report.md and {args.out}/report.html")
         return 0
     raise UnisonoError("nothing to score: give --audio-dir GEN --ref-dir REF, or --data CORPUS (see --help)")
 

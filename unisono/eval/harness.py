@@ -195,14 +195,16 @@ def evaluate_dirs(
     text_path: str | Path | None = None,
     ceiling: bool = True,
     progress: bool = True,
+    examples: int = 2,
 ) -> dict:
     """Score every audio file of ``audio_dir`` against the file of the same name in ``ref_dir``.
 
-    Writes ``out_dir/metrics.json`` and ``out_dir/report.md``; returns the metrics dict. With
+    Writes ``out_dir/metrics.json``, ``out_dir/report.md`` and ``out_dir/report.html`` (with audio players
+    and spectrograms of the first ``examples`` pairs); returns the metrics dict. With
     ``ceiling``, text metrics (WER) are also computed on the reference audio itself: the best a system
     can reach with this recogniser.
     """
-    from unisono.eval.report import evaluator_versions, write_report
+    from unisono.eval.report import evaluator_versions, write_html_report, write_report
 
     audio_dir, ref_dir, out_dir = Path(audio_dir), Path(ref_dir), Path(out_dir)
     gen, refs = _audio_files(audio_dir), _audio_files(ref_dir)
@@ -252,8 +254,15 @@ def evaluate_dirs(
         "items": {name: {r.item_id: _public(r.values) for r in res} for name, res in systems.items()},
         "evaluators": evaluator_versions(metrics),
     }
+    from unisono.eval.examples import save_example
+
+    result["examples"] = {"audio": {
+        i: {"reference_text": texts.get(i), "outputs": [save_example(out_dir, "audio", i, "generated", _load16k(gen[i])),
+                                                        save_example(out_dir, "audio", i, "reference", ref_audio(i))]}
+        for i in ids[:examples]}}
     write_json(out_dir / "metrics.json", result)
     write_report(out_dir / "report.md", result)
+    write_html_report(out_dir / "report.html", result)
     return result
 
 

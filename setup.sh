@@ -28,5 +28,9 @@ echo "setup: installing Python packages with $($PY --version)"
 # torch is pinned (CPU build); install it first so that no other package pulls a different one.
 $PY -m pip install -q --disable-pip-version-check "torch==2.13.0"
 $PY -m pip install -q --disable-pip-version-check -e ".[all,dev]" "torch==2.13.0"
+# eval: resemblyzer declares webrtcvad, which fails to import with current setuptools (the eval extra
+# installs webrtcvad-wheels, the same module); torchcrepe declares torchaudio, which has no build for the
+# pinned torch and is never used (unisono.eval.metrics.f0 imports torchcrepe without it). Hence --no-deps.
+$PY -m pip install -q --disable-pip-version-check --no-deps "resemblyzer==0.1.4" "torchcrepe==0.0.24"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 echo "setup: done. Try: $PY -m unisono --help"

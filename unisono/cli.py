@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "codec": ("unisono.codec.cli", "neural audio codec: train, encode, decode, eval"),
     "generate": ("unisono.generate_cli", "run a task of a checkpoint: text/audio in, audio/text out"),
     "serve": ("unisono.serve.cli", "HTTP API (OpenAPI) and web page for a checkpoint"),
+    "eval": ("unisono.eval.cli", "score audio against references (WER, speaker similarity, PESQ, ...)"),
 }
 
 

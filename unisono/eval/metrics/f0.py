@@ -2,7 +2,8 @@
 
 ``torchcrepe`` ships its weights but imports ``torchaudio`` at import time for file loading, which this
 project never uses (and which has no build for the pinned torch). When torchaudio is absent, an empty
-placeholder module is registered under that name before the import; nothing of it is ever called.
+placeholder module is registered under that name for the duration of the import only, then removed (so
+other libraries, such as Lhotse, still see that torchaudio is not installed); nothing of it is called.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ _LOCK = threading.Lock()
 
 def _import_torchcrepe():
     with _LOCK:
-        if "torchaudio" not in sys.modules and importlib.util.find_spec("torchaudio") is None:
+        if "torchcrepe" in sys.modules:
+            return sys.modules["torchcrepe"]
+        stub = "torchaudio" not in sys.modules and importlib.util.find_spec("torchaudio") is None
+        if stub:
             sys.modules["torchaudio"] = types.ModuleType("torchaudio")  # placeholder, see module docstring
         try:
             import torchcrepe
@@ -35,6 +39,9 @@ def _import_torchcrepe():
             raise UnisonoError(
                 f"F0 metrics need torchcrepe ({e}); install it with: pip install --no-deps torchcrepe resampy"
             ) from None
+        finally:
+            if stub:
+                del sys.modules["torchaudio"]
         return torchcrepe
 
 

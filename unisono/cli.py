@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(rest)
     else:
         args = parser.parse_args(rest)
+    args.command_line = " ".join(["unisono", name, *rest])  # for reports that record how they were made
     try:
         return int((module.main(args, extra) if accepts_extra else module.main(args)) or 0)
     except UnisonoError as e:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 from pathlib import Path
 
 from unisono.errors import UnisonoError
@@ -21,7 +19,7 @@ Two modes:
       ceiling (the references through the same evaluators), the "copy the input" baseline (SE,
       dereverberation, TSE, VC, editing) and a "train prior" baseline that ignores the item (captioning,
       QA, text-to-sound, text-to-music: answers, captions or clips drawn from the training split).
-      Scoring a checkpoint (--checkpoint) needs the generation pipeline, which is not wired yet.
+      With --checkpoint DIR the model generates each item from the same inputs and is scored beside them.
 
 Writes OUT/metrics.json, OUT/report.md and OUT/report.html (with audio players and spectrograms of a few
 examples). Every item's values are cached under OUT/items/: run the same
@@ -45,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default="all", help="comma-separated tasks, or 'all' (default: %(default)s)")
     p.add_argument("--n", type=int, default=None, help="at most this many cuts per task (seeded sample)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample (default: %(default)s)")
-    p.add_argument("--checkpoint", help="model checkpoint directory (needs the generation pipeline)")
+    p.add_argument("--checkpoint", help="corpus mode: also generate and score with this checkpoint")
     p.add_argument("--doc", help="corpus mode: also write the report, introduced as the reference-ceiling table, here "
                    "(e.g. docs/reference_ceiling.md)")
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and the item cache")
@@ -59,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    command = "unisono eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
+    command = getattr(args, "command_line", None)
     if args.audio_dir or args.ref_dir:
         if not (args.audio_dir and args.ref_dir):
             raise UnisonoError("audio-dir mode needs both --audio-dir GEN and --ref-dir REF")
@@ -77,15 +75,17 @@ def main(args: argparse.Namespace) -> int:
         systems = {"reference": reference_system, "copy_input": copy_input_system}
         if (Path(args.data) / "manifests" / "train" / "cuts.jsonl").exists():
             systems["train_prior"] = TrainPriorSystem(args.data, seed=args.seed)
+        system_ids = {}
         if args.checkpoint:
-            raise UnisonoError(
-                "--checkpoint needs the generation pipeline (unisono.generate), which this version does not have "
-                "yet; run without --checkpoint for the reference ceiling and baselines, or score the model's "
-                "audio with --audio-dir/--ref-dir"
-            )
+            from unisono.eval.model_system import PipelineSystem, checkpoint_id
+            from unisono.generate import Pipeline
+
+            systems = {"model": PipelineSystem(Pipeline.from_pretrained(args.checkpoint), args.data, args.split,
+                                               seed=args.seed), **systems}
+            system_ids["model"] = checkpoint_id(args.checkpoint)
         tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
         result = evaluate_corpus(args.data, args.out, systems, split=args.split, tasks=tasks, n=args.n,
-                                 seed=args.seed, progress=not args.quiet, command=command)
+                                 seed=args.seed, progress=not args.quiet, command=command, system_ids=system_ids)
         if args.doc:
             from unisono.eval.report import CEILING_INTRO, write_report
 

@@ -17,6 +17,7 @@ from unisono.errors import UnisonoError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     # filled in below as subcommands land
+    "train": ("unisono.train.cli", "train the language model on token shards (one process or torchrun)"),
 }
 
 

@@ -159,6 +159,8 @@ class Trainer:
         self.vocab_json = vocab_json
         self.sample_fn = sample_fn
         self.rank, self.world, self.local_rank = dist_info()
+        if self.cfg.fsdp and self.cfg.ema_decay:
+            raise UnisonoError("train config: ema_decay is not supported with fsdp: true; use DDP (fsdp: false) for EMA")
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
             dist.init_process_group(backend)
@@ -409,7 +411,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Validation loss per task (every token of ``eval_batches`` batches per task, averaged over ranks)."""
-        self.model.eval()
+        self.wrapped.eval()
         res = {}
         for task in sorted(self.val_sources):
             tot = torch.zeros(2, dtype=torch.float64)
@@ -420,7 +422,7 @@ class Trainer:
                 nonlocal batch, n_batches
                 mb = collate(batch, self.mcfg.pad_id)
                 with self.autocast:
-                    out = self.model.loss(mb["frames"].to(self.device), mb["loss_mask"].to(self.device))
+                    out = self.wrapped(mb["frames"].to(self.device), mb["loss_mask"].to(self.device))
                 tot[0] += float(out["stream_sum"].sum())
                 tot[1] += float(out["stream_count"].sum())
                 batch, n_batches = [], n_batches + 1
@@ -439,7 +441,7 @@ class Trainer:
                 dist.all_reduce(tot)
             if tot[1] > 0:
                 res[f"val_loss/{task}"] = float(tot[0] / tot[1])
-        self.model.train()
+        self.wrapped.train()
         return res
 
     def _log(self, m: dict) -> None:

@@ -242,7 +242,8 @@ class Trainer:
             print("tensorboard is not installed; logging to log.jsonl only (pip install 'unisono[lm]')")
             self.cfg.tensorboard = False
             return
-        self.writer = SummaryWriter(str(self.out / "tb"))
+        # purge_step drops events a killed run logged after the checkpoint it resumes from
+        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1 if self.step else None)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _full_state_dicts(self) -> tuple[dict, dict]:

@@ -73,8 +73,8 @@ def test_cached_generation_gives_uncached_logits(pattern):
     t0 = 3
     seen = {}
 
-    def pick(logits, k, t):  # teacher forcing: feed the true tokens, record the logits
-        seen[(t, k)] = logits.clone()
+    def pick(feats, k, t):  # teacher forcing: feed the true tokens, record the logits
+        seen[(t, k)] = m.head(feats, k)
         return frames[:, t, k]
 
     out = m.decode(frames[:, :t0], 7 - t0, pick, end_id=None)

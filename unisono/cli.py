@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("unisono.generate_cli", "run a task of a checkpoint: text/audio in, audio/text out"),
     "serve": ("unisono.serve.cli", "HTTP API (OpenAPI) and web page for a checkpoint"),
     "eval": ("unisono.eval.cli", "score audio against references (WER, speaker similarity, PESQ, ...)"),
+    "train": ("unisono.train.cli", "train the language model on token shards (one process or torchrun)"),
 }
 
 

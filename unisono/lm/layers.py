@@ -23,13 +23,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
 
 
 class Rotary(nn.Module):
-    """Rotary position tables up to ``max_len`` positions (half-split rotation)."""
+    """Rotary position tables up to ``max_len`` positions (rotation of adjacent pairs, as complex numbers)."""
 
     def __init__(self, head_dim: int, max_len: int, theta: float = 10000.0):
         super().__init__()
@@ -38,8 +38,7 @@ class Rotary(nn.Module):
         inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
         ang = torch.arange(max_len, dtype=torch.float64)[:, None] * inv[None, :]
         self.max_len = max_len
-        self.register_buffer("cos", ang.cos().float(), persistent=False)  # [L, Dh/2]
-        self.register_buffer("sin", ang.sin().float(), persistent=False)
+        self.register_buffer("freqs", torch.polar(torch.ones_like(ang), ang).to(torch.complex64), persistent=False)
 
     def forward(self, x: torch.Tensor, pos0: int) -> torch.Tensor:
         """Rotate ``x [B, H, S, Dh]`` for positions ``pos0 .. pos0+S-1``."""
@@ -49,10 +48,8 @@ class Rotary(nn.Module):
                 f"sequence of {pos0 + s} positions exceeds max_seq_len {self.max_len}; "
                 "shorten the input or raise max_seq_len in the model config"
             )
-        cos = self.cos[pos0 : pos0 + s].to(x.dtype)
-        sin = self.sin[pos0 : pos0 + s].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(xc * self.freqs[pos0 : pos0 + s]).flatten(-2).to(x.dtype)
 
 
 class KVCache:
@@ -82,16 +79,16 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv = n_heads, n_kv_heads
         self.head_dim = dim // n_heads
-        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
-        self.wkv = nn.Linear(dim, 2 * n_kv_heads * self.head_dim, bias=False)
+        self.wqkv = nn.Linear(dim, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=False)
         self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
         self.rotary = rotary
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, pos0: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         b, s, _ = x.shape
-        q = self.wq(x).view(b, s, self.n_heads, self.head_dim).transpose(1, 2)
-        k, v = self.wkv(x).view(b, s, 2, self.n_kv, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.wqkv(x).view(b, s, -1, self.head_dim).transpose(1, 2).split(
+            [self.n_heads, self.n_kv, self.n_kv], dim=1
+        )
         q, k = self.rotary(q, pos0), self.rotary(k, pos0)
         if cache is not None:
             if cache.length != pos0:
@@ -134,9 +131,12 @@ class Block(nn.Module):
         self.attn = Attention(dim, n_heads, n_kv_heads, rotary, dropout)
         self.norm2 = RMSNorm(dim, eps)
         self.ffn = SwiGLU(dim, ffn_hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x, pos0=0, cache=None):
+        if self.drop is None:
+            x = x + self.attn(self.norm1(x), pos0, cache)
+            return x + self.ffn(self.norm2(x))
         x = x + self.drop(self.attn(self.norm1(x), pos0, cache))
         return x + self.drop(self.ffn(self.norm2(x)))
 

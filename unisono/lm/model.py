@@ -34,7 +34,7 @@ from unisono.lm.patterns import delay_deinterleave, delay_indices, delay_interle
 from unisono.lm.sampling import cfg_mix, sample_next
 
 FORMAT_VERSION = 1
-# pick(logits [B_eff, V], stream k, frame t) -> tokens [B_eff]
+# pick(head features [B_eff, D_head], stream k, frame t) -> tokens [B_eff]; the picker applies the head
 Picker = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
@@ -288,14 +288,33 @@ class UnisonoLM(nn.Module):
         gen = None
         if seed is not None:
             gen = torch.Generator(device=prompt.device).manual_seed(int(seed))
+        # With a stream mask, each stream's head is evaluated on its allowed ids only (the others would
+        # be -inf anyway; softmax, top-k, top-p and the guidance mix are unchanged by dropping them).
+        heads: list[tuple[torch.Tensor | None, torch.Tensor]] = []
+        for k in range(kk):
+            if stream_mask is None:
+                heads.append((None, self.head_w[k]))
+            else:
+                ids = stream_mask[k].nonzero().squeeze(-1)
+                heads.append((ids, self.head_w[k].index_select(0, ids)))
+        end_pos = [None] * kk
+        if end_id is not None:
+            for k, (ids, _) in enumerate(heads):
+                if ids is None:
+                    end_pos[k] = end_id
+                else:
+                    hit = (ids == end_id).nonzero()
+                    end_pos[k] = int(hit[0]) if len(hit) else None
 
-        def pick(logits: torch.Tensor, k: int, t: int) -> torch.Tensor:
+        def pick(feats: torch.Tensor, k: int, t: int) -> torch.Tensor:
+            ids, w = heads[k]
+            logits = F.linear(feats, w.to(feats.dtype))
             logits = cfg_mix(logits[:b], logits[b:], cfg_scale) if use_cfg else logits.float()
-            if stream_mask is not None:
-                logits = logits.masked_fill(~stream_mask[k], float("-inf"))
-            if end_id is not None and k == 0 and t - t0 < min_new_frames:
-                logits[:, end_id] = float("-inf")
+            if k == 0 and end_pos[0] is not None and t - t0 < min_new_frames:
+                logits[:, end_pos[0]] = float("-inf")
             tok = sample_next(logits, temperature, top_k, top_p, gen)
+            if ids is not None:
+                tok = ids[tok]
             return torch.cat([tok, tok]) if use_cfg else tok
 
         was_training = self.training
@@ -388,7 +407,7 @@ class DelayLM(UnisonoLM):
                 elif t < t0:
                     cur[:, k] = prompt[:, t, k]
                 else:
-                    tok = self._resolve(pick(self.head(h, k), k, t), k, t, ended, end_id, pad)
+                    tok = self._resolve(pick(h, k, t), k, t, ended, end_id, pad)
                     out[:, t, k] = tok
                     cur[:, k] = tok
             if end_id is not None and bool((ended < 2**62).all()) and s >= int(ended.max()) + kk - 1:
@@ -423,7 +442,7 @@ class FlatLM(UnisonoLM):
         h = self.backbone(x, 0, cache)[:, -1]
         for t in range(t0, total):
             for k in range(kk):
-                tok = self._resolve(pick(self.head(h, k), k, t), k, t, ended, end_id, pad)
+                tok = self._resolve(pick(h, k, t), k, t, ended, end_id, pad)
                 out[:, t, k] = tok
                 if t < total - 1 or k < kk - 1:
                     h = self.backbone(self.tok_emb(tok)[:, None], t * kk + k + 1, cache)[:, -1]
@@ -491,7 +510,7 @@ class MultiscaleLM(UnisonoLM):
             inp = ctx + lbos
             for k in range(kk):
                 y = self.local(inp, k, lcache)[:, 0]
-                tok = self._resolve(pick(self.head(y, k), k, t), k, t, ended, end_id, pad)
+                tok = self._resolve(pick(y, k, t), k, t, ended, end_id, pad)
                 out[:, t, k] = tok
                 if k < kk - 1:
                     inp = ctx + self.local_emb(tok)[:, None]

@@ -159,10 +159,16 @@ class Trainer:
         self.vocab_json = vocab_json
         self.sample_fn = sample_fn
         self.rank, self.world, self.local_rank = dist_info()
+        if self.cfg.fsdp and self.cfg.ema_decay:
+            raise UnisonoError("train config: ema_decay is not supported with fsdp: true; use DDP (fsdp: false) for EMA")
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
             dist.init_process_group(backend)
         self.device = self._pick_device()
+        if self.cfg.stream_weights is not None and len(self.cfg.stream_weights) != self.mcfg.num_streams:
+            raise UnisonoError(
+                f"train config: stream_weights has {len(self.cfg.stream_weights)} values for {self.mcfg.num_streams} streams"
+            )
         if callable(train_sources) and not isinstance(train_sources, dict):
             train_sources = train_sources(self.rank, self.world)
         if val_sources is not None and callable(val_sources) and not isinstance(val_sources, dict):
@@ -194,7 +200,7 @@ class Trainer:
                 from torch.nn.parallel import DistributedDataParallel as DDP
 
                 ids = [self.device.index] if self.device.type == "cuda" else None
-                self.wrapped = DDP(self.wrapped, device_ids=ids)
+                self.wrapped = DDP(self.wrapped, device_ids=ids, broadcast_buffers=False)
         params = [p for p in self.wrapped.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
@@ -236,7 +242,8 @@ class Trainer:
             print("tensorboard is not installed; logging to log.jsonl only (pip install 'unisono[lm]')")
             self.cfg.tensorboard = False
             return
-        self.writer = SummaryWriter(str(self.out / "tb"))
+        # purge_step drops events a killed run logged after the checkpoint it resumes from
+        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1 if self.step else None)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _full_state_dicts(self) -> tuple[dict, dict]:
@@ -408,38 +415,47 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Validation loss per task (every token of ``eval_batches`` batches per task, averaged over ranks)."""
-        self.model.eval()
+        """Validation loss per task (every token of ``eval_batches`` batches per task, summed over ranks).
+
+        Every rank runs the same number of forward passes (ranks with fewer batches repeat a batch
+        without counting it), as FSDP's collective forward needs.
+        """
+        self.wrapped.eval()
         res = {}
         for task in sorted(self.val_sources):
-            tot = torch.zeros(2, dtype=torch.float64)
-            batch: list[dict] = []
-            n_batches = 0
-
-            def flush():
-                nonlocal batch, n_batches
-                mb = collate(batch, self.mcfg.pad_id)
-                with self.autocast:
-                    out = self.model.loss(mb["frames"].to(self.device), mb["loss_mask"].to(self.device))
-                tot[0] += float(out["stream_sum"].sum())
-                tot[1] += float(out["stream_count"].sum())
-                batch, n_batches = [], n_batches + 1
-
+            batches: list[list[dict]] = []
+            cur: list[dict] = []
             for ex in self.val_sources[task]():
                 check_example(ex, self.mcfg.num_streams)
-                longest = max([e["frames"].shape[0] for e in batch] + [ex["frames"].shape[0]])
-                if batch and (len(batch) + 1) * longest > self.cfg.max_frames:
-                    flush()
-                    if n_batches >= self.cfg.eval_batches:
+                longest = max([e["frames"].shape[0] for e in cur] + [ex["frames"].shape[0]])
+                if cur and (len(cur) + 1) * longest > self.cfg.max_frames:
+                    batches.append(cur)
+                    cur = []
+                    if len(batches) >= self.cfg.eval_batches:
                         break
-                batch.append(ex)
-            if batch and n_batches < self.cfg.eval_batches:
-                flush()
+                cur.append(ex)
+            if cur and len(batches) < self.cfg.eval_batches:
+                batches.append(cur)
+            n = torch.tensor([len(batches)], dtype=torch.long)
+            if self.world > 1:
+                dist.all_reduce(n, op=dist.ReduceOp.MAX)
+            tot = torch.zeros(2, dtype=torch.float64)
+            for i in range(int(n)):
+                if batches:
+                    mb = collate(batches[min(i, len(batches) - 1)], self.mcfg.pad_id)
+                else:  # this rank has no data for the task: a dummy pass with no loss tokens
+                    frames = torch.full((1, 2, self.mcfg.num_streams), self.mcfg.pad_id, dtype=torch.long)
+                    mb = {"frames": frames, "loss_mask": torch.zeros_like(frames, dtype=torch.bool)}
+                with self.autocast:
+                    out = self.wrapped(mb["frames"].to(self.device), mb["loss_mask"].to(self.device))
+                if i < len(batches):
+                    tot[0] += float(out["stream_sum"].sum())
+                    tot[1] += float(out["stream_count"].sum())
             if self.world > 1:
                 dist.all_reduce(tot)
             if tot[1] > 0:
                 res[f"val_loss/{task}"] = float(tot[0] / tot[1])
-        self.model.train()
+        self.wrapped.train()
         return res
 
     def _log(self, m: dict) -> None:

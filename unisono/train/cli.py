@@ -1,0 +1,116 @@
+"""``unisono train``: train the language model on token shards (one process, or under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from unisono.errors import UnisonoError
+
+DESCRIPTION = """Train the unisono language model.
+
+The config is a YAML file with two sections: `model` (pattern, sizes; vocab_size, num_streams and
+pad_id are read from the shards' vocab.json when absent) and `train` (steps, learning rate, frame
+budget per micro-batch, task weights, condition dropout, EMA...). See configs/lm/ and docs/lm.md.
+
+Resuming is automatic: run the same command again with the same --out and training continues from
+the newest complete checkpoint in RUN/checkpoints, with the same loss curve as an uninterrupted run.
+
+Many processes (DDP, or FSDP2 with `train.fsdp: true`):
+  torchrun --nproc_per_node 8 -m unisono train --config configs/lm/small.yaml --shards DIR --out RUN
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML recipe with `model` and `train` sections (configs/lm/*.yaml)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--shards", help="directory of token shards (with vocab.json), made by `unisono tokenize`")
+    src.add_argument("--toy", action="store_true",
+                     help="train on built-in synthetic copy/count tasks (a smoke test that needs no data)")
+    p.add_argument("--val-shards", help="directory of validation shards (validation loss per task)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, log.jsonl, tb/ (TensorBoard)")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--init-from", help="start from the weights of this checkpoint directory (fine-tuning)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_recipe(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UnisonoError(f"config {path} does not exist; see configs/lm/ for recipes")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UnisonoError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    unknown = sorted(set(cfg) - {"model", "train"})
+    if unknown:
+        raise UnisonoError(f"config {path}: unknown sections {unknown}; use `model` and `train`")
+    return {"model": dict(cfg.get("model") or {}), "train": dict(cfg.get("train") or {})}
+
+
+def model_dims_from_vocab(vocab_json: Path) -> dict:
+    """``vocab_size``, ``num_streams``, ``pad_id`` from a vocab.json (keys ``size``, ``num_streams``, ``pad_id``)."""
+    from unisono.fileio import read_json
+
+    v = read_json(vocab_json)
+    size = v.get("size", v.get("vocab_size"))
+    missing = [k for k, x in (("size", size), ("num_streams", v.get("num_streams")), ("pad_id", v.get("pad_id"))) if x is None]
+    if missing:
+        raise UnisonoError(f"{vocab_json} lacks {missing}; give vocab_size, num_streams and pad_id in the model config")
+    return {"vocab_size": int(size), "num_streams": int(v["num_streams"]), "pad_id": int(v["pad_id"])}
+
+
+def shard_sources(shards: str | Path, tasks: list[str] | None, rank: int, world_size: int) -> dict:
+    """One restartable source per task over the shards read by this rank (all tasks as one source when
+    ``tasks`` is None)."""
+    from unisono.data.shards import ShardReader
+
+    if tasks:
+        return {t: (lambda t=t: ShardReader(shards, rank=rank, world_size=world_size, tasks=[t])) for t in tasks}
+    return {"all": lambda: ShardReader(shards, rank=rank, world_size=world_size, tasks=None)}
+
+
+def main(args: argparse.Namespace) -> int:
+    from unisono.train.trainer import Trainer
+
+    recipe = load_recipe(args.config)
+    mcfg, tcfg = recipe["model"], recipe["train"]
+    if args.max_steps is not None:
+        tcfg["max_steps"] = args.max_steps
+    vocab_json = None
+    weights = tcfg.get("task_weights") or None
+    tasks = sorted(weights) if weights else None
+    if args.toy:
+        from unisono.train.data import split_by_task
+        from unisono.train.toydata import PAD, toy_examples, toy_vocab_size
+
+        k = int(mcfg.setdefault("num_streams", 4))
+        mcfg.setdefault("vocab_size", toy_vocab_size(k, 64))
+        mcfg.setdefault("pad_id", PAD)
+        cb = (mcfg["vocab_size"] - 4) // k
+        train_src = split_by_task(toy_examples(256, k, cb, seed=0))
+        val_src = split_by_task(toy_examples(32, k, cb, seed=1))
+        if weights:
+            tcfg["task_weights"] = {t: w for t, w in weights.items() if t in train_src}
+    else:
+        shards = Path(args.shards)
+        if not shards.is_dir():
+            raise UnisonoError(f"--shards {shards} is not a directory; make shards with `unisono tokenize`")
+        if (shards / "vocab.json").is_file():
+            vocab_json = shards / "vocab.json"
+            for key, val in model_dims_from_vocab(vocab_json).items():
+                if key in mcfg and mcfg[key] != val:
+                    raise UnisonoError(f"model config says {key}={mcfg[key]} but {vocab_json} says {val}")
+                mcfg[key] = val
+        train_src = lambda r, w: shard_sources(shards, tasks, r, w)  # noqa: E731
+        val_src = (lambda r, w: shard_sources(args.val_shards, tasks, r, w)) if args.val_shards else None  # noqa: E731
+    trainer = Trainer(mcfg, tcfg, args.out, train_src, val_src, vocab_json=vocab_json, init_from=args.init_from)
+    if trainer.rank == 0:
+        print(f"model: {trainer.model.pattern}, {trainer.model.num_parameters() / 1e6:.2f}M parameters; "
+              f"device {trainer.device}, {trainer.world} process(es); run dir {args.out}")
+    last = trainer.train(progress=not args.no_progress)
+    if trainer.rank == 0 and last:
+        print(f"step {last['step']}: loss {last['loss']:.4f}; checkpoint {trainer.latest_checkpoint()}")
+    return 0

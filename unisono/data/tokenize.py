@@ -34,6 +34,10 @@ SPEECH_KINDS = ("speech", "noisy", "reverb", "mixture", "vc_pair", "speech_edit"
 
 
 # ----------------------------------------------------------------------------------- codec
+def _abs_or_none(path) -> str | None:
+    return str(Path(path).resolve()) if isinstance(path, (str, os.PathLike)) else None
+
+
 def load_codec_dir(codec_dir: str):
     """The codec in ``codec_dir`` (``unisono.codec.load_codec``), imported only when needed."""
     try:
@@ -485,7 +489,7 @@ def tokenize_corpus(
             write_json(out / "codec.json", {"sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
                                             "num_codebooks": int(codec.num_codebooks), "codebooks_used": K,
                                             "codebook_size": int(codec.codebook_size),
-                                            "source": getattr(codec_factory, "args", [None])[0]})
+                                            "source": _abs_or_none(getattr(codec_factory, "args", [None])[0])})
             for s in splits:
                 vocab.save(out / s / "vocab.json")
             vocab.save(out / "vocab.json")  # written last: its presence means the tokenizers are complete

@@ -51,15 +51,11 @@ def load_recipe(path: str | Path) -> dict:
 
 
 def model_dims_from_vocab(vocab_json: Path) -> dict:
-    """``vocab_size``, ``num_streams``, ``pad_id`` from a vocab.json (keys ``size``, ``num_streams``, ``pad_id``)."""
-    from unisono.fileio import read_json
+    """``vocab_size``, ``num_streams`` (codebooks) and ``pad_id`` of the shards' vocabulary."""
+    from unisono.vocab import Vocab
 
-    v = read_json(vocab_json)
-    size = v.get("size", v.get("vocab_size"))
-    missing = [k for k, x in (("size", size), ("num_streams", v.get("num_streams")), ("pad_id", v.get("pad_id"))) if x is None]
-    if missing:
-        raise UnisonoError(f"{vocab_json} lacks {missing}; give vocab_size, num_streams and pad_id in the model config")
-    return {"vocab_size": int(size), "num_streams": int(v["num_streams"]), "pad_id": int(v["pad_id"])}
+    v = Vocab.load(vocab_json)
+    return {"vocab_size": int(v.size), "num_streams": int(v.num_codebooks), "pad_id": int(v.pad_id)}
 
 
 def shard_sources(shards: str | Path, tasks: list[str] | None, rank: int, world_size: int) -> dict:
@@ -107,6 +103,9 @@ def main(args: argparse.Namespace) -> int:
         train_src = lambda r, w: shard_sources(shards, tasks, r, w)  # noqa: E731
         val_src = (lambda r, w: shard_sources(args.val_shards, tasks, r, w)) if args.val_shards else None  # noqa: E731
     trainer = Trainer(mcfg, tcfg, args.out, train_src, val_src, vocab_json=vocab_json, init_from=args.init_from)
+    if not args.toy:  # each checkpoint carries the tokenizers and the codec reference: Pipeline-loadable
+        trainer.checkpoint_extras = [p for p in (Path(args.shards) / "tokenizers", Path(args.shards) / "codec.json")
+                                     if p.exists()]
     if trainer.rank == 0:
         print(f"model: {trainer.model.pattern}, {trainer.model.num_parameters() / 1e6:.2f}M parameters; "
               f"device {trainer.device}, {trainer.world} process(es); run dir {args.out}")

@@ -157,6 +157,7 @@ class Trainer:
         self.cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
         self.out = Path(out_dir)
         self.vocab_json = vocab_json
+        self.checkpoint_extras: list[Path] = []  # files or directories copied into every checkpoint
         self.sample_fn = sample_fn
         self.rank, self.world, self.local_rank = dist_info()
         if self.cfg.fsdp and self.cfg.ema_decay:
@@ -266,6 +267,12 @@ class Trainer:
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
             self.model.save_pretrained(tmp, self.vocab_json, state_dict=msd)
+            for extra in self.checkpoint_extras:  # tokenizers, codec reference: a checkpoint usable as is
+                extra = Path(extra)
+                if extra.is_dir():
+                    shutil.copytree(extra, tmp / extra.name)
+                elif extra.is_file():
+                    shutil.copy2(extra, tmp / extra.name)
             if self.ema is not None:
                 self.model.save_pretrained(tmp / "ema", self.vocab_json, state_dict=self.ema.state_dict())
             (tmp / "training_state").mkdir()

@@ -184,3 +184,27 @@ def test_fuzzing_the_real_server_finds_no_5xx(pipe):
 
         run()
     assert failures == []
+
+
+def test_progress_is_reported_and_cancel_stops_generation(pipe):
+    import threading
+
+    from unisono.generate import GenerationCancelled
+
+    seen = []
+    inp = {"caption": "A bell rings."}
+    pipe.generate("text_to_sound", seed=0, max_duration=0.4, progress=lambda n, total: seen.append((n, total)), **inp)
+    assert seen and seen[0][0] == 1 and all(b[0] == a[0] + 1 for a, b in zip(seen, seen[1:]))
+    assert all(total == seen[0][1] for _, total in seen) and seen[-1][0] <= seen[0][1]
+    cancel = threading.Event()
+    calls = []
+
+    def stop_after_three(n, total):
+        calls.append(n)
+        if n == 3:
+            cancel.set()
+
+    with pytest.raises(GenerationCancelled):
+        pipe.generate_batch("text_to_sound", [inp], GenerationOptions(seed=0, max_duration=2.0), cancel=cancel,
+                            progress=stop_after_three)
+    assert max(calls) <= 4  # stopped at the frame after the event was set

@@ -272,7 +272,7 @@ class Pipeline:
             return GenerationOptions(top_k=1, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
         return GenerationOptions(top_k=30, top_p=1.0, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
 
-    def generate(self, task: str, options: GenerationOptions | None = None, cancel=None, **inputs):
+    def generate(self, task: str, options: GenerationOptions | None = None, cancel=None, progress=None, **inputs):
         """Run ``task`` on one set of ``inputs`` (text: ``str``; audio: a file path, ``(wav, sample_rate)`` or
         a float array at the codec's rate). Options may also be given by name (``seed=3, top_k=50``)."""
         opt_names = set(GenerationOptions.__dataclass_fields__)
@@ -280,14 +280,16 @@ class Pipeline:
         if task not in self.tasks:
             raise UnisonoError(f"unknown task {task!r}; this checkpoint can do: {', '.join(self.tasks)}")
         options = (options or self.default_options(task)).with_(**overrides).validate()
-        return self.generate_batch(task, [inputs], options, cancel=cancel)[0]
+        return self.generate_batch(task, [inputs], options, cancel=cancel, progress=progress)[0]
 
-    def generate_batch(self, task: str, inputs: list[dict], options: GenerationOptions | None = None, cancel=None):
+    def generate_batch(self, task: str, inputs: list[dict], options: GenerationOptions | None = None, cancel=None,
+                       progress=None):
         """Run ``task`` on several input sets; returns one output per set (same order).
 
         Sets whose prompts have the same length run as one batch; the rows of a batch draw from one
         generator seeded with ``options.seed``, so a batch is reproducible as a whole (a row of a batch
-        need not equal the same inputs run alone)."""
+        need not equal the same inputs run alone). ``cancel`` (an event) stops generation at the next frame
+        with :class:`GenerationCancelled`; ``progress(frames_done, frames_max)`` is called as frames complete."""
         import torch
 
         if task not in self.tasks:
@@ -306,12 +308,19 @@ class Pipeline:
             prompt = torch.stack([prepared[i]["prompt"] for i in idxs])
             uncond = torch.stack([prepared[i]["uncond"] for i in idxs])
             max_new = max(prepared[i]["max_new"] for i in idxs)
+            def on_frame(n, total=max_new):
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled("generation was cancelled")
+                if progress is not None:
+                    progress(n, total)
+
             with torch.inference_mode():
                 new = self.lm.generate(
                     prompt, max_new_frames=max_new, stream_mask=self._mask(task), end_id=self._end(task),
                     top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
                     temperature=options.temperature, cfg_scale=options.guidance_scale,
-                    uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None, seed=options.seed)
+                    uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None, seed=options.seed,
+                    on_frame=on_frame)
             for row, i in enumerate(idxs):
                 results[i] = self._finish(task, new[row, : prepared[i]["max_new"]])
         for i in range(len(inputs)):

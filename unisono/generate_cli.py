@@ -84,8 +84,14 @@ def main(args, rest: list[str] | None = None) -> int:
     if spec.output == "audio" and not args.output:
         raise UnisonoError(f"task {args.task} makes audio: give an output file with -o out.wav")
     t0 = time.perf_counter()
-    print(f"generating {args.task} (up to {options.max_duration:g} s)...", file=sys.stderr)
-    out = pipe.generate_batch(args.task, [inputs], options)[0]
+    from tqdm import tqdm
+
+    with tqdm(desc=f"generating {args.task}", unit="frame", file=sys.stderr, leave=False) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        out = pipe.generate_batch(args.task, [inputs], options, progress=progress)[0]
     took = time.perf_counter() - t0
     if isinstance(out, AudioOutput):
         audio.save(args.output, out.wav, out.sample_rate)

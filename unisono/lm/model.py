@@ -247,6 +247,7 @@ class UnisonoLM(nn.Module):
         uncond_prompt_frames: torch.Tensor | None = None,
         seed: int | None = None,
         min_new_frames: int = 0,
+        on_frame=None,
     ) -> torch.Tensor:
         """Continue ``prompt_frames [B, T0, K]`` by up to ``max_new_frames`` frames -> ``[B, T, K]``.
 
@@ -257,6 +258,8 @@ class UnisonoLM(nn.Module):
         the unconditional prompt defaults to the prompt with every token replaced by ``pad_id``
         (as condition dropout does in training). ``seed`` makes sampling reproducible;
         ``temperature <= 0`` is greedy. ``min_new_frames`` forbids the end before that many frames.
+        ``on_frame(n)`` is called each time the n-th new frame is complete (for progress bars; an
+        exception it raises, e.g. on cancellation, stops generation).
         """
         cfg = self.cfg
         _check_frames(prompt_frames, cfg, "prompt_frames")
@@ -315,6 +318,8 @@ class UnisonoLM(nn.Module):
             tok = sample_next(logits, temperature, top_k, top_p, gen)
             if ids is not None:
                 tok = ids[tok]
+            if on_frame is not None and k == kk - 1:
+                on_frame(t - t0 + 1)
             return torch.cat([tok, tok]) if use_cfg else tok
 
         was_training = self.training

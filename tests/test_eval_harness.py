@@ -204,7 +204,7 @@ def test_corpus_mode_with_plugged_generators(tiny_corpus, tmp_path):
 def test_cli_corpus_mode_errors(tiny_corpus, tmp_path, capsys):
     out = str(tmp_path / "o")
     assert cli_main(["eval", "--data", str(tiny_corpus), "--checkpoint", str(tmp_path), "--out", out]) == 2
-    assert "generation pipeline" in capsys.readouterr().err
+    assert "is not a complete unisono checkpoint" in capsys.readouterr().err
     assert cli_main(["eval", "--data", str(tmp_path / "nope"), "--out", out]) == 2
     assert "cuts.jsonl" in capsys.readouterr().err
     assert cli_main(["eval", "--out", out]) == 2

@@ -161,6 +161,13 @@ def test_server_on_the_real_pipeline(pipe):
         assert r.status_code == 200 and isinstance(r.json()["text"], str)
         r = c.post("/generate", json={"task": "tts", "text": "hi"})
         assert r.status_code == 422 and "prompt" in r.json()["error"]
+        body = {"task": "text_to_sound", "caption": "A bell rings.", "seed": 2, "max_duration": 1.0, "top_k": 30}
+        streamed = c.post("/generate", json={**body, "stream": True})
+        assert streamed.status_code == 200 and streamed.headers["x-streamed"] == "frames"
+        whole = c.post("/generate", json=body)
+        a, sr = sf.read(io.BytesIO(streamed.content))
+        b, _ = sf.read(io.BytesIO(whole.content))
+        assert sr == 16000 and a.shape == b.shape and np.allclose(a, b, atol=2 / 32768)
 
 
 def test_fuzzing_the_real_server_finds_no_5xx(pipe):
@@ -208,3 +215,17 @@ def test_progress_is_reported_and_cancel_stops_generation(pipe):
         pipe.generate_batch("text_to_sound", [inp], GenerationOptions(seed=0, max_duration=2.0), cancel=cancel,
                             progress=stop_after_three)
     assert max(calls) <= 4  # stopped at the frame after the event was set
+
+
+def test_streaming_chunks_join_to_the_offline_output(pipe):
+    inp = {"caption": "A bell rings."}
+    opts = GenerationOptions(seed=4, max_duration=1.0, top_k=30)
+    chunks = []
+    streamed = pipe.generate_stream("text_to_sound", inp, opts, emit=chunks.append, chunk_frames=5)
+    offline = pipe.generate_batch("text_to_sound", [inp], opts)[0]
+    assert streamed.info["streamed"] and len(chunks) >= 1
+    joined = np.concatenate(chunks)
+    assert joined.shape == offline.wav.shape
+    assert np.allclose(joined, offline.wav, atol=1e-4)
+    if offline.info["frames"] > 5:
+        assert len(chunks) > 1

@@ -308,7 +308,7 @@ class Pipeline:
             prompt = torch.stack([prepared[i]["prompt"] for i in idxs])
             uncond = torch.stack([prepared[i]["uncond"] for i in idxs])
             max_new = max(prepared[i]["max_new"] for i in idxs)
-            def on_frame(n, total=max_new):
+            def on_frame(n, tokens=None, total=max_new):
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled("generation was cancelled")
                 if progress is not None:
@@ -326,6 +326,74 @@ class Pipeline:
         for i in range(len(inputs)):
             outputs.append(results[i])
         return outputs
+
+    def generate_stream(self, task: str, inputs: dict, options: GenerationOptions | None = None, cancel=None,
+                        emit=None, chunk_frames: int = 10) -> "AudioOutput":
+        """Generate one audio output and hand it to ``emit(wav_chunk float32 [S])`` as its frames are decoded,
+        ``chunk_frames`` frames at a time (with a causal codec, the chunks joined equal the offline decode).
+        Returns the whole output. Codecs without a streaming mode decode once at the end."""
+        import contextlib
+
+        import numpy as np
+        import torch
+
+        if task not in self.tasks:
+            raise UnisonoError(f"unknown task {task!r}; this checkpoint can do: {', '.join(self.tasks)}")
+        if self.tasks[task].output != "audio":
+            raise UnisonoError(f"task {task!r} answers with text; streaming is for audio outputs")
+        options = (options or self.default_options(task)).validate()
+        prep = self._prepare(task, inputs, options)
+        end = self._end(task)
+        K = self.vocab.num_codebooks
+        pending: list[torch.Tensor] = []
+        chunks: list[np.ndarray] = []
+        state = {"ended": False}
+        streaming = getattr(self.codec, "streaming", None)
+        can_stream = streaming is not None and getattr(getattr(self.codec, "config", None), "causal", False) \
+            and not getattr(getattr(self.codec, "config", None), "semantic", None)
+
+        def flush():
+            if not pending:
+                return
+            codes = torch.stack(pending, dim=1)[None]  # [1, K, n]
+            pending.clear()
+            with torch.inference_mode():
+                wav = self.codec.decode(codes)[0, 0].float().cpu().numpy()
+            chunks.append(wav)
+            if emit is not None:
+                emit(wav)
+
+        def on_frame(n, tokens):
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("generation was cancelled")
+            if state["ended"]:
+                return
+            row = tokens[0]
+            if int(row[0]) == end:
+                state["ended"] = True
+                return
+            local = []
+            for k in range(K):
+                r = self.vocab.modality_range("codec", k)
+                v = int(row[k])
+                local.append(v - r.start if r.start <= v < r.stop else 0)
+            pending.append(torch.tensor(local, dtype=torch.long))
+            if can_stream and len(pending) >= chunk_frames:
+                flush()
+
+        ctx = streaming() if can_stream else contextlib.nullcontext()
+        with ctx, torch.inference_mode():
+            self.lm.generate(
+                prep["prompt"][None], max_new_frames=prep["max_new"], stream_mask=self._mask(task), end_id=end,
+                top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
+                temperature=options.temperature, cfg_scale=options.guidance_scale,
+                uncond_prompt_frames=prep["uncond"][None] if options.guidance_scale != 1.0 else None,
+                seed=options.seed, on_frame=on_frame)
+            flush()
+        wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return AudioOutput(np.ascontiguousarray(wav, dtype=np.float32), self.sample_rate, task,
+                           {"frames": int(wav.size // max(1, round(self.sample_rate / float(self.codec.frame_rate)))),
+                            "ended": state["ended"], "streamed": bool(can_stream)})
 
     # -- internals ---------------------------------------------------------------------------------
     def _mask(self, task):

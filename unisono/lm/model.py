@@ -258,8 +258,9 @@ class UnisonoLM(nn.Module):
         the unconditional prompt defaults to the prompt with every token replaced by ``pad_id``
         (as condition dropout does in training). ``seed`` makes sampling reproducible;
         ``temperature <= 0`` is greedy. ``min_new_frames`` forbids the end before that many frames.
-        ``on_frame(n)`` is called each time the n-th new frame is complete (for progress bars; an
-        exception it raises, e.g. on cancellation, stops generation).
+        ``on_frame(n, tokens [B, K])`` is called each time the n-th new frame is complete, with the tokens
+        sampled for it (for progress bars and streaming; an exception it raises, e.g. on cancellation,
+        stops generation).
         """
         cfg = self.cfg
         _check_frames(prompt_frames, cfg, "prompt_frames")
@@ -309,6 +310,8 @@ class UnisonoLM(nn.Module):
                     hit = (ids == end_id).nonzero()
                     end_pos[k] = int(hit[0]) if len(hit) else None
 
+        frame_buf: dict[int, dict[int, torch.Tensor]] = {}  # frame -> stream -> tokens, for on_frame
+
         def pick(feats: torch.Tensor, k: int, t: int) -> torch.Tensor:
             ids, w = heads[k]
             logits = F.linear(feats, w.to(feats.dtype))
@@ -318,8 +321,11 @@ class UnisonoLM(nn.Module):
             tok = sample_next(logits, temperature, top_k, top_p, gen)
             if ids is not None:
                 tok = ids[tok]
-            if on_frame is not None and k == kk - 1:
-                on_frame(t - t0 + 1)
+            if on_frame is not None:
+                frame_buf.setdefault(t, {})[k] = tok[:b]
+                if k == kk - 1:
+                    picked = frame_buf.pop(t)
+                    on_frame(t - t0 + 1, torch.stack([picked[j] for j in range(kk)], dim=1))
             return torch.cat([tok, tok]) if use_cfg else tok
 
         was_training = self.training

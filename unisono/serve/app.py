@@ -15,7 +15,9 @@ import binascii
 import contextlib
 import io
 import json
+import queue
 import struct
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -77,14 +79,39 @@ def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
 
 
 def _stream_wav(wav: np.ndarray, sample_rate: int, chunk_s: float = 0.5):
-    """A WAV header with open-ended sizes, then 16-bit PCM chunks (for chunked transfer)."""
-    header = b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack(
-        "<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF)
-    yield header
+    """A finished output as a WAV header with open-ended sizes, then 16-bit PCM chunks."""
+    yield _wav_header(sample_rate)
     pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")
     step = max(1, int(chunk_s * sample_rate))
     for i in range(0, pcm.size, step):
         yield pcm[i : i + step].tobytes()
+
+
+def _wav_header(sample_rate: int) -> bytes:
+    """A 16-bit mono WAV header with open-ended sizes (for a response whose length is not known yet)."""
+    return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF)
+
+
+def _stream_chunks(job, chunks: "queue.Queue", sample_rate: int, timeout_s: float):
+    """Yield a WAV header, then each chunk as the generator decodes it; cancel the job if the client leaves."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        yield _wav_header(sample_rate)
+        while True:
+            try:
+                chunk = chunks.get(timeout=0.05)
+            except queue.Empty:
+                if job.future.done() and chunks.empty():
+                    return
+                if time.monotonic() > deadline:
+                    job.cancel.set()
+                    return
+                continue
+            yield (np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes()
+    finally:
+        if not job.future.done():
+            job.cancel.set()
 
 
 def _request_schema(pipeline) -> dict:
@@ -272,10 +299,17 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
                          503: {"description": "busy: retry later"}, 504: {"description": "timed out"}})
     async def generate(request: Request):
         task, inputs, options, response_format, stream = await parse(request)
+        live_stream = (stream and response_format == "wav" and pipeline.tasks[task].output == "audio"
+                       and hasattr(pipeline, "generate_stream"))
+        chunks: queue.Queue = queue.Queue()
         try:
-            job = scheduler.submit(task, inputs, options)
+            job = scheduler.submit(task, inputs, options, emit=chunks.put if live_stream else None)
         except QueueFull as e:
             raise BadRequest(503, str(e), {"Retry-After": "1"}) from None
+        if live_stream:
+            headers = {"X-Sample-Rate": str(pipeline.sample_rate), "X-Streamed": "frames"}
+            return StreamingResponse(_stream_chunks(job, chunks, pipeline.sample_rate, limits.timeout_s),
+                                     media_type="audio/wav", headers=headers)
         try:
             out = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), limits.timeout_s)
         except asyncio.TimeoutError:

@@ -29,6 +29,7 @@ class Job:
     options: GenerationOptions
     future: Future = field(default_factory=Future)
     cancel: threading.Event = field(default_factory=threading.Event)
+    emit: object = None  # for a streamed request: called with each decoded audio chunk
 
 
 class BatchScheduler:
@@ -50,12 +51,12 @@ class BatchScheduler:
     def pending(self) -> int:
         return self._pending
 
-    def submit(self, task: str, inputs: dict, options: GenerationOptions) -> Job:
+    def submit(self, task: str, inputs: dict, options: GenerationOptions, emit=None) -> Job:
         with self._lock:
             if self._pending >= self.max_queue:
                 raise QueueFull(f"the server is busy ({self._pending} requests queued); try again shortly")
             self._pending += 1
-        job = Job(task, inputs, options)
+        job = Job(task, inputs, options, emit=emit)
         self._queue.put(job)
         return job
 
@@ -68,6 +69,8 @@ class BatchScheduler:
             self._pending -= n
 
     def _collect(self, first: Job) -> list[Job]:
+        if first.emit is not None:  # a streamed request runs alone
+            return [first]
         batch, held = [first], []
         deadline = time.monotonic() + self.batch_window_s
         while len(batch) < self.max_batch:
@@ -78,7 +81,7 @@ class BatchScheduler:
                 job = self._queue.get(timeout=timeout)
             except queue.Empty:
                 break
-            if job.task == first.task and job.options == first.options:
+            if job.task == first.task and job.options == first.options and job.emit is None:
                 batch.append(job)
             else:
                 held.append(job)
@@ -99,8 +102,12 @@ class BatchScheduler:
                 continue
             batch_cancel = _AllSet([j.cancel for j in live])
             try:
-                outputs = self.pipeline.generate_batch(first.task, [j.inputs for j in live], first.options,
-                                                       cancel=batch_cancel)
+                if first.emit is not None:
+                    outputs = [self.pipeline.generate_stream(first.task, first.inputs, first.options,
+                                                             cancel=first.cancel, emit=first.emit)]
+                else:
+                    outputs = self.pipeline.generate_batch(first.task, [j.inputs for j in live], first.options,
+                                                           cancel=batch_cancel)
                 for job, out in zip(live, outputs):
                     job.future.set_result(out)
             except BaseException as e:  # delivered to every caller of the batch

@@ -1,0 +1,126 @@
+"""``unisono recipe``: one command from nothing to an evaluated model, resumable stage by stage.
+
+Stages, in order: ``synth`` (built-in corpus) -> ``codec`` (train the codec) -> ``tokenize`` (tokenizers,
+vocab, shards) -> ``train`` (the language model) -> ``package`` (a self-contained checkpoint) -> ``eval``
+(every task on the test split, beside the reference ceiling). Each stage runs the same command a user
+would type (see ``--dry-run``), each of those commands resumes by itself, and a finished stage leaves
+``OUT/stages/<stage>.json``: running the recipe again continues with the first unfinished stage.
+
+A recipe is a YAML file with one section per stage (configs/recipes/); relative config paths are read
+from the recipe file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from unisono.errors import UnisonoError
+from unisono.fileio import read_json, write_json
+
+STAGES = ("synth", "codec", "tokenize", "train", "package", "eval")
+DESCRIPTION = __doc__
+
+
+def load_recipe(name_or_path: str) -> tuple[dict, Path]:
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = Path(__file__).resolve().parents[1] / "configs" / "recipes" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise UnisonoError(f"recipe {name_or_path} not found (looked for {path}); see configs/recipes/")
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UnisonoError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    unknown = sorted(set(recipe) - set(STAGES))
+    if unknown:
+        raise UnisonoError(f"recipe {path}: unknown sections {unknown}; stages are {', '.join(STAGES)}")
+    return recipe, path.parent
+
+
+def _cfg_path(base: Path, value: str) -> str:
+    p = Path(value)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]:
+    """The CLI command of each stage (``package`` is a Python call, listed as None)."""
+    s, c, t, tr, ev = (recipe.get(k) or {} for k in ("synth", "codec", "tokenize", "train", "eval"))
+    corpus, codec, shards, lm = out / "corpus", out / "codec", out / "shards", out / "lm"
+    cmds: dict[str, list[str] | None] = {}
+    cmds["synth"] = ["synth", "--out", str(corpus), "--hours", str(s.get("hours", 0.2)), "--seed",
+                     str(s.get("seed", 1)), "--workers", str(s.get("workers", 2)), "--quiet"]
+    cmds["codec"] = ["codec", "train", "--data", str(corpus), "--out", str(codec), "--no-progress",
+                     *(["--config", _cfg_path(base, c["config"])] if c.get("config") else []),
+                     *(["--steps", str(c["steps"])] if c.get("steps") else [])]
+    cmds["tokenize"] = ["tokenize", "--data", str(corpus), "--codec", str(codec), "--out", str(shards), "--no-progress",
+                        *[x for k in ("tasks", "num_codebooks", "bpe_size", "semantic_units", "jobs")
+                          if t.get(k) is not None for x in (f"--{k.replace('_', '-')}", str(t[k]))]]
+    cmds["train"] = ["train", "--config", _cfg_path(base, tr.get("config", "../lm/tiny.yaml")), "--shards", str(shards),
+                     "--val-shards", str(shards / "valid"), "--out", str(lm), "--no-progress",
+                     *(["--max-steps", str(tr["max_steps"])] if tr.get("max_steps") else [])]
+    cmds["package"] = None
+    cmds["eval"] = ["eval", "--checkpoint", str(out / "model"), "--data", str(corpus), "--split",
+                    str(ev.get("split", "test")), "--tasks", str(ev.get("tasks", "all")), "--out", str(out / "eval"),
+                    "--quiet", *(["--n", str(ev["n"])] if ev.get("n") else [])]
+    return cmds
+
+
+def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_run: bool = False) -> dict:
+    from unisono.cli import main as cli_main
+
+    recipe, base = load_recipe(recipe_name)
+    out = Path(out)
+    cmds = commands(recipe, base, out)
+    todo = stages or list(STAGES)
+    bad = [s for s in todo if s not in STAGES]
+    if bad:
+        raise UnisonoError(f"unknown stage(s) {bad}; stages are {', '.join(STAGES)}")
+    done_dir = out / "stages"
+    report = {}
+    for stage in STAGES:
+        if stage not in todo:
+            continue
+        marker = done_dir / f"{stage}.json"
+        shown = "Pipeline.package(LM checkpoint, shards, OUT/model)" if cmds[stage] is None else \
+            "unisono " + " ".join(cmds[stage])
+        if dry_run:
+            print(f"[{stage}] {shown}")
+            continue
+        if marker.exists():
+            print(f"[{stage}] done already ({marker}); skipping")
+            report[stage] = read_json(marker)
+            continue
+        print(f"[{stage}] {shown}", flush=True)
+        t0 = time.perf_counter()
+        if stage == "package":
+            from unisono.generate import Pipeline
+
+            latest = out / "lm" / json.loads((out / "lm" / "latest.json").read_text())["path"]
+            Pipeline.package(latest, out / "shards", out / "model", codec_dir=out / "codec")
+        else:
+            code = cli_main(cmds[stage])
+            if code != 0:
+                raise UnisonoError(f"stage {stage} failed (exit {code}); fix the cause and run the recipe again "
+                                   "to resume from this stage")
+        report[stage] = {"seconds": round(time.perf_counter() - t0, 1), "command": shown}
+        write_json(marker, report[stage])
+    return report
+
+
+def add_arguments(p) -> None:
+    p.add_argument("recipe", help="a recipe name in configs/recipes/ (tiny, small) or a YAML file")
+    p.add_argument("--out", required=True, help="run directory (run again with the same --out to resume)")
+    p.add_argument("--stages", help=f"comma-separated subset of: {', '.join(STAGES)}")
+    p.add_argument("--dry-run", action="store_true", help="print each stage's command and exit")
+
+
+def main(args) -> int:
+    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    report = run(args.recipe, args.out, stages, dry_run=args.dry_run)
+    if report:
+        print("stage times (s): " + ", ".join(f"{k} {v.get('seconds', '?')}" for k, v in report.items()))
+    return 0

@@ -68,6 +68,65 @@ def shard_sources(shards: str | Path, tasks: list[str] | None, rank: int, world_
     return {"all": lambda: ShardReader(shards, rank=rank, world_size=world_size, tasks=None)}
 
 
+def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.0):
+    """A ``sample_fn`` that continues the prompt of the first audio-target example of the validation (or
+    training) shards with the model being trained, decodes it with the shards' codec and logs the audio
+    (``samples/<task>``) to TensorBoard."""
+    from unisono.fileio import read_json
+
+    state: dict = {}
+
+    def setup():
+        from unisono.codec import load_codec
+        from unisono.data.shards import ShardReader
+        from unisono.vocab import Vocab
+
+        src = read_json(shards / "codec.json").get("source") if (shards / "codec.json").exists() else None
+        if not src:
+            return False
+        state["codec"] = load_codec(src).eval()
+        vocab = state["vocab"] = Vocab.load(shards / "vocab.json")
+        starts = {vocab.start_id("codec")}
+        for ex in ShardReader(val_shards or shards):
+            col = ex["frames"][:, 0]
+            loss_rows = ex["loss_mask"].any(dim=1).nonzero()
+            if len(loss_rows) == 0:
+                continue
+            first = int(loss_rows[0])
+            if first > 0 and int(col[first - 1]) in starts:  # the target is audio
+                state["example"] = (ex["task"], ex["frames"][:first])
+                return True
+        return False
+
+    def sample(model, step, writer):
+        import torch
+
+        if "ok" not in state:
+            state["ok"] = setup()
+        if not state["ok"] or writer is None:
+            return
+        vocab, codec = state["vocab"], state["codec"]
+        task, prompt = state["example"]
+        with torch.inference_mode():
+            new = model.generate(prompt[None].to(next(model.parameters()).device),
+                                 max_new_frames=int(max_seconds * float(codec.frame_rate)),
+                                 stream_mask=vocab.generation_mask("codec"), end_id=vocab.end_id("codec"),
+                                 top_k=30, seed=0)[0].cpu()
+            end = vocab.end_id("codec")
+            stop = int((new[:, 0] == end).nonzero()[0, 0]) if bool((new[:, 0] == end).any()) else new.shape[0]
+            rows = []
+            for k in range(vocab.num_codebooks):
+                r = vocab.modality_range("codec", k)
+                col = new[:stop, k]
+                rows.append(torch.where((col >= r.start) & (col < r.stop), col - r.start, torch.zeros_like(col)))
+            if stop == 0:
+                return
+            wav = codec.decode(torch.stack(rows)[None])[0]
+        writer.add_audio(f"samples/{task}", wav.clamp(-1, 1), step, sample_rate=int(codec.sample_rate))
+
+    return sample
+
+
 def main(args: argparse.Namespace) -> int:
     from unisono.train.trainer import Trainer
 
@@ -103,6 +162,8 @@ def main(args: argparse.Namespace) -> int:
         train_src = lambda r, w: shard_sources(shards, tasks, r, w)  # noqa: E731
         val_src = (lambda r, w: shard_sources(args.val_shards, tasks, r, w)) if args.val_shards else None  # noqa: E731
     trainer = Trainer(mcfg, tcfg, args.out, train_src, val_src, vocab_json=vocab_json, init_from=args.init_from)
+    if not args.toy and tcfg.get("sample_every"):
+        trainer.sample_fn = audio_sampler(Path(args.shards), Path(args.val_shards) if args.val_shards else None)
     if not args.toy:  # each checkpoint carries the tokenizers and the codec reference: Pipeline-loadable
         trainer.checkpoint_extras = [p for p in (Path(args.shards) / "tokenizers", Path(args.shards) / "codec.json")
                                      if p.exists()]

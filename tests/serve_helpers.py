@@ -74,3 +74,25 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(5)
+
+
+def fuzz_no_5xx(app, max_examples: int = 40) -> list:
+    """Schema-based fuzzing of every operation of ``app``'s OpenAPI description; returns the 5xx answers."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures = []
+    for result in schema.get_all_operations():
+        op = result.ok()
+
+        @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=op.as_strategy())
+        def run(case):
+            response = case.call()
+            if response.status_code >= 500:
+                failures.append((case.method, case.path, str(case.body)[:200], response.status_code,
+                                 response.text[:200]))
+
+        run()
+    return failures

@@ -171,26 +171,12 @@ def test_server_on_the_real_pipeline(pipe):
 
 
 def test_fuzzing_the_real_server_finds_no_5xx(pipe):
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
+    from serve_helpers import fuzz_no_5xx
 
     from unisono.serve import ServerLimits, create_app
 
     app = create_app(pipe, ServerLimits(max_output_seconds=0.5, max_body_bytes=200_000))
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    failures = []
-    for result in schema.get_all_operations():
-        op = result.ok()
-
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(case=op.as_strategy())
-        def run(case):
-            response = case.call()
-            if response.status_code >= 500:
-                failures.append((case.path, str(case.body)[:200], response.status_code, response.text[:200]))
-
-        run()
-    assert failures == []
+    assert fuzz_no_5xx(app, max_examples=25) == []
 
 
 def test_progress_is_reported_and_cancel_stops_generation(pipe):

@@ -344,7 +344,6 @@ class Pipeline:
         options = (options or self.default_options(task)).validate()
         prep = self._prepare(task, inputs, options)
         end = self._end(task)
-        K = self.vocab.num_codebooks
         pending: list[torch.Tensor] = []
         chunks: list[np.ndarray] = []
         state = {"ended": False}
@@ -372,12 +371,7 @@ class Pipeline:
             if int(row[0]) == end:
                 state["ended"] = True
                 return
-            local = []
-            for k in range(K):
-                r = self.vocab.modality_range("codec", k)
-                v = int(row[k])
-                local.append(v - r.start if r.start <= v < r.stop else 0)
-            pending.append(torch.tensor(local, dtype=torch.long))
+            pending.append(self.vocab.codec_codes(row[None].cpu())[:, 0])
             if can_stream and len(pending) >= chunk_frames:
                 flush()
 
@@ -536,13 +530,7 @@ class Pipeline:
         stop = int((col == end).nonzero()[0, 0]) if bool((col == end).any()) else frames.shape[0]
         body = frames[:stop]
         if target.modality == "codec":
-            K = self.vocab.num_codebooks
-            rows = []
-            for k in range(K):  # a stream may emit <pad> (allowed beside the end frame): decode it as code 0
-                r = self.vocab.modality_range("codec", k)
-                col = body[:, k]
-                rows.append(torch.where((col >= r.start) & (col < r.stop), col - r.start, torch.zeros_like(col)))
-            codes = torch.stack(rows)[None]
+            codes = self.vocab.codec_codes(body)[None]
             if codes.shape[-1] == 0:
                 wav = torch.zeros(0)
             else:

@@ -356,6 +356,17 @@ class Vocab:
                     mask[k, self.pad_id] = True
         return mask
 
+    def codec_codes(self, frames: torch.Tensor) -> torch.Tensor:
+        """Generated audio ``frames [T, K]`` (global ids) -> codec ``codes [K, T]`` (local ids); an id outside
+        a stream's codebook range (``<pad>`` beside an end frame) becomes code 0."""
+        frames = torch.as_tensor(frames, dtype=torch.long)
+        rows = []
+        for k in range(self.num_codebooks):
+            r = self.modality_range("codec", k)
+            col = frames[:, k]
+            rows.append(torch.where((col >= r.start) & (col < r.stop), col - r.start, torch.zeros_like(col)))
+        return torch.stack(rows) if rows else frames.new_zeros((0, frames.shape[0]))
+
     def token_frame(self, token_id: int) -> torch.Tensor:
         """``LongTensor[K]``: a frame that holds one non-audio token (filled per :attr:`fill`)."""
         if self.fill == "repeat":

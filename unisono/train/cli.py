@@ -114,14 +114,9 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
                                  top_k=30, seed=0)[0].cpu()
             end = vocab.end_id("codec")
             stop = int((new[:, 0] == end).nonzero()[0, 0]) if bool((new[:, 0] == end).any()) else new.shape[0]
-            rows = []
-            for k in range(vocab.num_codebooks):
-                r = vocab.modality_range("codec", k)
-                col = new[:stop, k]
-                rows.append(torch.where((col >= r.start) & (col < r.stop), col - r.start, torch.zeros_like(col)))
             if stop == 0:
                 return
-            wav = codec.decode(torch.stack(rows)[None])[0]
+            wav = codec.decode(vocab.codec_codes(new[:stop])[None])[0]
         writer.add_audio(f"samples/{task}", wav.clamp(-1, 1), step, sample_rate=int(codec.sample_rate))
 
     return sample

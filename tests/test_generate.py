@@ -72,11 +72,13 @@ def test_same_length_tasks_are_bounded_by_their_input(pipe):
     assert out.duration <= 0.2 * 1.2 + 5 / 50 + 1e-6
 
 
-def test_guidance_runs_and_changes_nothing_when_scale_is_one(pipe):
+def test_guidance_changes_the_output_and_is_reproducible(pipe):
     inp = inputs_for(pipe, "text_to_sound")
-    a = pipe.generate("text_to_sound", seed=1, max_duration=0.3, guidance_scale=1.0, **inp)
-    b = pipe.generate("text_to_sound", seed=1, max_duration=0.3, guidance_scale=3.0, **inp)
-    assert isinstance(b, AudioOutput) and a.sample_rate == b.sample_rate
+    plain = pipe.generate("text_to_sound", seed=1, max_duration=0.3, guidance_scale=1.0, **inp)
+    guided = pipe.generate("text_to_sound", seed=1, max_duration=0.3, guidance_scale=3.0, **inp)
+    again = pipe.generate("text_to_sound", seed=1, max_duration=0.3, guidance_scale=3.0, **inp)
+    assert isinstance(guided, AudioOutput) and np.array_equal(guided.wav, again.wav)
+    assert plain.wav.shape != guided.wav.shape or not np.array_equal(plain.wav, guided.wav)
 
 
 def test_bad_input_is_a_clear_error(pipe, tmp_path):

@@ -286,9 +286,8 @@ class Pipeline:
                        progress=None):
         """Run ``task`` on several input sets; returns one output per set (same order).
 
-        Sets whose prompts have the same length run as one batch; the rows of a batch draw from one
-        generator seeded with ``options.seed``, so a batch is reproducible as a whole (a row of a batch
-        need not equal the same inputs run alone). ``cancel`` (an event) stops generation at the next frame
+        Sets whose prompts have the same length run as one batch; every row samples with its own generator
+        seeded with ``options.seed``, so a row gives the same output as the same inputs run alone. ``cancel`` (an event) stops generation at the next frame
         with :class:`GenerationCancelled`; ``progress(frames_done, frames_max)`` is called as frames complete."""
         import torch
 
@@ -319,8 +318,8 @@ class Pipeline:
                     prompt, max_new_frames=max_new, stream_mask=self._mask(task), end_id=self._end(task),
                     top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
                     temperature=options.temperature, cfg_scale=options.guidance_scale,
-                    uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None, seed=options.seed,
-                    on_frame=on_frame)
+                    uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None,
+                    seed=[options.seed] * len(idxs), on_frame=on_frame)
             for row, i in enumerate(idxs):
                 results[i] = self._finish(task, new[row, : prepared[i]["max_new"]])
         for i in range(len(inputs)):
@@ -382,7 +381,7 @@ class Pipeline:
                 top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
                 temperature=options.temperature, cfg_scale=options.guidance_scale,
                 uncond_prompt_frames=prep["uncond"][None] if options.guidance_scale != 1.0 else None,
-                seed=options.seed, on_frame=on_frame)
+                seed=[options.seed], on_frame=on_frame)
             flush()
         wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         return AudioOutput(np.ascontiguousarray(wav, dtype=np.float32), self.sample_rate, task,

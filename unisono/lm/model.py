@@ -245,7 +245,7 @@ class UnisonoLM(nn.Module):
         temperature: float = 1.0,
         cfg_scale: float = 1.0,
         uncond_prompt_frames: torch.Tensor | None = None,
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
         min_new_frames: int = 0,
         on_frame=None,
     ) -> torch.Tensor:
@@ -256,7 +256,8 @@ class UnisonoLM(nn.Module):
         if some row never ends). ``stream_mask [K, V]`` says which ids each stream may emit.
         ``cfg_scale != 1`` runs the conditional and unconditional prompts in one doubled batch;
         the unconditional prompt defaults to the prompt with every token replaced by ``pad_id``
-        (as condition dropout does in training). ``seed`` makes sampling reproducible;
+        (as condition dropout does in training). ``seed`` makes sampling reproducible (an int for the
+        batch, or one int per row so that each row samples as it would alone);
         ``temperature <= 0`` is greedy. ``min_new_frames`` forbids the end before that many frames.
         ``on_frame(n, tokens [B, K])`` is called each time the n-th new frame is complete, with the tokens
         sampled for it (for progress bars and streaming; an exception it raises, e.g. on cancellation,
@@ -290,7 +291,11 @@ class UnisonoLM(nn.Module):
                     )
             prompt = torch.cat([prompt, uncond], dim=0)
         gen = None
-        if seed is not None:
+        if isinstance(seed, (list, tuple)):  # one generator per row: rows independent of their batch
+            if len(seed) != b:
+                raise UnisonoError(f"seed has {len(seed)} values for a batch of {b} rows")
+            gen = [torch.Generator(device=prompt.device).manual_seed(int(s)) for s in seed]
+        elif seed is not None:
             gen = torch.Generator(device=prompt.device).manual_seed(int(seed))
         # With a stream mask, each stream's head is evaluated on its allowed ids only (the others would
         # be -inf anyway; softmax, top-k, top-p and the guidance mix are unchanged by dropping them).

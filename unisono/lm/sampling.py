@@ -35,9 +35,12 @@ def sample_next(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """Draw one token per row from ``logits [B, V]`` -> ``[B]``; ``temperature <= 0`` means greedy."""
+    """Draw one token per row from ``logits [B, V]`` -> ``[B]``; ``temperature <= 0`` means greedy.
+
+    ``generator`` may be one generator for the batch or one per row (then each row's draw depends on its
+    own generator only, so a row samples the same whatever else is in the batch)."""
     logits = logits.float()
     if not torch.isfinite(logits).any(-1).all():
         raise UnisonoError("every token is masked out for some row; check the stream mask and end id")
@@ -45,4 +48,6 @@ def sample_next(
         return logits.argmax(-1)
     logits = filter_logits(logits / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1)
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([torch.multinomial(probs[i : i + 1], 1, generator=g)[:, 0] for i, g in enumerate(generator)])
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -38,7 +38,7 @@ DEFAULTS = {
         "betas": [0.8, 0.99], "lr_decay": 0.999996, "grad_clip": 100.0, "disc_start": 1000,
         "log_every": 20, "sample_every": 500, "save_every": 200, "seed": 0, "num_threads": 0,
     },
-    "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "semantic": 1.0},
+    "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "codebook": 1.0, "semantic": 1.0},
     "discriminator": {"periods": [2, 3, 5, 7, 11], "n_ffts": [1024, 512, 256], "channels": 16},
 }
 
@@ -87,7 +87,7 @@ class Trainer:
         self.codec = Codec(CodecConfig.from_dict(config["model"])).to(self.device)
         d = config["discriminator"]
         self.disc = Discriminators(tuple(d["periods"]), tuple(d["n_ffts"]), d["channels"]).to(self.device)
-        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t["lr"], betas=tuple(t["betas"]))
+        self.opt_g = torch.optim.AdamW([p for p in self.codec.parameters() if p.requires_grad], lr=t["lr"], betas=tuple(t["betas"]))
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t["disc_lr"], betas=tuple(t["betas"]))
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, t["lr_decay"])
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, t["lr_decay"])
@@ -156,7 +156,7 @@ class Trainer:
             self.opt_d.step()
             logs["disc"] = d_loss.item()
         mel = self.mel_loss(y, wav)
-        loss = w["mel"] * mel + w["commit"] * out["commit_loss"]
+        loss = w["mel"] * mel + w["commit"] * out["commit_loss"] + w["codebook"] * out["codebook_loss"]
         if use_gan:
             real, fake = self.disc(wav), self.disc(y)
             adv, fm = generator_adv_loss(fake), feature_matching_loss(real, fake)
@@ -172,7 +172,8 @@ class Trainer:
         self.sched_g.step()
         if use_gan:
             self.sched_d.step()
-        logs.update(loss=loss.item(), mel=mel.item(), commit=out["commit_loss"].item(), grad_norm=gnorm.item())
+        logs.update(loss=loss.item(), mel=mel.item(), commit=out["commit_loss"].item(),
+                    codebook=out["codebook_loss"].item(), grad_norm=gnorm.item())
         logs.update(out["stats"])
         self.step += 1
         return logs

@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/codec/base.yaml"),
                     help="codec YAML recipe (its model section is used)")
-    ap.add_argument("--seconds", type=float, default=4.0, help="audio length per item")
+    ap.add_argument("--seconds", type=float, default=2.0, help="audio length per item")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats (the minimum is kept)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")

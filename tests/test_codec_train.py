@@ -106,3 +106,13 @@ def test_config_errors(tmp_path):
         load_config(None, {"train": {"stepz": 3}})
     with pytest.raises(UnisonoError):
         load_config(None, {"model": {"n_fft": 1000}})
+
+
+def test_lr_warmup_then_decay(audio_dir, tmp_path):
+    cfg = load_config(None, {**TINY, "train": {**TINY["train"], "warmup_steps": 4, "lr": 1e-3, "lr_decay": 0.5}})
+    tr = Trainer(cfg, audio_dir, tmp_path / "w", progress=False)
+    lrs = []
+    for _ in range(6):
+        lrs.append(tr.opt_g.param_groups[0]["lr"])
+        tr.sched_g.step()
+    assert np.allclose(lrs, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 5e-4, 2.5e-4])

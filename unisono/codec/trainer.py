@@ -35,7 +35,7 @@ DEFAULTS = {
     "model": {},
     "train": {
         "steps": 20000, "batch_size": 8, "segment_seconds": 1.0, "lr": 3e-4, "disc_lr": 3e-4,
-        "betas": [0.8, 0.99], "lr_decay": 0.999996, "grad_clip": 100.0, "disc_start": 1000,
+        "betas": [0.8, 0.99], "lr_decay": 0.999996, "warmup_steps": 0, "grad_clip": 100.0, "disc_start": 1000,
         "log_every": 20, "sample_every": 500, "save_every": 200, "seed": 0, "num_threads": 0,
     },
     "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "codebook": 1.0, "semantic": 1.0},
@@ -89,8 +89,12 @@ class Trainer:
         self.disc = Discriminators(tuple(d["periods"]), tuple(d["n_ffts"]), d["channels"]).to(self.device)
         self.opt_g = torch.optim.AdamW([p for p in self.codec.parameters() if p.requires_grad], lr=t["lr"], betas=tuple(t["betas"]))
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t["disc_lr"], betas=tuple(t["betas"]))
-        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, t["lr_decay"])
-        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, t["lr_decay"])
+        # linear warm-up, then exponential decay; a fresh encoder's latents move far more per Adam step than
+        # they are spread, which scrambles code assignments until the learning rate has warmed up
+        warm, decay = int(t["warmup_steps"]), float(t["lr_decay"])
+        schedule = lambda s: min(1.0, (s + 1) / warm) if warm and s < warm else decay ** (s - warm)  # noqa: E731
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
         self.mel_loss = MultiScaleMelLoss(self.codec.sample_rate)
         sr = self.codec.sample_rate
         seg = int(round(t["segment_seconds"] * sr / self.codec.hop_length)) * self.codec.hop_length

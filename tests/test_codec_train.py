@@ -115,4 +115,4 @@ def test_lr_warmup_then_decay(audio_dir, tmp_path):
     for _ in range(6):
         lrs.append(tr.opt_g.param_groups[0]["lr"])
         tr.sched_g.step()
-    assert np.allclose(lrs, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 5e-4, 2.5e-4])
+    assert np.allclose(lrs, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 5e-4])

@@ -11,7 +11,6 @@ faster); the ratio is EnCodec's time divided by ours (above 1: ours is faster).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -67,7 +65,7 @@ def load_config(path=None, overrides: dict | None = None) -> dict:
     return cfg
 
 
-def _spectrogram_image(wav: torch.Tensor, sample_rate: int) -> np.ndarray:
+def _spectrogram_image(wav: torch.Tensor, sample_rate: int):
     """Log-mel ``[1, n_mels, frames]`` scaled to [0, 1], low frequencies at the bottom (for TensorBoard)."""
     from unisono.audio import mel_spectrogram
 
@@ -255,7 +253,3 @@ def train(config_path=None, data=None, out=None, overrides: dict | None = None, 
     trainer.fit(steps)
     return trainer
 
-
-def mean(xs) -> float:
-    xs = list(xs)
-    return float(sum(xs) / len(xs)) if xs else math.nan

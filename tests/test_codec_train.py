@@ -108,6 +108,7 @@ def test_config_errors(tmp_path):
         load_config(None, {"model": {"n_fft": 1000}})
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the schedule is stepped alone on purpose
 def test_lr_warmup_then_decay(audio_dir, tmp_path):
     cfg = load_config(None, {**TINY, "train": {**TINY["train"], "warmup_steps": 4, "lr": 1e-3, "lr_decay": 0.5}})
     tr = Trainer(cfg, audio_dir, tmp_path / "w", progress=False)

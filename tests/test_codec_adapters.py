@@ -10,6 +10,15 @@ from unisono.codec.adapters import HFCodec  # noqa: E402
 from unisono.errors import UnisonoError  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small convolutions run fastest on one thread, and the machine is shared
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_encodec():
     cfg = transformers.EncodecConfig(
         sampling_rate=8000, target_bandwidths=[1.0, 4.0], hidden_size=16, num_filters=4, upsampling_ratios=[5, 4, 4],

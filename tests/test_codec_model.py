@@ -7,6 +7,15 @@ from unisono.codec import Codec, CodecConfig, load_codec
 from unisono.codec.quantizer import ResidualVectorQuantizer, kmeans
 from unisono.errors import UnisonoError
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small convolutions run fastest on one thread, and the machine is shared
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 TINY = dict(strides=[2, 4, 5, 8], encoder_channels=4, latent_dim=16, decoder_dim=32, decoder_blocks=2,
             num_codebooks=4, codebook_size=32, kmeans_iters=3)
 
@@ -71,7 +80,8 @@ def test_quantizer_round_trip_kmeans_ema_and_restart():
                                   dead_threshold=0.5)
     z = torch.randn(4, 8, 64)
     rvq.train()
-    zq, codes, commit, stats = rvq(z)
+    zq, codes, commit, cb_loss, stats = rvq(z)
+    assert float(cb_loss) == 0.0 and float(commit) > 0
     assert all(bool(layer.initialized) for layer in rvq.layers)
     assert "perplexity_0" in stats and stats["perplexity_0"] > 4  # k-means spreads codes
     rvq.eval()
@@ -166,3 +176,38 @@ def test_bad_inputs(tmp_path):
         load_codec(tmp_path)
     with pytest.raises(UnisonoError):
         CodecConfig.from_dict({"latent_dims": 3})
+
+
+def test_factorized_quantizer_prefix_restart_and_save(tmp_path):
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(dim=8, num_codebooks=3, codebook_size=16, kmeans_iters=3, dropout=0.0,
+                                  kind="factorized", code_dim=4)
+    z = torch.randn(4, 8, 32)
+    rvq.train()
+    zq, codes, commit, cb_loss, stats = rvq(z)
+    assert cb_loss.item() > 0 and stats["perplexity_0"] > 4
+    cb_loss.backward()
+    assert rvq.layers[0].codebook.grad is not None  # learned by gradient
+    rvq.eval()
+    full = rvq.encode(z)
+    assert (full == codes).float().mean() > 0.5  # same lookup (a few codes were restarted after the step)
+    assert torch.equal(rvq.encode(z, 2), full[:, :2])
+    zq_eval, codes_eval, *_ = rvq(z)
+    assert torch.equal(codes_eval, full)
+    assert torch.allclose(rvq.decode(full), zq_eval.detach(), atol=1e-5)
+    layer = rvq.layers[0]
+    with torch.no_grad():
+        layer.codebook[5] = torch.tensor([1e3, 0, 0, 0])
+    layer.cluster_size[5] = 0.0
+    rvq.train()
+    rvq(z)
+    assert layer.codebook[5].detach().abs().max().item() < 10  # restarted onto a projected data vector
+    c = tiny_codec(quantizer="factorized", code_dim=4)
+    c.train()
+    c(speechlike())
+    c.eval()
+    c.save_pretrained(tmp_path / "f")
+    w = speechlike(seed=5)
+    assert torch.equal(load_codec(tmp_path / "f").encode(w), c.encode(w))
+    with pytest.raises(UnisonoError):
+        ResidualVectorQuantizer(dim=4, kind="fsq")

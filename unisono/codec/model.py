@@ -40,8 +40,10 @@ class CodecConfig:
     dead_threshold: float = 0.1  # restart codes used less than this fraction of the mean usage
     kmeans_iters: int = 10
     quantizer_dropout: float = 0.5  # fraction of training items that use a random codebook prefix
+    quantizer: str = "ema"  # "ema" (EMA codebooks) or "factorized" (L2-normalised low-dim codes)
+    code_dim: int = 8  # dimension of the factorized codes
     causal: bool = True  # causal convolutions: enables streaming
-    semantic: dict | None = None  # {"teacher": DIR, "dim": D, "layer": L} for semantic distillation
+    semantic: dict | None = None  # {"teacher": DIR, "layer": L}: semantic distillation (see semantic.py)
 
     @property
     def hop_length(self) -> int:
@@ -79,7 +81,7 @@ class Codec(nn.Module):
         self.encoder = Encoder(config.encoder_channels, config.latent_dim, config.strides, config.causal)
         self.quantizer = ResidualVectorQuantizer(
             config.latent_dim, config.num_codebooks, config.codebook_size, config.ema_decay,
-            config.dead_threshold, config.kmeans_iters, config.quantizer_dropout,
+            config.dead_threshold, config.kmeans_iters, config.quantizer_dropout, config.quantizer, config.code_dim,
         )
         self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_blocks, config.hop_length,
                                config.n_fft, config.causal)
@@ -125,12 +127,18 @@ class Codec(nn.Module):
             raise UnisonoError(f"in streaming mode each chunk must be a multiple of {self.hop_length} samples")
         return F.pad(wav, (0, rest))
 
+    def _latents(self, wav: torch.Tensor):
+        wav = self._pad(self._check_wav(wav))
+        z = self.encoder(wav)
+        feats = None
+        if self.semantic is not None:
+            feats = self.semantic.features(wav, z.shape[-1])
+            z = self.semantic.fuse(z, feats)
+        return z, feats
+
     def latents(self, wav: torch.Tensor) -> torch.Tensor:
         """Pre-quantization latents ``[B, latent_dim, T]`` of ``wav [B, 1, S]``."""
-        z = self.encoder(self._pad(self._check_wav(wav)))
-        if self.semantic is not None:
-            z = self.semantic.fuse(z, wav)
-        return z
+        return self._latents(wav)[0]
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
@@ -155,12 +163,13 @@ class Codec(nn.Module):
         return codes.long()
 
     def forward(self, wav: torch.Tensor, num_codebooks: int | None = None) -> dict:
-        """Training pass: ``{"audio": [B,1,S'], "codes", "commit_loss", "stats", "semantic_loss"}``."""
-        z = self.latents(wav)
-        z_q, codes, commit, stats = self.quantizer(z, num_codebooks)
-        out = {"audio": self.decoder(z_q), "codes": codes, "commit_loss": commit, "stats": stats}
+        """Training pass: ``{"audio": [B,1,S'], "codes", "commit_loss", "codebook_loss", "stats"[, "semantic_loss"]}``."""
+        z, feats = self._latents(wav)
+        z_q, codes, commit, cb_loss, stats = self.quantizer(z, num_codebooks)
+        out = {"audio": self.decoder(z_q), "codes": codes, "commit_loss": commit, "codebook_loss": cb_loss,
+               "stats": stats}
         if self.semantic is not None:
-            out["semantic_loss"] = self.semantic.loss(z_q, wav)
+            out["semantic_loss"] = self.semantic.loss(z_q, feats)
         return out
 
     # -- streaming ----------------------------------------------------------------------------------

@@ -88,22 +88,117 @@ class EuclideanCodebook(nn.Module):
             self.embed_sum[dead] = x[pick] * level
             self.cluster_size[dead] = level
 
+    def train_quantize(self, residual: torch.Tensor, active: torch.Tensor):
+        """Training pass on ``residual [N, dim]``; rows where ``active`` is False are left out of updates.
+
+        Returns ``(q_st, q, idx, commit_loss, codebook_loss)``: ``q_st`` carries the straight-through
+        gradient to the encoder, ``q`` (no gradient) is subtracted from the residual.
+        """
+        r = residual.detach()
+        if not bool(self.initialized):
+            self._init(r)
+        idx = self.quantize(r)
+        q = self.dequantize(idx)
+        if bool(active.any()):
+            self.update(r[active], idx[active])
+        mask = active[:, None].to(r.dtype)
+        commit = (F.mse_loss(residual, q, reduction="none") * mask).sum() / (mask.sum() * r.shape[1]).clamp_min(1)
+        return residual + (q - residual).detach(), q, idx, commit, residual.new_zeros(())
+
+
+class FactorizedCodebook(nn.Module):
+    """One VQ stage with factorized, L2-normalised codes: the residual ``[N, dim]`` is projected to
+    ``code_dim`` (e.g. 8), compared by cosine similarity with the codebook ``[codebook_size, code_dim]``, and
+    the chosen code is projected back. The codebook is learned by gradient (codebook loss), initialised by
+    k-means on the first batch, and codes whose usage (an EMA of counts) falls below ``dead_threshold`` times
+    the mean are restarted onto projected vectors of the current batch. Lookups by direction in a small space
+    are insensitive to the scale drift of a fast-moving encoder, which keeps the codes in use.
+    """
+
+    def __init__(self, dim: int, codebook_size: int, code_dim: int = 8, decay: float = 0.99,
+                 dead_threshold: float = 0.1, kmeans_iters: int = 10):
+        super().__init__()
+        self.dim, self.codebook_size, self.code_dim = dim, codebook_size, code_dim
+        self.decay, self.dead_threshold, self.kmeans_iters = decay, dead_threshold, kmeans_iters
+        self.in_proj = nn.Linear(dim, code_dim)
+        self.out_proj = nn.Linear(code_dim, dim)
+        self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def _lookup(self, e: torch.Tensor) -> torch.Tensor:
+        return (F.normalize(e, dim=-1) @ F.normalize(self.codebook, dim=-1).t()).argmax(dim=-1)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """Indices ``[N]`` of the codes nearest (by cosine) to the projected ``x [N, dim]``."""
+        return self._lookup(self.in_proj(x))
+
+    def dequantize(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(F.normalize(F.embedding(idx, self.codebook), dim=-1))
+
+    def train_quantize(self, residual: torch.Tensor, active: torch.Tensor):
+        e = F.normalize(self.in_proj(residual), dim=1)  # [N, code_dim]
+        if not bool(self.initialized):
+            with torch.no_grad():
+                cent = F.normalize(kmeans(e.detach(), self.codebook_size, self.kmeans_iters), dim=1)
+                self.codebook.copy_(cent)
+                counts = torch.bincount(self._lookup(e.detach()), minlength=self.codebook_size)
+                self.cluster_size.copy_(counts.clamp_min(1).to(e.dtype))
+                self.initialized.fill_(True)
+        idx = self._lookup(e.detach())
+        c = F.normalize(F.embedding(idx, self.codebook), dim=1)
+        mask = active[:, None].to(e.dtype)
+        denom = (mask.sum() * self.code_dim).clamp_min(1)
+        commit = (F.mse_loss(e, c.detach(), reduction="none") * mask).sum() / denom
+        codebook_loss = (F.mse_loss(c, e.detach(), reduction="none") * mask).sum() / denom
+        q_st = self.out_proj(e + (c - e).detach())  # straight-through in the code space
+        with torch.no_grad():
+            self._restart(e.detach()[active], idx[active])
+        return q_st, q_st.detach(), idx, commit, codebook_loss
+
+    @torch.no_grad()
+    def _restart(self, e: torch.Tensor, idx: torch.Tensor) -> None:
+        if e.shape[0] == 0:
+            return
+        n = int(self.num_updates)
+        decay = min(self.decay, (1 + n) / (10 + n))
+        self.num_updates += 1
+        counts = torch.bincount(idx, minlength=self.codebook_size).to(e.dtype)
+        self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+        dead = self.cluster_size < self.dead_threshold * self.cluster_size.mean()
+        n_dead = int(dead.sum())
+        if n_dead:
+            pick = torch.randint(0, e.shape[0], (n_dead,), device=e.device)
+            self.codebook.data[dead] = e[pick] + 1e-3 * torch.randn_like(e[pick])
+            self.cluster_size[dead] = self.cluster_size.mean()
+
 
 class ResidualVectorQuantizer(nn.Module):
     """``num_codebooks`` VQ stages applied to residuals of latents ``z [B, dim, T]``.
 
-    ``forward`` (training and eval) returns ``(z_q [B, dim, T], codes [B, K, T], commit_loss, stats)``;
+    ``kind``: ``"ema"`` (:class:`EuclideanCodebook`) or ``"factorized"`` (:class:`FactorizedCodebook`).
+    ``forward`` (training and eval) returns ``(z_q [B, dim, T], codes [B, K, T], commit_loss, codebook_loss,
+    stats)`` (the codebook loss is zero for EMA codebooks);
     ``encode``/``decode`` are the inference paths (``codes`` LongTensor ``[B, K, T]``).
     """
 
     def __init__(self, dim: int, num_codebooks: int = 8, codebook_size: int = 1024, decay: float = 0.99,
-                 dead_threshold: float = 0.1, kmeans_iters: int = 10, dropout: float = 0.5):
+                 dead_threshold: float = 0.1, kmeans_iters: int = 10, dropout: float = 0.5,
+                 kind: str = "ema", code_dim: int = 8):
         super().__init__()
         self.dim, self.num_codebooks, self.codebook_size, self.dropout = dim, num_codebooks, codebook_size, dropout
-        self.layers = nn.ModuleList(
-            EuclideanCodebook(dim, codebook_size, decay, dead_threshold=dead_threshold, kmeans_iters=kmeans_iters)
-            for _ in range(num_codebooks)
-        )
+        if kind == "ema":
+            make = lambda: EuclideanCodebook(dim, codebook_size, decay, dead_threshold=dead_threshold,  # noqa: E731
+                                             kmeans_iters=kmeans_iters)
+        elif kind == "factorized":
+            make = lambda: FactorizedCodebook(dim, codebook_size, code_dim, decay, dead_threshold,  # noqa: E731
+                                              kmeans_iters)
+        else:
+            from unisono.errors import UnisonoError
+
+            raise UnisonoError(f"quantizer kind must be 'ema' or 'factorized', got {kind!r}")
+        self.layers = nn.ModuleList(make() for _ in range(num_codebooks))
 
     def _check_k(self, k: int | None) -> int:
         from unisono.errors import UnisonoError
@@ -126,30 +221,28 @@ class ResidualVectorQuantizer(nn.Module):
         keep_rows = n_q.repeat_interleave(t)  # [B*T]
         residual = x
         quant = torch.zeros_like(x)
-        codes, commit, stats = [], x.new_zeros(()), {}
+        codes, commit, cb_loss, stats = [], x.new_zeros(()), x.new_zeros(()), {}
         for i, layer in enumerate(self.layers[:k_max]):
-            r = residual.detach()
-            if self.training and not bool(layer.initialized):
-                layer._init(r)
-            idx = layer.quantize(r)
-            q = layer.dequantize(idx)
-            active = (keep_rows > i)
+            active = keep_rows > i
             if self.training:
-                if bool(active.any()):
-                    layer.update(r[active], idx[active])
+                q_st, q, idx, c_loss, b_loss = layer.train_quantize(residual, active)
+                commit, cb_loss = commit + c_loss, cb_loss + b_loss
                 counts = torch.bincount(idx[active], minlength=self.codebook_size).float()
                 p = counts / counts.sum().clamp_min(1)
                 stats[f"perplexity_{i}"] = float(torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()))
                 stats[f"usage_{i}"] = float((counts > 0).float().mean())
+            else:
+                with torch.no_grad():
+                    idx = layer.quantize(residual)
+                    q = layer.dequantize(idx)
+                q_st = residual + (q - residual).detach()
             mask = active[:, None].to(x.dtype)
-            commit = commit + (F.mse_loss(residual, q.detach(), reduction="none") * mask).sum() / (mask.sum() * d).clamp_min(1)
-            q_st = residual + (q - residual).detach()  # straight-through
             quant = quant + q_st * mask
             residual = residual - q.detach() * mask
             codes.append(idx)
         z_q = quant.reshape(b, t, d).permute(0, 2, 1)
         codes = torch.stack(codes, 0).reshape(k_max, b, t).permute(1, 0, 2)
-        return z_q, codes, commit, stats
+        return z_q, codes, commit, cb_loss, stats
 
     @torch.no_grad()
     def encode(self, z: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -35,10 +33,10 @@ DEFAULTS = {
     "model": {},
     "train": {
         "steps": 20000, "batch_size": 8, "segment_seconds": 1.0, "lr": 3e-4, "disc_lr": 3e-4,
-        "betas": [0.8, 0.99], "lr_decay": 0.999996, "grad_clip": 100.0, "disc_start": 1000,
+        "betas": [0.8, 0.99], "lr_decay": 0.999996, "warmup_steps": 0, "grad_clip": 100.0, "disc_start": 1000,
         "log_every": 20, "sample_every": 500, "save_every": 200, "seed": 0, "num_threads": 0,
     },
-    "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "semantic": 1.0},
+    "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "codebook": 1.0, "semantic": 1.0},
     "discriminator": {"periods": [2, 3, 5, 7, 11], "n_ffts": [1024, 512, 256], "channels": 16},
 }
 
@@ -67,7 +65,7 @@ def load_config(path=None, overrides: dict | None = None) -> dict:
     return cfg
 
 
-def _spectrogram_image(wav: torch.Tensor, sample_rate: int) -> np.ndarray:
+def _spectrogram_image(wav: torch.Tensor, sample_rate: int):
     """Log-mel ``[1, n_mels, frames]`` scaled to [0, 1], low frequencies at the bottom (for TensorBoard)."""
     from unisono.audio import mel_spectrogram
 
@@ -87,10 +85,14 @@ class Trainer:
         self.codec = Codec(CodecConfig.from_dict(config["model"])).to(self.device)
         d = config["discriminator"]
         self.disc = Discriminators(tuple(d["periods"]), tuple(d["n_ffts"]), d["channels"]).to(self.device)
-        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=t["lr"], betas=tuple(t["betas"]))
+        self.opt_g = torch.optim.AdamW([p for p in self.codec.parameters() if p.requires_grad], lr=t["lr"], betas=tuple(t["betas"]))
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t["disc_lr"], betas=tuple(t["betas"]))
-        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, t["lr_decay"])
-        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, t["lr_decay"])
+        # linear warm-up, then exponential decay; a fresh encoder's latents move far more per Adam step than
+        # they are spread, which scrambles code assignments until the learning rate has warmed up
+        warm, decay = int(t["warmup_steps"]), float(t["lr_decay"])
+        schedule = lambda s: min(1.0, (s + 1) / warm) if warm and s < warm else decay ** (s - warm)  # noqa: E731
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule)
         self.mel_loss = MultiScaleMelLoss(self.codec.sample_rate)
         sr = self.codec.sample_rate
         seg = int(round(t["segment_seconds"] * sr / self.codec.hop_length)) * self.codec.hop_length
@@ -156,7 +158,7 @@ class Trainer:
             self.opt_d.step()
             logs["disc"] = d_loss.item()
         mel = self.mel_loss(y, wav)
-        loss = w["mel"] * mel + w["commit"] * out["commit_loss"]
+        loss = w["mel"] * mel + w["commit"] * out["commit_loss"] + w["codebook"] * out["codebook_loss"]
         if use_gan:
             real, fake = self.disc(wav), self.disc(y)
             adv, fm = generator_adv_loss(fake), feature_matching_loss(real, fake)
@@ -172,7 +174,8 @@ class Trainer:
         self.sched_g.step()
         if use_gan:
             self.sched_d.step()
-        logs.update(loss=loss.item(), mel=mel.item(), commit=out["commit_loss"].item(), grad_norm=gnorm.item())
+        logs.update(loss=loss.item(), mel=mel.item(), commit=out["commit_loss"].item(),
+                    codebook=out["codebook_loss"].item(), grad_norm=gnorm.item())
         logs.update(out["stats"])
         self.step += 1
         return logs
@@ -250,7 +253,3 @@ def train(config_path=None, data=None, out=None, overrides: dict | None = None, 
     trainer.fit(steps)
     return trainer
 
-
-def mean(xs) -> float:
-    xs = list(xs)
-    return float(sum(xs) / len(xs)) if xs else math.nan

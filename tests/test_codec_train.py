@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from unisono.codec import load_codec
+from unisono.codec.data import list_audio
+from unisono.codec.trainer import Trainer, load_config
+from unisono.errors import UnisonoError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small convolutions run fastest on one thread, and the machine is shared
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+TINY = {
+    "model": dict(encoder_channels=4, latent_dim=16, decoder_dim=32, decoder_blocks=1, num_codebooks=2,
+                  codebook_size=16, kmeans_iters=2),
+    "train": dict(batch_size=2, segment_seconds=0.2, lr=3e-3, disc_start=10**6, log_every=5, sample_every=0,
+                  save_every=1000, num_threads=0),
+    "discriminator": dict(channels=2, periods=[2, 3], n_ffts=[256]),
+}
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wavs")
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    for i in range(4):
+        f0 = rng.uniform(100, 250)
+        x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 8)) * 0.1 * (1 + np.sin(2 * np.pi * 3 * t))
+        sf.write(d / f"tone{i}.wav", x.astype(np.float32), 16000)
+    (d / "notes.txt").write_text("not audio")
+    return d
+
+
+def test_list_audio_folder_and_errors(audio_dir, tmp_path):
+    items = list_audio(audio_dir)
+    assert [it.path.name for it in items] == [f"tone{i}.wav" for i in range(4)]
+    with pytest.raises(UnisonoError):
+        list_audio(tmp_path / "missing")
+    with pytest.raises(UnisonoError):
+        list_audio(tmp_path)  # empty folder
+
+
+def test_list_audio_cuts_manifest(audio_dir, tmp_path):
+    from lhotse import CutSet, Recording
+
+    root = tmp_path / "corpus"
+    (root / "manifests" / "test").mkdir(parents=True)
+    (root / "audio").mkdir()
+    import shutil
+
+    shutil.copy(audio_dir / "tone0.wav", root / "audio" / "a.wav")
+    rec = Recording.from_file(root / "audio" / "a.wav")
+    rec.sources[0].source = "audio/a.wav"  # relative to the corpus dir, as the built-in corpus writes
+    CutSet.from_cuts([rec.to_cut()]).to_file(root / "manifests" / "test" / "cuts.jsonl")
+    for data in (root, root / "manifests" / "test" / "cuts.jsonl"):
+        items = list_audio(data, "test")
+        assert len(items) == 1 and items[0].path == root / "audio" / "a.wav" and items[0].duration == 1.0
+    with pytest.raises(UnisonoError, match="no train split"):
+        list_audio(root, "train")
+
+
+def test_tiny_codec_mel_loss_falls(audio_dir, tmp_path):
+    torch.manual_seed(0)
+    tr = Trainer(load_config(None, TINY), audio_dir, tmp_path / "run", progress=False)
+    hist = tr.fit(40)
+    first = np.mean([h["mel"] for h in hist[:5]])
+    last = np.mean([h["mel"] for h in hist[-5:]])
+    assert last < 0.8 * first, (first, last)
+    assert all(np.isfinite(h["loss"]) for h in hist)
+    assert "perplexity_0" in hist[-1] and hist[-1]["perplexity_0"] >= 1.0
+    codec = load_codec(tmp_path / "run")
+    w = torch.from_numpy(sf.read(audio_dir / "tone0.wav", dtype="float32")[0])[None, None]
+    assert torch.equal(codec.encode(w), tr.codec.eval().encode(w))
+
+
+def test_gan_step_and_exact_resume(audio_dir, tmp_path):
+    cfg = load_config(None, {**TINY, "train": {**TINY["train"], "disc_start": 1}})
+    torch.manual_seed(0)
+    a = Trainer(cfg, audio_dir, tmp_path / "a", progress=False)
+    ha = a.fit(4)
+    assert "adv" not in ha[0] and "adv" in ha[-1] and "fm" in ha[-1] and "disc" in ha[-1]
+    torch.manual_seed(0)
+    b = Trainer(cfg, audio_dir, tmp_path / "b", progress=False)
+    b.fit(2)
+    b.save()
+    torch.manual_seed(123)  # a fresh process would have another RNG state
+    c = Trainer(cfg, audio_dir, tmp_path / "b", progress=False)
+    assert c.maybe_resume() and c.step == 2
+    c.fit(4)
+    for (ka, va), (kc, vc) in zip(a.codec.state_dict().items(), c.codec.state_dict().items()):
+        assert ka == kc and torch.allclose(va, vc, atol=1e-6), ka
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(UnisonoError):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(UnisonoError, match="unknown keys"):
+        load_config(None, {"train": {"stepz": 3}})
+    with pytest.raises(UnisonoError):
+        load_config(None, {"model": {"n_fft": 1000}})
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the schedule is stepped alone on purpose
+def test_lr_warmup_then_decay(audio_dir, tmp_path):
+    cfg = load_config(None, {**TINY, "train": {**TINY["train"], "warmup_steps": 4, "lr": 1e-3, "lr_decay": 0.5}})
+    tr = Trainer(cfg, audio_dir, tmp_path / "w", progress=False)
+    lrs = []
+    for _ in range(6):
+        lrs.append(tr.opt_g.param_groups[0]["lr"])
+        tr.sched_g.step()
+    assert np.allclose(lrs, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 5e-4])

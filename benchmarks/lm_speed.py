@@ -15,7 +15,6 @@ disturbed when other processes share the cores; each is the best of `--rounds` r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

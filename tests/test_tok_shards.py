@@ -91,7 +91,6 @@ def test_examples_decode_back_to_the_corpus(tokenized, corpus):
 
 
 def test_speaker_prompt_comes_from_another_cut_of_the_same_speaker(corpus):
-    from unisono.text.tokenizers import TokenizerSet
 
     cuts = load_cuts(corpus, "train")
     maker = tk.ExampleMaker(load_templates(), None, None, make_test_codec(), cuts)

@@ -443,7 +443,7 @@ def tokenize_corpus(
     from tqdm import tqdm
 
     from unisono.data.manifests import load_cuts
-    from unisono.data.shards import list_shards, shard_metadata
+    from unisono.data.shards import shard_metadata
     from unisono.text.tokenizers import TokenizerSet
 
     out = Path(out)

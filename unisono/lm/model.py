@@ -30,7 +30,7 @@ from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path, write_json
 from unisono.lm.config import LMConfig
 from unisono.lm.layers import Transformer
-from unisono.lm.patterns import delay_deinterleave, delay_indices, delay_interleave
+from unisono.lm.patterns import delay_indices, delay_interleave
 from unisono.lm.sampling import cfg_mix, sample_next
 
 FORMAT_VERSION = 1

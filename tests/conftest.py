@@ -22,3 +22,12 @@ def tiny_checkpoint(tmp_path_factory):
     from tiny_model import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (small convolutions are fastest so on a shared 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -10,13 +10,7 @@ from unisono.codec.adapters import HFCodec  # noqa: E402
 from unisono.errors import UnisonoError  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small convolutions run fastest on one thread, and the machine is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_encodec():

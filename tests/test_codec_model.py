@@ -8,13 +8,7 @@ from unisono.codec.quantizer import ResidualVectorQuantizer, kmeans
 from unisono.errors import UnisonoError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small convolutions run fastest on one thread, and the machine is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(strides=[2, 4, 5, 8], encoder_channels=4, latent_dim=16, decoder_dim=32, decoder_blocks=2,
             num_codebooks=4, codebook_size=32, kmeans_iters=3)

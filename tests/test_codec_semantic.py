@@ -7,12 +7,7 @@ from unisono.codec import Codec, CodecConfig, load_codec  # noqa: E402
 from unisono.errors import UnisonoError  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,7 @@ from unisono.codec.trainer import Trainer, load_config
 from unisono.errors import UnisonoError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small convolutions run fastest on one thread, and the machine is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {
     "model": dict(encoder_channels=4, latent_dim=16, decoder_dim=32, decoder_blocks=1, num_codebooks=2,

@@ -1,7 +1,7 @@
 """Resynthesis quality of a codec on a corpus split: mel distance, PESQ-WB, STOI and SI-SDR at 1, 2, 4, 8
 codebooks.
 
-    python benchmarks/codec_quality.py --codec DIR --data /work/corpus/small            # speech of the test split
+    python benchmarks/codec_quality.py --codec DIR --data corpus/small            # speech of the test split
     python benchmarks/codec_quality.py --codec DIR --data CORPUS --kind all --json q.json
 
 PESQ-WB comes from the ``pesq`` package (ITU-T P.862.2), STOI from ``pystoi``; SI-SDR and the mel distance

@@ -1,6 +1,6 @@
 """Tokenization speed (hours of audio per minute on CPU) and shard read throughput (sequences/s).
 
-    python benchmarks/tokenize_speed.py --data /work/corpus/small --out /tmp/shards --codec encodec-random \
+    python benchmarks/tokenize_speed.py --data corpus/small --out /tmp/shards --codec encodec-random \
         --jobs 2 --json tokenize_speed.json
 
 ``--codec``: a codec directory (``unisono.codec.load_codec``); ``encodec-random``: a transformers

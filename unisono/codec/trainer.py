@@ -126,7 +126,11 @@ class Trainer:
         path = self.out / "train_state.pt"
         if not path.exists():
             return False
-        st = torch.load(path, map_location=self.device, weights_only=False)
+        try:  # tensors, numbers, strings and containers only: no code runs while loading
+            st = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:
+            raise UnisonoError(f"{path} cannot be loaded ({str(e).splitlines()[0]}); it is truncated, corrupt or "
+                               "not a codec training state: delete it to start over") from None
         if st["config"]["model"] != self.cfg["model"]:
             raise UnisonoError(f"{path} was trained with another model config; use a new --out or the same config")
         self.codec.load_state_dict(st["codec"])

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ class TrainConfig:
     fsdp: bool = False  # FSDP2 (fully_shard) instead of DDP when running under torchrun
     device: str = "auto"
     tensorboard: bool = True
+    nonfinite: str = "skip"  # a NaN/Inf loss or gradient: "skip" the batch (no update) or "stop" the run
+    max_skipped: int = 10  # consecutive skipped batches after which the run stops anyway
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -81,6 +84,8 @@ class TrainConfig:
         cfg = cls(**d)
         if cfg.grad_accum < 1 or cfg.max_steps < 1:
             raise UnisonoError("train config: grad_accum and max_steps must be >= 1")
+        if cfg.nonfinite not in ("skip", "stop"):
+            raise UnisonoError(f"train config: nonfinite must be 'skip' or 'stop', got {cfg.nonfinite!r}")
         if not 0.0 <= cfg.cond_dropout <= 1.0:
             raise UnisonoError(f"train config: cond_dropout must be in [0, 1], got {cfg.cond_dropout}")
         return cfg
@@ -158,6 +163,8 @@ class Trainer:
         self.out = Path(out_dir)
         self.vocab_json = vocab_json
         self.checkpoint_extras: list[Path] = []  # files or directories copied into every checkpoint
+        self.skipped_nonfinite = 0  # consecutive batches skipped for a non-finite loss
+        self.skipped_batches: list[str] = []  # every skipped batch (tasks:ids) of this process
         self.sample_fn = sample_fn
         self.rank, self.world, self.local_rank = dist_info()
         if self.cfg.fsdp and self.cfg.ema_decay:
@@ -398,10 +405,25 @@ class Trainer:
                 task_sum[task] = task_sum.get(task, 0.0) + es
                 task_cnt[task] = task_cnt.get(task, 0.0) + ec
             frames += mb["num_frames"]
-        if self.cfg.grad_clip and self.cfg.grad_clip > 0:
-            gnorm = float(torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.cfg.grad_clip))
-        else:
-            gnorm = float("nan")
+        clip = self.cfg.grad_clip if self.cfg.grad_clip and self.cfg.grad_clip > 0 else float("inf")
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), clip))
+        bad = torch.tensor([0.0 if math.isfinite(loss_total) and math.isfinite(gnorm) else 1.0])
+        if self.world > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every rank skips (or stops) together
+        if bad.item():
+            self.opt.zero_grad(set_to_none=True)
+            where = "; ".join(f"{t}:{i}" for mb in mbs for t, i in zip(mb["tasks"], mb["ids"]))
+            what = f"non-finite loss or gradient (loss {loss_total}, grad norm {gnorm}) at step {self.step + 1} in the batch [{where}]"
+            self.skipped_nonfinite += 1
+            if self.cfg.nonfinite == "stop" or self.skipped_nonfinite > self.cfg.max_skipped:
+                why = "train.nonfinite is 'stop'" if self.cfg.nonfinite == "stop" else \
+                    f"{self.skipped_nonfinite} batches in a row were skipped"
+                raise UnisonoError(f"{what}; stopping ({why}); the last checkpoint is intact: lower the learning "
+                                   "rate or check these examples, then run again to resume")
+            if self.rank == 0:
+                print(f"warning: skipped a {what}", file=sys.stderr)
+            return {"skipped": True, "batch": where}
+        self.skipped_nonfinite = 0
         lr = self.opt.param_groups[0]["lr"]
         self.opt.step()
         self.sched.step()
@@ -478,7 +500,13 @@ class Trainer:
 
     def train(self, progress: bool = True) -> dict:
         """Train to ``max_steps`` (resuming from the run's latest checkpoint when there is one)."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:  # fail before any work if the run directory cannot be written
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".write_probe_{self.rank}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise UnisonoError(f"cannot write to the run directory {self.out} ({e.strerror}); choose a writable --out") from None
         resumed = self.resume()
         if self.rank == 0:
             write_json(self.out / "train_config.json", {"model": self.mcfg.to_dict(), "train": dataclasses.asdict(self.cfg)})
@@ -499,6 +527,9 @@ class Trainer:
         try:
             while self.step < self.cfg.max_steps:
                 m = self.train_step()
+                if m.get("skipped"):
+                    self.skipped_batches.append(m["batch"])
+                    continue
                 c = self.cfg
                 if c.eval_every and self.step % c.eval_every == 0 and self.val_sources:
                     m.update(self.evaluate())
@@ -509,7 +540,13 @@ class Trainer:
                 if c.sample_every and self.sample_fn is not None and self.step % c.sample_every == 0 and self.rank == 0:
                     self.sample_fn(self.model, self.step, self.writer)
                 if (c.save_every and self.step % c.save_every == 0) or self.step == c.max_steps:
-                    self.save()
+                    try:
+                        self.save()
+                    except OSError as e:  # e.g. a full disk: the previous checkpoint stays the latest
+                        latest = self.latest_checkpoint()
+                        raise UnisonoError(f"could not write the checkpoint of step {self.step} ({e.strerror}); "
+                                           f"the latest complete checkpoint is {latest or 'none'}: free space and "
+                                           "run again to resume") from None
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")

@@ -274,3 +274,20 @@ def test_generator_breadth():
 def test_bad_hours_is_a_clear_error():
     with pytest.raises(UnisonoError, match="--hours must be positive"):
         build.make_plan(0, 1)
+
+
+def test_a_failing_job_is_skipped_and_reported(tmp_path, monkeypatch):
+    from unisono.data.synth import kinds
+
+    real = kinds.MAKERS["sound"]
+
+    def flaky(job, rng):
+        if job.id == "sound-00001":
+            raise UnisonoError("espeak-ng failed (simulated)")
+        return real(job, rng)
+
+    monkeypatch.setitem(kinds.MAKERS, "sound", flaky)
+    stats = build.synthesize(tmp_path, hours=HOURS, seed=SEED, workers=1, progress=False)
+    assert stats["jobs"]["failed"] == 1 and stats["failures"] == {"sound-00001": "espeak-ng failed (simulated)"}
+    ids = {c["id"] for s in build.SPLITS for c in cuts_of(tmp_path, s)}
+    assert "sound-00001" not in ids and "sound-00000" in ids

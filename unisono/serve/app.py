@@ -310,10 +310,12 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
             headers = {"X-Sample-Rate": str(pipeline.sample_rate), "X-Streamed": "frames"}
             return StreamingResponse(_stream_chunks(job, chunks, pipeline.sample_rate, limits.timeout_s),
                                      media_type="audio/wav", headers=headers)
+        waiting = asyncio.wrap_future(job.future)
         try:
-            out = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), limits.timeout_s)
+            out = await asyncio.wait_for(asyncio.shield(waiting), limits.timeout_s)
         except asyncio.TimeoutError:
             job.cancel.set()
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception())  # the caller has gone: consume it
             raise BadRequest(504, f"generation took longer than {limits.timeout_s:g} s and was cancelled; "
                                   "ask for a shorter max_duration") from None
         except asyncio.CancelledError:

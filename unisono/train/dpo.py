@@ -1,0 +1,82 @@
+"""Direct preference optimisation (DPO) for the unisono language model.
+
+Given pairs of examples with the same prompt, a preferred ("chosen") and a dispreferred ("rejected")
+target, DPO raises the policy's log-likelihood margin between them relative to a frozen reference model:
+
+    loss = -log sigmoid(beta * ((log pi(c) - log ref(c)) - (log pi(r) - log ref(r))))
+
+plus, optionally, ``ce_weight`` times the ordinary cross-entropy of the chosen targets (a regulariser that
+keeps the policy a good generator). Examples are the trainer's dicts (``frames [T, K]``, ``loss_mask
+[T, K]``); the log-likelihood of an example is the sum over its loss tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unisono.errors import UnisonoError
+
+
+def sequence_logprobs(model, frames: torch.Tensor, loss_mask: torch.Tensor,
+                      stream_weights: list[float] | None = None) -> torch.Tensor:
+    """``[B]`` summed log-probabilities of the tokens under ``loss_mask [B, T, K]`` (differentiable)."""
+    loss_mask = loss_mask.bool()
+    if loss_mask.shape != frames.shape:
+        raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
+    select = loss_mask.any(-1)
+    rows = select.nonzero()[:, 0]
+    feats = model.features(frames, select)  # [N, K, D]
+    tgt, m = frames[select], loss_mask[select]
+    out = feats.new_zeros(frames.shape[0], dtype=torch.float32)
+    for k in range(frames.shape[-1]):
+        sel = m[:, k]
+        if not bool(sel.any()):
+            continue
+        logits = model.head(feats[:, k][sel], k).float()
+        lp = -F.cross_entropy(logits, tgt[:, k][sel], reduction="none")
+        w = 1.0 if stream_weights is None else float(stream_weights[k])
+        out = out.index_add(0, rows[sel], w * lp)
+    return out
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1) -> dict[str, torch.Tensor]:
+    """DPO loss over ``[B]`` sequence log-probabilities; also the implicit reward margin and accuracy."""
+    if beta <= 0:
+        raise UnisonoError(f"beta must be positive, got {beta}")
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return {"loss": -F.logsigmoid(margin).mean(), "margin": margin.detach().mean(),
+            "accuracy": (margin.detach() > 0).float().mean()}
+
+
+def _pad(examples: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    t = max(ex["frames"].shape[0] for ex in examples)
+    k = examples[0]["frames"].shape[1]
+    frames = torch.full((len(examples), t, k), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), t, k), dtype=torch.bool)
+    for i, ex in enumerate(examples):
+        n = ex["frames"].shape[0]
+        frames[i, :n] = ex["frames"]
+        mask[i, :n] = ex["loss_mask"].bool()
+    return frames, mask
+
+
+def dpo_objective(policy, reference, chosen: list[dict], rejected: list[dict], beta: float = 0.1,
+                  ce_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """The DPO loss of ``policy`` against the frozen ``reference`` on paired examples, plus ``ce_weight`` x the
+    mean token cross-entropy of the chosen examples under the policy."""
+    if len(chosen) != len(rejected) or not chosen:
+        raise UnisonoError("DPO needs as many rejected examples as chosen ones (at least one pair)")
+    pad = policy.cfg.pad_id
+    cf, cm = _pad(chosen, pad)
+    rf, rm = _pad(rejected, pad)
+    pc, pr = sequence_logprobs(policy, cf, cm), sequence_logprobs(policy, rf, rm)
+    with torch.no_grad():
+        rc, rr = sequence_logprobs(reference, cf, cm), sequence_logprobs(reference, rf, rm)
+    out = dpo_loss(pc, pr, rc, rr, beta)
+    if ce_weight > 0:
+        ce = -pc.sum() / cm.any(-1).sum().clamp_min(1) / cf.shape[-1]
+        out["ce"] = ce.detach()
+        out["loss"] = out["loss"] + ce_weight * ce
+    return out

@@ -72,9 +72,9 @@ def test_cfg_greedy_matches_manual_mix(pattern):
     uncond[:, 1:] = PAD
     scale = 3.0
     out = m.generate(prompt, 2, temperature=0.0, cfg_scale=scale, uncond_prompt_frames=uncond)
-    dummy = torch.zeros(2, 1, K, dtype=torch.long)
-    lc = m(torch.cat([prompt, dummy], 1))[:, 4, 0]
-    lu = m(torch.cat([uncond, dummy], 1))[:, 4, 0]
+    next_slot = torch.zeros(2, 1, K, dtype=torch.long)  # a frame after the prompt: its logits are read
+    lc = m(torch.cat([prompt, next_slot], 1))[:, 4, 0]
+    lu = m(torch.cat([uncond, next_slot], 1))[:, 4, 0]
     expect = cfg_mix(lc, lu, scale).argmax(-1)
     assert torch.equal(out[:, 0, 0], expect)
     plain = m.generate(prompt, 2, temperature=0.0)

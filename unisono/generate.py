@@ -111,6 +111,12 @@ SAME_LENGTH_INPUT = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture",
                      "audio_edit": "original", "speech_edit": "context"}
 
 
+def until_end(frames, end_id: int):
+    """Generated ``frames [T, K]`` up to (without) the first frame whose stream 0 is ``end_id``."""
+    hits = (frames[:, 0] == end_id).nonzero()
+    return frames[: int(hits[0, 0])] if len(hits) else frames
+
+
 def _input_name(spec) -> str:
     """The user-facing name of a condition: phones are given as text."""
     if spec.modality == "phones":
@@ -222,9 +228,8 @@ class Pipeline:
                                "the files are truncated or corrupt") from None
         codec.eval()
         toks = TokenizerSet.load(d / CKPT_TOKENIZERS, codec=codec)
-        vocab_fp = getattr(vocab, "fingerprints", None) or {}
         for key, fp in toks.fingerprints().items():
-            if key in vocab_fp and vocab_fp[key] != fp:
+            if key in vocab.fingerprints and vocab.fingerprints[key] != fp:
                 raise UnisonoError(f"{d}: tokenizers/{key} does not match vocab.json (fingerprint differs)")
         templates = load_templates([d / CKPT_TEMPLATES] if (d / CKPT_TEMPLATES).exists() else None)
         return cls(lm.to(device), vocab, toks, codec, templates, name=d.name)
@@ -287,8 +292,9 @@ class Pipeline:
         """Run ``task`` on several input sets; returns one output per set (same order).
 
         Sets whose prompts have the same length run as one batch; every row samples with its own generator
-        seeded with ``options.seed``, so a row gives the same output as the same inputs run alone. ``cancel`` (an event) stops generation at the next frame
-        with :class:`GenerationCancelled`; ``progress(frames_done, frames_max)`` is called as frames complete."""
+        seeded with ``options.seed``, so a row gives the same output as the same inputs run alone.
+        ``cancel`` (an event) stops generation at the next frame with :class:`GenerationCancelled`;
+        ``progress(frames_done, frames_max)`` is called as frames complete."""
         import torch
 
         if task not in self.tasks:
@@ -307,19 +313,15 @@ class Pipeline:
             prompt = torch.stack([prepared[i]["prompt"] for i in idxs])
             uncond = torch.stack([prepared[i]["uncond"] for i in idxs])
             max_new = max(prepared[i]["max_new"] for i in idxs)
-            def on_frame(n, tokens=None, total=max_new):
-                if cancel is not None and cancel.is_set():
-                    raise GenerationCancelled("generation was cancelled")
-                if progress is not None:
-                    progress(n, total)
+            on_frame = None
+            if cancel is not None or progress is not None:  # a per-frame callback only when someone listens
+                def on_frame(n, tokens, total=max_new):
+                    if cancel is not None and cancel.is_set():
+                        raise GenerationCancelled("generation was cancelled")
+                    if progress is not None:
+                        progress(n, total)
 
-            with torch.inference_mode():
-                new = self.lm.generate(
-                    prompt, max_new_frames=max_new, stream_mask=self._mask(task), end_id=self._end(task),
-                    top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
-                    temperature=options.temperature, cfg_scale=options.guidance_scale,
-                    uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None,
-                    seed=[options.seed] * len(idxs), on_frame=on_frame)
+            new = self._sample(task, prompt, uncond, max_new, options, on_frame)
             for row, i in enumerate(idxs):
                 results[i] = self._finish(task, new[row, : prepared[i]["max_new"]])
         for i in range(len(inputs)):
@@ -345,7 +347,7 @@ class Pipeline:
         end = self._end(task)
         pending: list[torch.Tensor] = []
         chunks: list[np.ndarray] = []
-        state = {"ended": False}
+        state = {"ended": False, "frames": 0}
         streaming = getattr(self.codec, "streaming", None)
         can_stream = streaming is not None and getattr(getattr(self.codec, "config", None), "causal", False) \
             and not getattr(getattr(self.codec, "config", None), "semantic", None)
@@ -371,24 +373,31 @@ class Pipeline:
                 state["ended"] = True
                 return
             pending.append(self.vocab.codec_codes(row[None].cpu())[:, 0])
+            state["frames"] += 1
             if can_stream and len(pending) >= chunk_frames:
                 flush()
 
         ctx = streaming() if can_stream else contextlib.nullcontext()
-        with ctx, torch.inference_mode():
-            self.lm.generate(
-                prep["prompt"][None], max_new_frames=prep["max_new"], stream_mask=self._mask(task), end_id=end,
-                top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
-                temperature=options.temperature, cfg_scale=options.guidance_scale,
-                uncond_prompt_frames=prep["uncond"][None] if options.guidance_scale != 1.0 else None,
-                seed=[options.seed], on_frame=on_frame)
+        with ctx:
+            self._sample(task, prep["prompt"][None], prep["uncond"][None], prep["max_new"], options, on_frame)
             flush()
         wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         return AudioOutput(np.ascontiguousarray(wav, dtype=np.float32), self.sample_rate, task,
-                           {"frames": int(wav.size // max(1, round(self.sample_rate / float(self.codec.frame_rate)))),
-                            "ended": state["ended"], "streamed": bool(can_stream)})
+                           {"frames": state["frames"], "ended": state["ended"], "streamed": bool(can_stream)})
 
     # -- internals ---------------------------------------------------------------------------------
+    def _sample(self, task: str, prompt, uncond, max_new: int, options: GenerationOptions, on_frame=None):
+        """The LM's new frames ``[B, T, K]`` for ``prompt [B, T0, K]``; every row has its own seeded generator."""
+        import torch
+
+        with torch.inference_mode():
+            return self.lm.generate(
+                prompt, max_new_frames=max_new, stream_mask=self._mask(task), end_id=self._end(task),
+                top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
+                temperature=options.temperature, cfg_scale=options.guidance_scale,
+                uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None,
+                seed=[options.seed] * prompt.shape[0], on_frame=on_frame)
+
     def _mask(self, task):
         return self.vocab.generation_mask(self.templates[task].target.modality)
 
@@ -524,10 +533,8 @@ class Pipeline:
         import torch
 
         target = self.templates[task].target
-        end = self._end(task)
-        col = frames[:, 0]
-        stop = int((col == end).nonzero()[0, 0]) if bool((col == end).any()) else frames.shape[0]
-        body = frames[:stop]
+        body = until_end(frames, self._end(task))
+        stop = body.shape[0]
         if target.modality == "codec":
             codes = self.vocab.codec_codes(body)[None]
             if codes.shape[-1] == 0:

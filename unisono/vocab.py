@@ -203,7 +203,7 @@ class Vocab:
         return f"Vocab(size={self.size}, {parts}, codec={self.num_codebooks}x{self.codebook_size}, fill={self.fill})"
 
     # ---------------------------------------------------------------------------- compatibility
-    def check_compatible(self, other: "Vocab", what: str = "these shards", mine: str = "this checkpoint") -> None:
+    def check_compatible(self, other: Vocab, what: str = "these shards", mine: str = "this checkpoint") -> None:
         """Raise :class:`UnisonoError` unless ``other`` assigns every id the same meaning as ``self``.
 
         Tasks present in only one of the two are allowed (a checkpoint may know more tasks than a

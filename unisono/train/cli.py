@@ -101,6 +101,8 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
     def sample(model, step, writer):
         import torch
 
+        from unisono.generate import until_end
+
         if "ok" not in state:
             state["ok"] = setup()
         if not state["ok"] or writer is None:
@@ -112,11 +114,10 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
                                  max_new_frames=int(max_seconds * float(codec.frame_rate)),
                                  stream_mask=vocab.generation_mask("codec"), end_id=vocab.end_id("codec"),
                                  top_k=30, seed=0)[0].cpu()
-            end = vocab.end_id("codec")
-            stop = int((new[:, 0] == end).nonzero()[0, 0]) if bool((new[:, 0] == end).any()) else new.shape[0]
-            if stop == 0:
+            body = until_end(new, vocab.end_id("codec"))
+            if body.shape[0] == 0:
                 return
-            wav = codec.decode(vocab.codec_codes(new[:stop])[None])[0]
+            wav = codec.decode(vocab.codec_codes(body)[None])[0]
         writer.add_audio(f"samples/{task}", wav.clamp(-1, 1), step, sample_rate=int(codec.sample_rate))
 
     return sample

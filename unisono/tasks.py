@@ -148,6 +148,28 @@ def load_templates(paths: list[str | os.PathLike] | None = None) -> dict[str, Ta
     return out
 
 
+def source_value(spec: SegmentSpec, cut, variant: int = 0):
+    """The value of a text or data source of a template on a Lhotse cut (``text``, ``phones``,
+    ``custom.KEY``, ``params.KEY``, ``qa.question``/``qa.answer`` of pair ``variant``); None if absent."""
+    kind, key = spec.source_kind, spec.source_key
+    sup = cut.supervisions[0] if cut.supervisions else None
+    custom = cut.custom or {}
+    if kind == "text":
+        return sup.text if sup is not None else None
+    if kind == "phones":
+        return (sup.custom or {}).get("phones") if sup is not None else None
+    if kind == "custom":
+        return custom.get(key)
+    if kind == "params":
+        return (custom.get("params") or {}).get(key)
+    if kind == "qa":
+        qa = custom.get("qa") or []
+        if variant >= len(qa) or len(qa[variant]) != 2:
+            return None
+        return qa[variant][0 if key == "question" else 1]
+    raise UnisonoError(f"source {spec.source!r} is not a text or data source")
+
+
 # ------------------------------------------------------------------------------------ segments
 @dataclass
 class Segment:

@@ -173,22 +173,9 @@ class ExampleMaker:
         return codes
 
     def _value(self, spec, cut, variant):
-        kind, key = spec.source_kind, spec.source_key
-        sup = cut.supervisions[0] if cut.supervisions else None
-        custom = cut.custom or {}
-        if kind == "text":
-            v = sup.text if sup is not None else None
-        elif kind == "phones":
-            v = (sup.custom or {}).get("phones") if sup is not None else None
-        elif kind == "custom":
-            v = custom.get(key)
-        elif kind == "params":
-            v = (custom.get("params") or {}).get(key)
-        else:  # qa
-            qa = custom.get("qa") or []
-            if variant >= len(qa) or len(qa[variant]) != 2:
-                raise UnisonoError(f"cut {cut.id} has no question/answer pair {variant}")
-            v = qa[variant][0 if key == "question" else 1]
+        from unisono.tasks import source_value
+
+        v = source_value(spec, cut, variant)
         if v is None or (isinstance(v, (str, list)) and len(v) == 0):
             raise UnisonoError(f"cut {cut.id} lacks {spec.source}")
         return v

@@ -11,9 +11,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from unisono.errors import UnisonoError
 from unisono.eval.corpus import EVAL_SAMPLE_RATE, _PromptFinder, cut_audio, load_corpus_cuts, role_audio
 from unisono.generate import AudioOutput, GenerationOptions, Pipeline, _input_name
+from unisono.tasks import source_value
 
 
 def checkpoint_id(directory: str | Path) -> str:
@@ -38,7 +38,6 @@ class PipelineSystem:
     def _value(self, spec, cut):
         kind, key = spec.source_kind, spec.source_key
         sup = cut.supervisions[0] if cut.supervisions else None
-        custom = cut.custom or {}
         if kind == "audio":
             return (cut_audio(cut), EVAL_SAMPLE_RATE)
         if kind == "recording":
@@ -47,17 +46,10 @@ class PipelineSystem:
         if kind == "speaker_prompt":
             other = self.prompts.find(cut)
             return None if other is None else (cut_audio(other), EVAL_SAMPLE_RATE)
-        if kind in ("text", "phones"):  # phones are made from the text by the pipeline
+        if kind == "phones":  # the pipeline makes phones from the text
             return sup.text if sup is not None else None
-        if kind == "custom":
-            return custom.get(key)
-        if kind == "params":
-            value = (custom.get("params") or {}).get(key)
-            return None if value is None else json.dumps(value)
-        if kind == "qa":
-            qa = custom.get("qa") or []
-            return qa[0][0 if key == "question" else 1] if qa else None
-        raise UnisonoError(f"unknown template source {spec.source}")
+        value = source_value(spec, cut)
+        return json.dumps(value) if kind == "params" and value is not None else value
 
     def inputs_for(self, task: str, cut) -> dict | None:
         tpl = self.pipe.templates[task]

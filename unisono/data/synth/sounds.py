@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .effects import coloured_noise, fit_length
+from .effects import coloured_noise
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                 "eleven", "twelve"]
@@ -304,7 +304,3 @@ def scene_caption(events: list[dict], background: str) -> str:
     text = ", ".join(parts)
     bg = "" if background == "silence" else f", over faint {background}"
     return text[:1].upper() + text[1:] + bg + "."
-
-
-def fit(x: np.ndarray, n: int) -> np.ndarray:
-    return fit_length(x, n)

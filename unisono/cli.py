@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("unisono.serve.cli", "HTTP API (OpenAPI) and web page for a checkpoint"),
     "eval": ("unisono.eval.cli", "score audio against references (WER, speaker similarity, PESQ, ...)"),
     "train": ("unisono.train.cli", "train the language model on token shards (one process or torchrun)"),
+    "finetune": ("unisono.train.finetune", "teach a checkpoint a new task (new task id; LoRA, frozen layers or full)"),
     "recipe": ("unisono.recipe", "corpus -> codec -> tokens -> model -> evaluation in one resumable command"),
 }
 

@@ -108,7 +108,7 @@ CKPT_TEMPLATES = "tasks.yaml"
 TEXT_TARGET_MAX_TOKENS = 256
 # Tasks whose output should last about as long as their main audio input: bounded by it.
 SAME_LENGTH_INPUT = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture", "vc": "content",
-                     "audio_edit": "original", "speech_edit": "context"}
+                     "audio_edit": "original", "speech_edit": "context", "superres": "narrowband"}
 
 
 def until_end(frames, end_id: int):
@@ -133,6 +133,8 @@ def _templates_yaml(templates: dict) -> str:
             d["seconds"] = s.seconds
         if s.mask_span:
             d["mask_span"] = s.mask_span
+        if s.resample:
+            d["resample"] = s.resample
         return d
 
     tasks = {}
@@ -142,6 +144,8 @@ def _templates_yaml(templates: dict) -> str:
             d["loss"] = t.loss
         if t.expand:
             d["expand"] = t.expand
+        if t.kinds:
+            d["kinds"] = list(t.kinds)
         tasks[name] = d
     return yaml.safe_dump({"version": 1, "tasks": tasks}, sort_keys=False, allow_unicode=True)
 
@@ -426,7 +430,7 @@ class Pipeline:
     def _segment(self, spec, inputs: dict, task: str):
         import torch
 
-        from unisono.tasks import Segment
+        from unisono.tasks import Segment, band_limit
         from unisono.text.g2p import phonemize
 
         name = _input_name(spec)
@@ -435,7 +439,7 @@ class Pipeline:
         value = inputs[name]
         m = spec.modality
         if m in ("codec", "semantic"):
-            wav = self._audio(name, value)
+            wav = band_limit(self._audio(name, value), self.sample_rate, spec.resample)  # as in training
             if spec.seconds is not None:
                 wav = wav[:, : int(spec.seconds * self.sample_rate)]
             if m == "semantic":

@@ -28,7 +28,7 @@ from unisono.vocab import MODALITIES, Vocab
 DEFAULT_TEMPLATES = Path(__file__).with_name("tasks.yaml")
 SOURCE_KINDS = ("audio", "recording", "speaker_prompt", "text", "phones", "custom", "params", "qa")
 AUDIO_SOURCES = ("audio", "recording", "speaker_prompt")
-_OPTION_KEYS = {"name", "modality", "source", "seconds", "mask_span"}
+_OPTION_KEYS = {"name", "modality", "source", "seconds", "mask_span", "resample"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class SegmentSpec:
     source: str
     seconds: float | None = None
     mask_span: str | None = None
+    resample: int | None = None  # Hz: band-limit an audio source by resampling it to this rate and back
 
     @property
     def source_kind(self) -> str:
@@ -63,6 +64,7 @@ class TaskTemplate:
     loss: str = "target"
     expand: str | None = None
     description: str = ""
+    kinds: tuple[str, ...] = ()  # cut kinds (cut.custom.kind) that serve this task besides cuts listing it
 
     @property
     def segments(self) -> tuple[SegmentSpec, ...]:
@@ -88,6 +90,7 @@ def _parse_segment(task: str, d: Any, where: str) -> SegmentSpec:
         source=str(d["source"]),
         seconds=None if d.get("seconds") is None else float(d["seconds"]),
         mask_span=d.get("mask_span"),
+        resample=_resample_hz(task, d.get("resample")),
     )
     if spec.modality not in MODALITIES:
         raise UnisonoError(f"task {task!r}: modality {spec.modality!r} unknown; choose one of {', '.join(MODALITIES)}")
@@ -103,7 +106,37 @@ def _parse_segment(task: str, d: Any, where: str) -> SegmentSpec:
         )
     if spec.mask_span and spec.modality != "codec":
         raise UnisonoError(f"task {task!r}: mask_span works on codec segments only")
+    if spec.resample and not spec.is_audio_source:
+        raise UnisonoError(f"task {task!r}: resample works on audio sources only, not on {spec.source}")
     return spec
+
+
+def _resample_hz(task: str, value) -> int | None:
+    if value is None:
+        return None
+    try:
+        hz = int(value)
+    except (TypeError, ValueError):
+        hz = 0
+    if hz < 1000 or hz != value:
+        raise UnisonoError(f"task {task!r}: resample must be a whole number of Hz >= 1000 (e.g. 8000), got {value!r}")
+    return hz
+
+
+def band_limit(wav: torch.Tensor, sample_rate: int, resample_hz: int | None) -> torch.Tensor:
+    """``wav [..., S]`` at ``sample_rate`` Hz resampled to ``resample_hz`` and back (same length, content
+    above ``resample_hz / 2`` removed): what a template's ``resample`` option does to an audio source.
+    Unchanged when ``resample_hz`` is None or not below ``sample_rate``."""
+    if not resample_hz or resample_hz >= sample_rate:
+        return wav
+    from unisono.audio import resample
+
+    x = torch.as_tensor(wav, dtype=torch.float32)
+    flat = x.reshape(-1, x.shape[-1])
+    y = resample(resample(flat, sample_rate, resample_hz), resample_hz, sample_rate)
+    n = x.shape[-1]
+    y = y[..., :n] if y.shape[-1] >= n else torch.nn.functional.pad(y, (0, n - y.shape[-1]))
+    return y.reshape(x.shape).contiguous()
 
 
 def parse_templates(data: dict) -> dict[str, TaskTemplate]:
@@ -114,7 +147,7 @@ def parse_templates(data: dict) -> dict[str, TaskTemplate]:
     for name, t in data["tasks"].items():
         if not isinstance(t, dict) or "target" not in t:
             raise UnisonoError(f"task {name!r} needs a target")
-        extra = set(t) - {"conditions", "target", "loss", "expand", "description"}
+        extra = set(t) - {"conditions", "target", "loss", "expand", "description", "kinds"}
         if extra:
             raise UnisonoError(f"task {name!r}: unknown key(s) {sorted(extra)}")
         conds = tuple(_parse_segment(name, c, "condition") for c in (t.get("conditions") or []))
@@ -130,7 +163,11 @@ def parse_templates(data: dict) -> dict[str, TaskTemplate]:
         names = [s.name for s in conds + (target,)]
         if len(set(names)) != len(names):
             raise UnisonoError(f"task {name!r}: segment names must be unique, got {names}")
-        out[str(name)] = TaskTemplate(str(name), conds, target, loss, expand, str(t.get("description", "")))
+        kinds = t.get("kinds") or []
+        if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
+            raise UnisonoError(f"task {name!r}: kinds must be a list of cut kinds, e.g. [speech], got {kinds!r}")
+        out[str(name)] = TaskTemplate(str(name), conds, target, loss, expand, str(t.get("description", "")),
+                                      tuple(kinds))
     return out
 
 

@@ -26,7 +26,7 @@ import torch
 
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json, write_json
-from unisono.tasks import Segment, TaskTemplate, build_example, load_templates
+from unisono.tasks import Segment, TaskTemplate, band_limit, build_example, load_templates
 from unisono.vocab import Vocab
 
 DESCRIPTION = __doc__
@@ -128,6 +128,7 @@ class ExampleMaker:
     def _audio(self, spec, cut, rng) -> torch.Tensor:
         sr = int(self.codec.sample_rate)
         wav = _cut_audio(self._source(spec, cut, rng), sr)
+        wav = band_limit(wav, sr, spec.resample)
         if spec.seconds is not None:
             wav = self._crop(wav, int(round(spec.seconds * sr)), spec, rng)
         return wav
@@ -140,7 +141,7 @@ class ExampleMaker:
         once per run (and once across resumed runs).
         """
         obj = self._source(spec, cut, rng)
-        key = f"{type(obj).__name__}:{obj.id}"
+        key = f"{type(obj).__name__}:{obj.id}" + (f"@{spec.resample}Hz" if spec.resample else "")
         codes = self._codes_cache.get(key)
         if codes is None and self.cache_dir is not None:
             path = self.cache_dir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
@@ -149,7 +150,7 @@ class ExampleMaker:
 
                 codes = load_file(str(path))["codes"].long()
         if codes is None:
-            wav = _cut_audio(obj, int(self.codec.sample_rate))
+            wav = band_limit(_cut_audio(obj, int(self.codec.sample_rate)), int(self.codec.sample_rate), spec.resample)
             with torch.no_grad():
                 codes = self.codec.encode(wav[None])
             self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
@@ -316,7 +317,8 @@ def plan_shards(cuts_by_split: dict, templates, selected, shard_size: int) -> li
             tpl = templates[task]
             items = []
             for c in cuts:
-                if task not in ((c.custom or {}).get("tasks") or []):
+                custom = c.custom or {}
+                if task not in (custom.get("tasks") or []) and custom.get("kind") not in tpl.kinds:
                     continue
                 if tpl.expand == "qa":
                     items += [[c.id, j] for j in range(len((c.custom or {}).get("qa") or []))]
@@ -455,19 +457,22 @@ def tokenize_corpus(
             if tokenizers_dir:
                 from unisono.text.tokenizers import TokenizerSet
 
-                toks = TokenizerSet.load(tokenizers_dir, codec=codec)
+                tdir = Path(tokenizers_dir)
+                if not (tdir / "phones.json").exists() and (tdir / "tokenizers" / "phones.json").exists():
+                    tdir = tdir / "tokenizers"  # a checkpoint or shards directory: its tokenizers/ inside
+                toks = TokenizerSet.load(tdir, codec=codec)
             else:
                 train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_cuts(data, "train")
                 toks = fit_tokenizers(train_cuts, templates, selected, codec, bpe_size, semantic_units,
                                       semantic_features, hubert_dir, text_encoder=text_encoder, seed=seed)
             if vocab_path:
-                # Keep the given layout (e.g. a checkpoint's): same ranges and tokenizers required; tasks it
-                # lacks take free task slots, every existing id stays.
+                # Keep the given layout (e.g. a checkpoint's): same ranges and tokenizers required; the selected
+                # tasks it lacks take free task slots (in name order), every existing id stays.
                 base = Vocab.load(vocab_path)
                 mine = Vocab(toks.sizes(), K, codec.codebook_size, base.tasks, base.fill, toks.fingerprints())
                 base.check_compatible(mine, what="the tokenizers and codec of this run", mine=str(vocab_path))
                 vocab = base
-                for t in sorted(templates):
+                for t in selected:
                     vocab = vocab.with_task(t)
             else:
                 vocab = Vocab.build(sorted(templates), K, codec.codebook_size, fill=fill,
@@ -612,7 +617,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fill", choices=("pad", "repeat"), default="pad",
                    help="how a non-audio token fills the K streams of its frame (default: %(default)s; see docs/tokens.md)")
     p.add_argument("--vocab", help="keep this vocab.json's layout (e.g. a checkpoint's, to fine-tune on new data or "
-                   "new tasks); tasks it lacks take free slots; use with --tokenizers")
+                   "new tasks); the --tasks it lacks take free slots, every other id stays; use with --tokenizers")
     p.add_argument("--tokenizers", help="reuse these tokenizers (a SHARDS/tokenizers or checkpoint dir) instead of fitting")
     p.add_argument("--num-codebooks", type=int, help="codebooks used per frame (default: all of the codec's)")
     p.add_argument("--bpe-size", type=int, default=2000, help="BPE vocabulary size (default: %(default)s)")

@@ -50,7 +50,12 @@ TASK_METRICS: dict[str, list[str]] = {
     "asr": ["wer"],
     "caption": ["bleu", "text_sim"],
     "audio_qa": ["qa"],
+    "superres": ["lsd", "pesq", "mel"],
 }
+# tasks served by every cut of these kinds (templates with `kinds`, e.g. configs/tasks/superres.yaml)
+TASK_KINDS: dict[str, tuple[str, ...]] = {"superres": ("speech",)}
+# tasks whose input is the target audio band-limited by resampling to this rate (Hz) and back
+BAND_LIMITED_INPUT: dict[str, int] = {"superres": 8000}
 TEXT_TASKS = {"asr", "caption", "audio_qa"}
 # task -> the condition role whose audio the "copy the input" baseline returns
 INPUT_ROLE = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture", "vc": "source", "speech_edit": "original",
@@ -175,7 +180,15 @@ def build_items(task: str, cut, prompts: _PromptFinder) -> list[tuple[Reference,
         ref.prompt = role_audio(cut, "enrollment")
     if task in INPUT_ROLE:
         ref.condition = role_audio(cut, INPUT_ROLE[task])
+    elif task in BAND_LIMITED_INPUT:
+        ref.condition = _band_limited(ref.audio, BAND_LIMITED_INPUT[task])
     return [(ref, cut)]
+
+
+def _band_limited(wav: np.ndarray, rate: int) -> np.ndarray:
+    from unisono.tasks import band_limit
+
+    return band_limit(torch.as_tensor(wav, dtype=torch.float32), EVAL_SAMPLE_RATE, rate).numpy()
 
 
 def to_output(x) -> np.ndarray | str | None:
@@ -205,6 +218,8 @@ def reference_system(task: str, cut):
 
 def copy_input_system(task: str, cut):
     """The trivial baseline: the task's input audio returned unchanged (``None`` for tasks without one)."""
+    if task in BAND_LIMITED_INPUT:
+        return _band_limited(cut_audio(cut), BAND_LIMITED_INPUT[task]), EVAL_SAMPLE_RATE
     role = INPUT_ROLE.get(task)
     if role is None:
         return None
@@ -288,7 +303,9 @@ def train_attribute_classifiers(corpus_dir: str | Path, out_dir: str | Path, nam
 
 def select_cuts(cuts: list, task: str, n: int | None, seed: int) -> list:
     """The cuts that serve ``task``: all, or a seeded sample of ``n``, sorted by id (order-independent)."""
-    chosen = sorted((c for c in cuts if task in c.custom.get("tasks", [])), key=lambda c: c.id)
+    kinds = TASK_KINDS.get(task, ())
+    chosen = sorted((c for c in cuts if task in c.custom.get("tasks", []) or c.custom.get("kind") in kinds),
+                    key=lambda c: c.id)
     if n is not None and len(chosen) > n:
         chosen = sorted(random.Random(f"{seed}:{task}").sample(chosen, n), key=lambda c: c.id)
     return chosen
@@ -350,7 +367,7 @@ def evaluate_corpus(
         for name, fn in systems.items():
             usable = []
             for ref, gcut in pairs:
-                if name == "copy_input" and task not in INPUT_ROLE:
+                if name == "copy_input" and task not in INPUT_ROLE and task not in BAND_LIMITED_INPUT:
                     continue
                 if name == "train_prior" and task not in ("caption", "audio_qa", "text_to_sound", "text_to_music"):
                     continue

@@ -93,6 +93,14 @@ def _mel(out, ref: Reference) -> dict:
     return {"mel_distance": mel_distance(_need_audio(out, "mel"), ref.audio, EVAL_SAMPLE_RATE)}
 
 
+def _lsd(out, ref: Reference) -> dict:
+    from unisono.eval.metrics.lsd import log_spectral_distance
+
+    est = _need_audio(out, "lsd")
+    return {"lsd_db": log_spectral_distance(est, ref.audio, EVAL_SAMPLE_RATE),
+            "lsd_high_db": log_spectral_distance(est, ref.audio, EVAL_SAMPLE_RATE, low_hz=4000.0)}
+
+
 def _f0(out, ref: Reference) -> dict:
     from unisono.eval.metrics.f0 import f0_metrics
 
@@ -197,6 +205,9 @@ METRICS: dict[str, Metric] = {
                {"si_sdr_db": True}),
         Metric("mel", "multi-scale log-mel L1 distance to the reference", ("audio",), "audio", _mel,
                {"mel_distance": False}),
+        Metric("lsd", "log-spectral distance (dB) to the reference, whole band and 4-8 kHz (the band that "
+               "super-resolution from 8 kHz must create)", ("audio",), "audio", _lsd,
+               {"lsd_db": False, "lsd_high_db": False}),
         Metric("f0", "F0 RMSE (cents) and voicing accuracy against the reference (torchcrepe tiny)",
                ("audio",), "audio", _f0, {"f0_rmse_cents": False, "voicing_accuracy": True}),
         Metric("tempo", "tempo within 8% of the true tempo (onset autocorrelation)", (), "audio", _tempo,

@@ -20,8 +20,14 @@ from unisono.data.shards import shard_name, write_shard
 from unisono.errors import UnisonoError
 from unisono.lm import LMConfig, UnisonoLM
 from unisono.tasks import Segment, band_limit, build_example, load_templates, parse_templates
-from unisono.train.finetune import (LoRALinear, add_lora, finetune, freeze_layers, merge_lora,
-                                    train_embedding_rows)
+from unisono.train.finetune import (
+    LoRALinear,
+    add_lora,
+    finetune,
+    freeze_layers,
+    merge_lora,
+    train_embedding_rows,
+)
 from unisono.vocab import Vocab
 
 K, CB = 2, 16

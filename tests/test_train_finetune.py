@@ -304,13 +304,17 @@ def test_superres_end_to_end_on_the_built_in_corpus(tiny_checkpoint, tmp_path):
     ck = Path(tiny_checkpoint)
     tpl = Path(__file__).resolve().parents[1] / "configs" / "tasks" / "superres.yaml"
     shards = tmp_path / "sr"
+    extra = tmp_path / "extra.yaml"  # another new template, not selected: it must not take a slot
+    extra.write_text(yaml.safe_dump({"version": 1, "tasks": {"aaa_unused": {
+        "conditions": [{"modality": "codec", "source": "audio"}], "target": {"modality": "bpe", "source": "text"}}}}))
     st = tokenize_corpus(ck.parent / "corpus", shards, functools.partial(load_codec_dir, str(ck / "codec")),
-                         tasks=["superres"], splits=("train", "valid"), templates_paths=[str(tpl)],
+                         tasks=["superres"], splits=("train", "valid"), templates_paths=[str(extra), str(tpl)],
                          vocab_path=str(ck / "vocab.json"), tokenizers_dir=str(ck), progress=False, jobs=1)
     assert st["per_task"]["train/superres"]["examples"] > 0 and not st["skipped"]
     base = Vocab.load(ck / "vocab.json")
     sv = Vocab.load(shards / "vocab.json")
     assert {t: sv.tasks[t] for t in base.tasks} == base.tasks and set(sv.tasks) == set(base.tasks) | {"superres"}
+    assert sv.tasks["superres"] == min(set(range(64)) - set(base.tasks.values()))
     r = finetune(ck, "superres", shards, tmp_path / "ck_sr", templates=[str(tpl)], lora_rank=2, steps=3,
                  max_frames=512, progress=False)
     assert r["task_id"] == sv.task_id("superres") and "superres" in r["val_loss_after"]

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("unisono.serve.cli", "HTTP API (OpenAPI) and web page for a checkpoint"),
     "eval": ("unisono.eval.cli", "score audio against references (WER, speaker similarity, PESQ, ...)"),
     "train": ("unisono.train.cli", "train the language model on token shards (one process or torchrun)"),
+    "dpo": ("unisono.train.dpo_cli", "preference-tune a checkpoint (DPO) on its own samples ranked by an evaluator"),
     "recipe": ("unisono.recipe", "corpus -> codec -> tokens -> model -> evaluation in one resumable command"),
 }
 

@@ -2,7 +2,6 @@
 model that improves its rank metric on fresh samples, the tuned checkpoint, and one-line input errors."""
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -13,9 +12,19 @@ import torch
 from unisono.cli import main as cli_main
 from unisono.generate import GenerationOptions, Pipeline
 from unisono.tasks import Segment, build_example, decode_example
-from unisono.train.preference import (EVAL_SEED_OFFSET, RANK_METRICS, DPOSettings, candidate_example,
-                                      collect_prompts, condition_segments, make_pairs, rank_metric, run_dpo,
-                                      sample_candidates, score_output)
+from unisono.train.preference import (
+    EVAL_SEED_OFFSET,
+    RANK_METRICS,
+    DPOSettings,
+    candidate_example,
+    collect_prompts,
+    condition_segments,
+    make_pairs,
+    rank_metric,
+    run_dpo,
+    sample_candidates,
+    score_output,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NAN = float("nan")

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="directory for the tuned checkpoint and dpo_report.json")
     g = p.add_argument_group("prompts and candidates")
     g.add_argument("--split", default=d.split, help=f"split whose cuts are the training prompts (default {d.split})")
-    g.add_argument("--prompts", type=int, default=d.prompts, help=f"training prompts, a seeded sample (default {d.prompts})")
+    g.add_argument("--prompts", type=int, default=d.prompts,
+                   help=f"training prompts, a seeded sample (default {d.prompts})")
     g.add_argument("--candidates", type=int, default=d.candidates,
                    help=f"samples per prompt, seeds SEED..SEED+N-1 (default {d.candidates})")
     g.add_argument("--min-gap", type=float, default=d.min_gap,
@@ -46,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance-scale", type=float, default=d.guidance_scale,
                    help=f"classifier-free guidance scale, 1 = off (default {d.guidance_scale})")
     g.add_argument("--max-duration", type=float, default=d.max_duration,
-                   help=f"longest output, seconds (speech tasks: also at most 2 x the cut + 1 s; default {d.max_duration})")
+                   help="longest output, seconds (speech tasks: also at most 2 x the cut + 1 s; "
+                   f"default {d.max_duration})")
     g = p.add_argument_group("training")
     g.add_argument("--beta", type=float, default=d.beta, help=f"DPO temperature beta (default {d.beta})")
     g.add_argument("--ce-weight", type=float, default=d.ce_weight,
@@ -54,13 +56,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
     g.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per step (default {d.batch_size})")
-    g.add_argument("--seed", type=int, default=d.seed, help=f"seed of prompt choice, sampling and batches (default {d.seed})")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of prompt choice, sampling and batches (default {d.seed})")
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-split", default=d.eval_split, help=f"split of the held-out prompts (default {d.eval_split})")
     g.add_argument("--eval-prompts", type=int, default=d.eval_prompts,
                    help=f"held-out prompts scored before and after, 0 = skip (default {d.eval_prompts})")
     g.add_argument("--eval-samples", type=int, default=d.eval_samples,
-                   help=f"fresh samples per held-out prompt, the same seeds before and after (default {d.eval_samples})")
+                   help="fresh samples per held-out prompt, the same seeds before and after "
+                   f"(default {d.eval_samples})")
     g.add_argument("--classifiers", help="directory to keep (and reuse) the attribute classifiers trained on the "
                    "corpus for event/instrument ranking (default: trained afresh, then removed)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

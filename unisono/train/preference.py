@@ -24,9 +24,9 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -140,7 +140,6 @@ def score_output(metric: RankMetric, wav, sample_rate: int, ref) -> float:
     """Score one output ``wav [S]`` at ``sample_rate`` Hz against the harness reference ``ref``."""
     from unisono.eval.corpus import to_output
     from unisono.eval.metrics import score
-    from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
 
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if wav.size == 0:
@@ -396,9 +395,8 @@ class DPOSettings:
     overwrite: bool = False
     progress: bool = True
     command: str | None = None
-    extra: dict = field(default_factory=dict)
 
-    def validate(self) -> "DPOSettings":
+    def validate(self) -> DPOSettings:
         if self.candidates < 2:
             raise UnisonoError(f"--candidates must be at least 2 (a pair needs two samples), got {self.candidates}")
         if self.prompts < 1:
@@ -461,13 +459,13 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
+        prompts = collect_prompts(pipe, task, data, s.split, s.prompts, s.seed, options)
+        eval_prompts = (collect_prompts(pipe, task, data, s.eval_split, s.eval_prompts, s.seed, options)
+                        if s.eval_prompts else [])
         clf_info = None
         if metric.classifier is not None:
             clf_dir = Path(s.classifiers) if s.classifiers else tmp.with_name(tmp.name + ".classifiers")
             clf_info = train_attribute_classifiers(data, clf_dir, [metric.classifier], progress=s.progress)
-        prompts = collect_prompts(pipe, task, data, s.split, s.prompts, s.seed, options)
-        eval_prompts = (collect_prompts(pipe, task, data, s.eval_split, s.eval_prompts, s.seed, options)
-                        if s.eval_prompts else [])
 
         # -- candidates, scores, pairs
         t0 = time.time()

@@ -2,6 +2,7 @@
 model that improves its rank metric on fresh samples, the tuned checkpoint, and one-line input errors."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,30 @@ def test_score_output_duration_and_empty_outputs():
     assert score_output(dur, np.zeros(24000, np.float32), 24000, ref) == pytest.approx(1.0)  # 1 s vs 2 s
     assert score_output(dur, np.zeros(0, np.float32), 16000, ref) == pytest.approx(2.0)  # empty: all missing
     assert score_output(dur, np.zeros(48000, np.float32), 16000, ref) == pytest.approx(1.0)  # too long by 1 s
+
+
+def test_class_probability_ranks_by_the_requested_class(monkeypatch):
+    from eval_audio import SR, add_noise, tone
+
+    from unisono.eval.metrics import Reference
+    from unisono.eval.metrics import classifier as C
+    from unisono.eval.metrics.frechet import mel_stats_embedding
+
+    train = [(tone(200 + 10 * i), "hum") for i in range(5)] + \
+        [(add_noise(np.zeros(SR, np.float32) + 1e-3, -20, seed=i), "hiss") for i in range(5)]
+    clf = C.AttributeClassifier.fit(np.stack([mel_stats_embedding(w, SR) for w, _ in train]), [y for _, y in train])
+    monkeypatch.setitem(C._REGISTRY, "event", clf)
+    m = RANK_METRICS["event_prob"]
+    hum, hiss = tone(230), add_noise(np.zeros(SR, np.float32) + 1e-3, -20, seed=99)
+    p_hum = score_output(m, hum, SR, Reference("a", attributes={"event": "hum"}))
+    p_hiss = score_output(m, hum, SR, Reference("a", attributes={"event": "hiss"}))
+    assert p_hum > 0.9 and p_hum + p_hiss == pytest.approx(1.0, abs=1e-5)  # two classes: a distribution
+    # ranked as a user means it: for a "hum" request the tone beats the noise, for "hiss" the reverse
+    want_hum, want_hiss = Reference("r", attributes={"event": "hum"}), Reference("r", attributes={"event": "hiss"})
+    assert score_output(m, hum, SR, want_hum) > score_output(m, hiss, SR, want_hum)
+    assert score_output(m, hiss, SR, want_hiss) > score_output(m, hum, SR, want_hiss)
+    assert math.isnan(score_output(m, hum, SR, Reference("c", attributes={"event": "gong"})))  # unseen class
+    assert score_output(RANK_METRICS["event"], hum, SR, want_hum) == 1.0
 
 
 # ------------------------------------------------------------------------------------------ candidates
@@ -168,6 +193,21 @@ def test_preference_tuning_improves_the_rank_metric_and_writes_a_loadable_checkp
     diff = [float((a - b).abs().max()) for a, b in zip(tuned.lm.parameters(), orig.lm.parameters())]
     assert max(diff) > 0
     assert not (tmp_path / "tuned.partial").exists()
+
+
+@pytest.mark.slow
+def test_speech_ranking_by_wer_and_speaker_similarity_through_the_cli(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli_main(["dpo", "--checkpoint", str(tiny_checkpoint), "--data", str(corpus_of(tiny_checkpoint)),
+                     "--out", str(out), "--task", "tts", "--rank-by", "wer+spk", "--prompts", "2", "--candidates", "3",
+                     "--steps", "2", "--eval-prompts", "1", "--max-duration", "2", "--no-progress"]) == 0
+    rep = json.loads((out / "dpo_report.json").read_text())
+    rows = [json.loads(line) for line in (out / "dpo_pairs.jsonl").read_text().splitlines()]
+    assert rep["rank_by"] == "wer+spk" and rep["higher_is_better"] and rep["candidates_scored"] == 6
+    for r in rows:  # speaker similarity minus WER lies in [-1 - max WER, 1]
+        assert all(x is None or -3.0 <= x <= 1.0 for x in r["scores"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pairs"] == rep["pairs"]
+    assert Pipeline.from_pretrained(out).tasks.keys() == Pipeline.from_pretrained(tiny_checkpoint).tasks.keys()
 
 
 # ------------------------------------------------------------------------------------------ errors

@@ -203,8 +203,8 @@ class Candidate:
     score: float = math.nan
 
 
-def collect_prompts(pipe, task: str, corpus_dir, split: str, n: int | None, seed: int, base_options,
-                    progress: bool = False) -> list[Prompt]:
+def collect_prompts(pipe, task: str, corpus_dir, split: str, n: int | None, seed: int,
+                    base_options) -> list[Prompt]:
     """Up to ``n`` prompts of ``task`` from ``split`` of ``corpus_dir`` (a seeded sample, sorted by cut id)."""
     from unisono.eval.corpus import build_items, load_corpus_cuts, select_cuts
     from unisono.eval.model_system import PipelineSystem
@@ -428,6 +428,16 @@ def _copy_checkpoint(src: Path, dst: Path) -> None:
             write_json(cj, d)
 
 
+def _load(directory, device: str):
+    """A pipeline whose LM runs on ``device``; the codec (encoding inputs, decoding candidates for the CPU
+    evaluators) stays on the CPU."""
+    from unisono.generate import Pipeline
+
+    pipe = Pipeline.from_pretrained(directory, device="cpu")
+    pipe.lm.to(device)
+    return pipe
+
+
 def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSettings | None = None) -> dict:
     """Preference-tune ``checkpoint`` on ``task`` ranked by ``rank_by``; write the tuned checkpoint and
     ``dpo_report.json`` to ``out`` (atomically: built in ``out.partial``, renamed when complete)."""
@@ -435,7 +445,7 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
 
     from unisono.eval.corpus import TASK_METRICS, train_attribute_classifiers
     from unisono.fileio import write_json, write_jsonl
-    from unisono.generate import GenerationOptions, Pipeline
+    from unisono.generate import GenerationOptions
 
     s = (settings or DPOSettings()).validate()
     t_start = time.time()
@@ -451,7 +461,7 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
         raise UnisonoError("--out must differ from --checkpoint (the input is the frozen reference)")
     if s.device.startswith("cuda") and not torch.cuda.is_available():
         raise UnisonoError(f"--device {s.device} asked for, but no CUDA device is available; use --device cpu")
-    pipe = Pipeline.from_pretrained(checkpoint, device=s.device)
+    pipe = _load(checkpoint, s.device)
     _audio_target(pipe, task)
     options = GenerationOptions(top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
                                 guidance_scale=s.guidance_scale, max_duration=s.max_duration).validate()
@@ -508,7 +518,7 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
         # -- the tuned checkpoint, loaded back as any user would
         _copy_checkpoint(checkpoint, tmp)
         policy.save_pretrained(tmp)
-        tuned = Pipeline.from_pretrained(tmp, device=s.device)
+        tuned = _load(tmp, s.device)
 
         # -- held-out evaluation, same seeds before and after
         t0 = time.time()

@@ -485,6 +485,7 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
             cands = sample_candidates(pipe, task, p, seeds)
             for c in cands:
                 c.score = score_output(metric, c.wav, pipe.sample_rate, p.ref)
+                c.wav = np.zeros(0, np.float32)  # scored: only the codes are needed from here on
             all_cands.append(cands)
         t_rank = time.time() - t0
         idx = make_pairs([[c.score for c in cs] for cs in all_cands], metric.higher_is_better, s.min_gap)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("unisono.eval.cli", "score audio against references (WER, speaker similarity, PESQ, ...)"),
     "train": ("unisono.train.cli", "train the language model on token shards (one process or torchrun)"),
     "finetune": ("unisono.train.finetune", "teach a checkpoint a new task (new task id; LoRA, frozen layers or full)"),
+    "dpo": ("unisono.train.dpo_cli", "preference-tune a checkpoint (DPO) on its own samples ranked by an evaluator"),
     "recipe": ("unisono.recipe", "corpus -> codec -> tokens -> model -> evaluation in one resumable command"),
 }
 

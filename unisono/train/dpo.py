@@ -69,8 +69,9 @@ def dpo_objective(policy, reference, chosen: list[dict], rejected: list[dict], b
     if len(chosen) != len(rejected) or not chosen:
         raise UnisonoError("DPO needs as many rejected examples as chosen ones (at least one pair)")
     pad = policy.cfg.pad_id
-    cf, cm = _pad(chosen, pad)
-    rf, rm = _pad(rejected, pad)
+    dev = next(policy.parameters()).device
+    cf, cm = (t.to(dev) for t in _pad(chosen, pad))
+    rf, rm = (t.to(dev) for t in _pad(rejected, pad))
     pc, pr = sequence_logprobs(policy, cf, cm), sequence_logprobs(policy, rf, rm)
     with torch.no_grad():
         rc, rr = sequence_logprobs(reference, cf, cm), sequence_logprobs(reference, rf, rm)

@@ -1,0 +1,583 @@
+"""Preference tuning of a packaged checkpoint on automatically ranked samples (DPO).
+
+The loop, for one task:
+
+1. **prompts**: cuts of a corpus split that serve the task; their conditions are read off the cut as the
+   evaluation harness reads them (:class:`~unisono.eval.model_system.PipelineSystem`);
+2. **candidates**: ``N`` samples per prompt from the checkpoint, each with its own seed (one batch of ``N``
+   rows, every row with its own generator: candidate ``j`` equals ``Pipeline.generate(..., seed=seed+j)``);
+3. **ranking**: every candidate is scored with a :data:`RANK_METRICS` entry (harness evaluators: WER,
+   speaker similarity, attribute classifiers, ...; or cheap signal measures);
+4. **pairs**: per prompt the best candidate is *chosen* and the worst *rejected*; ties are skipped;
+5. **examples**: prompt conditions + candidate codes -> the task template's training example (the token
+   layout the model was trained on), with the trailing frames that carry no loss trimmed;
+6. **training**: :func:`~unisono.train.dpo.dpo_objective` (DPO + a cross-entropy regulariser on the chosen
+   examples) of a policy initialised from the checkpoint against the frozen checkpoint;
+7. **output**: a new packaged checkpoint (the input's tokenizers, codec and templates with the tuned weights)
+   and ``dpo_report.json``: the metric's mean on held-out prompts before and after.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unisono.errors import UnisonoError
+
+SPEECH_TASKS = ("tts", "instruct_tts", "speech_edit", "vc", "svs")  # outputs bounded by the cut's duration
+EMPTY_OUTPUT_SECONDS = 0.1  # an empty output is scored as this much silence
+EVAL_SEED_OFFSET = 1_000_003  # held-out samples use seeds far from the training candidates'
+
+
+# ------------------------------------------------------------------------------------------ metrics
+@dataclass(frozen=True)
+class RankMetric:
+    """One way to score a candidate: ``value(wav16k [S], ref) -> float`` (``nan``: not scorable).
+
+    ``harness``: the harness metrics it is made of; the metric applies to a task when the harness computes
+    all of them for that task (``TASK_METRICS``). ``classifier``: the attribute classifier it needs.
+    """
+
+    name: str
+    description: str
+    higher_is_better: bool
+    harness: tuple[str, ...] = ()
+    combine: Callable[[dict], float] | None = None  # harness values -> the score
+    classifier: str | None = None
+
+    def applies_to(self, task: str) -> bool:
+        from unisono.eval.corpus import TASK_METRICS, TEXT_TASKS
+
+        if task not in TASK_METRICS or task in TEXT_TASKS:
+            return False
+        return all(h in TASK_METRICS[task] for h in self.harness)
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+
+def _duration_error(wav: np.ndarray, ref) -> float:
+    from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
+
+    if ref.audio is None:
+        return math.nan
+    return abs(wav.shape[-1] - ref.audio.shape[-1]) / EVAL_SAMPLE_RATE
+
+
+def class_probability(attribute: str, wav: np.ndarray, ref) -> float:
+    """Probability the attribute classifier gives to the requested class (``ref.attributes[attribute]``)."""
+    from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
+    from unisono.eval.metrics.classifier import get_classifier
+    from unisono.eval.metrics.frechet import mel_stats_embedding
+
+    clf = get_classifier(attribute)
+    true = ref.attributes.get(attribute)
+    if true is None or str(true) not in clf.classes:
+        return math.nan
+    x = (torch.as_tensor(mel_stats_embedding(wav, EVAL_SAMPLE_RATE), dtype=torch.float32) - clf.mean) / clf.std
+    p = torch.softmax(x @ clf.weight.T + clf.bias, dim=-1)
+    return float(p[clf.classes.index(str(true))])
+
+
+def _value(key: str) -> Callable[[dict], float]:
+    return lambda v: float(v[key])
+
+
+RANK_METRICS: dict[str, RankMetric] = {m.name: m for m in [
+    RankMetric("wer", "word error rate of the Whisper tiny.en transcript against the text (lower is better)",
+               False, ("wer",), _value("wer")),
+    RankMetric("speaker_sim", "speaker similarity (resemblyzer cosine) to the voice prompt (higher is better)",
+               True, ("sim",), _value("speaker_sim")),
+    RankMetric("wer+spk", "speaker similarity minus word error rate (higher is better): intelligible and in "
+               "the prompt's voice", True, ("wer", "sim"), lambda v: float(v["speaker_sim"]) - float(v["wer"])),
+    RankMetric("event", "the event classifier recognises the requested sound class (1/0)", True, ("event",),
+               _value("event_acc"), classifier="event"),
+    RankMetric("event_prob", "probability the event classifier gives to the requested sound class", True,
+               ("event",), classifier="event"),
+    RankMetric("instrument", "the instrument classifier recognises the requested instrument (1/0)", True,
+               ("instrument",), _value("instrument_acc"), classifier="instrument"),
+    RankMetric("instrument_prob", "probability the instrument classifier gives to the requested instrument",
+               True, ("instrument",), classifier="instrument"),
+    RankMetric("tempo", "estimated tempo within 8% of the requested tempo (1/0)", True, ("tempo",),
+               _value("tempo_acc")),
+    RankMetric("key", "estimated key equals the requested key (1/0)", True, ("key",), _value("key_acc")),
+    RankMetric("events", "absolute error of the estimated number of sound events (lower is better)", False,
+               ("events",), _value("event_count_abs_err")),
+    RankMetric("mel", "multi-scale log-mel L1 distance to the reference audio (lower is better)", False,
+               ("mel",), _value("mel_distance")),
+    RankMetric("sisdr", "scale-invariant SDR to the reference, dB (higher is better)", True, ("sisdr",),
+               _value("si_sdr_db")),
+    RankMetric("stoi", "STOI against the clean reference (higher is better)", True, ("stoi",), _value("stoi")),
+    RankMetric("pesq", "PESQ wide-band MOS against the clean reference (higher is better)", True, ("pesq",),
+               _value("pesq_wb")),
+    RankMetric("duration", "absolute difference between the output's and the reference's duration, seconds "
+               "(lower is better; no model: a cheap check against empty, truncated or run-on outputs)", False),
+]}
+
+
+def rank_metric(name: str, task: str | None = None) -> RankMetric:
+    """The :data:`RANK_METRICS` entry ``name``, checked to apply to ``task``; one-line errors otherwise."""
+    if name not in RANK_METRICS:
+        raise UnisonoError(f"unknown ranking metric {name!r}; choose one of: {', '.join(RANK_METRICS)}")
+    m = RANK_METRICS[name]
+    if task is not None and not m.applies_to(task):
+        fit = [n for n, x in RANK_METRICS.items() if x.applies_to(task)]
+        raise UnisonoError(f"metric {name!r} does not apply to task {task!r}; for {task} use one of: "
+                           f"{', '.join(fit) or '(none: dpo ranks audio outputs)'}")
+    return m
+
+
+def score_output(metric: RankMetric, wav, sample_rate: int, ref) -> float:
+    """Score one output ``wav [S]`` at ``sample_rate`` Hz against the harness reference ``ref``."""
+    from unisono.eval.corpus import to_output
+    from unisono.eval.metrics import score
+
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if wav.size == 0:
+        if metric.name == "duration":
+            return _duration_error(wav, ref)
+        wav = np.zeros(int(EMPTY_OUTPUT_SECONDS * sample_rate), np.float32)
+    out = to_output((wav, sample_rate))
+    if metric.name == "duration":
+        return _duration_error(out, ref)
+    try:
+        if metric.combine is None:
+            return class_probability(metric.classifier, out, ref)
+        vals: dict = {}
+        for h in metric.harness:
+            vals.update(score(h, out, ref))
+        v = metric.combine(vals)
+    except UnisonoError:  # an output the evaluator cannot score (e.g. silence for a level-based measure)
+        return math.nan
+    return float(v) if math.isfinite(v) else math.nan
+
+
+# ------------------------------------------------------------------------------------------ pairs
+def make_pairs(scores: list[list[float]], higher_is_better: bool, min_gap: float = 0.0) -> list[tuple[int, int, int]]:
+    """``(prompt, chosen, rejected)`` indices: per prompt the best and the worst scored candidate.
+
+    ``nan`` scores are ignored; a prompt with fewer than two scored candidates, or whose best and worst
+    differ by no more than ``min_gap`` (a tie), gives no pair. Among equal scores the first candidate wins."""
+    pairs = []
+    for i, row in enumerate(scores):
+        finite = [(j, float(s)) for j, s in enumerate(row) if s is not None and math.isfinite(s)]
+        if len(finite) < 2:
+            continue
+        sign = 1.0 if higher_is_better else -1.0
+        best = max(finite, key=lambda js: (sign * js[1], -js[0]))
+        worst = min(finite, key=lambda js: (sign * js[1], js[0]))
+        if abs(best[1] - worst[1]) <= min_gap or best[0] == worst[0]:
+            continue
+        pairs.append((i, best[0], worst[0]))
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------ prompts
+@dataclass
+class Prompt:
+    """One prompt: a corpus cut, the pipeline inputs read off it, its harness reference and options."""
+
+    cut_id: str
+    inputs: dict
+    ref: object  # unisono.eval.metrics.Reference
+    options: object  # GenerationOptions
+
+
+@dataclass
+class Candidate:
+    """A sample: ``codes [K, T]`` (local codec ids), ``wav [S]`` at the codec's rate, whether it ended."""
+
+    seed: int
+    codes: torch.Tensor
+    wav: np.ndarray
+    ended: bool
+    score: float = math.nan
+
+
+def collect_prompts(pipe, task: str, corpus_dir, split: str, n: int | None, seed: int,
+                    base_options) -> list[Prompt]:
+    """Up to ``n`` prompts of ``task`` from ``split`` of ``corpus_dir`` (a seeded sample, sorted by cut id)."""
+    from unisono.eval.corpus import build_items, load_corpus_cuts, select_cuts
+    from unisono.eval.model_system import PipelineSystem
+
+    cuts = load_corpus_cuts(corpus_dir, split)
+    chosen = select_cuts(cuts, task, None, seed)
+    if not chosen:
+        raise UnisonoError(f"no cut of split {split!r} of {corpus_dir} serves task {task!r}; choose another split "
+                           "or a corpus made for this task")
+    system = PipelineSystem(pipe, corpus_dir, split, seed=seed)
+    order = list(chosen)
+    random.Random(f"{seed}:{task}:{split}").shuffle(order)
+    out: list[Prompt] = []
+    for cut in order:
+        if n is not None and len(out) >= n:
+            break
+        inputs = system.inputs_for(task, cut)
+        if inputs is None:
+            continue
+        ref, _ = build_items(task, cut, system.prompts)[0]
+        opts = base_options
+        if task in SPEECH_TASKS and cut.duration:
+            opts = opts.with_(max_duration=min(opts.max_duration, 2.0 * cut.duration + 1.0))
+        out.append(Prompt(cut.id, inputs, ref, opts))
+    if not out:
+        raise UnisonoError(f"none of the {len(chosen)} cuts of split {split!r} that list task {task!r} has all the "
+                           "inputs the task needs (speaker prompt, condition recordings, ...)")
+    return sorted(out, key=lambda p: p.cut_id)
+
+
+def _audio_target(pipe, task: str) -> None:
+    if task not in pipe.tasks:
+        raise UnisonoError(f"unknown task {task!r}; this checkpoint can do: {', '.join(pipe.tasks)}")
+    if pipe.templates[task].target.modality != "codec":
+        raise UnisonoError(f"task {task!r} answers with text; preference tuning here ranks audio outputs "
+                           "(choose a task whose output is audio)")
+
+
+def sample_candidates(pipe, task: str, prompt: Prompt, seeds: list[int], lm=None) -> list[Candidate]:
+    """One candidate per seed for ``prompt``, sampled as one batch (row ``j`` uses its own generator seeded
+    with ``seeds[j]``, so it equals ``Pipeline.generate(task, seed=seeds[j], ...)``). ``lm``: the model to
+    sample from (default the pipeline's)."""
+    from unisono.generate import until_end
+
+    _audio_target(pipe, task)
+    lm = pipe.lm if lm is None else lm
+    o = prompt.options
+    prep = pipe._prepare(task, dict(prompt.inputs), o)
+    n = len(seeds)
+    dev = next(lm.parameters()).device
+    target = pipe.templates[task].target.modality
+    end = pipe.vocab.end_id(target)
+    with torch.inference_mode():
+        new = lm.generate(
+            prep["prompt"][None].expand(n, -1, -1).to(dev), max_new_frames=prep["max_new"],
+            stream_mask=pipe.vocab.generation_mask(target), end_id=end, top_k=o.top_k or None,
+            top_p=o.top_p if o.top_p < 1.0 else None, temperature=o.temperature, cfg_scale=o.guidance_scale,
+            uncond_prompt_frames=prep["uncond"][None].expand(n, -1, -1).to(dev) if o.guidance_scale != 1.0 else None,
+            seed=[int(s) for s in seeds]).cpu()
+    out = []
+    for row, s in enumerate(seeds):
+        frames = new[row, : prep["max_new"]]
+        body = until_end(frames, end)
+        codes = pipe.vocab.codec_codes(body)  # [K, T]
+        if codes.shape[-1] == 0:
+            wav = np.zeros(0, np.float32)
+        else:
+            with torch.inference_mode():
+                wav = pipe.codec.decode(codes[None].to(next(pipe.codec.parameters()).device))[0, 0]
+            wav = np.ascontiguousarray(wav.float().cpu().numpy())
+        out.append(Candidate(int(s), codes, wav, body.shape[0] < frames.shape[0]))
+    return out
+
+
+def condition_segments(pipe, task: str, inputs: dict) -> list:
+    """The task template's condition segments for ``inputs``, encoded as the pipeline encodes them."""
+    tpl = pipe.templates[task]
+    return [pipe._segment(spec, dict(inputs), task)[0] for spec in tpl.conditions]
+
+
+def candidate_example(pipe, task: str, conditions: list, cand: Candidate, example_id: str = "") -> dict:
+    """The training example of a candidate: the template's ``<start> <task> conditions <codec_start> codes
+    <codec_end> <end>`` frames with its loss mask, trimmed after the last frame that carries loss; a
+    candidate that never ended (cut at the length limit) has no loss on ``<codec_end>``, which it never
+    sampled."""
+    from unisono.tasks import Segment, build_example
+
+    tpl = pipe.templates[task]
+    ex = build_example(pipe.vocab, tpl, list(conditions) + [Segment("codec", codes=cand.codes)], example_id)
+    frames, mask = ex["frames"], ex["loss_mask"].clone()
+    if not cand.ended:  # the layout ends with <codec_end> <end>
+        mask[frames.shape[0] - 2] = False
+    last = int(mask.any(-1).nonzero()[-1, 0]) + 1 if bool(mask.any()) else frames.shape[0]
+    return {"id": example_id, "task": task, "frames": frames[:last], "loss_mask": mask[:last],
+            "cond_mask": ex["cond_mask"][:last]}
+
+
+# ------------------------------------------------------------------------------------------ training
+def train_dpo(policy, reference, pairs: list[tuple[dict, dict]], steps: int, lr: float, beta: float,
+              ce_weight: float, batch_size: int, seed: int = 0, grad_clip: float = 1.0,
+              progress: bool = True) -> list[dict]:
+    """``steps`` AdamW steps of :func:`dpo_objective` over ``pairs`` (chosen, rejected) in seeded shuffled
+    epochs of ``batch_size`` pairs; ``policy`` is updated in place. Returns one log row per step."""
+    from tqdm import tqdm
+
+    from unisono.train.dpo import dpo_objective
+
+    if not pairs:
+        raise UnisonoError("no preference pairs to train on")
+    reference.eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    policy.eval()  # no dropout: at step 0 the policy's log-probs equal the reference's
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    warm = max(1, min(10, steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    rng = random.Random(seed)
+    order: list[int] = []
+    history = []
+    bar = tqdm(range(steps), desc="dpo", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        batch = []
+        while len(batch) < min(batch_size, len(pairs)):
+            if not order:
+                order = list(range(len(pairs)))
+                rng.shuffle(order)
+            batch.append(pairs[order.pop()])
+        out = dpo_objective(policy, reference, [c for c, _ in batch], [r for _, r in batch], beta=beta,
+                            ce_weight=ce_weight)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        gnorm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+        if not math.isfinite(float(out["loss"].detach())) or not math.isfinite(gnorm):
+            raise UnisonoError(f"DPO step {step + 1}: the loss or its gradient is not finite; lower --lr or --beta")
+        opt.step()
+        sched.step()
+        row = {"step": step + 1, "loss": float(out["loss"].detach()), "margin": float(out["margin"]),
+               "accuracy": float(out["accuracy"]), "grad_norm": gnorm}
+        if "ce" in out:
+            row["ce"] = float(out["ce"])
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", margin=f"{row['margin']:.3f}", acc=f"{row['accuracy']:.2f}")
+    return history
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def metric_mean(pipe, task: str, prompts: list[Prompt], metric: RankMetric, seeds: list[int],
+                progress: bool = False, desc: str = "eval") -> dict:
+    """The metric's mean over ``len(seeds)`` fresh samples of every prompt (``nan`` scores left out)."""
+    from tqdm import tqdm
+
+    values, per_prompt = [], {}
+    for p in tqdm(prompts, desc=desc, disable=not progress, dynamic_ncols=True):
+        cands = sample_candidates(pipe, task, p, seeds)
+        vals = [score_output(metric, c.wav, pipe.sample_rate, p.ref) for c in cands]
+        per_prompt[p.cut_id] = vals
+        values += [v for v in vals if math.isfinite(v)]
+    return {"mean": float(np.mean(values)) if values else math.nan, "n": len(values),
+            "n_unscored": len(prompts) * len(seeds) - len(values), "per_prompt": per_prompt}
+
+
+# ------------------------------------------------------------------------------------------ the command
+@dataclass
+class DPOSettings:
+    """Everything ``unisono dpo`` can be told (the CLI flags, as an API)."""
+
+    split: str = "train"
+    prompts: int = 64
+    candidates: int = 4
+    eval_split: str = "valid"
+    eval_prompts: int = 16
+    eval_samples: int = 2
+    beta: float = 0.1
+    ce_weight: float = 0.1
+    lr: float = 1e-5
+    steps: int = 100
+    batch_size: int = 8
+    min_gap: float = 0.0
+    seed: int = 0
+    top_k: int = 30
+    top_p: float = 1.0
+    temperature: float = 1.0
+    guidance_scale: float = 1.0
+    max_duration: float = 10.0
+    classifiers: str | None = None
+    device: str = "cpu"
+    overwrite: bool = False
+    progress: bool = True
+    command: str | None = None
+
+    def validate(self) -> DPOSettings:
+        if self.candidates < 2:
+            raise UnisonoError(f"--candidates must be at least 2 (a pair needs two samples), got {self.candidates}")
+        if self.prompts < 1:
+            raise UnisonoError(f"--prompts must be at least 1, got {self.prompts}")
+        if self.eval_prompts < 0 or self.eval_samples < 1:
+            raise UnisonoError("--eval-prompts must be >= 0 and --eval-samples >= 1")
+        if self.steps < 1 or self.batch_size < 1:
+            raise UnisonoError(f"--steps and --batch-size must be positive, got {self.steps} and {self.batch_size}")
+        if not self.lr > 0:
+            raise UnisonoError(f"--lr must be positive, got {self.lr}")
+        if not self.beta > 0:
+            raise UnisonoError(f"--beta must be positive, got {self.beta}")
+        if self.ce_weight < 0 or self.min_gap < 0:
+            raise UnisonoError("--ce-weight and --min-gap must be >= 0")
+        return self
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> None:
+    """Copy a packaged checkpoint; a relative ``codec.json`` source is made absolute so it still resolves."""
+    from unisono.fileio import read_json, write_json
+
+    shutil.copytree(src, dst)
+    cj = dst / "codec.json"
+    if cj.exists():
+        d = read_json(cj)
+        s = d.get("source")
+        if s and not Path(s).is_absolute():
+            d["source"] = str((src / s).resolve())
+            write_json(cj, d)
+
+
+def _load(directory, device: str):
+    """A pipeline whose LM runs on ``device``; the codec (encoding inputs, decoding candidates for the CPU
+    evaluators) stays on the CPU."""
+    from unisono.generate import Pipeline
+
+    pipe = Pipeline.from_pretrained(directory, device="cpu")
+    pipe.lm.to(device)
+    return pipe
+
+
+def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSettings | None = None) -> dict:
+    """Preference-tune ``checkpoint`` on ``task`` ranked by ``rank_by``; write the tuned checkpoint and
+    ``dpo_report.json`` to ``out`` (atomically: built in ``out.partial``, renamed when complete)."""
+    from tqdm import tqdm
+
+    from unisono.eval.corpus import TASK_METRICS, train_attribute_classifiers
+    from unisono.fileio import write_json, write_jsonl
+    from unisono.generate import GenerationOptions
+
+    s = (settings or DPOSettings()).validate()
+    t_start = time.time()
+    if task not in TASK_METRICS:
+        raise UnisonoError(f"unknown task {task!r}; choose one of: {', '.join(TASK_METRICS)}")
+    metric = rank_metric(rank_by, task)
+    checkpoint, data, out = Path(checkpoint), Path(data), Path(out)
+    if not (data / "manifests").is_dir():
+        raise UnisonoError(f"{data} is not a corpus made by `unisono synth` (no manifests/ directory)")
+    if out.exists() and any(out.iterdir()) and not s.overwrite:
+        raise UnisonoError(f"{out} already exists; choose another --out or pass --overwrite")
+    if out.resolve() == checkpoint.resolve():
+        raise UnisonoError("--out must differ from --checkpoint (the input is the frozen reference)")
+    if s.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UnisonoError(f"--device {s.device} asked for, but no CUDA device is available; use --device cpu")
+    pipe = _load(checkpoint, s.device)
+    _audio_target(pipe, task)
+    options = GenerationOptions(top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
+                                guidance_scale=s.guidance_scale, max_duration=s.max_duration).validate()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        prompts = collect_prompts(pipe, task, data, s.split, s.prompts, s.seed, options)
+        eval_prompts = (collect_prompts(pipe, task, data, s.eval_split, s.eval_prompts, s.seed, options)
+                        if s.eval_prompts else [])
+        clf_info = None
+        if metric.classifier is not None:
+            clf_dir = Path(s.classifiers) if s.classifiers else tmp.with_name(tmp.name + ".classifiers")
+            clf_info = train_attribute_classifiers(data, clf_dir, [metric.classifier], progress=s.progress)
+
+        # -- candidates, scores, pairs
+        t0 = time.time()
+        seeds = [s.seed + j for j in range(s.candidates)]
+        all_cands: list[list[Candidate]] = []
+        for p in tqdm(prompts, desc=f"sample+score ({rank_by})", disable=not s.progress, dynamic_ncols=True):
+            cands = sample_candidates(pipe, task, p, seeds)
+            for c in cands:
+                c.score = score_output(metric, c.wav, pipe.sample_rate, p.ref)
+                c.wav = np.zeros(0, np.float32)  # scored: only the codes are needed from here on
+            all_cands.append(cands)
+        t_rank = time.time() - t0
+        idx = make_pairs([[c.score for c in cs] for cs in all_cands], metric.higher_is_better, s.min_gap)
+        if not idx:
+            raise UnisonoError(f"no preference pairs: on every prompt the {s.candidates} candidates tied on "
+                               f"{rank_by!r} (or could not be scored); use more --candidates, more --prompts or "
+                               "another --rank-by")
+        pairs, rows = [], []
+        paired = {i: (c, r) for i, c, r in idx}
+        for i, (p, cands) in enumerate(zip(prompts, all_cands)):
+            row = {"cut": p.cut_id, "seeds": seeds, "scores": [c.score if math.isfinite(c.score) else None
+                                                              for c in cands],
+                   "frames": [int(c.codes.shape[-1]) for c in cands], "ended": [c.ended for c in cands]}
+            if i in paired:
+                cj, rj = paired[i]
+                conds = condition_segments(pipe, task, p.inputs)
+                pairs.append((candidate_example(pipe, task, conds, cands[cj], f"{p.cut_id}:chosen:{seeds[cj]}"),
+                              candidate_example(pipe, task, conds, cands[rj], f"{p.cut_id}:rejected:{seeds[rj]}")))
+                row.update(chosen=cj, rejected=rj)
+            rows.append(row)
+        scored = [c.score for cs in all_cands for c in cs if math.isfinite(c.score)]
+
+        # -- training
+        t0 = time.time()
+        torch.manual_seed(s.seed)
+        policy = copy.deepcopy(pipe.lm)
+        history = train_dpo(policy, pipe.lm, pairs, s.steps, s.lr, s.beta, s.ce_weight, s.batch_size, s.seed,
+                            progress=s.progress)
+        t_train = time.time() - t0
+
+        # -- the tuned checkpoint, loaded back as any user would
+        _copy_checkpoint(checkpoint, tmp)
+        policy.save_pretrained(tmp)
+        tuned = _load(tmp, s.device)
+
+        # -- held-out evaluation, same seeds before and after
+        t0 = time.time()
+        evaluation = {"split": s.eval_split, "prompts": len(eval_prompts), "samples_per_prompt": s.eval_samples}
+        if eval_prompts:
+            eseeds = [s.seed + EVAL_SEED_OFFSET + j for j in range(s.eval_samples)]
+            before = metric_mean(pipe, task, eval_prompts, metric, eseeds, s.progress, "eval before")
+            after = metric_mean(tuned, task, eval_prompts, metric, eseeds, s.progress, "eval after")
+            evaluation.update(before=before, after=after, change=after["mean"] - before["mean"],
+                              improved=bool(metric.better(after["mean"], before["mean"])))
+        t_eval = time.time() - t0
+
+        report = {
+            "task": task, "rank_by": rank_by, "metric": metric.description,
+            "higher_is_better": metric.higher_is_better, "checkpoint": str(checkpoint.resolve()),
+            "corpus": str(data.resolve()), "split": s.split, "prompts": len(prompts), "candidates": s.candidates,
+            "candidates_scored": len(scored), "candidates_unscored": len(prompts) * s.candidates - len(scored),
+            "train_candidates_mean": float(np.mean(scored)) if scored else None,
+            "pairs": len(pairs), "prompts_without_pair": len(prompts) - len(pairs),
+            "mean_pair_gap": float(np.mean([abs(all_cands[i][c].score - all_cands[i][r].score) for i, c, r in idx])),
+            "steps": s.steps, "beta": s.beta, "ce_weight": s.ce_weight, "lr": s.lr, "batch_size": s.batch_size,
+            "seed": s.seed, "sampling": {"top_k": s.top_k, "top_p": s.top_p, "temperature": s.temperature,
+                                         "guidance_scale": s.guidance_scale, "max_duration": s.max_duration},
+            "final": history[-1], "history": history, "eval": evaluation, "classifiers": clf_info,
+            "seconds": {"sample_and_score": round(t_rank, 2), "train": round(t_train, 2),
+                        "eval": round(t_eval, 2), "total": round(time.time() - t_start, 2)},
+            "device": s.device, "command": s.command,
+        }
+        write_jsonl(tmp / "dpo_pairs.jsonl", _finite(rows))
+        report = _finite(report)
+        write_json(tmp / "dpo_report.json", report)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return report
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if metric.classifier is not None and not s.classifiers:
+            shutil.rmtree(tmp.with_name(tmp.name + ".classifiers"), ignore_errors=True)
+
+
+def describe_metrics() -> str:
+    """A table of the ranking metrics and the tasks each applies to (for ``--help``)."""
+    from unisono.eval.corpus import TASK_METRICS
+
+    lines = []
+    for name, m in RANK_METRICS.items():
+        tasks = [t for t in TASK_METRICS if m.applies_to(t)]
+        lines.append(f"  {name:<16} {m.description}\n  {'':<16} tasks: {', '.join(tasks)}")
+    return "\n".join(lines)
+
+
+def _finite(x):
+    """``x`` with every non-finite float replaced by ``None`` (valid JSON)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x

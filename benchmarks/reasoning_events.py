@@ -129,4 +129,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from unisono.errors import UnisonoError
+
+    try:
+        sys.exit(main())
+    except UnisonoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

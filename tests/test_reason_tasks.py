@@ -151,3 +151,6 @@ def test_events_are_detected_in_time_order_and_scored_with_the_plan():
     vals = score_output(["whistle", "bell", "whistle"], scene, sr, clf, plan="2 events: 0.5-0.9 s whistle; 1.4-1.8 s bell")
     assert vals["event_order_acc"] == 1.0 and vals["plan_count_acc"] == 0.0 and vals["plan_recall"] == pytest.approx(2 / 3)
     assert score_output(["bell"], np.zeros(0, np.float32), sr, clf)["event_count_acc"] == 0.0
+    two_hits = np.concatenate([gap, low, gap[:4000], low, gap, high, gap])  # one event of two hits, then another
+    assert [e[2] for e in detect_events(two_hits, sr, clf)] == ["bell", "whistle"]
+    assert [e[2] for e in detect_events(two_hits, sr, clf, merge_same=False)] == ["bell", "bell", "whistle"]

@@ -4,7 +4,7 @@ A scene prompt asks for events in a time order ("A dog barks at 0.4 s, then a be
 An output is read back as a sequence of events: :func:`detect_events` cuts it into sound events by its
 energy envelope (:func:`unisono.eval.metrics.attributes.event_segments`, the ``events`` metric's
 segmentation) and names each one with the ``event`` classifier (trained on the corpus's single-event
-``sound`` cuts, see ``docs/eval.md``). :func:`event_sequence_scores` compares that sequence with the
+``sound`` cuts, see ``docs/eval.md``); consecutive segments of one class are one event. :func:`event_sequence_scores` compares that sequence with the
 requested one:
 
 - ``event_count_acc``: as many events as requested;
@@ -58,9 +58,11 @@ def event_sequence_scores(requested: list[str], detected: list[str], prefix: str
     }
 
 
-def detect_events(wav, sample_rate: int, classifier) -> list[tuple[float, float, str]]:
+def detect_events(wav, sample_rate: int, classifier, merge_same: bool = True) -> list[tuple[float, float, str]]:
     """``[(start_s, end_s, class_name)]`` of the events in ``wav`` (time order), each segment named by
-    ``classifier`` (an :class:`unisono.eval.metrics.classifier.AttributeClassifier`)."""
+    ``classifier`` (an :class:`unisono.eval.metrics.classifier.AttributeClassifier`). With ``merge_same``,
+    consecutive segments of one class are one event (three knocks, a dog giving two barks: the hits of one
+    event are separate segments of the energy envelope)."""
     from unisono.eval.metrics.attributes import event_segments
     from unisono.eval.metrics.frechet import mel_stats_embedding
 
@@ -76,7 +78,13 @@ def detect_events(wav, sample_rate: int, classifier) -> list[tuple[float, float,
         clip = x[int(a * EVAL_SAMPLE_RATE) : max(int(b * EVAL_SAMPLE_RATE), int(a * EVAL_SAMPLE_RATE) + 1)]
         feats.append(mel_stats_embedding(np.concatenate([pad, clip, pad]), EVAL_SAMPLE_RATE))
     labels = classifier.predict_features(np.stack(feats))
-    return [(a, b, lab) for (a, b), lab in zip(segs, labels)]
+    out: list[tuple[float, float, str]] = []
+    for (a, b), lab in zip(segs, labels):
+        if merge_same and out and out[-1][2] == lab:
+            out[-1] = (out[-1][0], b, lab)
+        else:
+            out.append((a, b, lab))
+    return out
 
 
 def requested_events(cut) -> list[str]:

@@ -154,3 +154,17 @@ def test_revise_regenerates_on_disagreement_and_stops_on_agreement(pipe):
     assert np.array_equal(out.wav, pipe.generate(TASK, options=opts.with_(seed=11), caption=request).wav)
     with pytest.raises(UnisonoError, match="audio outputs"):
         pipe.generate_revised("asr", {"speech": (np.zeros(1600, np.float32), 16000)}, rounds=1)
+
+
+def test_cli_prints_the_plan_and_the_revision_rounds(tiny_checkpoint, tmp_path, capsys):
+    from unisono.cli import main
+
+    out = tmp_path / "out.wav"
+    args = ["generate", TASK, "--checkpoint", str(tiny_checkpoint), "--caption", "A dog barks, then a bell rings.",
+            "--seed", "4", "--max-duration", "0.2", "--guidance-scale", "1", "-o", str(out)]
+    assert main(args + ["--revise", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "plan: " in text and "request names: event:bell, event:dog_bark" in text
+    assert "round 0 (seed 4)" in text and out.exists()
+    assert main(args + ["--revise", "-1"]) == 2
+    assert "--revise must be >= 0" in capsys.readouterr().err

@@ -380,13 +380,19 @@ class UnisonoLM(nn.Module):
 
         frame_buf: dict[int, dict[int, torch.Tensor]] = {}  # frame -> stream -> tokens, for on_frame
 
+        # the first frame from which every row is in the last phase (from then on no row switches or is forced)
+        all_last = {"from": t0 if n_ph == 1 else _NEVER}
+
         def pick(feats: torch.Tensor, k: int, t: int) -> torch.Tensor:
-            if n_ph == 1:
-                tok = sample_rows(feats, k, t, 0, None)
-                if phases[0].max_frames is not None and k == 0 and t - t0 >= phases[0].max_frames and end_id is not None:
+            if t >= all_last["from"]:
+                tok = sample_rows(feats, k, t, n_ph - 1, None)
+                if n_ph == 1 and phases[0].max_frames is not None and k == 0 and t - t0 >= phases[0].max_frames \
+                        and end_id is not None:
                     tok = torch.full_like(tok, end_id)
             else:
                 tok = self._pick_phased(feats, k, t, t0, b, phases, bounds, forced_tok, sample_rows)
+                if k == 0 and phases[-1].max_frames is None and bool((bounds[:, -1] + 2 <= t).all()):
+                    all_last["from"] = t + 1
             if on_frame is not None:
                 frame_buf.setdefault(t, {})[k] = tok[:b]
                 if k == kk - 1:

@@ -16,7 +16,6 @@ too. Prints a table (means over items) and writes per-item values to ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time

@@ -10,8 +10,15 @@ import yaml
 from unisono.errors import UnisonoError
 from unisono.eval.reasoning import detect_events, edit_distance, event_sequence_scores, score_output
 from unisono.reasoning import agreement, build_plan, parse_sound_plan, request_terms
-from unisono.tasks import Segment, build_example, decode_example, load_templates, parse_templates, source_value, \
-    split_segments
+from unisono.tasks import (
+    Segment,
+    build_example,
+    decode_example,
+    load_templates,
+    parse_templates,
+    source_value,
+    split_segments,
+)
 from unisono.vocab import Vocab
 
 K = 2

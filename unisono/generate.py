@@ -318,7 +318,7 @@ class Pipeline:
         return self.generate_batch(task, [inputs], options, cancel=cancel, progress=progress)[0]
 
     def generate_revised(self, task: str, inputs: dict, options: GenerationOptions | None = None, rounds: int = 2,
-                         captioner=None, cancel=None, progress=None) -> "AudioOutput":
+                         captioner=None, cancel=None, progress=None) -> AudioOutput:
         """Generate, listen, revise: generate ``task``'s audio, caption it (with this checkpoint's ``caption``
         task, or ``captioner(wav float32 [S], sample_rate) -> str``), compare the event classes and
         instruments the caption names with those the request's text inputs name

@@ -36,7 +36,7 @@ def event_display(name: str) -> str:
 
 def _num(v) -> str:
     f = float(v)
-    return str(int(round(f))) if abs(f - round(f)) < 1e-9 or abs(f) >= 100 else f"{f:g}"
+    return str(round(f)) if abs(f - round(f)) < 1e-9 or abs(f) >= 100 else f"{f:g}"
 
 
 def _props(params: dict) -> str:

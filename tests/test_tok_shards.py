@@ -90,6 +90,26 @@ def test_examples_decode_back_to_the_corpus(tokenized, corpus):
     assert seen == {"tts", "asr", "svs", "se", "audio_qa"}
 
 
+def test_reasoning_examples_hold_the_plan_then_the_audio(tokenized, corpus):
+    from unisono.reasoning import build_plan
+    from unisono.text.tokenizers import TokenizerSet
+
+    out, _ = tokenized
+    vocab = Vocab.load(out / "vocab.json")
+    toks = TokenizerSet.load(out / "tokenizers")
+    cuts = {c.id: c for c in load_cuts(corpus, "train")}
+    kinds = set()
+    for ex in ShardReader(out / "train", tasks=["text_to_sound_reasoning", "text_to_music_reasoning"]):
+        task, segs = decode_example(vocab, ex)
+        cut = cuts[ex["id"]]
+        kinds.add(cut.custom["kind"])
+        plan = build_plan("music" if task == "text_to_music_reasoning" else "sound", cut)
+        assert [s.modality for s in segs] == ["bpe", "bpe", "codec"]
+        assert toks.bpe.decode(segs[0].ids) == cut.custom["caption"] and toks.bpe.decode(segs[1].ids) == plan
+        assert torch.equal(segs[2].codes, make_test_codec().encode(torch.as_tensor(cut.load_audio())[None])[0])
+    assert kinds == {"music", "sound"}  # the scene cuts of this fixture list no text_to_sound
+
+
 def test_speaker_prompt_comes_from_another_cut_of_the_same_speaker(corpus):
 
     cuts = load_cuts(corpus, "train")

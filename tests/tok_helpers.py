@@ -130,6 +130,14 @@ def make_corpus(root: str | Path, per_kind: int = 2, splits=("train", "valid"), 
                     custom["qa"] = [["what is it?", f"a {kind}"], ["how long is it?", f"{dur:.1f} seconds"]]
                     if kind != "audio_edit":
                         sup.update(text=custom["caption"])
+                if kind == "music":  # the metadata the music plan is written from
+                    custom["params"] = {"instrument": "piano", "tempo_bpm": 100 + i, "key": "C", "mode": "major",
+                                        "contour": "rising", "register": "middle", "drums": bool(i % 2)}
+                if kind == "sound":
+                    custom["params"] = {"event": "beep", "count": 1 + i}
+                if kind == "scene":
+                    custom["params"] = {"events": [{"event": "knock", "start": 0.1, "end": 0.3},
+                                                   {"event": "bell", "start": 0.35, "end": 0.5}], "background": "silence"}
                 if kind == "audio_edit":
                     custom["instruction"] = "add a knock at 0.2 s"
                     custom["params"] = {"events": [{"event": "knock", "start": 0.2, "end": 0.3}], "edit": "add",

@@ -78,12 +78,14 @@ class GenerationOptions:
 
 @dataclass
 class AudioOutput:
-    """Generated audio: ``wav`` float32 ``[S]`` at ``sample_rate`` Hz."""
+    """Generated audio: ``wav`` float32 ``[S]`` at ``sample_rate`` Hz; ``plan``: the text plan a reasoning
+    task wrote before the audio in the same pass (None for other tasks)."""
 
     wav: np.ndarray
     sample_rate: int
     task: str = ""
     info: dict = field(default_factory=dict)
+    plan: str | None = None
 
     @property
     def duration(self) -> float:
@@ -106,6 +108,7 @@ CKPT_TOKENIZERS = "tokenizers"
 CKPT_CODEC = "codec"
 CKPT_TEMPLATES = "tasks.yaml"
 TEXT_TARGET_MAX_TOKENS = 256
+PLAN_MAX_TOKENS = 128  # a reasoning task's plan is ended (forced) after this many tokens
 # Tasks whose output should last about as long as their main audio input: bounded by it.
 SAME_LENGTH_INPUT = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture", "vc": "content",
                      "audio_edit": "original", "speech_edit": "context", "superres": "narrowband"}
@@ -115,6 +118,25 @@ def until_end(frames, end_id: int):
     """Generated ``frames [T, K]`` up to (without) the first frame whose stream 0 is ``end_id``."""
     hits = (frames[:, 0] == end_id).nonzero()
     return frames[: int(hits[0, 0])] if len(hits) else frames
+
+
+def target_phases(vocab, template, plan_max_tokens: int = PLAN_MAX_TOKENS):
+    """The LM's generation phases (:class:`unisono.lm.model.Phase`) of a template with a plan: one per target
+    segment, each with its modality's mask and end token; a plan ends (forced) after ``plan_max_tokens``.
+    None for a template with one target segment."""
+    from unisono.lm.model import Phase
+
+    if not template.plan:
+        return None
+    out = []
+    for i, seg in enumerate(template.targets):
+        last = i == len(template.targets) - 1
+        end = vocab.end_id(seg.modality)
+        out.append(Phase(vocab.generation_mask(seg.modality), end,
+                         end_frame=None if last else vocab.token_frame(end),
+                         start_frame=None if i == 0 else vocab.token_frame(vocab.start_id(seg.modality)),
+                         max_frames=None if last else plan_max_tokens))
+    return out
 
 
 def _input_name(spec) -> str:
@@ -139,7 +161,10 @@ def _templates_yaml(templates: dict) -> str:
 
     tasks = {}
     for name, t in sorted(templates.items()):
-        d = {"description": t.description, "conditions": [seg(c) for c in t.conditions], "target": seg(t.target)}
+        d = {"description": t.description, "conditions": [seg(c) for c in t.conditions],
+             "target": [seg(x) for x in t.targets] if t.plan else seg(t.target)}
+        if t.cuts_from:
+            d["cuts_from"] = t.cuts_from
         if t.loss != "target":
             d["loss"] = t.loss
         if t.expand:
@@ -281,15 +306,62 @@ class Pipeline:
             return GenerationOptions(top_k=1, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
         return GenerationOptions(top_k=30, top_p=1.0, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
 
-    def generate(self, task: str, options: GenerationOptions | None = None, cancel=None, progress=None, **inputs):
+    def generate(self, task: str, options: GenerationOptions | None = None, cancel=None, progress=None,
+                 revise: int = 0, captioner=None, **inputs):
         """Run ``task`` on one set of ``inputs`` (text: ``str``; audio: a file path, ``(wav, sample_rate)`` or
-        a float array at the codec's rate). Options may also be given by name (``seed=3, top_k=50``)."""
+        a float array at the codec's rate). Options may also be given by name (``seed=3, top_k=50``).
+        ``revise=N`` (audio tasks): generate, listen, revise, up to N more rounds (:meth:`generate_revised`)."""
         opt_names = set(GenerationOptions.__dataclass_fields__)
         overrides = {k: inputs.pop(k) for k in list(inputs) if k in opt_names}
         if task not in self.tasks:
             raise UnisonoError(f"unknown task {task!r}; this checkpoint can do: {', '.join(self.tasks)}")
         options = (options or self.default_options(task)).with_(**overrides).validate()
+        if revise or captioner is not None:
+            return self.generate_revised(task, inputs, options, rounds=revise, captioner=captioner, cancel=cancel,
+                                         progress=progress)
         return self.generate_batch(task, [inputs], options, cancel=cancel, progress=progress)[0]
+
+    def generate_revised(self, task: str, inputs: dict, options: GenerationOptions | None = None, rounds: int = 2,
+                         captioner=None, cancel=None, progress=None) -> AudioOutput:
+        """Generate, listen, revise: generate ``task``'s audio, caption it (with this checkpoint's ``caption``
+        task, or ``captioner(wav float32 [S], sample_rate) -> str``), compare the event classes and
+        instruments the caption names with those the request's text inputs name
+        (:func:`unisono.reasoning.agreement`), and while some are missing generate again with the next seed
+        (``options.seed + round``), at most ``rounds`` more times. Returns the output that agreed best (the
+        earliest among equals) with ``info["revise"]``: the request's terms, and per round its seed,
+        caption, agreement and plan."""
+        from unisono.reasoning import agreement, request_terms
+
+        if task not in self.tasks:
+            raise UnisonoError(f"unknown task {task!r}; this checkpoint can do: {', '.join(self.tasks)}")
+        spec = self.tasks[task]
+        if spec.output != "audio":
+            raise UnisonoError(f"task {task!r} answers with text; revise works on audio outputs")
+        if not isinstance(rounds, int) or rounds < 0:
+            raise UnisonoError(f"revise rounds must be an integer >= 0, got {rounds!r}")
+        if captioner is None:
+            if "caption" not in self.tasks:
+                raise UnisonoError("revise needs a captioner: this checkpoint has no 'caption' task; pass captioner=")
+
+            def captioner(wav, sr):
+                return self.generate("caption", audio=(wav, sr), cancel=cancel).text
+        options = (options or self.default_options(task)).validate()
+        request = " ".join(str(v) for k, v in inputs.items() if spec.inputs.get(k) == "text" and isinstance(v, str))
+        history, best, best_score = [], None, -1.0
+        for r in range(rounds + 1):
+            out = self.generate_batch(task, [inputs], options.with_(seed=options.seed + r), cancel=cancel,
+                                      progress=progress)[0]
+            caption = captioner(out.wav, out.sample_rate) if out.wav.size else ""
+            score = agreement(request, caption)
+            history.append({"round": r, "seed": options.seed + r, "caption": caption, "agreement": score,
+                            "plan": out.plan})
+            if score > best_score:
+                best, best_score = out, score
+                best.info["round"] = r
+            if score >= 1.0:
+                break
+        best.info["revise"] = {"request_terms": sorted(request_terms(request)), "rounds": history}
+        return best
 
     def generate_batch(self, task: str, inputs: list[dict], options: GenerationOptions | None = None, cancel=None,
                        progress=None):
@@ -349,9 +421,12 @@ class Pipeline:
         options = (options or self.default_options(task)).validate()
         prep = self._prepare(task, inputs, options)
         end = self._end(task)
+        plan_specs = self.templates[task].plan
+        plan_ends = [self.vocab.end_id(sp.modality) for sp in plan_specs]
+        plan_rows: list[list[torch.Tensor]] = [[] for _ in plan_specs]
         pending: list[torch.Tensor] = []
         chunks: list[np.ndarray] = []
-        state = {"ended": False, "frames": 0}
+        state = {"ended": False, "frames": 0, "phase": 0, "skip": 0}
         streaming = getattr(self.codec, "streaming", None)
         can_stream = streaming is not None and getattr(getattr(self.codec, "config", None), "causal", False) \
             and not getattr(getattr(self.codec, "config", None), "semantic", None)
@@ -373,6 +448,16 @@ class Pipeline:
             if state["ended"]:
                 return
             row = tokens[0]
+            if state["skip"]:  # the start frame of the segment after a plan
+                state["skip"] -= 1
+                return
+            p = state["phase"]
+            if p < len(plan_ends):  # still writing a plan: nothing to decode yet
+                if int(row[0]) == plan_ends[p]:
+                    state["phase"], state["skip"] = p + 1, 1
+                else:
+                    plan_rows[p].append(row.cpu())
+                return
             if int(row[0]) == end:
                 state["ended"] = True
                 return
@@ -386,17 +471,25 @@ class Pipeline:
             self._sample(task, prep["prompt"][None], prep["uncond"][None], prep["max_new"], options, on_frame)
             flush()
         wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        return AudioOutput(np.ascontiguousarray(wav, dtype=np.float32), self.sample_rate, task,
-                           {"frames": state["frames"], "ended": state["ended"], "streamed": bool(can_stream)})
+        info = {"frames": state["frames"], "ended": state["ended"], "streamed": bool(can_stream)}
+        plan = None
+        if plan_specs:
+            plan = "\n".join(self._text(sp.modality, torch.stack(rows) if rows else torch.zeros(0, self.vocab.num_codebooks,
+                                                                                              dtype=torch.long))
+                              for sp, rows in zip(plan_specs, plan_rows))
+            info["plan"] = plan
+        return AudioOutput(np.ascontiguousarray(wav, dtype=np.float32), self.sample_rate, task, info, plan)
 
     # -- internals ---------------------------------------------------------------------------------
     def _sample(self, task: str, prompt, uncond, max_new: int, options: GenerationOptions, on_frame=None):
         """The LM's new frames ``[B, T, K]`` for ``prompt [B, T0, K]``; every row has its own seeded generator."""
         import torch
 
+        phases = self._phases(task)
+        ends = {"phases": phases} if phases else {"stream_mask": self._mask(task), "end_id": self._end(task)}
         with torch.inference_mode():
             return self.lm.generate(
-                prompt, max_new_frames=max_new, stream_mask=self._mask(task), end_id=self._end(task),
+                prompt, max_new_frames=max_new, **ends,
                 top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
                 temperature=options.temperature, cfg_scale=options.guidance_scale,
                 uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None,
@@ -407,6 +500,9 @@ class Pipeline:
 
     def _end(self, task):
         return self.vocab.end_id(self.templates[task].target.modality)
+
+    def _phases(self, task):
+        return target_phases(self.vocab, self.templates[task])
 
     def _audio(self, name: str, value):
         """Audio input -> float32 tensor [1, S] at the codec's rate."""
@@ -500,15 +596,18 @@ class Pipeline:
             if wav is not None:
                 wavs[spec.name] = wav
         target = tpl.target
-        if target.modality == "codec":
-            segs.append(Segment("codec", codes=torch.zeros(self.vocab.num_codebooks, 0, dtype=torch.long)))
-        else:
-            segs.append(Segment(target.modality, ids=[]))
+        for seg in tpl.targets:
+            if seg.modality == "codec":
+                segs.append(Segment("codec", codes=torch.zeros(self.vocab.num_codebooks, 0, dtype=torch.long)))
+            else:
+                segs.append(Segment(seg.modality, ids=[]))
         ex = build_example(self.vocab, tpl, segs)
-        # the example ends with <target_start> <target_end> <end>: the prompt stops after <target_start>
-        prompt = ex["frames"][:-2]
+        # the example ends with (<m_start> <m_end>) per target segment, then <end>: the prompt stops after the
+        # first target's start token
+        cut = 2 * len(tpl.targets)
+        prompt = ex["frames"][:-cut]
         uncond = prompt.clone()
-        cond = ex["cond_mask"][:-2]
+        cond = ex["cond_mask"][:-cut]
         uncond[cond] = self.vocab.pad_id
         if target.modality == "codec":
             fr = float(self.codec.frame_rate)
@@ -518,6 +617,7 @@ class Pipeline:
                 max_new = min(max_new, int(wavs[ref].shape[-1] / self.sample_rate * fr * 1.2) + 5)
         else:
             max_new = TEXT_TARGET_MAX_TOKENS
+        max_new += len(tpl.plan) * (PLAN_MAX_TOKENS + 2)  # each plan, its end frame and the next start frame
         room = self._max_frames() - prompt.shape[0]
         if room < 2:
             raise UnisonoError(f"the inputs of this {task} request take {prompt.shape[0]} frames, leaving no room in "
@@ -533,10 +633,28 @@ class Pipeline:
             return cfg.max_seq_len - cfg.num_streams
         return cfg.max_seq_len - 1
 
+    def _text(self, modality: str, body) -> str:
+        ids = [i for i in self.vocab.to_local(modality, body[:, 0]).tolist() if i >= 0]
+        return self.tok.bpe.decode(ids) if modality == "bpe" else self.tok.phones.decode(ids)
+
+    def split_plan(self, task: str, frames):
+        """``(plans, rest)``: the texts of a reasoning task's plan segments in generated ``frames [T, K]``, and
+        the frames after them (those of the output segment; empty when a plan did not end)."""
+        plans = []
+        for seg in self.templates[task].plan:
+            end = self.vocab.end_id(seg.modality)
+            body = until_end(frames, end)
+            plans.append(self._text(seg.modality, body))
+            frames = frames[body.shape[0] + 2 :]  # the plan's end frame and the next segment's start frame
+        return plans, frames
+
     def _finish(self, task: str, frames):
         import torch
 
         target = self.templates[task].target
+        plans = None
+        if self.templates[task].plan:
+            plans, frames = self.split_plan(task, frames)
         body = until_end(frames, self._end(task))
         stop = body.shape[0]
         if target.modality == "codec":
@@ -548,9 +666,15 @@ class Pipeline:
                     wav = self.codec.decode(codes)[0, 0]
             import numpy as np
 
-            return AudioOutput(np.ascontiguousarray(wav.float().cpu().numpy()), self.sample_rate, task,
-                               {"frames": int(codes.shape[-1]), "ended": stop < frames.shape[0]})
-        ids = self.vocab.to_local(target.modality, body[:, 0]).tolist()
-        ids = [i for i in ids if i >= 0]
-        text = self.tok.bpe.decode(ids) if target.modality == "bpe" else self.tok.phones.decode(ids)
-        return TextOutput(text, task, {"tokens": len(ids), "ended": stop < frames.shape[0]})
+            info = {"frames": int(codes.shape[-1]), "ended": stop < frames.shape[0]}
+            plan = None
+            if plans is not None:
+                plan = "\n".join(plans)
+                info["plan"] = plan
+            return AudioOutput(np.ascontiguousarray(wav.float().cpu().numpy()), self.sample_rate, task, info, plan)
+        n_ids = int(body.shape[0])
+        text = self._text(target.modality, body)
+        info = {"tokens": n_ids, "ended": stop < frames.shape[0]}
+        if plans is not None:
+            info["plan"] = "\n".join(plans)
+        return TextOutput(text, task, info)

@@ -9,13 +9,17 @@ from unisono.errors import UnisonoError
 
 DESCRIPTION = """Run one task of a trained checkpoint. Inputs are given as --NAME VALUE: text as a string, audio
 as a file path (WAV/FLAC/OGG, any sample rate). Audio outputs are written to -o (WAV or FLAC); text outputs
-are printed (and written to -o if given).
+are printed (and written to -o if given). Reasoning tasks (text_to_sound_reasoning, ...) write a text plan
+and then the audio in one pass: the plan is printed. --revise N: generate, caption the output with the
+checkpoint's caption task, and regenerate with the next seed while the caption misses a sound event or
+instrument the request names, at most N more times; the rounds' captions are printed.
 
 examples:
   unisono generate tts --text "The old baker painted the door." --prompt speaker.wav -o out.wav
   unisono generate se --noisy noisy.wav -o clean.wav
   unisono generate asr --speech speech.wav
-  unisono generate text_to_sound --caption "A dog barks at 0.5 s, then a bell rings." -o sound.wav"""
+  unisono generate text_to_sound --caption "A dog barks at 0.5 s, then a bell rings." -o sound.wav
+  unisono generate text_to_sound_reasoning --caption "A dog barks at 0.5 s, then a bell rings." -o s.wav --revise 3"""
 ACCEPTS_EXTRA = True  # the task inputs: --NAME VALUE pairs
 
 
@@ -32,6 +36,8 @@ def _task_help() -> str:
             if c.mask_span:
                 ins.append(f"--{c.name}_span START,END")
         out = "audio" if tpl.target.modality == "codec" else "text"
+        if tpl.plan:
+            out = "plan + " + out
         lines.append(f"  {name:<14} {' '.join(ins)}  -> {out}")
     return "\n".join(lines)
 
@@ -49,6 +55,9 @@ def add_arguments(p) -> None:
     g.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (1 = off)")
     g.add_argument("--seed", type=int, help="random seed (same seed, same output)")
     g.add_argument("--max-duration", type=float, help="longest output in seconds")
+    g.add_argument("--revise", type=int, default=0, metavar="N",
+                   help="generate, listen (caption the output), revise: at most N more rounds with new seeds while "
+                        "the caption misses an event or instrument of the request (audio tasks; default 0)")
 
 
 def parse_inputs(rest: list[str]) -> dict[str, str]:
@@ -86,14 +95,28 @@ def main(args, rest: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     from tqdm import tqdm
 
+    if args.revise < 0:
+        raise UnisonoError(f"--revise must be >= 0, got {args.revise}")
     with tqdm(desc=f"generating {args.task}", unit="frame", file=sys.stderr, leave=False) as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)
 
-        out = pipe.generate_batch(args.task, [inputs], options, progress=progress)[0]
+        if args.revise:
+            out = pipe.generate_revised(args.task, inputs, options, rounds=args.revise, progress=progress)
+        else:
+            out = pipe.generate_batch(args.task, [inputs], options, progress=progress)[0]
     took = time.perf_counter() - t0
     if isinstance(out, AudioOutput):
+        if out.plan is not None:
+            print(f"plan: {out.plan}")
+        rev = out.info.get("revise")
+        if rev:
+            print(f"request names: {', '.join(rev['request_terms']) or '(no event or instrument)'}")
+            for r in rev["rounds"]:
+                mark = "*" if r["round"] == out.info.get("round") else " "
+                print(f"{mark} round {r['round']} (seed {r['seed']}): agreement {r['agreement']:.2f}; "
+                      f"caption: {r['caption']!r}")
         audio.save(args.output, out.wav, out.sample_rate)
         print(f"wrote {args.output}: {out.duration:.2f} s at {out.sample_rate} Hz in {took:.1f} s "
               f"(real-time factor {out.duration / max(took, 1e-9):.2f})")

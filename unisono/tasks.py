@@ -6,8 +6,11 @@ data source (see ``unisono/tasks.yaml``). A training example is the dict
 ``{"id": str, "task": str, "frames": LongTensor[T, K], "loss_mask": BoolTensor[T, K],
 "cond_mask": BoolTensor[T]}`` (+ ``"text_emb": FloatTensor[N, D]`` when a condition is continuous)
 
-whose frames follow ``<start> <task:NAME> (<m_start> cond <m_end>)* <m_start> target <m_end> <end>``.
-``loss_mask`` covers the target's tokens and its end token (``loss: all`` in a template: every
+whose frames follow ``<start> <task:NAME> (<m_start> cond <m_end>)* (<m_start> target <m_end>)+ <end>``.
+A template's target is one segment, or a list of segments generated one after another in one pass (a
+reasoning task: a text ``plan`` and then the audio, see ``docs/reasoning.md``); the last one is the
+task's output (:attr:`TaskTemplate.target`), the ones before it its :attr:`TaskTemplate.plan`.
+``loss_mask`` covers every target segment's tokens and end tokens (``loss: all`` in a template: every
 segment); ``cond_mask`` marks the condition frames (for condition dropout / classifier-free guidance).
 Masked audio frames (``mask_span``) hold ``<mask>`` in every stream.
 """
@@ -26,7 +29,7 @@ from unisono.errors import UnisonoError
 from unisono.vocab import MODALITIES, Vocab
 
 DEFAULT_TEMPLATES = Path(__file__).with_name("tasks.yaml")
-SOURCE_KINDS = ("audio", "recording", "speaker_prompt", "text", "phones", "custom", "params", "qa")
+SOURCE_KINDS = ("audio", "recording", "speaker_prompt", "text", "phones", "custom", "params", "qa", "plan")
 AUDIO_SOURCES = ("audio", "recording", "speaker_prompt")
 _OPTION_KEYS = {"name", "modality", "source", "seconds", "mask_span", "resample"}
 
@@ -58,6 +61,10 @@ class SegmentSpec:
 
 @dataclass(frozen=True)
 class TaskTemplate:
+    """``target`` is the task's output segment; ``plan`` the target segments generated before it in the same
+    pass (empty for a one-segment target); ``cuts_from`` names the task whose cuts serve this one (default:
+    the cuts that list this task)."""
+
     name: str
     conditions: tuple[SegmentSpec, ...]
     target: SegmentSpec
@@ -65,10 +72,28 @@ class TaskTemplate:
     expand: str | None = None
     description: str = ""
     kinds: tuple[str, ...] = ()  # cut kinds (cut.custom.kind) that serve this task besides cuts listing it
+    plan: tuple[SegmentSpec, ...] = ()
+    cuts_from: str | None = None
+
+    @property
+    def targets(self) -> tuple[SegmentSpec, ...]:
+        """Every target segment in generation order (the plan, then the output)."""
+        return self.plan + (self.target,)
 
     @property
     def segments(self) -> tuple[SegmentSpec, ...]:
-        return self.conditions + (self.target,)
+        return self.conditions + self.targets
+
+    @property
+    def serves_cuts_of(self) -> str:
+        """The task a cut must list in ``cut.custom.tasks`` to serve this template."""
+        return self.cuts_from or self.name
+
+    def serves(self, custom: dict | None) -> bool:
+        """Whether a cut with this ``cut.custom`` serves the task: it lists the task (or ``cuts_from``) in
+        ``tasks``, or its ``kind`` is one of the template's ``kinds``."""
+        custom = custom or {}
+        return self.serves_cuts_of in (custom.get("tasks") or []) or custom.get("kind") in self.kinds
 
     @property
     def modalities(self) -> set[str]:
@@ -96,7 +121,7 @@ def _parse_segment(task: str, d: Any, where: str) -> SegmentSpec:
         raise UnisonoError(f"task {task!r}: modality {spec.modality!r} unknown; choose one of {', '.join(MODALITIES)}")
     if spec.source_kind not in SOURCE_KINDS:
         raise UnisonoError(f"task {task!r}: source {spec.source!r} unknown; sources: {', '.join(SOURCE_KINDS)}")
-    if spec.source_kind in ("recording", "custom", "params", "qa") and not spec.source_key:
+    if spec.source_kind in ("recording", "custom", "params", "qa", "plan") and not spec.source_key:
         raise UnisonoError(f"task {task!r}: source {spec.source!r} needs a key, e.g. {spec.source_kind}.NAME")
     audio_modality = spec.modality in ("codec", "semantic")
     if audio_modality != spec.is_audio_source:
@@ -147,27 +172,38 @@ def parse_templates(data: dict) -> dict[str, TaskTemplate]:
     for name, t in data["tasks"].items():
         if not isinstance(t, dict) or "target" not in t:
             raise UnisonoError(f"task {name!r} needs a target")
-        extra = set(t) - {"conditions", "target", "loss", "expand", "description", "kinds"}
+        extra = set(t) - {"conditions", "target", "loss", "expand", "description", "kinds", "cuts_from"}
         if extra:
             raise UnisonoError(f"task {name!r}: unknown key(s) {sorted(extra)}")
         conds = tuple(_parse_segment(name, c, "condition") for c in (t.get("conditions") or []))
-        target = _parse_segment(name, t["target"], "target")
-        if target.modality == "text_emb":
-            raise UnisonoError(f"task {name!r}: a text_emb (continuous) segment cannot be a target")
+        raw_targets = t["target"] if isinstance(t["target"], list) else [t["target"]]
+        if not raw_targets:
+            raise UnisonoError(f"task {name!r}: target is an empty list; give one segment or a list of segments")
+        targets = tuple(_parse_segment(name, x, "target") for x in raw_targets)
+        for i, tg in enumerate(targets):
+            if tg.modality == "text_emb":
+                raise UnisonoError(f"task {name!r}: a text_emb (continuous) segment cannot be a target")
+            if i and tg.modality == targets[i - 1].modality:
+                raise UnisonoError(f"task {name!r}: consecutive target segments must differ in modality "
+                                   f"({tg.modality} follows {tg.modality}); the end token of one must not end the next")
+        plan, target = targets[:-1], targets[-1]
+        cuts_from = t.get("cuts_from")
+        if cuts_from is not None and not isinstance(cuts_from, str):
+            raise UnisonoError(f"task {name!r}: cuts_from must name a task, got {cuts_from!r}")
         loss = t.get("loss", "target")
         if loss not in ("target", "all"):
             raise UnisonoError(f"task {name!r}: loss must be 'target' or 'all', got {loss!r}")
         expand = t.get("expand")
         if expand not in (None, "qa"):
             raise UnisonoError(f"task {name!r}: expand must be 'qa' or absent, got {expand!r}")
-        names = [s.name for s in conds + (target,)]
+        names = [s.name for s in conds + targets]
         if len(set(names)) != len(names):
             raise UnisonoError(f"task {name!r}: segment names must be unique, got {names}")
         kinds = t.get("kinds") or []
         if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
             raise UnisonoError(f"task {name!r}: kinds must be a list of cut kinds, e.g. [speech], got {kinds!r}")
         out[str(name)] = TaskTemplate(str(name), conds, target, loss, expand, str(t.get("description", "")),
-                                      tuple(kinds))
+                                      tuple(kinds), plan, cuts_from)
     return out
 
 
@@ -187,7 +223,8 @@ def load_templates(paths: list[str | os.PathLike] | None = None) -> dict[str, Ta
 
 def source_value(spec: SegmentSpec, cut, variant: int = 0):
     """The value of a text or data source of a template on a Lhotse cut (``text``, ``phones``,
-    ``custom.KEY``, ``params.KEY``, ``qa.question``/``qa.answer`` of pair ``variant``); None if absent."""
+    ``custom.KEY``, ``params.KEY``, ``qa.question``/``qa.answer`` of pair ``variant``, ``plan.KIND``: a
+    plan written from the cut's metadata by :func:`unisono.reasoning.build_plan`); None if absent."""
     kind, key = spec.source_kind, spec.source_key
     sup = cut.supervisions[0] if cut.supervisions else None
     custom = cut.custom or {}
@@ -204,6 +241,10 @@ def source_value(spec: SegmentSpec, cut, variant: int = 0):
         if variant >= len(qa) or len(qa[variant]) != 2:
             return None
         return qa[variant][0 if key == "question" else 1]
+    if kind == "plan":
+        from unisono.reasoning import build_plan
+
+        return build_plan(key, cut)
     raise UnisonoError(f"source {spec.source!r} is not a text or data source")
 
 
@@ -257,7 +298,7 @@ def _token_frames(vocab: Vocab, ids: torch.Tensor) -> torch.Tensor:
 
 
 def build_example(vocab: Vocab, template: TaskTemplate, segments: list[Segment], example_id: str = "") -> dict:
-    """The training example of ``segments`` (conditions in template order, then the target)."""
+    """The training example of ``segments`` (conditions in template order, then the target segments)."""
     if len(segments) != len(template.segments):
         raise UnisonoError(f"task {template.name} has {len(template.segments)} segments, got {len(segments)}")
     K = vocab.num_codebooks
@@ -288,7 +329,7 @@ def build_example(vocab: Vocab, template: TaskTemplate, segments: list[Segment],
     for i, (spec, seg) in enumerate(zip(template.segments, segments)):
         if seg.modality != spec.modality:
             raise UnisonoError(f"task {template.name}: segment {spec.name} must be {spec.modality}, got {seg.modality}")
-        is_target = i == len(template.segments) - 1
+        is_target = i >= len(template.conditions)
         in_loss = is_target or template.loss == "all"
         cond = not is_target
         add(tok(vocab.start_id(spec.modality)), False, cond, False)

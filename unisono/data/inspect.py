@@ -40,7 +40,8 @@ def describe_example(vocab: Vocab, toks, example: dict, templates=None, max_toke
     lines = [f"{example['id']}  task={task}  frames={T}x{K}  loss frames={int(lm.any(1).sum())}"
              f"  cond frames={int(example['cond_mask'].sum()) if 'cond_mask' in example else '-'}"]
     for i, (name, seg) in enumerate(zip(names, segs)):
-        role = "target" if i == len(segs) - 1 else "cond"
+        n_cond = len(tpl.conditions) if tpl and len(tpl.segments) == len(segs) else len(segs) - 1
+        role = "target" if i >= n_cond else "cond"
         head = f"  [{role}] {name} ({seg.modality})"
         if seg.modality == "codec":
             codes = seg.codes

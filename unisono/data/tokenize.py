@@ -269,6 +269,20 @@ def corpus_texts(cuts) -> tuple[list[str], list[str], list[str]]:
     return phones, texts, syllables
 
 
+def plan_texts(cuts, templates, selected) -> list[str]:
+    """The plans (``plan.KIND`` sources) the selected templates write from ``cuts``, for fitting the BPE."""
+    from unisono.tasks import source_value
+
+    out = []
+    for t in selected:
+        tpl = templates[t]
+        specs = [s for s in tpl.segments if s.source_kind == "plan"]
+        for c in cuts if specs else ():
+            if tpl.serves(c.custom):
+                out += [v for v in (source_value(s, c) for s in specs) if v]
+    return out
+
+
 def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000, semantic_units: int = 500,
                    semantic_features: str = "auto", hubert_dir: str | None = None, semantic_cuts: int = 200,
                    text_encoder: str | None = None, seed: int = 0):
@@ -278,6 +292,7 @@ def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000,
     from unisono.text.tokenizers import TokenizerSet
 
     phones, texts, syllables = corpus_texts(train_cuts)
+    texts += plan_texts(train_cuts, templates, selected)
     syl_phones = phonemize(sorted(set(syllables))) if syllables else []
     phone_tok = PhoneTokenizer.fit(phones + syl_phones)
     bpe = BPETokenizer.train(texts, vocab_size=bpe_size)
@@ -317,8 +332,7 @@ def plan_shards(cuts_by_split: dict, templates, selected, shard_size: int) -> li
             tpl = templates[task]
             items = []
             for c in cuts:
-                custom = c.custom or {}
-                if task not in (custom.get("tasks") or []) and custom.get("kind") not in tpl.kinds:
+                if not tpl.serves(c.custom):
                     continue
                 if tpl.expand == "qa":
                     items += [[c.id, j] for j in range(len((c.custom or {}).get("qa") or []))]

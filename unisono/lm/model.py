@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,28 @@ from unisono.lm.patterns import delay_indices, delay_interleave
 from unisono.lm.sampling import cfg_mix, sample_next
 
 FORMAT_VERSION = 1
+_NEVER = 2**62
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One target segment of a multi-segment generation (a text plan, then the audio) in one pass.
+
+    ``stream_mask [K, V]``: the ids each stream may emit during the phase; ``end_id``: the token (in stream
+    0) that ends it. For every phase but the last, ``end_frame [K]`` is the frame that closes it (stream 0
+    holds ``end_id``; the other streams are forced to it, as the training layout has them). For every phase
+    but the first, ``start_frame [K]`` is the frame fed before its first sampled frame (its start token;
+    the prompt ends with the first phase's). ``max_frames``: the phase's end is forced after that many
+    sampled frames (None: no limit but ``max_new_frames``).
+    """
+
+    stream_mask: torch.Tensor | None
+    end_id: int
+    end_frame: torch.Tensor | None = None
+    start_frame: torch.Tensor | None = None
+    max_frames: int | None = None
+
+
 # pick(head features [B_eff, D_head], stream k, frame t) -> tokens [B_eff]; the picker applies the head
 Picker = Callable[[torch.Tensor, int, int], torch.Tensor]
 
@@ -248,6 +271,7 @@ class UnisonoLM(nn.Module):
         seed: int | list[int] | None = None,
         min_new_frames: int = 0,
         on_frame=None,
+        phases: list[Phase] | None = None,
     ) -> torch.Tensor:
         """Continue ``prompt_frames [B, T0, K]`` by up to ``max_new_frames`` frames -> ``[B, T, K]``.
 
@@ -262,6 +286,11 @@ class UnisonoLM(nn.Module):
         ``on_frame(n, tokens [B, K])`` is called each time the n-th new frame is complete, with the tokens
         sampled for it (for progress bars and streaming; an exception it raises, e.g. on cancellation,
         stops generation).
+
+        ``phases`` (instead of ``stream_mask`` and ``end_id``) generates several segments one after another
+        (see :class:`Phase`): a row that ends phase p at frame t gets ``end_frame`` at t, the next phase's
+        ``start_frame`` at t + 1 and samples with the next phase's mask from t + 2; rows switch at their own
+        frames. The last phase's ``end_id`` ends the row, as ``end_id`` does.
         """
         cfg = self.cfg
         _check_frames(prompt_frames, cfg, "prompt_frames")
@@ -269,14 +298,25 @@ class UnisonoLM(nn.Module):
         b, t0, kk = prompt.shape
         if max_new_frames < 1:
             raise UnisonoError(f"max_new_frames must be >= 1, got {max_new_frames}")
+        if phases is not None:
+            if stream_mask is not None or end_id is not None:
+                raise UnisonoError("give either phases or stream_mask/end_id, not both")
+            phases = self._check_phases(list(phases), kk, prompt.device)
+            end_id = phases[-1].end_id
+        else:
+            phases = [Phase(stream_mask, end_id)] if end_id is not None else [Phase(stream_mask, -1)]
         if end_id is not None and not 0 <= end_id < cfg.vocab_size:
             raise UnisonoError(f"end_id {end_id} is outside the vocabulary [0, {cfg.vocab_size})")
-        if stream_mask is not None:
-            stream_mask = stream_mask.to(prompt.device).bool()
-            if stream_mask.shape != (kk, cfg.vocab_size):
-                raise UnisonoError(f"stream_mask must be [K={kk}, V={cfg.vocab_size}], got {tuple(stream_mask.shape)}")
-            if not bool(stream_mask.any(-1).all()):
-                raise UnisonoError("stream_mask allows no token for some stream")
+        masks = []
+        for ph in phases:
+            m = ph.stream_mask
+            if m is not None:
+                m = m.to(prompt.device).bool()
+                if m.shape != (kk, cfg.vocab_size):
+                    raise UnisonoError(f"stream_mask must be [K={kk}, V={cfg.vocab_size}], got {tuple(m.shape)}")
+                if not bool(m.any(-1).all()):
+                    raise UnisonoError("stream_mask allows no token for some stream")
+            masks.append(m)
         use_cfg = cfg_scale != 1.0
         if use_cfg:
             if uncond_prompt_frames is None:
@@ -299,33 +339,60 @@ class UnisonoLM(nn.Module):
             gen = torch.Generator(device=prompt.device).manual_seed(int(seed))
         # With a stream mask, each stream's head is evaluated on its allowed ids only (the others would
         # be -inf anyway; softmax, top-k, top-p and the guidance mix are unchanged by dropping them).
-        heads: list[tuple[torch.Tensor | None, torch.Tensor]] = []
-        for k in range(kk):
-            if stream_mask is None:
-                heads.append((None, self.head_w[k]))
-            else:
-                ids = stream_mask[k].nonzero().squeeze(-1)
-                heads.append((ids, self.head_w[k].index_select(0, ids)))
-        end_pos = [None] * kk
-        if end_id is not None:
-            for k, (ids, _) in enumerate(heads):
-                if ids is None:
-                    end_pos[k] = end_id
+        # heads[p][k] / end_pos[p]: per phase p.
+        heads: list[list[tuple[torch.Tensor | None, torch.Tensor]]] = []
+        end_pos: list[int | None] = []
+        for ph, m in zip(phases, masks):
+            hp = []
+            for k in range(kk):
+                if m is None:
+                    hp.append((None, self.head_w[k]))
                 else:
-                    hit = (ids == end_id).nonzero()
-                    end_pos[k] = int(hit[0]) if len(hit) else None
+                    ids = m[k].nonzero().squeeze(-1)
+                    hp.append((ids, self.head_w[k].index_select(0, ids)))
+            heads.append(hp)
+            e = ph.end_id if ph.end_id >= 0 else None
+            if e is not None and hp[0][0] is not None:
+                hit = (hp[0][0] == e).nonzero()
+                e = int(hit[0]) if len(hit) else None
+            end_pos.append(e)
+        n_ph = len(phases)
+        # bounds[r, p]: the frame at which row r ended phase p (_NEVER while it has not)
+        bounds = torch.full((b, max(n_ph - 1, 0)), _NEVER, dtype=torch.long, device=prompt.device)
+        forced_tok = [[None if ph.end_frame is None else ph.end_frame.to(prompt.device).long() for ph in phases],
+                      [None if ph.start_frame is None else ph.start_frame.to(prompt.device).long() for ph in phases]]
+
+        def sample_rows(feats: torch.Tensor, k: int, t: int, p: int, rows: torch.Tensor | None) -> torch.Tensor:
+            """Tokens [n] of stream k for ``rows`` (None: every row), all in phase p."""
+            ids, w = heads[p][k]
+            if rows is not None:
+                feats = feats[torch.cat([rows, rows + b])] if use_cfg else feats[rows]
+            n = feats.shape[0] // 2 if use_cfg else feats.shape[0]
+            logits = F.linear(feats, w.to(feats.dtype))
+            logits = cfg_mix(logits[:n], logits[n:], cfg_scale) if use_cfg else logits.float()
+            if k == 0 and p == n_ph - 1 and end_pos[p] is not None and t - t0 < min_new_frames:
+                logits[:, end_pos[p]] = float("-inf")
+            g = gen
+            if rows is not None and isinstance(gen, list):
+                g = [gen[int(r)] for r in rows]
+            tok = sample_next(logits, temperature, top_k, top_p, g)
+            return ids[tok] if ids is not None else tok
 
         frame_buf: dict[int, dict[int, torch.Tensor]] = {}  # frame -> stream -> tokens, for on_frame
 
+        # the first frame from which every row is in the last phase (from then on no row switches or is forced)
+        all_last = {"from": t0 if n_ph == 1 else _NEVER}
+
         def pick(feats: torch.Tensor, k: int, t: int) -> torch.Tensor:
-            ids, w = heads[k]
-            logits = F.linear(feats, w.to(feats.dtype))
-            logits = cfg_mix(logits[:b], logits[b:], cfg_scale) if use_cfg else logits.float()
-            if k == 0 and end_pos[0] is not None and t - t0 < min_new_frames:
-                logits[:, end_pos[0]] = float("-inf")
-            tok = sample_next(logits, temperature, top_k, top_p, gen)
-            if ids is not None:
-                tok = ids[tok]
+            if t >= all_last["from"]:
+                tok = sample_rows(feats, k, t, n_ph - 1, None)
+                if n_ph == 1 and phases[0].max_frames is not None and k == 0 and t - t0 >= phases[0].max_frames \
+                        and end_id is not None:
+                    tok = torch.full_like(tok, end_id)
+            else:
+                tok = self._pick_phased(feats, k, t, t0, b, phases, bounds, forced_tok, sample_rows)
+                if k == 0 and phases[-1].max_frames is None and bool((bounds[:, -1] + 2 <= t).all()):
+                    all_last["from"] = t + 1
             if on_frame is not None:
                 frame_buf.setdefault(t, {})[k] = tok[:b]
                 if k == kk - 1:
@@ -340,6 +407,57 @@ class UnisonoLM(nn.Module):
         finally:
             self.train(was_training)
         return out[:b]
+
+    @staticmethod
+    def _check_phases(phases: list[Phase], kk: int, device) -> list[Phase]:
+        if not phases:
+            raise UnisonoError("phases is empty; give at least one Phase")
+        for i, ph in enumerate(phases):
+            if i < len(phases) - 1:
+                if ph.end_frame is None or tuple(ph.end_frame.shape) != (kk,) or int(ph.end_frame[0]) != ph.end_id:
+                    raise UnisonoError(f"phase {i} needs end_frame [K={kk}] whose stream 0 is its end_id {ph.end_id}")
+                if ph.end_id == phases[-1].end_id:
+                    raise UnisonoError(f"phase {i} ends with the last phase's end id {ph.end_id}; phases must end with "
+                                       "different tokens")
+            if i > 0 and (ph.start_frame is None or tuple(ph.start_frame.shape) != (kk,)):
+                raise UnisonoError(f"phase {i} needs start_frame [K={kk}] (the frame with its start token)")
+            if ph.max_frames is not None and ph.max_frames < 1:
+                raise UnisonoError(f"phase {i}: max_frames must be >= 1, got {ph.max_frames}")
+        return phases
+
+    @staticmethod
+    def _pick_phased(feats, k, t, t0, b, phases, bounds, forced_tok, sample_rows) -> torch.Tensor:
+        """Tokens ``[b]`` of stream k of frame t when rows may be in different phases (see :class:`Phase`)."""
+        n_ph = len(phases)
+        dev = bounds.device
+        phase = (bounds + 2 <= t).sum(1)  # [b]: phases a row has left (end frame and start frame behind it)
+        tok = torch.zeros(b, dtype=torch.long, device=dev)
+        forced = torch.zeros(b, dtype=torch.bool, device=dev)
+        for i in range(n_ph - 1):
+            if k > 0:  # the frame that ends phase i: streams k > 0 follow its end_frame
+                at_end = bounds[:, i] == t
+                tok = torch.where(at_end, forced_tok[0][i][k], tok)
+                forced |= at_end
+            at_start = bounds[:, i] + 1 == t  # the start frame of phase i + 1
+            tok = torch.where(at_start, forced_tok[1][i + 1][k], tok)
+            forced |= at_start
+        free = ~forced
+        if bool(free.any()):
+            ps = phase[free]
+            for p in ps.unique().tolist():
+                rows = (free & (phase == p)).nonzero().squeeze(-1)
+                sampled = sample_rows(feats, k, t, p, None if len(rows) == b else rows)
+                tok[rows] = sampled
+                cap = phases[p].max_frames
+                if cap is not None and k == 0:
+                    first = torch.full_like(rows, t0) if p == 0 else bounds[rows, p - 1] + 2
+                    over = t - first >= cap
+                    tok[rows] = torch.where(over, torch.full_like(sampled, phases[p].end_id), tok[rows])
+            if k == 0:  # rows that end a phase (not the last) at this frame
+                for p in range(n_ph - 1):
+                    hit = free & (phase == p) & (tok == phases[p].end_id)
+                    bounds[:, p] = torch.where(hit, torch.full_like(bounds[:, p], t), bounds[:, p])
+        return tok
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | os.PathLike, vocab_json: str | os.PathLike | None = None,

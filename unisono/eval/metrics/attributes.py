@@ -111,9 +111,11 @@ def canonical_key(tonic: str, mode: str | None = None) -> tuple[str, str]:
     return t, m
 
 
-def count_events(wav, sample_rate: int, min_gap_s: float = 0.1, min_event_s: float = 0.03, range_db: float = 30.0) -> int:
-    """Number of sound events: runs of frames (25 ms windows, 10 ms hop) louder than
-    ``max(peak - range_db, noise floor + 10 dB)``, after merging gaps shorter than ``min_gap_s``."""
+def event_segments(wav, sample_rate: int, min_gap_s: float = 0.1, min_event_s: float = 0.03,
+                   range_db: float = 30.0) -> list[tuple[float, float]]:
+    """Sound events as ``[(start_s, end_s)]`` in time order: runs of frames (25 ms windows, 10 ms hop) louder
+    than ``max(peak - range_db, noise floor + 10 dB)``, after merging gaps shorter than ``min_gap_s``;
+    runs shorter than ``min_event_s`` are dropped. A flat envelope (a steady sound) is one event."""
     x = at_rate(wav, sample_rate)
     hop, win = EVAL_SAMPLE_RATE // 100, EVAL_SAMPLE_RATE // 40
     n = 1 + max(0, (x.size - win) // hop)
@@ -121,11 +123,11 @@ def count_events(wav, sample_rate: int, min_gap_s: float = 0.1, min_event_s: flo
     db = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     peak = float(db.max())
     if peak < -80.0:
-        return 0
+        return []
     floor = float(np.percentile(db, 10))
     thr = max(peak - range_db, floor + 10.0)
     if thr >= peak:  # flat envelope (steady sound): one event if it is audible at all
-        return 1
+        return [(0.0, x.size / EVAL_SAMPLE_RATE)]
     active = db > thr
     # run-length segments
     edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(int), [0]])))
@@ -136,7 +138,13 @@ def count_events(wav, sample_rate: int, min_gap_s: float = 0.1, min_event_s: flo
             merged[-1][1] = b
         else:
             merged.append([a, b])
-    return sum(1 for a, b in merged if (b - a) * hop / EVAL_SAMPLE_RATE >= min_event_s)
+    return [(a * hop / EVAL_SAMPLE_RATE, b * hop / EVAL_SAMPLE_RATE) for a, b in merged
+            if (b - a) * hop / EVAL_SAMPLE_RATE >= min_event_s]
+
+
+def count_events(wav, sample_rate: int, min_gap_s: float = 0.1, min_event_s: float = 0.03, range_db: float = 30.0) -> int:
+    """Number of sound events (:func:`event_segments`)."""
+    return len(event_segments(wav, sample_rate, min_gap_s, min_event_s, range_db))
 
 
 def tempo_correct(estimated_bpm: float, true_bpm: float, tolerance: float = 0.08) -> bool:

@@ -217,3 +217,30 @@ def test_streaming_chunks_join_to_the_offline_output(pipe):
     assert np.allclose(joined, offline.wav, atol=1e-4)
     if offline.info["frames"] > 5:
         assert len(chunks) > 1
+
+
+def test_half_precision_package_with_a_default_prompt(pipe, tiny_checkpoint, tmp_path):
+    """``package(half=True)`` halves the weight files and loads back into float32 models that sample like the
+    original; an input shipped in ``defaults/`` is used when a request leaves it out."""
+    import soundfile as sf
+    import torch
+
+    root = tiny_checkpoint.parent
+    voice = tmp_path / "voice.wav"
+    sf.write(voice, (0.1 * np.random.default_rng(3).standard_normal(16000)).astype(np.float32), 16000)
+    out = Pipeline.package(root / "lm-delay", root / "shards", tmp_path / "half", codec_dir=root / "codec",
+                           half=True, defaults={"prompt": voice})
+    full, half = tiny_checkpoint / "model.safetensors", out / "model.safetensors"
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert (out / "codec" / "model.safetensors").stat().st_size < 0.6 * (root / "codec" / "model.safetensors").stat().st_size
+    small = Pipeline.from_pretrained(out)
+    assert all(p.dtype == torch.float32 for p in small.lm.parameters())
+    for (name, a), b in zip(pipe.lm.state_dict().items(), small.lm.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-3, rtol=1e-3), name
+    opts = GenerationOptions(seed=4, max_duration=0.5)
+    text = "The old baker slowly painted the red door."
+    implicit = small.generate("tts", opts, text=text)
+    explicit = small.generate("tts", opts, text=text, prompt=str(voice))
+    assert np.array_equal(implicit.wav, explicit.wav)
+    with pytest.raises(UnisonoError, match="prompt"):
+        pipe.generate("tts", opts, text=text)  # no default shipped with this one

@@ -107,6 +107,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "unisono-small
 CKPT_TOKENIZERS = "tokenizers"
 CKPT_CODEC = "codec"
 CKPT_TEMPLATES = "tasks.yaml"
+CKPT_DEFAULTS = "defaults"  # <input name>.wav: audio used for that input when a request leaves it out
 TEXT_TARGET_MAX_TOKENS = 256
 PLAN_MAX_TOKENS = 128  # a reasoning task's plan is ended (forced) after this many tokens
 # Tasks whose output should last about as long as their main audio input: bounded by it.
@@ -175,6 +176,20 @@ def _templates_yaml(templates: dict) -> str:
     return yaml.safe_dump({"version": 1, "tasks": tasks}, sort_keys=False, allow_unicode=True)
 
 
+def _copy_weights(src: Path, dst: Path, half: bool) -> None:
+    """Copy a safetensors file, storing float32 tensors as float16 when ``half``."""
+    import shutil
+
+    if not half:
+        shutil.copy2(src, dst)
+        return
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(src))
+    save_file({k: (v.half() if v.dtype == torch.float32 else v).contiguous() for k, v in state.items()}, str(dst))
+
+
 class Pipeline:
     """A trained model ready to use: ``Pipeline.from_pretrained(DIR).generate("tts", text=..., prompt=...)``.
 
@@ -187,6 +202,7 @@ class Pipeline:
     def __init__(self, lm, vocab, tokenizers, codec, templates: dict, name: str = "", language: str = "en-us"):
         self.lm, self.vocab, self.tok, self.codec, self.name, self.language = lm, vocab, tokenizers, codec, name, language
         self.lm.eval()
+        self.default_inputs: dict[str, Path] = {}  # input name -> audio file used when a request omits it
         self.templates = {}
         for task, tpl in templates.items():
             if task not in vocab.tasks:
@@ -261,13 +277,19 @@ class Pipeline:
             if key in vocab.fingerprints and vocab.fingerprints[key] != fp:
                 raise UnisonoError(f"{d}: tokenizers/{key} does not match vocab.json (fingerprint differs)")
         templates = load_templates([d / CKPT_TEMPLATES] if (d / CKPT_TEMPLATES).exists() else None)
-        return cls(lm.to(device), vocab, toks, codec, templates, name=d.name)
+        pipe = cls(lm.to(device), vocab, toks, codec, templates, name=d.name)
+        if (d / CKPT_DEFAULTS).is_dir():
+            pipe.default_inputs = {f.stem: f for f in sorted((d / CKPT_DEFAULTS).glob("*.wav"))}
+        return pipe
 
     @staticmethod
-    def package(lm_dir, shards_dir, out_dir, codec_dir=None, templates: dict | None = None):
+    def package(lm_dir, shards_dir, out_dir, codec_dir=None, templates: dict | None = None, half: bool = False,
+                defaults: dict | None = None):
         """Assemble a self-contained checkpoint in ``out_dir`` from a trained LM checkpoint, the token
         shards' directory (vocab.json, tokenizers/, codec.json) and the codec (default: the one the shards
-        name)."""
+        name). ``half`` stores the float weights of the LM and the codec as float16 (half the size; they are
+        loaded back into float32 models). ``defaults`` maps input names to audio files copied into
+        ``defaults/`` and used when a request leaves that input out (e.g. ``{"prompt": "voice.wav"}``)."""
         import shutil
 
         from unisono.fileio import read_json, write_text
@@ -283,12 +305,20 @@ class Pipeline:
         tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for f in ("config.json", "model.safetensors", "vocab.json"):
+        for f in ("config.json", "vocab.json"):
             shutil.copy2(lm_dir / f, tmp / f)
+        _copy_weights(lm_dir / "model.safetensors", tmp / "model.safetensors", half)
         shutil.copytree(shards_dir / CKPT_TOKENIZERS, tmp / CKPT_TOKENIZERS)
         (tmp / CKPT_CODEC).mkdir()
-        for f in ("config.json", "model.safetensors"):
-            shutil.copy2(Path(codec_dir) / f, tmp / CKPT_CODEC / f)
+        shutil.copy2(Path(codec_dir) / "config.json", tmp / CKPT_CODEC / "config.json")
+        _copy_weights(Path(codec_dir) / "model.safetensors", tmp / CKPT_CODEC / "model.safetensors", half)
+        if defaults:
+            from unisono import audio
+
+            (tmp / CKPT_DEFAULTS).mkdir()
+            for name, src in defaults.items():
+                wav, sr = audio.load(src)
+                audio.save(tmp / CKPT_DEFAULTS / f"{name}.wav", wav, sr)
         write_text(tmp / CKPT_TEMPLATES, _templates_yaml(templates or load_templates()))
         if out.exists():
             shutil.rmtree(out)
@@ -530,6 +560,8 @@ class Pipeline:
         from unisono.text.g2p import phonemize
 
         name = _input_name(spec)
+        if inputs.get(name) is None and name in self.default_inputs:
+            inputs = {**inputs, name: self.default_inputs[name]}
         if name not in inputs or inputs[name] is None:
             raise UnisonoError(f"task {task!r} needs the input {name!r} ({self.tasks[task].inputs[name]})")
         value = inputs[name]

@@ -100,7 +100,8 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
             from unisono.generate import Pipeline
 
             latest = out / "lm" / json.loads((out / "lm" / "latest.json").read_text())["path"]
-            Pipeline.package(latest, out / "shards", out / "model", codec_dir=out / "codec")
+            Pipeline.package(latest, out / "shards", out / "model", codec_dir=out / "codec",
+                             half=bool((recipe.get("package") or {}).get("half", False)))
         else:
             code = cli_main(cmds[stage])
             if code != 0:

@@ -42,3 +42,16 @@ def test_cli_help_and_unknown_command():
     bad = subprocess.run([sys.executable, "-m", "unisono", "no-such-command"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown command 'no-such-command'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_load_yaml_reads_exponent_floats():
+    got = fileio.load_yaml("a: 3e-4\nb: 1.5E+3\nc: 10\nd: 2.0\ne: abc\nf: -1e-2\ng: 1e3x\n")
+    assert got == {"a": 3e-4, "b": 1500.0, "c": 10, "d": 2.0, "e": "abc", "f": -0.01, "g": "1e3x"}
+    assert isinstance(got["a"], float) and isinstance(got["c"], int)
+
+
+def test_codec_set_override_takes_exponent_floats():
+    from unisono.codec.cli import _overrides
+
+    assert _overrides(["train.lr=3e-4", "model.quantizer=factorized"]) == {
+        "train": {"lr": 3e-4}, "model": {"quantizer": "factorized"}}

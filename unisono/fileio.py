@@ -7,6 +7,7 @@ then renames it over the destination with :func:`os.replace`, which is atomic on
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -76,3 +77,26 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UnisonoError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UnisonoError(f"{path} is not valid JSON ({e}); delete it or regenerate it") from None
+
+
+
+@functools.lru_cache(maxsize=1)
+def _yaml_loader():
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that reads ``1e-3`` and ``3E+4`` as floats (YAML 1.1 wants a dot: ``1.0e-3``)."""
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+    return Loader
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-3`` as a number (every config and ``--set`` value goes through it)."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())

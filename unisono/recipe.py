@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from unisono.errors import UnisonoError
-from unisono.fileio import read_json, write_json
+from unisono.fileio import load_yaml, read_json, write_json
 
 STAGES = ("synth", "codec", "tokenize", "train", "package", "eval")
 DESCRIPTION = __doc__
@@ -32,7 +32,7 @@ def load_recipe(name_or_path: str) -> tuple[dict, Path]:
     if not path.is_file():
         raise UnisonoError(f"recipe {name_or_path} not found (looked for {path}); see configs/recipes/")
     try:
-        recipe = yaml.safe_load(path.read_text()) or {}
+        recipe = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UnisonoError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     unknown = sorted(set(recipe) - set(STAGES))

@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from unisono.errors import UnisonoError
+from unisono.fileio import load_yaml
 from unisono.vocab import MODALITIES, Vocab
 
 DEFAULT_TEMPLATES = Path(__file__).with_name("tasks.yaml")
@@ -212,7 +213,7 @@ def load_templates(paths: list[str | os.PathLike] | None = None) -> dict[str, Ta
     out: dict[str, TaskTemplate] = {}
     for p in [DEFAULT_TEMPLATES] + [Path(x) for x in (paths or [])]:
         try:
-            data = yaml.safe_load(Path(p).read_text(encoding="utf-8"))
+            data = load_yaml(Path(p).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UnisonoError(f"task template file {p} does not exist") from None
         except yaml.YAMLError as e:

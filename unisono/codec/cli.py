@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(items: list[str]) -> dict:
-    import yaml
+    from unisono.fileio import load_yaml
 
     out: dict = {}
     for item in items:
@@ -61,7 +61,7 @@ def _overrides(items: list[str]) -> dict:
         section, dot, name = key.partition(".")
         if not sep or not dot:
             raise UnisonoError(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. train.batch_size=4")
-        out.setdefault(section, {})[name] = yaml.safe_load(value)
+        out.setdefault(section, {})[name] = load_yaml(value)
     return out
 
 

@@ -27,7 +27,7 @@ from unisono.codec.losses import (MultiScaleMelLoss, discriminator_loss, feature
                                   generator_adv_loss, mel_distance)
 from unisono.codec.model import Codec, CodecConfig
 from unisono.errors import UnisonoError
-from unisono.fileio import atomic_path, write_text
+from unisono.fileio import atomic_path, load_yaml, write_text
 
 DEFAULTS = {
     "model": {},
@@ -49,7 +49,7 @@ def load_config(path=None, overrides: dict | None = None) -> dict:
         p = Path(path)
         if not p.is_file():
             raise UnisonoError(f"config {p} does not exist; see configs/codec/ for examples")
-        sources.append(yaml.safe_load(p.read_text()) or {})
+        sources.append(load_yaml(p.read_text()) or {})
     if overrides:
         sources.append(overrides)
     for src in sources:

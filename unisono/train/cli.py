@@ -37,11 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def load_recipe(path: str | Path) -> dict:
     import yaml
 
+    from unisono.fileio import load_yaml
+
     path = Path(path)
     if not path.is_file():
         raise UnisonoError(f"config {path} does not exist; see configs/lm/ for recipes")
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UnisonoError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     unknown = sorted(set(cfg) - {"model", "train"})

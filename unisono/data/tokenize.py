@@ -465,7 +465,8 @@ def tokenize_corpus(
     if rank == 0:
         if not (out / "vocab.json").exists():
             codec = codec_factory()
-            K = int(num_codebooks or codec.num_codebooks)
+            # with --vocab, the number of codebooks defaults to the given vocabulary's (a checkpoint's)
+            K = int(num_codebooks or (Vocab.load(vocab_path).num_codebooks if vocab_path else codec.num_codebooks))
             if not 1 <= K <= int(codec.num_codebooks):
                 raise UnisonoError(f"--num-codebooks must lie in 1..{codec.num_codebooks} (the codec's codebooks), got {K}")
             if tokenizers_dir:
@@ -633,7 +634,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", help="keep this vocab.json's layout (e.g. a checkpoint's, to fine-tune on new data or "
                    "new tasks); the --tasks it lacks take free slots, every other id stays; use with --tokenizers")
     p.add_argument("--tokenizers", help="reuse these tokenizers (a SHARDS/tokenizers or checkpoint dir) instead of fitting")
-    p.add_argument("--num-codebooks", type=int, help="codebooks used per frame (default: all of the codec's)")
+    p.add_argument("--num-codebooks", type=int, help="codebooks used per frame (default: the --vocab's, else all of the codec's)")
     p.add_argument("--bpe-size", type=int, default=2000, help="BPE vocabulary size (default: %(default)s)")
     p.add_argument("--semantic-units", type=int, default=500, help="k-means units for vc (default: %(default)s)")
     p.add_argument("--semantic-features", choices=("auto", "hubert", "codec", "mel"), default="auto",

@@ -114,8 +114,9 @@ def test_quantizer_dropout_uses_prefixes():
     assert int(differs) > 0
 
 
-def test_streaming_equals_offline():
-    c = tiny_codec()
+@pytest.mark.parametrize("encoder", ["conv", "stft"])
+def test_streaming_equals_offline(encoder):
+    c = tiny_codec(encoder=encoder, encoder_dim=32, encoder_blocks=1)
     c.train()
     c(speechlike())
     c.eval()
@@ -136,14 +137,30 @@ def test_streaming_equals_offline():
             pass
 
 
-def test_noncausal_runs():
-    c = tiny_codec(causal=False).eval()
+@pytest.mark.parametrize("encoder", ["conv", "stft"])
+def test_noncausal_runs(encoder):
+    c = tiny_codec(causal=False, encoder=encoder, encoder_dim=32, encoder_blocks=1).eval()
     w = speechlike(1, 3200)
     assert c.decode(c.encode(w)).shape == (1, 1, 3200)
 
 
-def test_save_load_equal(tmp_path):
-    c = tiny_codec()
+def test_stft_front_end_is_the_log_magnitude_spectrogram():
+    from unisono.codec.modules import STFTFrontEnd
+
+    w = speechlike(2, 3200)
+    fe = STFTFrontEnd(640, 160, causal=True)
+    got = fe(w)  # [B, 321, 20]: frame t ends at sample 160 (t + 1)
+    ref = torch.stft(torch.nn.functional.pad(w[:, 0], (480, 0)), 640, 160, window=torch.hann_window(640),
+                     center=False, return_complex=True).abs()
+    assert got.shape == (2, 321, 20) and ref.shape == got.shape
+    assert torch.allclose(got.exp(), ref, rtol=1e-3, atol=1e-3)
+    with pytest.raises(UnisonoError, match="encoder must be"):
+        tiny_codec(encoder="lstm")
+
+
+@pytest.mark.parametrize("encoder", ["conv", "stft"])
+def test_save_load_equal(tmp_path, encoder):
+    c = tiny_codec(encoder=encoder, encoder_dim=32, encoder_blocks=1)
     c.train()
     c(speechlike())
     c.eval()

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unisono.codec.modules import Decoder, Encoder, set_streaming
+from unisono.codec.modules import Decoder, Encoder, STFTEncoder, set_streaming
 from unisono.codec.quantizer import ResidualVectorQuantizer
 from unisono.errors import UnisonoError
 
@@ -29,7 +29,10 @@ class CodecConfig:
 
     sample_rate: int = 16000
     strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])  # product = hop_length
-    encoder_channels: int = 32
+    encoder: str = "conv"  # "conv" (SEANet-style, on the waveform) or "stft" (ConvNeXt on a log spectrogram)
+    encoder_channels: int = 32  # conv encoder: channels of the first stage
+    encoder_dim: int = 256  # stft encoder: hidden size
+    encoder_blocks: int = 4  # stft encoder: ConvNeXt blocks
     latent_dim: int = 128
     decoder_dim: int = 256
     decoder_blocks: int = 8
@@ -62,6 +65,8 @@ class CodecConfig:
     def validate(self) -> None:
         if self.n_fft % self.hop_length:
             raise UnisonoError(f"n_fft ({self.n_fft}) must be a multiple of the hop length ({self.hop_length})")
+        if self.encoder not in ("conv", "stft"):
+            raise UnisonoError(f"encoder must be 'conv' or 'stft', got {self.encoder!r}")
         if not 1 <= self.num_codebooks <= 64 or self.codebook_size < 2:
             raise UnisonoError("num_codebooks must be in 1..64 and codebook_size >= 2")
         if self.sample_rate % self.hop_length:
@@ -78,7 +83,11 @@ class Codec(nn.Module):
         super().__init__()
         self.config = config = config or CodecConfig()
         config.validate()
-        self.encoder = Encoder(config.encoder_channels, config.latent_dim, config.strides, config.causal)
+        if config.encoder == "stft":
+            self.encoder = STFTEncoder(config.hop_length, config.latent_dim, config.encoder_dim,
+                                       config.encoder_blocks, 2 * config.hop_length, config.causal)
+        else:
+            self.encoder = Encoder(config.encoder_channels, config.latent_dim, config.strides, config.causal)
         self.quantizer = ResidualVectorQuantizer(
             config.latent_dim, config.num_codebooks, config.codebook_size, config.ema_decay,
             config.dead_threshold, config.kmeans_iters, config.quantizer_dropout, config.quantizer, config.code_dim,

@@ -24,6 +24,15 @@ class StreamingModule(nn.Module):
         self._streaming = on
         self._state = None
 
+    def _stream_pad(self, x: torch.Tensor, pad: int) -> torch.Tensor:
+        """In streaming mode: ``x`` with the last ``pad`` input samples of the previous call in front."""
+        if pad <= 0:
+            return x
+        buf = self._state if self._state is not None else x.new_zeros(x.shape[0], x.shape[1], pad)
+        x = torch.cat([buf, x], dim=-1)
+        self._state = x[..., x.shape[-1] - pad:]
+        return x
+
 
 def set_streaming(module: nn.Module, on: bool) -> None:
     for m in module.modules():
@@ -47,11 +56,7 @@ class SConv1d(StreamingModule):
         if self._streaming:
             if not self.causal:
                 raise RuntimeError("streaming needs a causal codec (config causal: true)")
-            if self.pad > 0:
-                buf = self._state if self._state is not None else x.new_zeros(x.shape[0], x.shape[1], self.pad)
-                x = torch.cat([buf, x], dim=-1)
-                self._state = x[..., x.shape[-1] - self.pad:]
-            return self.conv(x)
+            return self.conv(self._stream_pad(x, self.pad))
         if self.causal:
             return self.conv(F.pad(x, (self.pad, 0)))
         left = self.pad // 2
@@ -86,6 +91,63 @@ class Encoder(nn.Module):
 
     def forward(self, wav):
         return self.net(wav)
+
+
+class STFTFrontEnd(StreamingModule):
+    """Log-magnitude spectrogram as a fixed strided convolution: ``wav [B, 1, S] -> [B, n_fft // 2 + 1, S / hop]``.
+
+    Frame ``t`` covers the ``n_fft`` samples ending at sample ``(t + 1) * hop`` (causal: left padding only),
+    so it streams like :class:`SConv1d`, with the last ``n_fft - hop`` samples as state.
+    """
+
+    def __init__(self, n_fft: int, hop: int, causal: bool = True):
+        super().__init__()
+        self.n_fft, self.hop, self.causal, self.pad = n_fft, hop, causal, n_fft - hop
+        n = torch.arange(n_fft, dtype=torch.float64)
+        f = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+        ang = 2 * torch.pi * f[:, None] * n[None] / n_fft
+        win = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+        basis = torch.cat([torch.cos(ang) * win, -torch.sin(ang) * win])  # [2F, n_fft]: real, imaginary
+        self.register_buffer("basis", basis.float()[:, None], persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if self._streaming:
+            x = self._stream_pad(wav, self.pad)
+        elif self.causal:
+            x = F.pad(wav, (self.pad, 0))
+        else:
+            x = F.pad(wav, (self.pad // 2, self.pad - self.pad // 2))
+        re, im = F.conv1d(x, self.basis, stride=self.hop).chunk(2, dim=1)
+        return torch.log(re.square() + im.square() + 1e-7) * 0.5  # log |X|
+
+
+class STFTEncoder(nn.Module):
+    """Encoder over a spectrogram instead of the waveform: ``wav [B, 1, S] -> latents [B, dim, S / hop]``.
+
+    A causal log-magnitude STFT (``n_fft`` window, ``hop / 2`` hop, so two spectra per frame), a linear
+    projection, a strided convolution down to the frame rate and ConvNeXt blocks. It costs a small
+    fraction of the waveform encoder's compute (it never runs a convolution at the audio rate), which
+    matters when training on a CPU; phase is not encoded (the decoder makes its own, as it must at low
+    bitrates anyway).
+    """
+
+    def __init__(self, hop: int, dim: int = 128, hidden: int = 256, num_blocks: int = 4, n_fft: int = 640,
+                 causal: bool = True):
+        super().__init__()
+        if hop % 2:
+            raise ValueError("the STFT encoder needs an even hop length")
+        self.stft = STFTFrontEnd(n_fft, hop // 2, causal)
+        self.inp = SConv1d(n_fft // 2 + 1, hidden, 4, stride=2, causal=causal)
+        self.norm = nn.LayerNorm(hidden)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(hidden, causal) for _ in range(num_blocks))
+        self.out_norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, wav):
+        x = self.norm(self.inp(self.stft(wav)).transpose(1, 2)).transpose(1, 2)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.out(self.out_norm(x.transpose(1, 2))).transpose(1, 2)
 
 
 class ConvNeXtBlock(nn.Module):

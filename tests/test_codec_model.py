@@ -114,9 +114,9 @@ def test_quantizer_dropout_uses_prefixes():
     assert int(differs) > 0
 
 
-@pytest.mark.parametrize("encoder", ["conv", "stft"])
-def test_streaming_equals_offline(encoder):
-    c = tiny_codec(encoder=encoder, encoder_dim=32, encoder_blocks=1)
+@pytest.mark.parametrize("encoder,phase", [("conv", "direct"), ("stft", "direct"), ("conv", "if")])
+def test_streaming_equals_offline(encoder, phase):
+    c = tiny_codec(encoder=encoder, encoder_dim=32, encoder_blocks=1, phase=phase)
     c.train()
     c(speechlike())
     c.eval()
@@ -222,3 +222,28 @@ def test_factorized_quantizer_prefix_restart_and_save(tmp_path):
     assert torch.equal(load_codec(tmp_path / "f").encode(w), c.encode(w))
     with pytest.raises(UnisonoError):
         ResidualVectorQuantizer(dim=4, kind="fsq")
+
+
+def test_if_phase_head_makes_a_coherent_sinusoid():
+    """With zero predicted deviations, one active bin synthesises a steady sinusoid at its centre frequency
+    across frames (the direct head with a constant phase would not: its frames would interfere)."""
+    from unisono.codec.modules import ISTFTHead
+
+    head = ISTFTHead(4, 320, 1280, phase="if")
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias.fill_(-30.0)  # log-magnitudes: silence, deviations: 0
+        head.proj.bias[40] = 0.0  # bin 40 = 40 * 16000 / 1280 = 500 Hz
+        head.proj.bias[641:] = 0.0
+    with torch.no_grad():
+        y = head(torch.zeros(1, 4, 40)).reshape(-1)[1280:]
+    n = torch.arange(1280, 1280 + y.numel())
+    basis = torch.stack([torch.cos(2 * torch.pi * 500 * n / 16000), torch.sin(2 * torch.pi * 500 * n / 16000)], 1)
+    fit = basis @ torch.linalg.lstsq(basis, y[:, None]).solution
+    assert float(((y - fit[:, 0]) ** 2).sum() / (y ** 2).sum()) < 1e-6
+    # chunked integration carries the running phase: equal to one call
+    dev = torch.randn(2, 9, 641)
+    whole, _ = head._integrate(dev, 0, None)
+    a, run = head._integrate(dev[:, :4], 0, None)
+    b, _ = head._integrate(dev[:, 4:], 4, run)
+    assert torch.allclose(torch.cat([a, b], 1), whole, atol=1e-5)

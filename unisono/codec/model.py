@@ -37,6 +37,7 @@ class CodecConfig:
     decoder_dim: int = 256
     decoder_blocks: int = 8
     n_fft: int = 1280  # ISTFT size of the decoder head (4 x hop)
+    phase: str = "direct"  # decoder head: "direct" (predict each frame's phase) or "if" (instantaneous frequency)
     num_codebooks: int = 8
     codebook_size: int = 1024
     ema_decay: float = 0.99
@@ -67,6 +68,8 @@ class CodecConfig:
             raise UnisonoError(f"n_fft ({self.n_fft}) must be a multiple of the hop length ({self.hop_length})")
         if self.encoder not in ("conv", "stft"):
             raise UnisonoError(f"encoder must be 'conv' or 'stft', got {self.encoder!r}")
+        if self.phase not in ("direct", "if"):
+            raise UnisonoError(f"phase must be 'direct' or 'if', got {self.phase!r}")
         if not 1 <= self.num_codebooks <= 64 or self.codebook_size < 2:
             raise UnisonoError("num_codebooks must be in 1..64 and codebook_size >= 2")
         if self.sample_rate % self.hop_length:
@@ -93,7 +96,7 @@ class Codec(nn.Module):
             config.dead_threshold, config.kmeans_iters, config.quantizer_dropout, config.quantizer, config.code_dim,
         )
         self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_blocks, config.hop_length,
-                               config.n_fft, config.causal)
+                               config.n_fft, config.causal, config.phase)
         self.semantic = None
         if config.semantic:
             from unisono.codec.semantic import SemanticBranch

@@ -7,6 +7,8 @@ stride) gives exactly the output of one offline call.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -173,11 +175,18 @@ class ISTFTHead(StreamingModule):
     Frame ``t`` is synthesised over samples ``[t * hop, t * hop + n_fft)`` and overlap-added, so the samples
     ``[t * hop, (t + 1) * hop)`` are final once frame ``t`` is known: causal, and streamable with a
     ``n_fft - hop`` sample overlap buffer as state.
+
+    ``phase="direct"`` predicts each frame's phase (Vocos). ``phase="if"`` predicts the instantaneous
+    frequency instead: frame ``t``'s phase in bin ``k`` is ``2 pi k hop t / n_fft`` (the advance of a sinusoid
+    at the bin's centre) plus the running sum of the predicted deviations, so a steady partial keeps a
+    coherent phase from frame to frame by construction (the running sum is the state when streaming).
     """
 
-    def __init__(self, dim: int, hop: int, n_fft: int):
+    def __init__(self, dim: int, hop: int, n_fft: int, phase: str = "direct"):
         super().__init__()
-        self.hop, self.n_fft = hop, n_fft
+        if phase not in ("direct", "if"):
+            raise ValueError(f"phase must be 'direct' or 'if', got {phase!r}")
+        self.hop, self.n_fft, self.phase = hop, n_fft, phase
         self.proj = nn.Linear(dim, n_fft + 2)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         # overlap-added squared window: partial at the start of the signal, constant afterwards
@@ -193,34 +202,47 @@ class ISTFTHead(StreamingModule):
         h = self.proj(x.transpose(1, 2))  # [B, T, n_fft + 2]
         mag, phase = h.chunk(2, dim=-1)
         mag = torch.exp(mag).clamp_max(1e2)
-        spec = torch.polar(mag, phase)  # cos/sin of the predicted phase
+        tail, start, run = self._state if (self._streaming and self._state is not None) else (None, 0, None)
+        if self.phase == "if":
+            phase, run = self._integrate(phase, start // self.hop, run)
+        spec = torch.polar(mag, phase)  # cos/sin of the phase
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * self.window  # [B, T, n_fft]
         total = (t - 1) * self.hop + self.n_fft
         ola = F.fold(frames.transpose(1, 2), output_size=(1, total), kernel_size=(1, self.n_fft),
                      stride=(1, self.hop)).reshape(b, total)
-        start = 0
         if self._streaming:
-            if self._state is not None:
-                tail, start = self._state
+            if tail is not None:
                 ola[:, : tail.shape[-1]] += tail
-            self._state = (ola[:, t * self.hop:], start + t * self.hop)
+            self._state = (ola[:, t * self.hop:], start + t * self.hop, run)
         out = ola[:, : t * self.hop]
         pos = torch.arange(start, start + t * self.hop, device=x.device)
         env = torch.where(pos < self.n_fft, self.envelope[pos.clamp_max(self.n_fft - 1)], self.steady)
         return (out / env.clamp_min(0.1 * self.steady)).unsqueeze(1)
+
+    def _integrate(self, dev: torch.Tensor, t0: int, run: torch.Tensor | None):
+        """Phases ``[B, T, F]`` of frames ``t0..t0+T-1`` from predicted deviations ``dev [B, T, F]`` (radians
+        per frame); ``run [B, F]`` is the running sum before frame ``t0``. Returns (phases, new running sum)."""
+        acc = torch.cumsum(dev.double(), dim=1)
+        if run is not None:
+            acc = acc + run[:, None]
+        acc = torch.remainder(acc, 2 * math.pi)
+        k = torch.arange(dev.shape[-1], device=dev.device)
+        t = torch.arange(t0, t0 + dev.shape[1], device=dev.device)
+        centre = (t[:, None] * k[None] * self.hop) % self.n_fft * (2 * math.pi / self.n_fft)  # exact modulo
+        return (acc + centre).to(dev.dtype), acc[:, -1]
 
 
 class Decoder(nn.Module):
     """Vocos-style decoder: latents ``[B, dim, T]`` -> ConvNeXt stack at frame rate -> inverse STFT."""
 
     def __init__(self, dim: int = 128, hidden: int = 256, num_blocks: int = 8, hop: int = 320,
-                 n_fft: int = 1280, causal: bool = True):
+                 n_fft: int = 1280, causal: bool = True, phase: str = "direct"):
         super().__init__()
         self.inp = SConv1d(dim, hidden, 7, causal=causal)
         self.norm = nn.LayerNorm(hidden)
         self.blocks = nn.ModuleList(ConvNeXtBlock(hidden, causal) for _ in range(num_blocks))
         self.out_norm = nn.LayerNorm(hidden)
-        self.head = ISTFTHead(hidden, hop, n_fft)
+        self.head = ISTFTHead(hidden, hop, n_fft, phase)
 
     def forward(self, z):
         x = self.norm(self.inp(z).transpose(1, 2)).transpose(1, 2)

@@ -111,3 +111,22 @@ def test_lr_warmup_then_decay(audio_dir, tmp_path):
         lrs.append(tr.opt_g.param_groups[0]["lr"])
         tr.sched_g.step()
     assert np.allclose(lrs, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 5e-4])
+
+
+def test_freeze_encoder_keeps_codes_and_trains_the_decoder(audio_dir, tmp_path):
+    torch.manual_seed(0)
+    run = tmp_path / "f"
+    Trainer(load_config(None, TINY), audio_dir, run, progress=False).fit(10)  # saved at the end
+    w = torch.from_numpy(sf.read(audio_dir / "tone1.wav", dtype="float32")[0])[None, None]
+    before = load_codec(run)
+    codes = before.encode(w)
+    cfg = load_config(None, {**TINY, "train": {**TINY["train"], "freeze_encoder": True}})
+    tr = Trainer(cfg, audio_dir, run, progress=False)
+    assert tr.maybe_resume() and tr.step == 10
+    hist = tr.fit(40)[-30:]
+    after = load_codec(run)
+    assert torch.equal(after.encode(w), codes)  # codes keep their meaning
+    for name, v in before.state_dict().items():
+        same = torch.equal(v, after.state_dict()[name])
+        assert same == (not name.startswith("decoder.")), name
+    assert np.mean([h["mel"] for h in hist[-5:]]) < np.mean([h["mel"] for h in hist[:5]])

@@ -8,6 +8,11 @@ Output directory layout::
     OUT/tb/                                  TensorBoard: losses, codebook perplexity/usage, audio, spectrograms
 
 Running the same command again resumes from ``train_state.pt``.
+
+``train.freeze_encoder: true`` trains the decoder only: the encoder and the codebooks stay as they are, so
+every code already written (token shards, a language model trained on them) keeps its meaning while the
+decoder gets better (e.g. continued training, or adversarial fine-tuning on a GPU). Quantizer dropout still
+applies (the decoder learns every codebook prefix).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ DEFAULTS = {
         "steps": 20000, "batch_size": 8, "segment_seconds": 1.0, "lr": 3e-4, "disc_lr": 3e-4,
         "betas": [0.8, 0.99], "lr_decay": 0.999996, "warmup_steps": 0, "grad_clip": 100.0, "disc_start": 1000,
         "log_every": 20, "sample_every": 500, "save_every": 200, "seed": 0, "num_threads": 0,
+        "freeze_encoder": False,
     },
     "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "codebook": 1.0, "semantic": 1.0},
     "discriminator": {"periods": [2, 3, 5, 7, 11], "n_ffts": [1024, 512, 256], "channels": 16},
@@ -85,7 +91,10 @@ class Trainer:
         self.codec = Codec(CodecConfig.from_dict(config["model"])).to(self.device)
         d = config["discriminator"]
         self.disc = Discriminators(tuple(d["periods"]), tuple(d["n_ffts"]), d["channels"]).to(self.device)
-        self.opt_g = torch.optim.AdamW([p for p in self.codec.parameters() if p.requires_grad], lr=t["lr"], betas=tuple(t["betas"]))
+        self.frozen = bool(t["freeze_encoder"])
+        trained = self.codec.decoder if self.frozen else self.codec
+        self.opt_g = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=t["lr"],
+                                       betas=tuple(t["betas"]))
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t["disc_lr"], betas=tuple(t["betas"]))
         # linear warm-up, then exponential decay; a fresh encoder's latents move far more per Adam step than
         # they are spread, which scrambles code assignments until the learning rate has warmed up
@@ -135,9 +144,13 @@ class Trainer:
             raise UnisonoError(f"{path} was trained with another model config; use a new --out or the same config")
         self.codec.load_state_dict(st["codec"])
         self.disc.load_state_dict(st["disc"])
-        self.opt_g.load_state_dict(st["opt_g"])
+        if bool(st["config"]["train"].get("freeze_encoder", False)) == self.frozen:
+            self.opt_g.load_state_dict(st["opt_g"])
+            self.sched_g.load_state_dict(st["sched_g"])
+        else:  # switched to (or from) decoder-only training: a fresh generator optimizer from this step
+            print(f"codec train: {'decoder only' if self.frozen else 'whole codec'} from step {st['step']}: "
+                  "new generator optimizer", flush=True)
         self.opt_d.load_state_dict(st["opt_d"])
-        self.sched_g.load_state_dict(st["sched_g"])
         self.sched_d.load_state_dict(st["sched_d"])
         self.sampler.load_state_dict(st["sampler"])
         torch.set_rng_state(st["torch_rng"])
@@ -150,7 +163,7 @@ class Trainer:
         t, w = self.cfg["train"], self.cfg["loss"]
         self.codec.train()
         wav = wav.to(self.device)
-        out = self.codec(wav)
+        out = self._decoder_only(wav) if self.frozen else self.codec(wav)
         y = out["audio"][..., : wav.shape[-1]]
         use_gan = self.step >= t["disc_start"] and (w["adv"] > 0 or w["fm"] > 0)
         logs = {}
@@ -183,6 +196,24 @@ class Trainer:
         logs.update(out["stats"])
         self.step += 1
         return logs
+
+    def _decoder_only(self, wav: torch.Tensor) -> dict:
+        """Training pass with the encoder and codebooks fixed: codes from eval mode, a random prefix of the
+        codebooks per item (quantizer dropout), gradients into the decoder only."""
+        q = self.codec.quantizer
+        with torch.no_grad():
+            self.codec.encoder.eval()
+            q.eval()
+            codes = self.codec.encode(wav)  # [B, K, T]
+            k = torch.full((codes.shape[0],), codes.shape[1], device=codes.device)
+            if q.dropout > 0:
+                pick = torch.randint(1, codes.shape[1] + 1, k.shape, device=codes.device)
+                k = torch.where(torch.rand(k.shape, device=codes.device) < q.dropout, pick, k)
+            z_q = sum(layer.dequantize(codes[:, i]) * (k > i)[:, None, None]
+                      for i, layer in enumerate(q.layers)).permute(0, 2, 1)
+        zero = wav.new_zeros(())
+        return {"audio": self.codec.decoder(z_q), "codes": codes, "commit_loss": zero, "codebook_loss": zero,
+                "stats": {}}
 
     # -- logging ------------------------------------------------------------------------------------
     def _tb(self):

@@ -130,3 +130,24 @@ def test_freeze_encoder_keeps_codes_and_trains_the_decoder(audio_dir, tmp_path):
         same = torch.equal(v, after.state_dict()[name])
         assert same == (not name.startswith("decoder.")), name
     assert np.mean([h["mel"] for h in hist[-5:]]) < np.mean([h["mel"] for h in hist[:5]])
+
+
+def test_a_new_decoder_on_frozen_codes(audio_dir, tmp_path):
+    torch.manual_seed(0)
+    run = tmp_path / "n"
+    Trainer(load_config(None, TINY), audio_dir, run, progress=False).fit(6)
+    w = torch.from_numpy(sf.read(audio_dir / "tone2.wav", dtype="float32")[0])[None, None]
+    codes = load_codec(run).encode(w)
+    other = {**TINY, "model": {**TINY["model"], "phase": "if", "decoder_dim": 24}}
+    with pytest.raises(UnisonoError, match="freeze_encoder"):  # the whole codec may not change its decoder
+        Trainer(load_config(None, other), audio_dir, run, progress=False).maybe_resume()
+    with pytest.raises(UnisonoError, match="latent_dim"):  # the encoder may not change at all
+        bad = {**other, "model": {**other["model"], "latent_dim": 8}, "train": {**TINY["train"], "freeze_encoder": True}}
+        Trainer(load_config(None, bad), audio_dir, run, progress=False).maybe_resume()
+    tr = Trainer(load_config(None, {**other, "train": {**TINY["train"], "freeze_encoder": True}}), audio_dir, run,
+                 progress=False)
+    assert tr.maybe_resume()
+    tr.fit(10)
+    after = load_codec(run)
+    assert after.config.phase == "if" and after.config.decoder_dim == 24
+    assert torch.equal(after.encode(w), codes)

@@ -188,6 +188,10 @@ class ISTFTHead(StreamingModule):
             raise ValueError(f"phase must be 'direct' or 'if', got {phase!r}")
         self.hop, self.n_fft, self.phase = hop, n_fft, phase
         self.proj = nn.Linear(dim, n_fft + 2)
+        if phase == "if":  # start from coherent partials at the bin centres (zero deviations)
+            with torch.no_grad():
+                self.proj.weight[n_fft // 2 + 1:].zero_()
+                self.proj.bias[n_fft // 2 + 1:].zero_()
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         # overlap-added squared window: partial at the start of the signal, constant afterwards
         t = n_fft // hop

@@ -47,6 +47,9 @@ DEFAULTS = {
 }
 
 
+DECODER_KEYS = {"decoder_dim", "decoder_blocks", "n_fft", "phase"}  # may change when only the decoder trains
+
+
 def load_config(path=None, overrides: dict | None = None) -> dict:
     """The training recipe: defaults, updated by the YAML file at ``path``, then by ``overrides``."""
     cfg = copy.deepcopy(DEFAULTS)
@@ -140,11 +143,21 @@ class Trainer:
         except Exception as e:
             raise UnisonoError(f"{path} cannot be loaded ({str(e).splitlines()[0]}); it is truncated, corrupt or "
                                "not a codec training state: delete it to start over") from None
-        if st["config"]["model"] != self.cfg["model"]:
-            raise UnisonoError(f"{path} was trained with another model config; use a new --out or the same config")
-        self.codec.load_state_dict(st["codec"])
+        old, new = (CodecConfig.from_dict(c["model"]).to_dict() for c in (st["config"], self.cfg))
+        changed = {k for k in old if old[k] != new[k]}
+        if changed - (DECODER_KEYS if self.frozen else set()):
+            raise UnisonoError(
+                f"{path} was trained with another model config ({', '.join(sorted(changed))} differ); use a new --out "
+                f"or the same config (with train.freeze_encoder: true, {', '.join(sorted(DECODER_KEYS))} may change)")
+        state = st["codec"]
+        if changed:  # a new decoder on the trained encoder and codebooks
+            state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+            state.update({k: v for k, v in self.codec.state_dict().items() if k.startswith("decoder.")})
+            print(f"codec train: a new decoder ({', '.join(sorted(changed))} changed) on the codes of step "
+                  f"{st['step']}", flush=True)
+        self.codec.load_state_dict(state)
         self.disc.load_state_dict(st["disc"])
-        if bool(st["config"]["train"].get("freeze_encoder", False)) == self.frozen:
+        if bool(st["config"]["train"].get("freeze_encoder", False)) == self.frozen and not changed:
             self.opt_g.load_state_dict(st["opt_g"])
             self.sched_g.load_state_dict(st["sched_g"])
         else:  # switched to (or from) decoder-only training: a fresh generator optimizer from this step

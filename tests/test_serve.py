@@ -71,6 +71,31 @@ def test_bad_requests_get_clear_4xx(client, body, status, message):
     assert r.status_code == status and message in r.json()["error"]
 
 
+def test_paths_in_requests_never_reach_the_file_system(client, tmp_path, monkeypatch):
+    """An audio input is bytes (base64 or an upload), never a path: a path to a real, valid WAV on the
+    server is refused, and no file is opened while the request is handled."""
+    real = tmp_path / "secret.wav"
+    sf.write(real, np.zeros(1600, dtype=np.float32), 16000)
+    opened = []
+    import builtins
+
+    def spy(fn):
+        return lambda f, *a, **k: opened.append(str(f)) or fn(f, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", spy(builtins.open))
+    init = sf.SoundFile.__init__
+    monkeypatch.setattr(sf.SoundFile, "__init__",  # every soundfile read goes through here
+                        lambda self, file, *a, **k: opened.append(str(file)) or init(self, file, *a, **k))
+    for value in (str(real), "file://" + str(real), base64.b64encode(str(real).encode()).decode()):
+        r = client.post("/generate", json={"task": "se", "audio": value})
+        assert r.status_code in (400, 422), (value, r.status_code)
+    r = client.post("/generate", data={"task": "se", "audio": str(real)})  # a form field, not an upload
+    assert r.status_code in (400, 415, 422)
+    r = client.post("/generate", json={"task": "tts", "text": str(real)})  # text stays text
+    assert r.status_code == 200
+    assert not [f for f in opened if "secret" in f]
+
+
 def test_size_and_type_limits(client):
     r = client.post("/generate", content=b"{" + b" " * 300_000 + b"}", headers={"content-type": "application/json"})
     assert r.status_code == 413

@@ -160,7 +160,7 @@ class Trainer:
         if bool(st["config"]["train"].get("freeze_encoder", False)) == self.frozen and not changed:
             self.opt_g.load_state_dict(st["opt_g"])
             self.sched_g.load_state_dict(st["sched_g"])
-        else:  # switched to (or from) decoder-only training: a fresh generator optimizer from this step
+        elif not changed:  # switched to (or from) decoder-only training: a fresh generator optimizer
             print(f"codec train: {'decoder only' if self.frozen else 'whole codec'} from step {st['step']}: "
                   "new generator optimizer", flush=True)
         self.opt_d.load_state_dict(st["opt_d"])

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -247,3 +248,56 @@ def test_if_phase_head_makes_a_coherent_sinusoid():
     a, run = head._integrate(dev[:, :4], 0, None)
     b, _ = head._integrate(dev[:, 4:], 4, run)
     assert torch.allclose(torch.cat([a, b], 1), whole, atol=1e-5)
+
+
+def test_f0_tracker_on_harmonic_tones_and_noise():
+    from unisono.codec.pitch import f0_track
+
+    t = torch.arange(16000) / 16000
+    for f in (80.0, 123.4, 220.0, 410.0):  # a strong second harmonic must not fool it an octave off
+        x = sum(torch.sin(2 * torch.pi * f * h * t) * (1.5 if h == 2 else 1.0) / h for h in range(1, 8))
+        f0, voiced = f0_track(x[None])
+        assert f0.shape == (1, 50) and bool(voiced[0, 3:47].all())
+        assert float((f0[0, 3:47] / f - 1).abs().max()) < 0.005, f
+    f0, voiced = f0_track(0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)))
+    assert float(voiced.float().mean()) < 0.05 and bool((f0[~voiced] == 0).all())
+    f0, voiced = f0_track(torch.zeros(1, 3200))
+    assert not bool(voiced.any())
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_harmonic_decoder_shapes_streaming_and_f0_range(causal):
+    c = tiny_codec(harmonics=16, causal=causal)
+    c.train()
+    out = c(speechlike())
+    assert out["audio"].shape == (2, 1, 8000) and out["log_f0"].shape == (2, 25) == out["voiced_logit"].shape
+    f0 = out["log_f0"].exp()
+    assert bool(((f0 >= 50 - 1e-3) & (f0 <= 800 + 1e-3)).all())
+    c.eval()
+    w = speechlike(2, 320 * 20, seed=5)
+    codes = c.encode(w)
+    audio = c.decode(codes)
+    assert audio.shape == (2, 1, 6400) and bool(torch.isfinite(audio).all())
+    if causal:
+        with c.streaming():
+            sa = torch.cat([c.decode(codes[..., i:i + 3]) for i in range(0, 20, 3)], -1)
+        assert torch.allclose(sa, audio, atol=1e-4)
+
+
+def test_harmonic_head_makes_the_harmonics_of_its_f0():
+    """Bias-only head: a fixed F0 and a flat envelope give a sum of harmonics of exactly that F0."""
+    from unisono.codec.modules import HarmonicHead
+
+    head = HarmonicHead(4, 320, 16000, n_harmonics=10, n_bands=16, causal=False)
+    f0 = 200.0
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias[0] = math.log(math.log(f0 / 50) / (math.log(800 / 50) - math.log(f0 / 50)))  # logit
+        head.proj.bias[1] = 20.0  # voiced
+        head.proj.bias[2:] = math.log(0.1)
+        y = head(torch.zeros(1, 4, 20)).reshape(-1)
+    spec = torch.fft.rfft(y * torch.hann_window(y.numel())).abs()
+    freqs = torch.fft.rfftfreq(y.numel(), 1 / 16000)
+    peaks = freqs[spec > 0.5 * spec.max()]
+    assert all(min(abs(p - f0 * h) for h in range(1, 11)) < 5 for p in peaks.tolist())
+    assert float(head.last[0].exp().mean()) == pytest.approx(f0, rel=1e-4)

@@ -151,3 +151,11 @@ def test_a_new_decoder_on_frozen_codes(audio_dir, tmp_path):
     after = load_codec(run)
     assert after.config.phase == "if" and after.config.decoder_dim == 24
     assert torch.equal(after.encode(w), codes)
+
+
+def test_harmonic_decoder_learns_the_f0_of_its_input(audio_dir, tmp_path):
+    torch.manual_seed(0)
+    cfg = load_config(None, {**TINY, "model": {**TINY["model"], "harmonics": 8, "causal": False}})
+    hist = Trainer(cfg, audio_dir, tmp_path / "h", progress=False).fit(60)
+    assert all("f0" in h and np.isfinite(h["f0"]) for h in hist)
+    assert np.mean([h["f0"] for h in hist[-5:]]) < 0.7 * np.mean([h["f0"] for h in hist[:5]])

@@ -38,6 +38,7 @@ class CodecConfig:
     decoder_blocks: int = 8
     n_fft: int = 1280  # ISTFT size of the decoder head (4 x hop)
     phase: str = "direct"  # decoder head: "direct" (predict each frame's phase) or "if" (instantaneous frequency)
+    harmonics: int = 0  # > 0: a harmonic-plus-noise decoder with this many harmonics (F0-supervised in training)
     num_codebooks: int = 8
     codebook_size: int = 1024
     ema_decay: float = 0.99
@@ -96,7 +97,7 @@ class Codec(nn.Module):
             config.dead_threshold, config.kmeans_iters, config.quantizer_dropout, config.quantizer, config.code_dim,
         )
         self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_blocks, config.hop_length,
-                               config.n_fft, config.causal, config.phase)
+                               config.n_fft, config.causal, config.phase, config.harmonics, config.sample_rate)
         self.semantic = None
         if config.semantic:
             from unisono.codec.semantic import SemanticBranch
@@ -180,6 +181,8 @@ class Codec(nn.Module):
         z_q, codes, commit, cb_loss, stats = self.quantizer(z, num_codebooks)
         out = {"audio": self.decoder(z_q), "codes": codes, "commit_loss": commit, "codebook_loss": cb_loss,
                "stats": stats}
+        if self.decoder.harmonic is not None:
+            out["log_f0"], out["voiced_logit"] = self.decoder.harmonic.last  # [B, T] each
         if self.semantic is not None:
             out["semantic_loss"] = self.semantic.loss(z_q, feats)
         return out

@@ -176,17 +176,20 @@ class ISTFTHead(StreamingModule):
     ``[t * hop, (t + 1) * hop)`` are final once frame ``t`` is known: causal, and streamable with a
     ``n_fft - hop`` sample overlap buffer as state.
 
+    Not causal (``causal=False``): frame ``t`` is centred on sample ``t * hop + hop / 2`` instead, which is
+    where the (non-causal) encoder's frame ``t`` is centred, so nothing has to be predicted ahead of time.
+
     ``phase="direct"`` predicts each frame's phase (Vocos). ``phase="if"`` predicts the instantaneous
     frequency instead: frame ``t``'s phase in bin ``k`` is ``2 pi k hop t / n_fft`` (the advance of a sinusoid
     at the bin's centre) plus the running sum of the predicted deviations, so a steady partial keeps a
     coherent phase from frame to frame by construction (the running sum is the state when streaming).
     """
 
-    def __init__(self, dim: int, hop: int, n_fft: int, phase: str = "direct"):
+    def __init__(self, dim: int, hop: int, n_fft: int, phase: str = "direct", causal: bool = True):
         super().__init__()
         if phase not in ("direct", "if"):
             raise ValueError(f"phase must be 'direct' or 'if', got {phase!r}")
-        self.hop, self.n_fft, self.phase = hop, n_fft, phase
+        self.hop, self.n_fft, self.phase, self.causal = hop, n_fft, phase, causal
         self.proj = nn.Linear(dim, n_fft + 2)
         if phase == "if":  # start from coherent partials at the bin centres (zero deviations)
             with torch.no_grad():
@@ -214,6 +217,12 @@ class ISTFTHead(StreamingModule):
         total = (t - 1) * self.hop + self.n_fft
         ola = F.fold(frames.transpose(1, 2), output_size=(1, total), kernel_size=(1, self.n_fft),
                      stride=(1, self.hop)).reshape(b, total)
+        if not self.causal:
+            wsum = F.fold(self.window.square()[None, :, None].expand(1, -1, t), output_size=(1, total),
+                          kernel_size=(1, self.n_fft), stride=(1, self.hop)).reshape(total)
+            off = (self.n_fft - self.hop) // 2
+            sl = slice(off, off + t * self.hop)
+            return (ola[:, sl] / wsum[sl].clamp_min(0.1 * self.steady)).unsqueeze(1)
         if self._streaming:
             if tail is not None:
                 ola[:, : tail.shape[-1]] += tail
@@ -236,21 +245,93 @@ class ISTFTHead(StreamingModule):
         return (acc + centre).to(dev.dtype), acc[:, -1]
 
 
+class HarmonicHead(StreamingModule):
+    """The harmonic half of a harmonic-plus-noise decoder: frames ``[B, C, T]`` -> ``wav [B, 1, T * hop]``.
+
+    Per frame it predicts F0 (in ``[f0_min, f0_max]`` Hz), a voicing gain and a spectral envelope
+    (``n_bands`` log-amplitudes, linear in frequency up to Nyquist); harmonic ``h`` gets the envelope's
+    amplitude at ``h * F0``. F0 and the amplitudes are interpolated to the audio rate and the phase is the
+    running integral of F0, so the harmonics stay phase-coherent by construction: what an ISTFT head
+    trained without a discriminator learns only slowly. Harmonics above Nyquist are silent.
+
+    Frame ``t``'s values sit at sample ``t * hop + hop / 2`` (``causal=False``) or at the frame's last sample
+    (causal: then samples of frame ``t`` need frames ``t - 1`` and ``t`` only; the last frame's values and
+    the phase are the streaming state). ``last`` holds ``(log_f0 [B, T], voicing logit [B, T])`` of the last
+    call, for the F0 loss.
+    """
+
+    def __init__(self, dim: int, hop: int, sample_rate: int, n_harmonics: int = 100, n_bands: int = 128,
+                 f0_min: float = 50.0, f0_max: float = 800.0, causal: bool = True):
+        super().__init__()
+        self.hop, self.sr, self.causal = hop, sample_rate, causal
+        self.f0_min, self.f0_max = f0_min, f0_max
+        self.proj = nn.Linear(dim, 2 + n_bands)
+        with torch.no_grad():
+            self.proj.bias[2:].fill_(-6.0)  # start quiet: the noise head does the early work
+        self.register_buffer("k", torch.arange(1, n_harmonics + 1, dtype=torch.float32), persistent=False)
+        self.last = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t = x.shape
+        h = self.proj(x.transpose(1, 2))  # [B, T, 2 + E]
+        log_f0 = math.log(self.f0_min) + torch.sigmoid(h[..., 0]) * math.log(self.f0_max / self.f0_min)
+        self.last = (log_f0, h[..., 1])
+        f0 = log_f0.exp()  # [B, T]
+        env = h[..., 2:]
+        e = env.shape[-1]
+        pos = (f0[..., None] * self.k) / (self.sr / 2) * (e - 1)  # [B, T, H] band position of each harmonic
+        lo = pos.floor().clamp(0, e - 2)
+        w = (pos - lo).clamp(0, 1)
+        lo = lo.long()
+        amp = (env.gather(-1, lo) * (1 - w) + env.gather(-1, lo + 1) * w).clamp_max(5.0).exp()
+        amp = amp * torch.sigmoid(h[..., 1:2])  # [B, T, H]
+        prev = self._state if (self._streaming and self._state is not None) else None
+        if self._streaming and not self.causal:
+            raise RuntimeError("streaming needs a causal codec (config causal: true)")
+        # values per sample: interpolate between neighbouring frames
+        n = torch.arange(t * self.hop, device=x.device, dtype=torch.float32)
+        if self.causal:  # frame t's value at its last sample; sample n uses frames floor(n/hop) - 1 and floor(n/hop)
+            u = (n + 1) / self.hop - 1  # in [-1 + 1/hop, T - 1]
+            f_prev, a_prev, ph0 = prev if prev is not None else (f0[:, :1], amp[:, :1], None)
+            f0_seq, amp_seq, u = torch.cat([f_prev, f0], 1), torch.cat([a_prev, amp], 1), u + 1
+        else:
+            u, f0_seq, amp_seq, ph0 = (n - self.hop / 2 + 0.5) / self.hop, f0, amp, None
+        i0 = u.floor().clamp(0, f0_seq.shape[1] - 1).long()
+        i1 = (i0 + 1).clamp(max=f0_seq.shape[1] - 1)
+        frac = (u - u.floor()).clamp(0, 1)
+        frac = torch.where(u < 0, torch.zeros_like(frac), frac)
+        f0_s = f0_seq[:, i0] * (1 - frac) + f0_seq[:, i1] * frac  # [B, S]
+        amp_s = amp_seq[:, i0] * (1 - frac)[:, None] + amp_seq[:, i1] * frac[:, None]  # [B, S, H]
+        phase = torch.cumsum(f0_s.double() * (2 * math.pi / self.sr), dim=1)
+        if ph0 is not None:
+            phase = phase + ph0[:, None]
+        phase = torch.remainder(phase, 2 * math.pi)
+        if self._streaming:
+            self._state = (f0[:, -1:], amp[:, -1:], phase[:, -1])
+        alias = (f0_s[..., None] * self.k) < (self.sr / 2)  # [B, S, H]
+        harm = (torch.sin(phase.float()[..., None] * self.k) * amp_s * alias).sum(-1)
+        return harm.unsqueeze(1)
+
+
 class Decoder(nn.Module):
-    """Vocos-style decoder: latents ``[B, dim, T]`` -> ConvNeXt stack at frame rate -> inverse STFT."""
+    """Vocos-style decoder: latents ``[B, dim, T]`` -> ConvNeXt stack at frame rate -> inverse STFT, plus,
+    with ``harmonics > 0``, a :class:`HarmonicHead` whose output is added (harmonic plus noise)."""
 
     def __init__(self, dim: int = 128, hidden: int = 256, num_blocks: int = 8, hop: int = 320,
-                 n_fft: int = 1280, causal: bool = True, phase: str = "direct"):
+                 n_fft: int = 1280, causal: bool = True, phase: str = "direct", harmonics: int = 0,
+                 sample_rate: int = 16000):
         super().__init__()
         self.inp = SConv1d(dim, hidden, 7, causal=causal)
         self.norm = nn.LayerNorm(hidden)
         self.blocks = nn.ModuleList(ConvNeXtBlock(hidden, causal) for _ in range(num_blocks))
         self.out_norm = nn.LayerNorm(hidden)
-        self.head = ISTFTHead(hidden, hop, n_fft, phase)
+        self.head = ISTFTHead(hidden, hop, n_fft, phase, causal)
+        self.harmonic = HarmonicHead(hidden, hop, sample_rate, harmonics, causal=causal) if harmonics else None
 
     def forward(self, z):
         x = self.norm(self.inp(z).transpose(1, 2)).transpose(1, 2)
         for blk in self.blocks:
             x = blk(x)
         x = self.out_norm(x.transpose(1, 2)).transpose(1, 2)
-        return self.head(x)
+        y = self.head(x)
+        return y if self.harmonic is None else y + self.harmonic(x)

@@ -42,12 +42,12 @@ DEFAULTS = {
         "log_every": 20, "sample_every": 500, "save_every": 200, "seed": 0, "num_threads": 0,
         "freeze_encoder": False,
     },
-    "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "codebook": 1.0, "semantic": 1.0},
+    "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "codebook": 1.0, "semantic": 1.0, "f0": 10.0},
     "discriminator": {"periods": [2, 3, 5, 7, 11], "n_ffts": [1024, 512, 256], "channels": 16},
 }
 
 
-DECODER_KEYS = {"decoder_dim", "decoder_blocks", "n_fft", "phase"}  # may change when only the decoder trains
+DECODER_KEYS = {"decoder_dim", "decoder_blocks", "n_fft", "phase", "harmonics"}  # may change when only the decoder trains
 
 
 def load_config(path=None, overrides: dict | None = None) -> dict:
@@ -194,6 +194,10 @@ class Trainer:
             adv, fm = generator_adv_loss(fake), feature_matching_loss(real, fake)
             loss = loss + w["adv"] * adv + w["fm"] * fm
             logs.update(adv=adv.item(), fm=fm.item())
+        if "log_f0" in out:  # harmonic decoder: F0 and voicing against the tracker's (clean single voices)
+            f0_loss = self._f0_loss(wav, out["log_f0"], out["voiced_logit"])
+            loss = loss + w["f0"] * f0_loss
+            logs["f0"] = f0_loss.item()
         if "semantic_loss" in out:
             loss = loss + w["semantic"] * out["semantic_loss"]
             logs["semantic"] = out["semantic_loss"].item()
@@ -210,6 +214,20 @@ class Trainer:
         self.step += 1
         return logs
 
+    def _f0_loss(self, wav: torch.Tensor, log_f0: torch.Tensor, voiced_logit: torch.Tensor) -> torch.Tensor:
+        """L1 of log F0 on the frames the tracker calls voiced, plus the voicing decision's cross-entropy."""
+        import torch.nn.functional as F
+
+        from unisono.codec.pitch import f0_track
+
+        with torch.no_grad():
+            f0, voiced = f0_track(wav[:, 0], self.codec.sample_rate, self.codec.hop_length)
+        n = min(f0.shape[1], log_f0.shape[1])
+        f0, voiced, log_f0, voiced_logit = f0[:, :n], voiced[:, :n], log_f0[:, :n], voiced_logit[:, :n]
+        v = voiced.float()
+        l1 = ((log_f0 - torch.log(f0.clamp_min(1.0))).abs() * v).sum() / v.sum().clamp_min(1.0)
+        return l1 + F.binary_cross_entropy_with_logits(voiced_logit, v)
+
     def _decoder_only(self, wav: torch.Tensor) -> dict:
         """Training pass with the encoder and codebooks fixed: codes from eval mode, a random prefix of the
         codebooks per item (quantizer dropout), gradients into the decoder only."""
@@ -225,8 +243,11 @@ class Trainer:
             z_q = sum(layer.dequantize(codes[:, i]) * (k > i)[:, None, None]
                       for i, layer in enumerate(q.layers)).permute(0, 2, 1)
         zero = wav.new_zeros(())
-        return {"audio": self.codec.decoder(z_q), "codes": codes, "commit_loss": zero, "codebook_loss": zero,
-                "stats": {}}
+        out = {"audio": self.codec.decoder(z_q), "codes": codes, "commit_loss": zero, "codebook_loss": zero,
+               "stats": {}}
+        if self.codec.decoder.harmonic is not None:
+            out["log_f0"], out["voiced_logit"] = self.codec.decoder.harmonic.last
+        return out
 
     # -- logging ------------------------------------------------------------------------------------
     def _tb(self):

@@ -301,3 +301,18 @@ def test_harmonic_head_makes_the_harmonics_of_its_f0():
     peaks = freqs[spec > 0.5 * spec.max()]
     assert all(min(abs(p - f0 * h) for h in range(1, 11)) < 5 for p in peaks.tolist())
     assert float(head.last[0].exp().mean()) == pytest.approx(f0, rel=1e-4)
+
+
+def test_encoder_f0_input_needs_a_non_causal_stft_encoder():
+    c = tiny_codec(encoder="stft", encoder_f0=True, causal=False, harmonics=8, encoder_dim=32, encoder_blocks=1)
+    c.train()
+    w = speechlike(2, 8017)
+    assert c(w)["audio"].shape == (2, 1, 26 * 320)
+    c.eval()
+    assert c.encode(w).shape == (2, 4, 26)
+    w2 = w.clone()
+    w2[..., 4000:] = 0  # frames far from the change keep their codes: F0 is a local feature
+    assert torch.equal(c.encode(w)[..., :8], c.encode(w2)[..., :8])
+    for bad in (dict(encoder="stft", encoder_f0=True), dict(encoder_f0=True, causal=False)):
+        with pytest.raises(UnisonoError, match="encoder_f0"):
+            tiny_codec(**bad)

@@ -33,6 +33,7 @@ class CodecConfig:
     encoder_channels: int = 32  # conv encoder: channels of the first stage
     encoder_dim: int = 256  # stft encoder: hidden size
     encoder_blocks: int = 4  # stft encoder: ConvNeXt blocks
+    encoder_f0: bool = False  # stft encoder, not causal: the F0 tracker's output is an input too
     latent_dim: int = 128
     decoder_dim: int = 256
     decoder_blocks: int = 8
@@ -69,6 +70,8 @@ class CodecConfig:
             raise UnisonoError(f"n_fft ({self.n_fft}) must be a multiple of the hop length ({self.hop_length})")
         if self.encoder not in ("conv", "stft"):
             raise UnisonoError(f"encoder must be 'conv' or 'stft', got {self.encoder!r}")
+        if self.encoder_f0 and (self.encoder != "stft" or self.causal):
+            raise UnisonoError("encoder_f0 needs encoder: stft and causal: false (the F0 tracker looks ahead)")
         if self.phase not in ("direct", "if"):
             raise UnisonoError(f"phase must be 'direct' or 'if', got {self.phase!r}")
         if not 1 <= self.num_codebooks <= 64 or self.codebook_size < 2:
@@ -89,7 +92,8 @@ class Codec(nn.Module):
         config.validate()
         if config.encoder == "stft":
             self.encoder = STFTEncoder(config.hop_length, config.latent_dim, config.encoder_dim,
-                                       config.encoder_blocks, 2 * config.hop_length, config.causal)
+                                       config.encoder_blocks, 2 * config.hop_length, config.causal,
+                                       config.encoder_f0, config.sample_rate)
         else:
             self.encoder = Encoder(config.encoder_channels, config.latent_dim, config.strides, config.causal)
         self.quantizer = ResidualVectorQuantizer(

@@ -134,19 +134,31 @@ class STFTEncoder(nn.Module):
     """
 
     def __init__(self, hop: int, dim: int = 128, hidden: int = 256, num_blocks: int = 4, n_fft: int = 640,
-                 causal: bool = True):
+                 causal: bool = True, f0: bool = False, sample_rate: int = 16000):
         super().__init__()
         if hop % 2:
             raise ValueError("the STFT encoder needs an even hop length")
+        if f0 and causal:
+            raise ValueError("the F0 input needs a non-causal encoder (the tracker looks ahead)")
         self.stft = STFTFrontEnd(n_fft, hop // 2, causal)
-        self.inp = SConv1d(n_fft // 2 + 1, hidden, 4, stride=2, causal=causal)
+        self.f0, self.sample_rate = f0, sample_rate
+        self.inp = SConv1d(n_fft // 2 + 1 + (2 if f0 else 0), hidden, 4, stride=2, causal=causal)
         self.norm = nn.LayerNorm(hidden)
         self.blocks = nn.ModuleList(ConvNeXtBlock(hidden, causal) for _ in range(num_blocks))
         self.out_norm = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, dim)
 
     def forward(self, wav):
-        x = self.norm(self.inp(self.stft(wav)).transpose(1, 2)).transpose(1, 2)
+        spec = self.stft(wav)  # [B, F, 2T], spectrum j centred on sample 160 j + 80 (not causal)
+        if self.f0:  # the tracker's F0 on the same grid: log(F0 / 100 Hz) where voiced, and the voicing flag
+            from unisono.codec.pitch import f0_track
+
+            with torch.no_grad():
+                f0, voiced = f0_track(wav[:, 0], self.sample_rate, self.stft.hop)
+            f0 = torch.where(voiced, torch.log(f0.clamp_min(1.0) / 100.0), torch.zeros_like(f0))
+            extra = torch.stack([f0, voiced.to(f0.dtype)], 1)[..., : spec.shape[-1]]
+            spec = torch.cat([spec, F.pad(extra, (0, spec.shape[-1] - extra.shape[-1]))], 1)
+        x = self.norm(self.inp(spec).transpose(1, 2)).transpose(1, 2)
         for blk in self.blocks:
             x = blk(x)
         return self.out(self.out_norm(x.transpose(1, 2))).transpose(1, 2)

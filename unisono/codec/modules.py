@@ -264,7 +264,8 @@ class HarmonicHead(StreamingModule):
     (``n_bands`` log-amplitudes, linear in frequency up to Nyquist); harmonic ``h`` gets the envelope's
     amplitude at ``h * F0``. F0 and the amplitudes are interpolated to the audio rate and the phase is the
     running integral of F0, so the harmonics stay phase-coherent by construction: what an ISTFT head
-    trained without a discriminator learns only slowly. Harmonics above Nyquist are silent.
+    trained without a discriminator learns only slowly. Harmonics above Nyquist are silent. No gradient
+    flows from the audio into F0: it is learned from the F0 loss alone.
 
     Frame ``t``'s values sit at sample ``t * hop + hop / 2`` (``causal=False``) or at the frame's last sample
     (causal: then samples of frame ``t`` need frames ``t - 1`` and ``t`` only; the last frame's values and
@@ -288,7 +289,9 @@ class HarmonicHead(StreamingModule):
         h = self.proj(x.transpose(1, 2))  # [B, T, 2 + E]
         log_f0 = math.log(self.f0_min) + torch.sigmoid(h[..., 0]) * math.log(self.f0_max / self.f0_min)
         self.last = (log_f0, h[..., 1])
-        f0 = log_f0.exp()  # [B, T]
+        # the F0 head learns from the F0 loss only: the gradient of a spectral loss with respect to F0
+        # oscillates (every harmonic moves) and would drown it
+        f0 = log_f0.detach().exp()  # [B, T]
         env = h[..., 2:]
         e = env.shape[-1]
         pos = (f0[..., None] * self.k) / (self.sr / 2) * (e - 1)  # [B, T, H] band position of each harmonic

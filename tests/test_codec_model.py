@@ -303,16 +303,26 @@ def test_harmonic_head_makes_the_harmonics_of_its_f0():
     assert float(head.last[0].exp().mean()) == pytest.approx(f0, rel=1e-4)
 
 
-def test_encoder_f0_input_needs_a_non_causal_stft_encoder():
-    c = tiny_codec(encoder="stft", encoder_f0=True, causal=False, harmonics=8, encoder_dim=32, encoder_blocks=1)
+def test_f0_codebook_codes_decode_and_prefixes():
+    c = tiny_codec(encoder="stft", causal=False, harmonics=16, f0_codebook=True, codebook_size=1024,
+                   encoder_dim=32, encoder_blocks=1)
+    t = torch.arange(16000) / 16000
+    tone = (sum(torch.sin(2 * torch.pi * 150 * h * t) / h for h in range(1, 6)) * 0.2)[None, None]
+    x = torch.cat([tone, torch.zeros_like(tone)])  # voiced, silent
     c.train()
-    w = speechlike(2, 8017)
-    assert c(w)["audio"].shape == (2, 1, 26 * 320)
+    out = c(x)
+    assert out["codes"].shape == (2, 4, 50) and "log_f0" not in out  # F0 comes from the code, not a head
     c.eval()
-    assert c.encode(w).shape == (2, 4, 26)
-    w2 = w.clone()
-    w2[..., 4000:] = 0  # frames far from the change keep their codes: F0 is a local feature
-    assert torch.equal(c.encode(w)[..., :8], c.encode(w2)[..., :8])
-    for bad in (dict(encoder="stft", encoder_f0=True), dict(encoder_f0=True, causal=False)):
-        with pytest.raises(UnisonoError, match="encoder_f0"):
-            tiny_codec(**bad)
+    codes = c.encode(x)
+    assert codes.shape == (2, 4, 50)
+    f0 = c.f0_from_codes(codes[:, 0])
+    assert float((f0[0, 3:47] / 150 - 1).abs().max()) < 0.003  # within 5 cents
+    assert bool((codes[1, 0] == 0).all()) and bool((f0[1] == 0).all())  # silence: unvoiced
+    for k in (1, 2, 4):
+        pk = c.encode(x, num_codebooks=k)
+        assert torch.equal(pk, codes[:, :k])
+        assert c.decode(pk).shape == (2, 1, 16000)
+    with pytest.raises(UnisonoError, match="f0_codebook"):
+        tiny_codec(harmonics=16, f0_codebook=True)  # causal
+    with pytest.raises(UnisonoError, match="f0_codebook"):
+        tiny_codec(causal=False, f0_codebook=True)  # no harmonic head

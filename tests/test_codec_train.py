@@ -159,3 +159,19 @@ def test_harmonic_decoder_learns_the_f0_of_its_input(audio_dir, tmp_path):
     hist = Trainer(cfg, audio_dir, tmp_path / "h", progress=False).fit(60)
     assert all("f0" in h and np.isfinite(h["f0"]) for h in hist)
     assert np.mean([h["f0"] for h in hist[-5:]]) < 0.7 * np.mean([h["f0"] for h in hist[:5]])
+
+
+def test_decoder_only_training_with_an_f0_codebook(audio_dir, tmp_path):
+    torch.manual_seed(0)
+    model = {**TINY["model"], "harmonics": 8, "causal": False, "f0_codebook": True, "num_codebooks": 3,
+             "codebook_size": 64, "encoder": "stft", "encoder_dim": 16, "encoder_blocks": 1}
+    run = tmp_path / "f0c"
+    Trainer(load_config(None, {**TINY, "model": model}), audio_dir, run, progress=False).fit(6)
+    w = torch.from_numpy(sf.read(audio_dir / "tone3.wav", dtype="float32")[0])[None, None]
+    codes = load_codec(run).encode(w)
+    assert int((codes[0, 0] > 0).sum()) > 40  # a voiced tone: F0 codes
+    cfg = load_config(None, {**TINY, "model": model, "train": {**TINY["train"], "freeze_encoder": True}})
+    tr = Trainer(cfg, audio_dir, run, progress=False)
+    assert tr.maybe_resume()
+    hist = tr.fit(16)
+    assert torch.equal(load_codec(run).encode(w), codes) and np.isfinite(hist[-1]["mel"])

@@ -33,13 +33,14 @@ class CodecConfig:
     encoder_channels: int = 32  # conv encoder: channels of the first stage
     encoder_dim: int = 256  # stft encoder: hidden size
     encoder_blocks: int = 4  # stft encoder: ConvNeXt blocks
-    encoder_f0: bool = False  # stft encoder, not causal: the F0 tracker's output is an input too
     latent_dim: int = 128
     decoder_dim: int = 256
     decoder_blocks: int = 8
     n_fft: int = 1280  # ISTFT size of the decoder head (4 x hop)
     phase: str = "direct"  # decoder head: "direct" (predict each frame's phase) or "if" (instantaneous frequency)
     harmonics: int = 0  # > 0: a harmonic-plus-noise decoder with this many harmonics (F0-supervised in training)
+    f0_codebook: bool = False  # codebook 0 is the tracker's F0 (0 = unvoiced, log-spaced bins); the rest is RVQ
+    f0_range: list[float] = field(default_factory=lambda: [50.0, 800.0])  # Hz, the F0 codebook's span
     num_codebooks: int = 8
     codebook_size: int = 1024
     ema_decay: float = 0.99
@@ -70,8 +71,9 @@ class CodecConfig:
             raise UnisonoError(f"n_fft ({self.n_fft}) must be a multiple of the hop length ({self.hop_length})")
         if self.encoder not in ("conv", "stft"):
             raise UnisonoError(f"encoder must be 'conv' or 'stft', got {self.encoder!r}")
-        if self.encoder_f0 and (self.encoder != "stft" or self.causal):
-            raise UnisonoError("encoder_f0 needs encoder: stft and causal: false (the F0 tracker looks ahead)")
+        if self.f0_codebook and (self.causal or not self.harmonics or self.num_codebooks < 2):
+            raise UnisonoError("f0_codebook needs causal: false (the F0 tracker looks ahead), harmonics > 0 and "
+                               "num_codebooks >= 2")
         if self.phase not in ("direct", "if"):
             raise UnisonoError(f"phase must be 'direct' or 'if', got {self.phase!r}")
         if not 1 <= self.num_codebooks <= 64 or self.codebook_size < 2:
@@ -92,12 +94,11 @@ class Codec(nn.Module):
         config.validate()
         if config.encoder == "stft":
             self.encoder = STFTEncoder(config.hop_length, config.latent_dim, config.encoder_dim,
-                                       config.encoder_blocks, 2 * config.hop_length, config.causal,
-                                       config.encoder_f0, config.sample_rate)
+                                       config.encoder_blocks, 2 * config.hop_length, config.causal)
         else:
             self.encoder = Encoder(config.encoder_channels, config.latent_dim, config.strides, config.causal)
         self.quantizer = ResidualVectorQuantizer(
-            config.latent_dim, config.num_codebooks, config.codebook_size, config.ema_decay,
+            config.latent_dim, config.num_codebooks - int(config.f0_codebook), config.codebook_size, config.ema_decay,
             config.dead_threshold, config.kmeans_iters, config.quantizer_dropout, config.quantizer, config.code_dim,
         )
         self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_blocks, config.hop_length,
@@ -157,10 +158,42 @@ class Codec(nn.Module):
         """Pre-quantization latents ``[B, latent_dim, T]`` of ``wav [B, 1, S]``."""
         return self._latents(wav)[0]
 
+    # -- the F0 codebook (f0_codebook: true) -------------------------------------------------------------
+    def f0_codes(self, wav: torch.Tensor) -> torch.Tensor:
+        """F0 codes ``[B, 1, T]`` of ``wav [B, 1, S]``: 0 where unvoiced, else bins 1..N-1 log-spaced over
+        ``f0_range`` (4 octaves over 1023 bins: 4.7 cents a bin)."""
+        from unisono.codec.pitch import f0_track
+
+        wav = self._pad(self._check_wav(wav))
+        f0, voiced = f0_track(wav[:, 0], self.sample_rate, self.hop_length)
+        lo, hi = (math.log(v) for v in self.config.f0_range)
+        n = self.codebook_size - 2
+        q = ((torch.log(f0.clamp_min(1.0)) - lo) / (hi - lo) * n).round().clamp(0, n).long() + 1
+        t = wav.shape[-1] // self.hop_length
+        return torch.where(voiced, q, torch.zeros_like(q))[:, None, :t]
+
+    def f0_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """F0 in Hz ``[B, T]`` of F0 codes ``[B, T]`` (0 Hz where unvoiced)."""
+        lo, hi = (math.log(v) for v in self.config.f0_range)
+        f0 = torch.exp(lo + (codes.float() - 1) / (self.codebook_size - 2) * (hi - lo))
+        return torch.where(codes > 0, f0, torch.zeros_like(f0))
+
+    def split_codes(self, codes: torch.Tensor):
+        """``(F0 in Hz [B, T] or None, RVQ codes [B, K', T])`` of codes ``[B, K, T]``."""
+        if not self.config.f0_codebook:
+            return None, codes
+        return self.f0_from_codes(codes[:, 0]), codes[:, 1:]
+
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         """Codes ``[B, K, ceil(S / hop)]`` (int64) of ``wav [B, 1, S]``; ``num_codebooks`` picks a prefix."""
-        return self.quantizer.encode(self.latents(wav), num_codebooks)
+        if not self.config.f0_codebook:
+            return self.quantizer.encode(self.latents(wav), num_codebooks)
+        k = self.num_codebooks if num_codebooks is None else int(num_codebooks)
+        if not 1 <= k <= self.num_codebooks:
+            raise UnisonoError(f"num_codebooks must be between 1 and {self.num_codebooks}, got {k}")
+        f0 = self.f0_codes(wav)
+        return torch.cat([f0, self.quantizer.encode(self.latents(wav), k - 1)], 1) if k > 1 else f0
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -168,7 +201,12 @@ class Codec(nn.Module):
         return self.decode_train(self._check_codes(codes))
 
     def decode_train(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.quantizer.decode(codes))
+        f0, rvq = self.split_codes(codes)
+        if rvq.shape[1] == 0:  # the F0 codebook alone
+            z = codes.new_zeros((codes.shape[0], self.config.latent_dim, codes.shape[-1]), dtype=torch.float32)
+        else:
+            z = self.quantizer.decode(rvq)
+        return self.decoder(z, f0)
 
     def _check_codes(self, codes) -> torch.Tensor:
         if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
@@ -182,10 +220,17 @@ class Codec(nn.Module):
     def forward(self, wav: torch.Tensor, num_codebooks: int | None = None) -> dict:
         """Training pass: ``{"audio": [B,1,S'], "codes", "commit_loss", "codebook_loss", "stats"[, "semantic_loss"]}``."""
         z, feats = self._latents(wav)
+        f0 = None
+        if self.config.f0_codebook:
+            f0_codes = self.f0_codes(wav)
+            f0 = self.f0_from_codes(f0_codes[:, 0])
+            num_codebooks = None if num_codebooks is None else int(num_codebooks) - 1
         z_q, codes, commit, cb_loss, stats = self.quantizer(z, num_codebooks)
-        out = {"audio": self.decoder(z_q), "codes": codes, "commit_loss": commit, "codebook_loss": cb_loss,
+        if f0 is not None:
+            codes = torch.cat([f0_codes, codes], 1)
+        out = {"audio": self.decoder(z_q, f0), "codes": codes, "commit_loss": commit, "codebook_loss": cb_loss,
                "stats": stats}
-        if self.decoder.harmonic is not None:
+        if self.decoder.harmonic is not None and f0 is None:
             out["log_f0"], out["voiced_logit"] = self.decoder.harmonic.last  # [B, T] each
         if self.semantic is not None:
             out["semantic_loss"] = self.semantic.loss(z_q, feats)

@@ -134,30 +134,19 @@ class STFTEncoder(nn.Module):
     """
 
     def __init__(self, hop: int, dim: int = 128, hidden: int = 256, num_blocks: int = 4, n_fft: int = 640,
-                 causal: bool = True, f0: bool = False, sample_rate: int = 16000):
+                 causal: bool = True):
         super().__init__()
         if hop % 2:
             raise ValueError("the STFT encoder needs an even hop length")
-        if f0 and causal:
-            raise ValueError("the F0 input needs a non-causal encoder (the tracker looks ahead)")
         self.stft = STFTFrontEnd(n_fft, hop // 2, causal)
-        self.f0, self.sample_rate = f0, sample_rate
-        self.inp = SConv1d(n_fft // 2 + 1 + (2 if f0 else 0), hidden, 4, stride=2, causal=causal)
+        self.inp = SConv1d(n_fft // 2 + 1, hidden, 4, stride=2, causal=causal)
         self.norm = nn.LayerNorm(hidden)
         self.blocks = nn.ModuleList(ConvNeXtBlock(hidden, causal) for _ in range(num_blocks))
         self.out_norm = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, dim)
 
     def forward(self, wav):
-        spec = self.stft(wav)  # [B, F, 2T], spectrum j centred on sample 160 j + 80 (not causal)
-        if self.f0:  # the tracker's F0 on the same grid: log(F0 / 100 Hz) where voiced, and the voicing flag
-            from unisono.codec.pitch import f0_track
-
-            with torch.no_grad():
-                f0, voiced = f0_track(wav[:, 0], self.sample_rate, self.stft.hop)
-            f0 = torch.where(voiced, torch.log(f0.clamp_min(1.0) / 100.0), torch.zeros_like(f0))
-            extra = torch.stack([f0, voiced.to(f0.dtype)], 1)[..., : spec.shape[-1]]
-            spec = torch.cat([spec, F.pad(extra, (0, spec.shape[-1] - extra.shape[-1]))], 1)
+        spec = self.stft(wav)  # [B, F, 2T]: two spectra per frame
         x = self.norm(self.inp(spec).transpose(1, 2)).transpose(1, 2)
         for blk in self.blocks:
             x = blk(x)
@@ -284,14 +273,20 @@ class HarmonicHead(StreamingModule):
         self.register_buffer("k", torch.arange(1, n_harmonics + 1, dtype=torch.float32), persistent=False)
         self.last = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, f0: torch.Tensor | None = None) -> torch.Tensor:
+        """``f0 [B, T]`` in Hz (0 = unvoiced), when given, is used instead of the predicted F0."""
         b, _, t = x.shape
         h = self.proj(x.transpose(1, 2))  # [B, T, 2 + E]
         log_f0 = math.log(self.f0_min) + torch.sigmoid(h[..., 0]) * math.log(self.f0_max / self.f0_min)
         self.last = (log_f0, h[..., 1])
-        # the F0 head learns from the F0 loss only: the gradient of a spectral loss with respect to F0
-        # oscillates (every harmonic moves) and would drown it
-        f0 = log_f0.detach().exp()  # [B, T]
+        gain = torch.sigmoid(h[..., 1:2])
+        if f0 is not None:
+            gain = gain * (f0 > 0)[..., None]
+            f0 = torch.where(f0 > 0, f0, torch.full_like(f0, 100.0))  # unvoiced frames: silent, any F0
+        else:
+            # the F0 head learns from the F0 loss only: the gradient of a spectral loss with respect to F0
+            # oscillates (every harmonic moves) and would drown it
+            f0 = log_f0.detach().exp()  # [B, T]
         env = h[..., 2:]
         e = env.shape[-1]
         pos = (f0[..., None] * self.k) / (self.sr / 2) * (e - 1)  # [B, T, H] band position of each harmonic
@@ -299,7 +294,7 @@ class HarmonicHead(StreamingModule):
         w = (pos - lo).clamp(0, 1)
         lo = lo.long()
         amp = (env.gather(-1, lo) * (1 - w) + env.gather(-1, lo + 1) * w).clamp_max(5.0).exp()
-        amp = amp * torch.sigmoid(h[..., 1:2])  # [B, T, H]
+        amp = amp * gain  # [B, T, H]
         prev = self._state if (self._streaming and self._state is not None) else None
         if self._streaming and not self.causal:
             raise RuntimeError("streaming needs a causal codec (config causal: true)")
@@ -343,10 +338,12 @@ class Decoder(nn.Module):
         self.head = ISTFTHead(hidden, hop, n_fft, phase, causal)
         self.harmonic = HarmonicHead(hidden, hop, sample_rate, harmonics, causal=causal) if harmonics else None
 
-    def forward(self, z):
+    def forward(self, z, f0: torch.Tensor | None = None):
+        """``z [B, dim, T]`` -> ``wav [B, 1, T * hop]``; ``f0 [B, T]`` (Hz, 0 = unvoiced) drives the harmonic
+        head instead of its own F0 prediction (codecs with an F0 codebook)."""
         x = self.norm(self.inp(z).transpose(1, 2)).transpose(1, 2)
         for blk in self.blocks:
             x = blk(x)
         x = self.out_norm(x.transpose(1, 2)).transpose(1, 2)
         y = self.head(x)
-        return y if self.harmonic is None else y + self.harmonic(x)
+        return y if self.harmonic is None else y + self.harmonic(x, f0)

@@ -236,16 +236,17 @@ class Trainer:
             self.codec.encoder.eval()
             q.eval()
             codes = self.codec.encode(wav)  # [B, K, T]
-            k = torch.full((codes.shape[0],), codes.shape[1], device=codes.device)
+            f0, rvq = self.codec.split_codes(codes)
+            k = torch.full((rvq.shape[0],), rvq.shape[1], device=codes.device)
             if q.dropout > 0:
-                pick = torch.randint(1, codes.shape[1] + 1, k.shape, device=codes.device)
+                pick = torch.randint(1, rvq.shape[1] + 1, k.shape, device=codes.device)
                 k = torch.where(torch.rand(k.shape, device=codes.device) < q.dropout, pick, k)
-            z_q = sum(layer.dequantize(codes[:, i]) * (k > i)[:, None, None]
+            z_q = sum(layer.dequantize(rvq[:, i]) * (k > i)[:, None, None]
                       for i, layer in enumerate(q.layers)).permute(0, 2, 1)
         zero = wav.new_zeros(())
-        out = {"audio": self.codec.decoder(z_q), "codes": codes, "commit_loss": zero, "codebook_loss": zero,
+        out = {"audio": self.codec.decoder(z_q, f0), "codes": codes, "commit_loss": zero, "codebook_loss": zero,
                "stats": {}}
-        if self.codec.decoder.harmonic is not None:
+        if self.codec.decoder.harmonic is not None and f0 is None:
             out["log_f0"], out["voiced_logit"] = self.codec.decoder.harmonic.last
         return out
 

@@ -55,3 +55,44 @@ def test_codec_set_override_takes_exponent_floats():
 
     assert _overrides(["train.lr=3e-4", "model.quantizer=factorized"]) == {
         "train": {"lr": 3e-4}, "model": {"quantizer": "factorized"}}
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16", "int8"])
+def test_weight_files_round_trip_in_every_precision(tmp_path, precision):
+    import torch
+
+    from unisono.weights import SCALE_SUFFIX, load_weights, save_weights
+
+    g = torch.Generator().manual_seed(0)
+    state = {"w": torch.randn(64, 128, generator=g) * torch.linspace(0.01, 3, 64)[:, None],  # rows of many scales
+             "conv": torch.randn(16, 8, 40, generator=g), "bias": torch.randn(64, generator=g),
+             "count": torch.arange(5), "flag": torch.tensor(True)}
+    save_weights(state, tmp_path / "m.safetensors", precision)
+    back = load_weights(tmp_path / "m.safetensors")
+    assert set(back) == set(state) and back["count"].dtype == torch.int64 and bool(back["flag"])
+    for name in ("w", "conv", "bias"):
+        a, b = state[name], back[name]
+        assert b.dtype == torch.float32 and b.shape == a.shape
+        rows = a.reshape(a.shape[0], -1)
+        bound = {"float32": 0.0, "float16": 1e-3 * rows.abs().amax(1), "int8": rows.abs().amax(1) / 254 + 1e-6}[precision]
+        if precision == "int8" and name == "bias":  # 1-D: float16, not int8
+            bound = 1e-3 * rows.abs().amax(1)
+        assert bool(((b - a).reshape(a.shape[0], -1).abs() <= torch.as_tensor(bound).reshape(-1, 1) + 1e-7).all()), name
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "m.safetensors"))
+    assert (stored["w"].dtype == torch.int8) == (precision == "int8") and (("w" + SCALE_SUFFIX) in stored) == (precision == "int8")
+
+
+def test_a_truncated_weight_file_is_a_one_line_error(tmp_path):
+    import torch
+
+    from unisono.weights import load_weights, save_weights
+
+    save_weights({"w": torch.ones(100, 100)}, tmp_path / "m.safetensors", "int8")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "m.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnisonoError, match="truncated or corrupt"):
+        load_weights(tmp_path / "m.safetensors")
+    with pytest.raises(UnisonoError, match="does not exist"):
+        load_weights(tmp_path / "none.safetensors")

@@ -176,18 +176,16 @@ def _templates_yaml(templates: dict) -> str:
     return yaml.safe_dump({"version": 1, "tasks": tasks}, sort_keys=False, allow_unicode=True)
 
 
-def _copy_weights(src: Path, dst: Path, half: bool) -> None:
-    """Copy a safetensors file, storing float32 tensors as float16 when ``half``."""
+def _copy_weights(src: Path, dst: Path, precision: str) -> None:
+    """Copy a safetensors file, storing its float tensors in ``precision`` (see :mod:`unisono.weights`)."""
     import shutil
 
-    if not half:
-        shutil.copy2(src, dst)
-        return
-    import torch
-    from safetensors.torch import load_file, save_file
+    from unisono.weights import load_weights, save_weights
 
-    state = load_file(str(src))
-    save_file({k: (v.half() if v.dtype == torch.float32 else v).contiguous() for k, v in state.items()}, str(dst))
+    if precision == "float32":
+        shutil.copy2(src, dst)
+    else:
+        save_weights(load_weights(src), dst, precision)
 
 
 class Pipeline:
@@ -283,13 +281,15 @@ class Pipeline:
         return pipe
 
     @staticmethod
-    def package(lm_dir, shards_dir, out_dir, codec_dir=None, templates: dict | None = None, half: bool = False,
-                defaults: dict | None = None):
+    def package(lm_dir, shards_dir, out_dir, codec_dir=None, templates: dict | None = None,
+                precision: str = "float32", codec_precision: str | None = None, defaults: dict | None = None):
         """Assemble a self-contained checkpoint in ``out_dir`` from a trained LM checkpoint, the token
         shards' directory (vocab.json, tokenizers/, codec.json) and the codec (default: the one the shards
-        name). ``half`` stores the float weights of the LM and the codec as float16 (half the size; they are
-        loaded back into float32 models). ``defaults`` maps input names to audio files copied into
-        ``defaults/`` and used when a request leaves that input out (e.g. ``{"prompt": "voice.wav"}``)."""
+        name). ``precision`` (LM) and ``codec_precision`` (default: the same) store the float weights as
+        ``float32``, ``float16`` (half the size) or ``int8`` (a quarter, one scale per row; see
+        :mod:`unisono.weights`); they are loaded back into float32 models. ``defaults`` maps input names to
+        audio files copied into ``defaults/`` and used when a request leaves that input out (e.g.
+        ``{"prompt": "voice.wav"}``)."""
         import shutil
 
         from unisono.fileio import read_json, write_text
@@ -307,11 +307,12 @@ class Pipeline:
         tmp.mkdir(parents=True)
         for f in ("config.json", "vocab.json"):
             shutil.copy2(lm_dir / f, tmp / f)
-        _copy_weights(lm_dir / "model.safetensors", tmp / "model.safetensors", half)
+        _copy_weights(lm_dir / "model.safetensors", tmp / "model.safetensors", precision)
         shutil.copytree(shards_dir / CKPT_TOKENIZERS, tmp / CKPT_TOKENIZERS)
         (tmp / CKPT_CODEC).mkdir()
         shutil.copy2(Path(codec_dir) / "config.json", tmp / CKPT_CODEC / "config.json")
-        _copy_weights(Path(codec_dir) / "model.safetensors", tmp / CKPT_CODEC / "model.safetensors", half)
+        _copy_weights(Path(codec_dir) / "model.safetensors", tmp / CKPT_CODEC / "model.safetensors",
+                      codec_precision or precision)
         if defaults:
             from unisono import audio
 

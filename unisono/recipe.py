@@ -69,6 +69,19 @@ def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]
     return cmds
 
 
+def _defaults(corpus: Path, spec: dict | None) -> dict | None:
+    """``package.defaults`` ({input name: audio path relative to the corpus}) as absolute paths."""
+    if not spec:
+        return None
+    out = {}
+    for name, rel in spec.items():
+        p = Path(rel) if Path(rel).is_absolute() else corpus / rel
+        if not p.is_file():
+            raise UnisonoError(f"package.defaults.{name}: {p} does not exist (paths are relative to the corpus)")
+        out[name] = p
+    return out
+
+
 def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_run: bool = False) -> dict:
     from unisono.cli import main as cli_main
 
@@ -99,9 +112,11 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
         if stage == "package":
             from unisono.generate import Pipeline
 
+            pk = recipe.get("package") or {}
             latest = out / "lm" / json.loads((out / "lm" / "latest.json").read_text())["path"]
             Pipeline.package(latest, out / "shards", out / "model", codec_dir=out / "codec",
-                             half=bool((recipe.get("package") or {}).get("half", False)))
+                             precision=pk.get("precision", "float32"), codec_precision=pk.get("codec_precision"),
+                             defaults=_defaults(out / "corpus", pk.get("defaults")))
         else:
             code = cli_main(cmds[stage])
             if code != 0:

@@ -274,7 +274,7 @@ class Codec(nn.Module):
     @classmethod
     def from_pretrained(cls, directory, map_location: str = "cpu") -> "Codec":
         """Load a codec saved by :meth:`save_pretrained`; returned in eval mode."""
-        from safetensors.torch import load_file
+        from unisono.weights import load_weights
 
         d = Path(directory)
         if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
@@ -283,7 +283,7 @@ class Codec(nn.Module):
         if cfg.get("model_type", MODEL_TYPE) != MODEL_TYPE:
             raise UnisonoError(f"{d} holds a {cfg.get('model_type')!r} model; use unisono.codec.load_codec")
         model = cls(CodecConfig.from_dict(cfg))
-        state = load_file(str(d / "model.safetensors"), device=map_location)
+        state = load_weights(d / "model.safetensors", device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("semantic.teacher.")]
         if missing or unexpected:

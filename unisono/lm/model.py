@@ -482,7 +482,7 @@ class UnisonoLM(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "UnisonoLM":
         """Load a checkpoint directory written by :meth:`save_pretrained`."""
-        from safetensors.torch import load_file
+        from unisono.weights import load_weights
 
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
@@ -493,7 +493,7 @@ class UnisonoLM(nn.Module):
         if int(cfgd.get("format_version", 1)) > FORMAT_VERSION:
             raise UnisonoError(f"{path} was written by a newer unisono; upgrade unisono to load it")
         model = UnisonoLM.from_config(LMConfig.from_dict(cfgd))
-        sd = load_file(str(path / "model.safetensors"), device=str(map_location))
+        sd = load_weights(path / "model.safetensors", device=str(map_location))
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise UnisonoError(

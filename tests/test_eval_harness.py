@@ -110,6 +110,35 @@ def test_audio_dir_errors(tmp_path, dirs):
     assert (tmp_path / "out3" / "report.md").exists()
 
 
+def test_bad_outputs_are_skipped_with_a_reason_and_the_run_goes_on(dirs, speech, monkeypatch):
+    """A corrupt, empty, over-long or wrong-rate output, or a broken reference, costs only its own item."""
+    import soundfile as sf
+
+    from unisono.eval import harness
+
+    gen, ref, out = dirs
+    for name in ("corrupt", "empty", "long", "rate8k", "badref"):
+        save(ref / f"{name}.wav", speech["a"], SR)
+        (ref / f"{name}.txt").write_text(TEXT_A)
+    (gen / "corrupt.wav").write_bytes(b"RIFF\x00\x00junk" * 10)
+    sf.write(gen / "empty.wav", np.zeros(0, dtype=np.float32), SR)
+    monkeypatch.setattr(harness, "MAX_EVAL_SECONDS", 6.0)
+    sf.write(gen / "long.wav", np.tile(speech["a"], 4), SR)  # over the (lowered) limit
+    import soxr
+
+    sf.write(gen / "rate8k.wav", soxr.resample(speech["a"], SR, 8000), 8000)  # resampled, then scored
+    save(gen / "badref.wav", speech["a"], SR)
+    (ref / "badref.wav").write_bytes(b"not audio at all")
+    res = evaluate_dirs(gen, ref, ["sisdr", "mel"], out, progress=False)
+    skipped = res["skipped"]["generated"]
+    assert set(skipped) == {"corrupt", "empty", "long", "badref"}, skipped
+    assert "empty" in skipped["empty"] and "long" in skipped["long"] and skipped["badref"].startswith("reference")
+    assert set(res["items"]["generated"]) == {"same", "noisy", "wrong", "rate8k"}
+    assert np.isfinite(res["items"]["generated"]["rate8k"]["mel_distance"])  # read at 8 kHz, scored at 16 kHz
+    report = (out / "report.md").read_text()
+    assert "## Skipped items" in report and "corrupt" in report
+
+
 def _rec(rel: str, n: int) -> dict:
     rid = rel.rsplit("/", 1)[-1].removesuffix(".flac")
     return {"id": rid, "sources": [{"type": "file", "channels": [0], "source": rel}], "sampling_rate": SR,
@@ -193,7 +222,7 @@ def test_corpus_mode_with_plugged_generators(tiny_corpus, tmp_path):
     assert res["examples"]["audio_qa"]["speech-0.q0"]["outputs"][0] == {"system": "model", "text": "male"}
     # resume: nothing is generated again
     n_calls = len(seen)
-    assert n_calls == 5 + 5  # each item generated once for scoring, and once more as a listening example
+    assert n_calls == 5  # each item generated once: the listening examples reuse the scored outputs
     again = evaluate_corpus(tiny_corpus, out, systems, tasks=["se", "tts", "audio_qa"], progress=False)
     assert len(seen) == n_calls + 5  # scoring is cached; only the examples are generated again
     assert json.dumps(again["tasks"], sort_keys=True) == json.dumps(res["tasks"], sort_keys=True)  # nan-safe

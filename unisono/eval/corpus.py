@@ -377,12 +377,27 @@ def evaluate_corpus(
             if not usable:
                 continue
             sys_id = system_ids.get(name, name)
-            items = [(ref, (lambda fn=fn, c=gcut: to_output(fn(task, c))), fingerprint(sys_id, task, ref.item_id))
+            kept: dict = {}  # the example items' outputs, so that they are not generated twice
+            example_ids = {ref.item_id for ref, _ in usable[:examples]}
+
+            def make(fn=fn, c=None, item_id=None):
+                out = to_output(fn(task, c))
+                if item_id in example_ids:
+                    kept[item_id] = out
+                return out
+
+            items = [(ref, (lambda c=gcut, i=ref.item_id: make(c=c, item_id=i)), fingerprint(sys_id, task, ref.item_id))
                      for ref, gcut in usable]
-            res = score_items(items, metrics, out_dir / "items" / name / task, desc=f"{task}: {name}", progress=progress)
+            skipped: dict[str, str] = {}
+            res = score_items(items, metrics, out_dir / "items" / name / task, desc=f"{task}: {name}", progress=progress,
+                              skipped=skipped)
             table[name] = aggregate(res)
+            if skipped:
+                result.setdefault("skipped", {}).setdefault(task, {})[name] = skipped
             for ref, gcut in usable[:examples]:
-                out = to_output(fn(task, gcut))
+                if ref.item_id in skipped:
+                    continue
+                out = kept[ref.item_id] if ref.item_id in kept else to_output(fn(task, gcut))
                 if out is not None:
                     ex = example_rows.setdefault(task, {}).setdefault(ref.item_id, {"reference_text": ref.text})
                     ex.setdefault("outputs", []).append(save_example(out_dir, task, ref.item_id, name, out))

@@ -85,12 +85,15 @@ def score_items(
     desc: str = "scoring",
     total: int | None = None,
     progress: bool = True,
+    skipped: dict | None = None,
 ) -> list[ItemResult]:
     """Score ``items`` = ``(reference, get_output, output_fingerprint)`` with the per-item ``metrics``.
 
     ``get_output()`` returns 16 kHz mono audio ``[S]`` or text; it is called only when some metric of the
     item is not cached yet (so a resumed run does not regenerate finished items); an output of ``None``
-    (the system cannot do this item) leaves the item out.
+    (the system cannot do this item) leaves the item out. An item whose output cannot be made or scored
+    (a corrupt, empty or over-long file, a failed generation) is left out too, with its reason in
+    ``skipped`` (``{item_id: reason}``); the run goes on.
     """
     cache = ItemCache(cache_dir)
     per_item = [m for m in metrics if m in METRICS]
@@ -101,11 +104,19 @@ def score_items(
         done = cache.get(ref.item_id, fp)
         todo = [m for m in per_item if m not in done]
         if todo:
-            out = get_output()
-            if out is None:
+            try:
+                out = get_output()
+                if out is None:
+                    continue
+                if not isinstance(out, str) and np.asarray(out).size == 0:
+                    raise UnisonoError("the output is empty (0 samples)")
+                for m in todo:
+                    done[m] = score(m, out, ref)
+            except (UnisonoError, ValueError, RuntimeError) as e:
+                if skipped is None:
+                    raise
+                skipped[ref.item_id] = str(e).splitlines()[0] if str(e) else type(e).__name__
                 continue
-            for m in todo:
-                done[m] = score(m, out, ref)
             cache.put(ref.item_id, fp, done)
         values: dict = {}
         for m in per_item:
@@ -182,8 +193,21 @@ def load_texts(path: Path | None, ref_files: dict[str, Path]) -> dict[str, str]:
     return texts
 
 
+MAX_EVAL_SECONDS = 120.0  # a longer output or reference is skipped (with its reason), not scored
+
+
 def _load16k(p: Path) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        seconds = sf.info(str(p)).duration
+    except Exception:  # unreadable: load() below says why in one line
+        seconds = 0.0
+    if seconds > MAX_EVAL_SECONDS:
+        raise UnisonoError(f"{p.name} is {seconds:.1f} s long; the evaluation takes at most {MAX_EVAL_SECONDS:g} s")
     wav, _ = load(p, sample_rate=EVAL_SAMPLE_RATE, mono=True)
+    if wav.shape[-1] == 0:
+        raise UnisonoError(f"{p.name} is empty (0 samples)")
     return wav[0].numpy()
 
 
@@ -230,18 +254,26 @@ def evaluate_dirs(
             ref_cache[i] = _load16k(refs[i])
         return ref_cache[i]
 
-    def make_items(source: dict[str, Path], use_ref_as_output: bool):
+    skipped: dict[str, dict[str, str]] = {"generated": {}, "reference": {}}
+
+    def make_items(source: dict[str, Path], use_ref_as_output: bool, system: str):
         for i in ids:
-            r = Reference(item_id=i, audio=ref_audio(i), text=texts.get(i))
+            try:
+                r = Reference(item_id=i, audio=ref_audio(i), text=texts.get(i))
+            except UnisonoError as e:
+                skipped[system][i] = f"reference: {e}"
+                continue
             p = refs[i] if use_ref_as_output else source[i]
             yield r, (lambda p=p: _load16k(p)), _file_digest(p)
 
-    systems = {"generated": score_items(make_items(gen, False), metrics, out_dir / "items" / "generated",
-                                        desc="scoring generated", total=len(ids), progress=progress)}
+    systems = {"generated": score_items(make_items(gen, False, "generated"), metrics, out_dir / "items" / "generated",
+                                        desc="scoring generated", total=len(ids), progress=progress,
+                                        skipped=skipped["generated"])}
     text_metrics = [m for m in metrics if m == "wer"]
     if ceiling and text_metrics:
-        systems["reference"] = score_items(make_items(refs, True), text_metrics, out_dir / "items" / "reference",
-                                           desc="scoring references", total=len(ids), progress=progress)
+        systems["reference"] = score_items(make_items(refs, True, "reference"), text_metrics,
+                                           out_dir / "items" / "reference", desc="scoring references", total=len(ids),
+                                           progress=progress, skipped=skipped["reference"])
     table = {name: aggregate(res) for name, res in systems.items()}
     result = {
         "mode": "audio-dir",
@@ -250,16 +282,18 @@ def evaluate_dirs(
         "metrics": metrics,
         "n_items": len(ids),
         "unmatched_outputs": unmatched,
+        "skipped": {k: v for k, v in skipped.items() if v},
         "tasks": {"audio": {"systems": table}},
         "items": {name: {r.item_id: _public(r.values) for r in res} for name, res in systems.items()},
         "evaluators": evaluator_versions(metrics),
     }
     from unisono.eval.examples import save_example
 
+    good = [i for i in ids if i not in skipped["generated"]]
     result["examples"] = {"audio": {
         i: {"reference_text": texts.get(i), "outputs": [save_example(out_dir, "audio", i, "generated", _load16k(gen[i])),
                                                         save_example(out_dir, "audio", i, "reference", ref_audio(i))]}
-        for i in ids[:examples]}}
+        for i in good[:examples]}}
     write_json(out_dir / "metrics.json", result)
     write_report(out_dir / "report.md", result)
     write_html_report(out_dir / "report.html", result)

@@ -121,6 +121,14 @@ def render_report(result: dict, title: str = "unisono evaluation report", intro:
         if t.get("n_cuts") is not None:
             out += [f"{t['n_cuts']} cuts, {t['n_items']} items.", ""]
         out += task_table(t["systems"]) + [""]
+    skipped = result.get("skipped") or {}
+    if skipped:
+        out += ["## Skipped items", "", "Left out of the means above, with the reason:", ""]
+        rows = ([(task, sys_name, i, why) for task, by_sys in skipped.items() for sys_name, items in by_sys.items()
+                 for i, why in items.items()] if result.get("mode") == "corpus" else
+                [("audio", sys_name, i, why) for sys_name, items in skipped.items() for i, why in items.items()])
+        out += ["| task | system | item | reason |", "|---|---|---|---|"]
+        out += [f"| {t} | {SYSTEM_TITLES.get(n, n)} | {i} | {why} |" for t, n, i, why in rows] + [""]
     if result.get("classifiers"):
         out += ["## Attribute classifiers", "", "| classifier | classes | trained on | items | train accuracy |",
                 "|---|---|---|---|---|"]

@@ -173,6 +173,25 @@ def test_reader_splits_shards_over_ranks_and_workers(tokenized):
         ShardReader(out, tasks=["tts"], rank=0, world_size=8)
 
 
+def test_a_corrupt_shard_is_skipped_with_a_warning_and_the_rest_is_read(tokenized, tmp_path):
+    import shutil
+
+    out, _ = tokenized
+    copy = tmp_path / "shards"
+    shutil.copytree(out, copy)
+    train = copy / "train"
+    shards = sorted(train.glob("*.safetensors"))
+    whole = {e["id"] + e["task"] for e in ShardReader(copy)}
+    victim = shards[0]
+    lost = {e["id"] + e["task"] for e in read_shard(victim)}
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # truncated
+    reader = ShardReader(copy)
+    with pytest.warns(UserWarning, match="unreadable"):
+        got = {e["id"] + e["task"] for e in reader}
+    assert got == whole - lost and lost
+    assert list(reader.skipped) == [str(victim)] and "re-run `unisono tokenize`" in reader.skipped[str(victim)]
+
+
 def test_reader_refuses_another_vocabulary(tokenized):
     out, _ = tokenized
     v = Vocab.load(out / "vocab.json")

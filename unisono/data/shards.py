@@ -159,6 +159,9 @@ class ShardReader(torch.utils.data.IterableDataset):
     ``tasks`` keeps only those tasks. ``shuffle`` shuffles the shard order and the examples (within a
     buffer of ``buffer_size``) with ``seed`` + the epoch set by :meth:`set_epoch`.
     ``vocab`` (a :class:`Vocab`, e.g. a checkpoint's) is checked against the shards' vocab.json.
+    A shard that cannot be read (truncated, corrupt) is skipped with a warning and its reason kept in
+    ``skipped`` ({path: reason}); the other shards are read as usual. A shard of another vocabulary is
+    an error (the data would be read wrong, not just lost).
     """
 
     def __init__(self, dir, rank: int = 0, world_size: int = 1, tasks=None, split: str = "train",
@@ -181,6 +184,7 @@ class ShardReader(torch.utils.data.IterableDataset):
                 raise UnisonoError(f"tasks {unknown} are not in {vocab_path} (known: {', '.join(self.vocab.tasks)})")
         self.shuffle, self.seed, self.buffer_size = shuffle, seed, buffer_size
         self.epoch = 0
+        self.skipped: dict[str, str] = {}
         self.shards = list_shards(self.dir, self.tasks)
         if not self.shards:
             raise UnisonoError(f"no shards in {self.dir}" + (f" for tasks {self.tasks}" if self.tasks else ""))
@@ -207,9 +211,17 @@ class ShardReader(torch.utils.data.IterableDataset):
         rng = random.Random((self.seed + self.epoch) * 1000 + self.rank)
         buf: list[dict] = []
         for path in self.my_shards():
-            if shard_metadata(path)["vocab"] != self._hash:
+            try:
+                meta = shard_metadata(path)
+                examples = list(read_shard(path))
+            except UnisonoError as e:
+                if str(path) not in self.skipped:
+                    warnings.warn(f"skipping {e}", stacklevel=2)
+                self.skipped[str(path)] = str(e)
+                continue
+            if meta["vocab"] != self._hash:
                 raise UnisonoError(f"shard {path} was made with another vocabulary than {self.dir / 'vocab.json'}; re-tokenize")
-            for ex in read_shard(path):
+            for ex in examples:
                 if self.tasks is not None and ex["task"] not in self.tasks:
                     continue
                 if not self.shuffle:

@@ -98,8 +98,9 @@ class Encoder(nn.Module):
 class STFTFrontEnd(StreamingModule):
     """Log-magnitude spectrogram as a fixed strided convolution: ``wav [B, 1, S] -> [B, n_fft // 2 + 1, S / hop]``.
 
-    Frame ``t`` covers the ``n_fft`` samples ending at sample ``(t + 1) * hop`` (causal: left padding only),
-    so it streams like :class:`SConv1d`, with the last ``n_fft - hop`` samples as state.
+    Causal: frame ``t`` covers the ``n_fft`` samples ending at sample ``(t + 1) * hop`` (left padding only),
+    so it streams like :class:`SConv1d`, with the last ``n_fft - hop`` samples as state. Not causal: frame
+    ``t`` is centred on sample ``t * hop + hop / 2``.
     """
 
     def __init__(self, n_fft: int, hop: int, causal: bool = True):
@@ -126,7 +127,7 @@ class STFTFrontEnd(StreamingModule):
 class STFTEncoder(nn.Module):
     """Encoder over a spectrogram instead of the waveform: ``wav [B, 1, S] -> latents [B, dim, S / hop]``.
 
-    A causal log-magnitude STFT (``n_fft`` window, ``hop / 2`` hop, so two spectra per frame), a linear
+    A log-magnitude STFT (``n_fft`` window, ``hop / 2`` hop, so two spectra per frame), a linear
     projection, a strided convolution down to the frame rate and ConvNeXt blocks. It costs a small
     fraction of the waveform encoder's compute (it never runs a convolution at the audio rate), which
     matters when training on a CPU; phase is not encoded (the decoder makes its own, as it must at low

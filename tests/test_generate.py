@@ -72,6 +72,25 @@ def test_same_length_tasks_are_bounded_by_their_input(pipe):
     assert out.duration <= 0.2 * 1.2 + 5 / 50 + 1e-6
 
 
+def test_outputs_do_not_end_before_their_length_floor(pipe):
+    """The untrained tiny model often samples its end token early; the floors forbid it: a same-length task
+    gives at least 0.8 x its input, TTS at least 2 frames per phone token."""
+    from unisono.generate import MIN_FRAMES_PER_PHONE, SAME_LENGTH_RATIO
+
+    noisy = {"noisy": (np.full(16000, 0.05, dtype=np.float32), 16000)}  # 1 s = 50 frames
+    for seed in range(4):
+        out = pipe.generate("se", seed=seed, max_duration=5.0, **noisy)
+        assert out.duration >= SAME_LENGTH_RATIO[0] * 1.0 - 1e-6, (seed, out.duration)
+    text = "The old baker slowly painted the red door."
+    inp = {**inputs_for(pipe, "tts"), "text": text}
+    seg, _ = pipe._segment(pipe.templates["tts"].conditions[0], inp, "tts")  # the phone tokens of the text
+    floor = pipe._prepare("tts", inp, pipe.default_options("tts").with_(max_duration=8.0))["min_new"]
+    assert len(seg.ids) > 20 and floor == int(len(seg.ids) * MIN_FRAMES_PER_PHONE)
+    for seed in range(4):
+        out = pipe.generate("tts", seed=seed, max_duration=8.0, **inp)
+        assert out.info["frames"] >= floor, (seed, out.info["frames"], floor)
+
+
 def test_guidance_changes_the_output_and_is_reproducible(pipe):
     inp = inputs_for(pipe, "text_to_sound")
     plain = pipe.generate("text_to_sound", seed=1, max_duration=0.3, guidance_scale=1.0, **inp)

@@ -113,6 +113,11 @@ PLAN_MAX_TOKENS = 128  # a reasoning task's plan is ended (forced) after this ma
 # Tasks whose output should last about as long as their main audio input: bounded by it.
 SAME_LENGTH_INPUT = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture", "vc": "content",
                      "audio_edit": "original", "speech_edit": "context", "superres": "narrowband"}
+# Length bounds of an audio output relative to its input (UniAudio bounds outputs by a ratio of the input):
+# a task of SAME_LENGTH_INPUT makes 0.8-1.2 x its input's frames; speech from phones at least this many
+# frames per phone token (espeak-ng-like speech has 3-5 at 50 Hz). The end token is forbidden before.
+SAME_LENGTH_RATIO = (0.8, 1.2)
+MIN_FRAMES_PER_PHONE = 2.0
 
 
 def until_end(frames, end_id: int):
@@ -409,10 +414,10 @@ class Pipeline:
         options = (options or self.default_options(task)).validate()
         prepared = [self._prepare(task, inp, options) for inp in inputs]
         outputs = []
-        # rows with equal prompt length run as one batch (the model takes [B, T0, K] without padding)
-        groups: dict[int, list[int]] = {}
+        # rows with equal prompt length (and length floor) run as one batch (the model takes [B, T0, K] unpadded)
+        groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(prepared):
-            groups.setdefault(p["prompt"].shape[0], []).append(i)
+            groups.setdefault((p["prompt"].shape[0], p["min_new"]), []).append(i)
         results: dict[int, object] = {}
         for idxs in groups.values():
             if cancel is not None and cancel.is_set():
@@ -428,7 +433,7 @@ class Pipeline:
                     if progress is not None:
                         progress(n, total)
 
-            new = self._sample(task, prompt, uncond, max_new, options, on_frame)
+            new = self._sample(task, prompt, uncond, max_new, options, on_frame, prepared[idxs[0]]["min_new"])
             for row, i in enumerate(idxs):
                 results[i] = self._finish(task, new[row, : prepared[i]["max_new"]])
         for i in range(len(inputs)):
@@ -499,7 +504,8 @@ class Pipeline:
 
         ctx = streaming() if can_stream else contextlib.nullcontext()
         with ctx:
-            self._sample(task, prep["prompt"][None], prep["uncond"][None], prep["max_new"], options, on_frame)
+            self._sample(task, prep["prompt"][None], prep["uncond"][None], prep["max_new"], options, on_frame,
+                         prep["min_new"])
             flush()
         wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         info = {"frames": state["frames"], "ended": state["ended"], "streamed": bool(can_stream)}
@@ -512,8 +518,10 @@ class Pipeline:
         return AudioOutput(np.ascontiguousarray(wav, dtype=np.float32), self.sample_rate, task, info, plan)
 
     # -- internals ---------------------------------------------------------------------------------
-    def _sample(self, task: str, prompt, uncond, max_new: int, options: GenerationOptions, on_frame=None):
-        """The LM's new frames ``[B, T, K]`` for ``prompt [B, T0, K]``; every row has its own seeded generator."""
+    def _sample(self, task: str, prompt, uncond, max_new: int, options: GenerationOptions, on_frame=None,
+                min_new: int = 0):
+        """The LM's new frames ``[B, T, K]`` for ``prompt [B, T0, K]``; every row has its own seeded generator;
+        no end before ``min_new`` frames (of the output segment)."""
         import torch
 
         phases = self._phases(task)
@@ -524,7 +532,7 @@ class Pipeline:
                 top_k=options.top_k or None, top_p=options.top_p if options.top_p < 1.0 else None,
                 temperature=options.temperature, cfg_scale=options.guidance_scale,
                 uncond_prompt_frames=uncond if options.guidance_scale != 1.0 else None,
-                seed=[options.seed] * prompt.shape[0], on_frame=on_frame)
+                seed=[options.seed] * prompt.shape[0], on_frame=on_frame, min_new_frames=min_new)
 
     def _mask(self, task):
         return self.vocab.generation_mask(self.templates[task].target.modality)
@@ -642,12 +650,18 @@ class Pipeline:
         uncond = prompt.clone()
         cond = ex["cond_mask"][:-cut]
         uncond[cond] = self.vocab.pad_id
+        min_new = 0
         if target.modality == "codec":
             fr = float(self.codec.frame_rate)
             max_new = int(options.max_duration * fr) + 1
             ref = SAME_LENGTH_INPUT.get(task)
-            if ref in wavs:  # an output about as long as its input: at most 1.2 x its length
-                max_new = min(max_new, int(wavs[ref].shape[-1] / self.sample_rate * fr * 1.2) + 5)
+            if ref in wavs:  # an output about as long as its input
+                frames_in = wavs[ref].shape[-1] / self.sample_rate * fr
+                max_new = min(max_new, int(frames_in * SAME_LENGTH_RATIO[1]) + 5)
+                min_new = int(frames_in * SAME_LENGTH_RATIO[0])
+            else:
+                phones = sum(len(sg.ids) for sg, sp in zip(segs, tpl.conditions) if sp.modality == "phones")
+                min_new = int(phones * MIN_FRAMES_PER_PHONE)
         else:
             max_new = TEXT_TARGET_MAX_TOKENS
         max_new += len(tpl.plan) * (PLAN_MAX_TOKENS + 2)  # each plan, its end frame and the next start frame
@@ -655,7 +669,8 @@ class Pipeline:
         if room < 2:
             raise UnisonoError(f"the inputs of this {task} request take {prompt.shape[0]} frames, leaving no room in "
                                f"the model's context of {self._max_frames()} frames; use shorter inputs")
-        return {"prompt": prompt, "uncond": uncond, "max_new": max(1, min(max_new, room))}
+        max_new = max(1, min(max_new, room))
+        return {"prompt": prompt, "uncond": uncond, "max_new": max_new, "min_new": min(min_new, max_new - 1)}
 
     def _max_frames(self) -> int:
         """Frames (prompt + generated) that fit the model's positions, per codebook pattern."""

@@ -263,7 +263,7 @@ def sample_candidates(pipe, task: str, prompt: Prompt, seeds: list[int], lm=None
             stream_mask=pipe.vocab.generation_mask(target), end_id=end, top_k=o.top_k or None,
             top_p=o.top_p if o.top_p < 1.0 else None, temperature=o.temperature, cfg_scale=o.guidance_scale,
             uncond_prompt_frames=prep["uncond"][None].expand(n, -1, -1).to(dev) if o.guidance_scale != 1.0 else None,
-            seed=[int(s) for s in seeds]).cpu()
+            seed=[int(s) for s in seeds], min_new_frames=prep["min_new"]).cpu()
     out = []
     for row, s in enumerate(seeds):
         frames = new[row, : prep["max_new"]]

@@ -1,7 +1,9 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from tok_helpers import CodecTestDouble, make_corpus, make_test_codec
@@ -361,3 +363,33 @@ def test_reuse_a_vocabulary_and_add_a_task(corpus, tmp_path):
     with pytest.raises(UnisonoError, match="vocabulary mismatch"):
         tk.tokenize_corpus(corpus, tmp_path / "c", make_test_codec, tasks=["asr"], vocab_path=str(tmp_path / "a" / "vocab.json"),
                            **{**opts, "bpe_size": 280})
+
+
+def test_bad_text_other_rates_and_over_long_audio(corpus, tmp_path, monkeypatch):
+    """Spaces for text and phones of another language are skipped with a reason; audio at another sample
+    rate is resampled and kept; a recording over the length limit is skipped before it is read."""
+    bad = tmp_path / "corpus"
+    shutil.copytree(corpus, bad)
+    mpath = bad / "manifests" / "valid" / "cuts.jsonl"
+    rows = {r["id"]: r for r in map(json.loads, mpath.read_text().splitlines())}
+    rows["valid-speech-000"]["supervisions"][0]["text"] = "   "
+    rows["valid-speech-001"]["supervisions"][0]["custom"]["phones"] = "ʕ ʢ ʡ | ɧ ʜ ʘ"
+    rec = rows["valid-noisy-000"]["custom"]["noisy"]
+    x, sr = sf.read(bad / rec["sources"][0]["source"], dtype="float32")
+    y = np.interp(np.arange(int(x.size * 44100 / sr)) * sr / 44100, np.arange(x.size), x).astype(np.float32)
+    sf.write(bad / rec["sources"][0]["source"], y, 44100)
+    rec.update(sampling_rate=44100, num_samples=y.size, duration=y.size / 44100)
+    mpath.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    stats = tk.tokenize_corpus(bad, tmp_path / "out", make_test_codec, tasks=["asr", "tts", "se"], **OPTS)
+    skipped = {(s[1], s[2]): s[3] for s in stats["skipped"] if s[0] == "valid"}
+    assert "text (only spaces)" in skipped[("asr", "valid-speech-000")]
+    assert "outside the phone inventory" in skipped[("tts", "valid-speech-001")]
+    assert ("asr", "valid-speech-001") not in skipped  # its text is fine; only its phones were replaced
+    assert ("se", "valid-noisy-000") not in skipped and stats["per_task"]["valid/se"]["examples"] == 2
+    assert "valid-noisy-000" in {x["id"] for x in ShardReader(tmp_path / "out", split="valid")}
+    # the sound cuts are 0.6 s and 0.8 s long: under a 0.7 s limit the second is skipped, unread
+    monkeypatch.setattr(tk, "MAX_SOURCE_SECONDS", 0.7)
+    stats = tk.tokenize_corpus(bad, tmp_path / "out2", make_test_codec, tasks=["text_to_sound"], **OPTS)
+    skipped = {(s[1], s[2]): s[3] for s in stats["skipped"] if s[0] == "valid"}
+    assert set(skipped) == {("text_to_sound", "valid-sound-001")}
+    assert "1 s long, over the 0.7 s limit" in skipped[("text_to_sound", "valid-sound-001")]

@@ -48,10 +48,18 @@ def load_codec_dir(codec_dir: str):
 
 
 # ------------------------------------------------------------------------------- examples
+MAX_SOURCE_SECONDS = 600.0  # a longer recording is skipped (it is encoded whole): split it into cuts first
+MAX_UNKNOWN_PHONES = 0.5  # a phone string with more unknown symbols than this is skipped (another language?)
+
+
 def _cut_audio(obj, sample_rate: int) -> torch.Tensor:
-    """``wav [1, S]`` float32 at ``sample_rate`` Hz of a lhotse Cut or Recording."""
+    """``wav [1, S]`` float32 at ``sample_rate`` Hz of a lhotse Cut or Recording (any rate: resampled)."""
     from unisono.audio import resample
 
+    seconds = float(getattr(obj, "duration", 0.0) or 0.0)
+    if seconds > MAX_SOURCE_SECONDS:
+        raise UnisonoError(f"audio of {obj.id} is {seconds:.0f} s long, over the {MAX_SOURCE_SECONDS:g} s limit "
+                           "of one source; split the recording into shorter cuts")
     try:
         x = obj.load_audio()
     except Exception as e:  # lhotse / soundfile raise assorted errors for unreadable files
@@ -177,8 +185,8 @@ class ExampleMaker:
         from unisono.tasks import source_value
 
         v = source_value(spec, cut, variant)
-        if v is None or (isinstance(v, (str, list)) and len(v) == 0):
-            raise UnisonoError(f"cut {cut.id} lacks {spec.source}")
+        if v is None or (isinstance(v, (str, list)) and len(v) == 0) or (isinstance(v, str) and not v.strip()):
+            raise UnisonoError(f"cut {cut.id} lacks {spec.source}" + (" (only spaces)" if isinstance(v, str) and v else ""))
         return v
 
     def _segment(self, spec, cut, variant, rng) -> Segment:
@@ -197,7 +205,12 @@ class ExampleMaker:
             return Segment("semantic", ids=self.toks.semantic.encode(wav, int(self.codec.sample_rate)).tolist())
         value = self._value(spec, cut, variant)
         if m == "phones":
-            return Segment("phones", ids=self.toks.phones.encode(str(value)))
+            ids = self.toks.phones.encode(str(value))
+            unknown = self.toks.phones.count_unknown(str(value))
+            if unknown > MAX_UNKNOWN_PHONES * max(1, len(ids)):
+                raise UnisonoError(f"cut {cut.id}: {unknown} of {len(ids)} phones are outside the phone inventory "
+                                   "(another language or phone set?); phonemize it as the training corpus is")
+            return Segment("phones", ids=ids)
         if m == "bpe":
             return Segment("bpe", ids=self.toks.bpe.encode(str(value)))
         if m == "midi":

@@ -275,3 +275,14 @@ def test_corpus_sound_classifier_and_train_prior(tmp_path):
     assert (out / "classifiers" / "event.safetensors").exists()
     assert res["classifiers"]["event"]["classes"] == 3 and res["classifiers"]["event"]["n_train"] == 12
     assert json.loads((out / "classifiers" / "event.json").read_text())["classes"] == ["hiss", "hum", "tick"]
+    # "all" adds the reasoning task served by the text_to_sound cuts; a sample of n is the same cuts for both
+    from unisono.eval.corpus import load_corpus_cuts, select_cuts
+
+    cuts = load_corpus_cuts(root, "test")
+    assert [c.id for c in select_cuts(cuts, "text_to_sound_reasoning", 4, 0)] == \
+        [c.id for c in select_cuts(cuts, "text_to_sound", 4, 0)]
+    res = evaluate_corpus(root, out, systems, n=4, progress=False, examples=0)
+    assert set(res["tasks"]) == {"text_to_sound", "text_to_sound_reasoning"}
+    t = res["tasks"]["text_to_sound_reasoning"]["systems"]
+    assert t["reference"]["event_acc"]["mean"] == 1.0 and t["reference"]["event_acc"]["n"] == 4
+    assert "train_prior" in t

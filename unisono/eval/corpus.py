@@ -51,7 +51,11 @@ TASK_METRICS: dict[str, list[str]] = {
     "caption": ["bleu", "text_sim"],
     "audio_qa": ["qa"],
     "superres": ["lsd", "pesq", "mel"],
+    "text_to_sound_reasoning": ["event", "events", "fd"],  # a plan, then the audio: the audio is scored
+    "text_to_music_reasoning": ["instrument", "tempo", "key", "fd"],
 }
+# tasks served by the cuts of another task (templates with `cuts_from`); scored on the same cuts as it
+TASK_CUTS_FROM: dict[str, str] = {"text_to_sound_reasoning": "text_to_sound", "text_to_music_reasoning": "text_to_music"}
 # tasks served by every cut of these kinds (templates with `kinds`, e.g. configs/tasks/superres.yaml)
 TASK_KINDS: dict[str, tuple[str, ...]] = {"superres": ("speech",)}
 # tasks whose input is the target audio band-limited by resampling to this rate (Hz) and back
@@ -255,7 +259,7 @@ class TrainPriorSystem:
         if task == "caption":
             pool = sorted(self.captions.get(cut.custom.get("kind", ""), []))
             return random.Random(f"{self.seed}:{cut.id}").choice(pool) if pool else ""
-        if task in ("text_to_sound", "text_to_music"):
+        if TASK_CUTS_FROM.get(task, task) in ("text_to_sound", "text_to_music"):
             pool = sorted(self.audio_by_kind.get(cut.custom.get("kind", ""), []), key=lambda c: c.id)
             if not pool:
                 return None
@@ -304,10 +308,11 @@ def train_attribute_classifiers(corpus_dir: str | Path, out_dir: str | Path, nam
 def select_cuts(cuts: list, task: str, n: int | None, seed: int) -> list:
     """The cuts that serve ``task``: all, or a seeded sample of ``n``, sorted by id (order-independent)."""
     kinds = TASK_KINDS.get(task, ())
-    chosen = sorted((c for c in cuts if task in c.custom.get("tasks", []) or c.custom.get("kind") in kinds),
+    listed = {task, TASK_CUTS_FROM.get(task, task)}
+    chosen = sorted((c for c in cuts if listed & set(c.custom.get("tasks", [])) or c.custom.get("kind") in kinds),
                     key=lambda c: c.id)
-    if n is not None and len(chosen) > n:
-        chosen = sorted(random.Random(f"{seed}:{task}").sample(chosen, n), key=lambda c: c.id)
+    if n is not None and len(chosen) > n:  # a task served by another's cuts gets the same sample (paired)
+        chosen = sorted(random.Random(f"{seed}:{TASK_CUTS_FROM.get(task, task)}").sample(chosen, n), key=lambda c: c.id)
     return chosen
 
 
@@ -334,7 +339,8 @@ def evaluate_corpus(
     """
     corpus_dir, out_dir = Path(corpus_dir).resolve(), Path(out_dir)
     cuts = load_corpus_cuts(corpus_dir, split)
-    available = sorted({t for c in cuts for t in c.custom.get("tasks", [])})
+    available = {t for c in cuts for t in c.custom.get("tasks", [])}
+    available = sorted(available | {t for t, src in TASK_CUTS_FROM.items() if src in available})
     if tasks is None:
         tasks = [t for t in TASK_METRICS if t in available]
     unknown = [t for t in tasks if t not in TASK_METRICS]
@@ -369,7 +375,8 @@ def evaluate_corpus(
             for ref, gcut in pairs:
                 if name == "copy_input" and task not in INPUT_ROLE and task not in BAND_LIMITED_INPUT:
                     continue
-                if name == "train_prior" and task not in ("caption", "audio_qa", "text_to_sound", "text_to_music"):
+                if name == "train_prior" and TASK_CUTS_FROM.get(task, task) not in ("caption", "audio_qa", "text_to_sound",
+                                                                                     "text_to_music"):
                     continue
                 if name == "reference" and task in ("caption", "audio_qa"):
                     continue

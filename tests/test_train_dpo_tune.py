@@ -64,6 +64,22 @@ def test_rank_metrics_combine_harness_values_and_know_their_tasks():
             rank_metric("wer", bad_task)
 
 
+def test_prompts_are_only_the_cuts_the_metric_can_score(tiny_checkpoint):
+    from unisono.eval.metrics import Reference
+
+    assert RANK_METRICS["event_prob"].scorable(Reference("a", attributes={"event": "bell", "n_events": 1}))
+    assert not RANK_METRICS["event_prob"].scorable(Reference("b", attributes={"n_events": 3}))  # a scene
+    assert RANK_METRICS["events"].scorable(Reference("b", attributes={"n_events": 3}))
+    assert RANK_METRICS["duration"].scorable(Reference("c"))
+    pipe = Pipeline.from_pretrained(tiny_checkpoint)
+    opts = GenerationOptions(top_k=30, guidance_scale=1.0, max_duration=1.5)
+    corpus = corpus_of(tiny_checkpoint)
+    every = collect_prompts(pipe, "text_to_sound", corpus, "train", None, 0, opts)
+    with_event = collect_prompts(pipe, "text_to_sound", corpus, "train", None, 0, opts, RANK_METRICS["event_prob"])
+    assert {p.cut_id for p in with_event} == {p.cut_id for p in every if "event" in p.ref.attributes}
+    assert 0 < len(with_event) < len(every)  # the corpus's scenes (several events) are left out
+
+
 def test_score_output_duration_and_empty_outputs():
     from unisono.eval.metrics import Reference
 

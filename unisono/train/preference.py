@@ -53,6 +53,11 @@ class RankMetric:
     harness: tuple[str, ...] = ()
     combine: Callable[[dict], float] | None = None  # harness values -> the score
     classifier: str | None = None
+    needs: tuple[str, ...] = ()  # reference attributes without which a candidate cannot be scored
+
+    def scorable(self, ref) -> bool:
+        """Whether ``ref`` has what this metric compares against (a multi-event scene has no one ``event``)."""
+        return all((ref.attributes or {}).get(a) is not None for a in self.needs)
 
     def applies_to(self, task: str) -> bool:
         from unisono.eval.corpus import TASK_METRICS, TEXT_TASKS
@@ -100,18 +105,19 @@ RANK_METRICS: dict[str, RankMetric] = {m.name: m for m in [
     RankMetric("wer+spk", "speaker similarity minus word error rate (higher is better): intelligible and in "
                "the prompt's voice", True, ("wer", "sim"), lambda v: float(v["speaker_sim"]) - float(v["wer"])),
     RankMetric("event", "the event classifier recognises the requested sound class (1/0)", True, ("event",),
-               _value("event_acc"), classifier="event"),
+               _value("event_acc"), classifier="event", needs=("event",)),
     RankMetric("event_prob", "probability the event classifier gives to the requested sound class", True,
-               ("event",), classifier="event"),
+               ("event",), classifier="event", needs=("event",)),
     RankMetric("instrument", "the instrument classifier recognises the requested instrument (1/0)", True,
-               ("instrument",), _value("instrument_acc"), classifier="instrument"),
+               ("instrument",), _value("instrument_acc"), classifier="instrument", needs=("instrument",)),
     RankMetric("instrument_prob", "probability the instrument classifier gives to the requested instrument",
-               True, ("instrument",), classifier="instrument"),
+               True, ("instrument",), classifier="instrument", needs=("instrument",)),
     RankMetric("tempo", "estimated tempo within 8% of the requested tempo (1/0)", True, ("tempo",),
-               _value("tempo_acc")),
-    RankMetric("key", "estimated key equals the requested key (1/0)", True, ("key",), _value("key_acc")),
+               _value("tempo_acc"), needs=("tempo_bpm",)),
+    RankMetric("key", "estimated key equals the requested key (1/0)", True, ("key",), _value("key_acc"),
+               needs=("key",)),
     RankMetric("events", "absolute error of the estimated number of sound events (lower is better)", False,
-               ("events",), _value("event_count_abs_err")),
+               ("events",), _value("event_count_abs_err"), needs=("n_events",)),
     RankMetric("mel", "multi-scale log-mel L1 distance to the reference audio (lower is better)", False,
                ("mel",), _value("mel_distance")),
     RankMetric("sisdr", "scale-invariant SDR to the reference, dB (higher is better)", True, ("sisdr",),
@@ -204,8 +210,10 @@ class Candidate:
 
 
 def collect_prompts(pipe, task: str, corpus_dir, split: str, n: int | None, seed: int,
-                    base_options) -> list[Prompt]:
-    """Up to ``n`` prompts of ``task`` from ``split`` of ``corpus_dir`` (a seeded sample, sorted by cut id)."""
+                    base_options, metric: RankMetric | None = None) -> list[Prompt]:
+    """Up to ``n`` prompts of ``task`` from ``split`` of ``corpus_dir`` (a seeded sample, sorted by cut id).
+
+    With ``metric``, only cuts it can score (:meth:`RankMetric.scorable`): no candidate is made in vain."""
     from unisono.eval.corpus import build_items, load_corpus_cuts, select_cuts
     from unisono.eval.model_system import PipelineSystem
 
@@ -225,13 +233,16 @@ def collect_prompts(pipe, task: str, corpus_dir, split: str, n: int | None, seed
         if inputs is None:
             continue
         ref, _ = build_items(task, cut, system.prompts)[0]
+        if metric is not None and not metric.scorable(ref):
+            continue
         opts = base_options
         if task in SPEECH_TASKS and cut.duration:
             opts = opts.with_(max_duration=min(opts.max_duration, 2.0 * cut.duration + 1.0))
         out.append(Prompt(cut.id, inputs, ref, opts))
     if not out:
+        why = f" and what --rank-by {metric.name} needs ({', '.join(metric.needs)})" if metric and metric.needs else ""
         raise UnisonoError(f"none of the {len(chosen)} cuts of split {split!r} that list task {task!r} has all the "
-                           "inputs the task needs (speaker prompt, condition recordings, ...)")
+                           f"inputs the task needs (speaker prompt, condition recordings, ...){why}")
     return sorted(out, key=lambda p: p.cut_id)
 
 
@@ -469,8 +480,8 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        prompts = collect_prompts(pipe, task, data, s.split, s.prompts, s.seed, options)
-        eval_prompts = (collect_prompts(pipe, task, data, s.eval_split, s.eval_prompts, s.seed, options)
+        prompts = collect_prompts(pipe, task, data, s.split, s.prompts, s.seed, options, metric)
+        eval_prompts = (collect_prompts(pipe, task, data, s.eval_split, s.eval_prompts, s.seed, options, metric)
                         if s.eval_prompts else [])
         clf_info = None
         if metric.classifier is not None:

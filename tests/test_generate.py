@@ -265,3 +265,25 @@ def test_reduced_precision_package_with_a_default_prompt(pipe, tiny_checkpoint, 
     assert np.array_equal(implicit.wav, explicit.wav)
     with pytest.raises(UnisonoError, match="prompt"):
         pipe.generate("tts", opts, text=text)  # no default shipped with this one
+
+
+def test_a_package_carries_its_default_sampling_options(pipe, tiny_checkpoint, tmp_path):
+    """``package(generation=...)``: the checkpoint's defaults for audio and text tasks (generation.json),
+    used by default_options and the CLI, part of the checkpoint's identity; bad options are refused."""
+    from unisono.eval.model_system import checkpoint_id
+
+    root = tiny_checkpoint.parent
+    out = Pipeline.package(root / "lm-delay", root / "shards", tmp_path / "cfg", codec_dir=root / "codec",
+                           generation={"audio": {"guidance_scale": 3.0, "top_k": 20}})
+    tuned = Pipeline.from_pretrained(out)
+    assert tuned.default_options("tts").guidance_scale == 3.0 and tuned.default_options("tts").top_k == 20
+    assert tuned.default_options("asr") == pipe.default_options("asr")  # text tasks: unchanged
+    assert pipe.default_options("tts").guidance_scale == 1.0
+    plain = Pipeline.package(root / "lm-delay", root / "shards", tmp_path / "plain", codec_dir=root / "codec")
+    assert checkpoint_id(out) != checkpoint_id(plain)
+    for bad, msg in (({"audio": {"guidance": 3}}, "unknown option"), ({"speech": {}}, "expected"),
+                     ({"audio": {"top_k": -1}}, "top_k")):
+        with pytest.raises(UnisonoError, match=msg):
+            Pipeline.package(root / "lm-delay", root / "shards", tmp_path / "bad", codec_dir=root / "codec",
+                             generation=bad)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()

@@ -76,6 +76,21 @@ class GenerationOptions:
         return replace(self, **changes)
 
 
+def _check_option_defaults(spec: dict, where: str) -> dict:
+    """``{"audio"|"text": {GenerationOptions field: value}}`` checked (names, then values); one-line errors."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(GenerationOptions)} - {"seed"}
+    if not isinstance(spec, dict) or set(spec) - {"audio", "text"}:
+        raise UnisonoError(f"{where}: expected {{'audio': {{...}}, 'text': {{...}}}}, got {spec!r}")
+    for kind, opts in spec.items():
+        bad = sorted(set(opts or {}) - names) if isinstance(opts, dict) else [repr(opts)]
+        if bad:
+            raise UnisonoError(f"{where}: unknown option(s) {', '.join(bad)} for {kind}; choose from {', '.join(sorted(names))}")
+        GenerationOptions(**opts).validate()
+    return {k: dict(v) for k, v in spec.items() if v}
+
+
 @dataclass
 class AudioOutput:
     """Generated audio: ``wav`` float32 ``[S]`` at ``sample_rate`` Hz; ``plan``: the text plan a reasoning
@@ -108,6 +123,7 @@ CKPT_TOKENIZERS = "tokenizers"
 CKPT_CODEC = "codec"
 CKPT_TEMPLATES = "tasks.yaml"
 CKPT_DEFAULTS = "defaults"  # <input name>.wav: audio used for that input when a request leaves it out
+CKPT_GENERATION = "generation.json"  # {"audio": {option: value}, "text": {...}}: this checkpoint's defaults
 TEXT_TARGET_MAX_TOKENS = 256
 PLAN_MAX_TOKENS = 128  # a reasoning task's plan is ended (forced) after this many tokens
 # Tasks whose output should last about as long as their main audio input: bounded by it.
@@ -206,6 +222,7 @@ class Pipeline:
         self.lm, self.vocab, self.tok, self.codec, self.name, self.language = lm, vocab, tokenizers, codec, name, language
         self.lm.eval()
         self.default_inputs: dict[str, Path] = {}  # input name -> audio file used when a request omits it
+        self.option_defaults: dict[str, dict] = {}  # "audio" / "text" -> GenerationOptions fields (generation.json)
         self.templates = {}
         for task, tpl in templates.items():
             if task not in vocab.tasks:
@@ -283,18 +300,23 @@ class Pipeline:
         pipe = cls(lm.to(device), vocab, toks, codec, templates, name=d.name)
         if (d / CKPT_DEFAULTS).is_dir():
             pipe.default_inputs = {f.stem: f for f in sorted((d / CKPT_DEFAULTS).glob("*.wav"))}
+        if (d / CKPT_GENERATION).exists():
+            pipe.option_defaults = _check_option_defaults(read_json(d / CKPT_GENERATION), str(d / CKPT_GENERATION))
         return pipe
 
     @staticmethod
     def package(lm_dir, shards_dir, out_dir, codec_dir=None, templates: dict | None = None,
-                precision: str = "float32", codec_precision: str | None = None, defaults: dict | None = None):
+                precision: str = "float32", codec_precision: str | None = None, defaults: dict | None = None,
+                generation: dict | None = None):
         """Assemble a self-contained checkpoint in ``out_dir`` from a trained LM checkpoint, the token
         shards' directory (vocab.json, tokenizers/, codec.json) and the codec (default: the one the shards
         name). ``precision`` (LM) and ``codec_precision`` (default: the same) store the float weights as
         ``float32``, ``float16`` (half the size) or ``int8`` (a quarter, one scale per row; see
         :mod:`unisono.weights`); they are loaded back into float32 models. ``defaults`` maps input names to
         audio files copied into ``defaults/`` and used when a request leaves that input out (e.g.
-        ``{"prompt": "voice.wav"}``)."""
+        ``{"prompt": "voice.wav"}``). ``generation`` (``{"audio": {"guidance_scale": 3.0}, "text": {...}}``)
+        becomes the checkpoint's default sampling options for tasks with audio / text outputs
+        (``generation.json``; a request's own options still win)."""
         import shutil
 
         from unisono.fileio import read_json, write_text
@@ -302,6 +324,7 @@ class Pipeline:
         from unisono.vocab import Vocab
 
         lm_dir, shards_dir, out = Path(lm_dir), Path(shards_dir), Path(out_dir)
+        generation = _check_option_defaults(generation or {}, "package generation")
         Vocab.load(lm_dir / "vocab.json").check_compatible(Vocab.load(shards_dir / "vocab.json"))
         if codec_dir is None:
             codec_dir = read_json(shards_dir / "codec.json").get("source")
@@ -326,6 +349,10 @@ class Pipeline:
                 wav, sr = audio.load(src)
                 audio.save(tmp / CKPT_DEFAULTS / f"{name}.wav", wav, sr)
         write_text(tmp / CKPT_TEMPLATES, _templates_yaml(templates or load_templates()))
+        if generation:
+            from unisono.fileio import write_json
+
+            write_json(tmp / CKPT_GENERATION, generation)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -337,10 +364,13 @@ class Pipeline:
         return int(self.codec.sample_rate)
 
     def default_options(self, task: str) -> GenerationOptions:
-        """Sane per-task defaults: sampling with top-k 30 for audio, greedy decoding for text answers."""
+        """Sane per-task defaults: sampling with top-k 30 for audio, greedy decoding for text answers; then
+        the checkpoint's own (``generation.json``, e.g. the guidance scale measured best for it)."""
         if task in self.tasks and self.tasks[task].output == "text":
-            return GenerationOptions(top_k=1, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
-        return GenerationOptions(top_k=30, top_p=1.0, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
+            base = GenerationOptions(top_k=1, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
+            return base.with_(**self.option_defaults.get("text", {}))
+        base = GenerationOptions(top_k=30, top_p=1.0, temperature=1.0, guidance_scale=1.0, max_duration=10.0)
+        return base.with_(**self.option_defaults.get("audio", {}))
 
     def generate(self, task: str, options: GenerationOptions | None = None, cancel=None, progress=None,
                  revise: int = 0, captioner=None, **inputs):

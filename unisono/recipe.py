@@ -116,7 +116,7 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
             latest = out / "lm" / json.loads((out / "lm" / "latest.json").read_text())["path"]
             Pipeline.package(latest, out / "shards", out / "model", codec_dir=out / "codec",
                              precision=pk.get("precision", "float32"), codec_precision=pk.get("codec_precision"),
-                             defaults=_defaults(out / "corpus", pk.get("defaults")))
+                             defaults=_defaults(out / "corpus", pk.get("defaults")), generation=pk.get("generation"))
         else:
             code = cli_main(cmds[stage])
             if code != 0:

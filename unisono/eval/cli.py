@@ -77,12 +77,15 @@ def main(args: argparse.Namespace) -> int:
             systems["train_prior"] = TrainPriorSystem(args.data, seed=args.seed)
         system_ids = {}
         if args.checkpoint:
-            from unisono.eval.model_system import PipelineSystem, checkpoint_id
+            from unisono.eval.model_system import CodecResynthesisSystem, PipelineSystem, checkpoint_id
             from unisono.generate import Pipeline
 
-            systems = {"model": PipelineSystem(Pipeline.from_pretrained(args.checkpoint), args.data, args.split,
-                                               seed=args.seed), **systems}
+            pipe = Pipeline.from_pretrained(args.checkpoint)
+            systems = {"model": PipelineSystem(pipe, args.data, args.split, seed=args.seed), **systems,
+                       "codec_resynthesis": CodecResynthesisSystem(pipe)}
             system_ids["model"] = checkpoint_id(args.checkpoint)
+            system_ids["codec_resynthesis"] = checkpoint_id(Path(args.checkpoint) / "codec") + \
+                f":K{pipe.vocab.num_codebooks}"
         tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
         result = evaluate_corpus(args.data, args.out, systems, split=args.split, tasks=tasks, n=args.n,
                                  seed=args.seed, progress=not args.quiet, command=command, system_ids=system_ids)

@@ -375,10 +375,12 @@ def evaluate_corpus(
             for ref, gcut in pairs:
                 if name == "copy_input" and task not in INPUT_ROLE and task not in BAND_LIMITED_INPUT:
                     continue
+                if name == "codec_resynthesis" and task == "asr":
+                    continue  # the recogniser's transcript of the reference is the ceiling there
                 if name == "train_prior" and TASK_CUTS_FROM.get(task, task) not in ("caption", "audio_qa", "text_to_sound",
                                                                                      "text_to_music"):
                     continue
-                if name == "reference" and task in ("caption", "audio_qa"):
+                if name in ("reference", "codec_resynthesis") and task in ("caption", "audio_qa"):
                     continue
                 usable.append((ref, gcut))
             if not usable:

@@ -24,6 +24,8 @@ def checkpoint_id(directory: str | Path) -> str:
     h.update(str(weights.stat().st_size).encode())
     with open(weights, "rb") as f:
         h.update(f.read(1 << 20))
+    if (d / "generation.json").exists():  # the checkpoint's default sampling options change its outputs
+        h.update((d / "generation.json").read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -79,3 +81,27 @@ class PipelineSystem:
         if isinstance(out, AudioOutput):
             return (out.wav, out.sample_rate)
         return out.text
+
+
+class CodecResynthesisSystem:
+    """The ceiling of any model over a checkpoint's tokens: the reference audio encoded with the checkpoint's
+    codec at its ``num_codebooks`` and decoded again (``None`` for text tasks). An output of the model can
+    only be as good as this, whatever the language model learns."""
+
+    def __init__(self, pipe: Pipeline):
+        self.pipe = pipe
+
+    def __call__(self, task: str, cut):
+        import torch
+
+        from unisono.eval.corpus import TEXT_TASKS
+        from unisono.eval.metrics._common import at_rate
+
+        if task in TEXT_TASKS:
+            return None
+        sr = self.pipe.sample_rate
+        wav = torch.as_tensor(at_rate(cut_audio(cut), EVAL_SAMPLE_RATE, sr), dtype=torch.float32)
+        with torch.inference_mode():
+            codes = torch.as_tensor(self.pipe.codec.encode(wav.reshape(1, 1, -1)))[:, : self.pipe.vocab.num_codebooks]
+            out = self.pipe.codec.decode(codes.long())[0, 0].float().cpu().numpy()
+        return out, sr

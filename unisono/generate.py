@@ -131,9 +131,9 @@ SAME_LENGTH_INPUT = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture",
                      "audio_edit": "original", "speech_edit": "context", "superres": "narrowband"}
 # Length bounds of an audio output relative to its input (UniAudio bounds outputs by a ratio of the input):
 # a task of SAME_LENGTH_INPUT makes 0.8-1.2 x its input's frames; speech from phones at least
-# MIN_FRAMES_PER_PHONE frames per phone token (the end token is forbidden before) and at most
-# MAX_FRAMES_PER_PHONE per token + PHONE_SLACK_FRAMES (then it is ended). The built-in corpus's TTS targets
-# have 2.1-4.9 frames per phone token at 50 Hz (median 3.05, over 1,234 train examples).
+# MIN_FRAMES_PER_PHONE frames per phone token (the end token is forbidden before) and, when no score sets
+# the length (singing: 2.6-17 frames per token), at most MAX_FRAMES_PER_PHONE per token + PHONE_SLACK_FRAMES.
+# The built-in corpus's TTS targets have 2.1-4.9 frames per phone token at 50 Hz (median 3.05, 1,234 examples).
 SAME_LENGTH_RATIO = (0.8, 1.2)
 MIN_FRAMES_PER_PHONE = 2.0
 MAX_FRAMES_PER_PHONE = 6.0
@@ -696,7 +696,8 @@ class Pipeline:
             else:
                 phones = sum(len(sg.ids) for sg, sp in zip(segs, tpl.conditions) if sp.modality == "phones")
                 min_new = int(phones * MIN_FRAMES_PER_PHONE)
-                if phones:
+                sung = any(sp.modality == "midi" for sp in tpl.conditions)  # a score sets its own length
+                if phones and not sung:
                     max_new = min(max_new, int(phones * MAX_FRAMES_PER_PHONE) + PHONE_SLACK_FRAMES)
         else:
             max_new = TEXT_TARGET_MAX_TOKENS

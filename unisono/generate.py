@@ -628,7 +628,7 @@ class Pipeline:
                     raise UnisonoError(f"{spec.name}_span must be 'start,end' in seconds, got {span!r}") from None
                 fr = float(self.codec.frame_rate)
                 mask = torch.zeros(codes.shape[1], dtype=torch.bool)
-                mask[int(start * fr) : max(int(start * fr) + 1, int(round(end * fr)))] = True
+                mask[int(start * fr) : max(int(start * fr) + 1, round(end * fr))] = True
             return Segment("codec", codes=codes, mask=mask), wav
         if not isinstance(value, str) or not value.strip():
             raise UnisonoError(f"text input {name!r} of task {task!r} is empty")

@@ -185,7 +185,7 @@ class ExampleMaker:
         from unisono.tasks import source_value
 
         v = source_value(spec, cut, variant)
-        if v is None or (isinstance(v, (str, list)) and len(v) == 0) or (isinstance(v, str) and not v.strip()):
+        if v is None or (isinstance(v, list) and not v) or (isinstance(v, str) and not v.strip()):
             raise UnisonoError(f"cut {cut.id} lacks {spec.source}" + (" (only spaces)" if isinstance(v, str) and v else ""))
         return v
 
@@ -206,7 +206,7 @@ class ExampleMaker:
         value = self._value(spec, cut, variant)
         if m == "phones":
             ids = self.toks.phones.encode(str(value))
-            unknown = self.toks.phones.count_unknown(str(value))
+            unknown = ids.count(self.toks.phones.unk_id)  # symbols outside the inventory encode as <unk>
             if unknown > MAX_UNKNOWN_PHONES * max(1, len(ids)):
                 raise UnisonoError(f"cut {cut.id}: {unknown} of {len(ids)} phones are outside the phone inventory "
                                    "(another language or phone set?); phonemize it as the training corpus is")

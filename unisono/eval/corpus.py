@@ -54,8 +54,20 @@ TASK_METRICS: dict[str, list[str]] = {
     "text_to_sound_reasoning": ["event", "events", "fd"],  # a plan, then the audio: the audio is scored
     "text_to_music_reasoning": ["instrument", "tempo", "key", "fd"],
 }
-# tasks served by the cuts of another task (templates with `cuts_from`); scored on the same cuts as it
-TASK_CUTS_FROM: dict[str, str] = {"text_to_sound_reasoning": "text_to_sound", "text_to_music_reasoning": "text_to_music"}
+
+
+def cuts_from(task: str) -> str:
+    """The task whose cuts serve ``task`` (the built-in template's ``cuts_from``; the task itself otherwise):
+    a task such as ``text_to_sound_reasoning`` is scored on the same cuts as its source, paired."""
+    from unisono.tasks import load_templates
+
+    global _CUTS_FROM
+    if _CUTS_FROM is None:
+        _CUTS_FROM = {name: tpl.cuts_from for name, tpl in load_templates().items() if tpl.cuts_from}
+    return _CUTS_FROM.get(task, task)
+
+
+_CUTS_FROM: dict[str, str] | None = None
 # tasks served by every cut of these kinds (templates with `kinds`, e.g. configs/tasks/superres.yaml)
 TASK_KINDS: dict[str, tuple[str, ...]] = {"superres": ("speech",)}
 # tasks whose input is the target audio band-limited by resampling to this rate (Hz) and back
@@ -259,7 +271,7 @@ class TrainPriorSystem:
         if task == "caption":
             pool = sorted(self.captions.get(cut.custom.get("kind", ""), []))
             return random.Random(f"{self.seed}:{cut.id}").choice(pool) if pool else ""
-        if TASK_CUTS_FROM.get(task, task) in ("text_to_sound", "text_to_music"):
+        if cuts_from(task) in ("text_to_sound", "text_to_music"):
             pool = sorted(self.audio_by_kind.get(cut.custom.get("kind", ""), []), key=lambda c: c.id)
             if not pool:
                 return None
@@ -308,12 +320,25 @@ def train_attribute_classifiers(corpus_dir: str | Path, out_dir: str | Path, nam
 def select_cuts(cuts: list, task: str, n: int | None, seed: int) -> list:
     """The cuts that serve ``task``: all, or a seeded sample of ``n``, sorted by id (order-independent)."""
     kinds = TASK_KINDS.get(task, ())
-    listed = {task, TASK_CUTS_FROM.get(task, task)}
+    listed = {task, cuts_from(task)}
     chosen = sorted((c for c in cuts if listed & set(c.custom.get("tasks", [])) or c.custom.get("kind") in kinds),
                     key=lambda c: c.id)
     if n is not None and len(chosen) > n:  # a task served by another's cuts gets the same sample (paired)
-        chosen = sorted(random.Random(f"{seed}:{TASK_CUTS_FROM.get(task, task)}").sample(chosen, n), key=lambda c: c.id)
+        chosen = sorted(random.Random(f"{seed}:{cuts_from(task)}").sample(chosen, n), key=lambda c: c.id)
     return chosen
+
+
+def _system_serves(name: str, task: str) -> bool:
+    """Whether the built-in system ``name`` has an output worth scoring for ``task`` (a plugged-in one: always)."""
+    if name == "copy_input":
+        return task in INPUT_ROLE or task in BAND_LIMITED_INPUT
+    if name == "train_prior":
+        return cuts_from(task) in ("caption", "audio_qa", "text_to_sound", "text_to_music")
+    if name == "reference":
+        return task not in ("caption", "audio_qa")  # no offline captioner or answerer to be the ceiling
+    if name == "codec_resynthesis":
+        return task not in TEXT_TASKS  # for ASR the recogniser's transcript of the reference is the ceiling
+    return True
 
 
 def evaluate_corpus(
@@ -340,7 +365,7 @@ def evaluate_corpus(
     corpus_dir, out_dir = Path(corpus_dir).resolve(), Path(out_dir)
     cuts = load_corpus_cuts(corpus_dir, split)
     available = {t for c in cuts for t in c.custom.get("tasks", [])}
-    available = sorted(available | {t for t, src in TASK_CUTS_FROM.items() if src in available})
+    available = sorted(available | {t for t in TASK_METRICS if cuts_from(t) in available})
     if tasks is None:
         tasks = [t for t in TASK_METRICS if t in available]
     unknown = [t for t in tasks if t not in TASK_METRICS]
@@ -371,18 +396,7 @@ def evaluate_corpus(
         metrics_used.update(metrics)
         table = {}
         for name, fn in systems.items():
-            usable = []
-            for ref, gcut in pairs:
-                if name == "copy_input" and task not in INPUT_ROLE and task not in BAND_LIMITED_INPUT:
-                    continue
-                if name == "codec_resynthesis" and task == "asr":
-                    continue  # the recogniser's transcript of the reference is the ceiling there
-                if name == "train_prior" and TASK_CUTS_FROM.get(task, task) not in ("caption", "audio_qa", "text_to_sound",
-                                                                                     "text_to_music"):
-                    continue
-                if name in ("reference", "codec_resynthesis") and task in ("caption", "audio_qa"):
-                    continue
-                usable.append((ref, gcut))
+            usable = pairs if _system_serves(name, task) else []
             if not usable:
                 continue
             sys_id = system_ids.get(name, name)

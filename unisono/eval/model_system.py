@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from unisono.eval.corpus import EVAL_SAMPLE_RATE, _PromptFinder, cut_audio, load_corpus_cuts, role_audio
-from unisono.generate import AudioOutput, GenerationOptions, Pipeline, _input_name
+from unisono.generate import CKPT_GENERATION, AudioOutput, GenerationOptions, Pipeline, _input_name
 from unisono.tasks import source_value
 
 
@@ -24,8 +24,8 @@ def checkpoint_id(directory: str | Path) -> str:
     h.update(str(weights.stat().st_size).encode())
     with open(weights, "rb") as f:
         h.update(f.read(1 << 20))
-    if (d / "generation.json").exists():  # the checkpoint's default sampling options change its outputs
-        h.update((d / "generation.json").read_bytes())
+    if (d / CKPT_GENERATION).exists():  # the checkpoint's default sampling options change its outputs
+        h.update((d / CKPT_GENERATION).read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -7,6 +7,9 @@ randomly initialised `MusicgenForCausalLM` of the same size generating the same 
 Ratios (`*_ratio_*`) compare patterns with the peer within this one run. Every figure is given twice:
 from wall time (`gen_rtf_*`) and from this process's CPU time (`gen_rtf_cpu_*`), which is less
 disturbed when other processes share the cores; each is the best of `--rounds` rounds.
+Rows `delay_int8` / `multiscale_int8` run the same models with weight-only int8 linear layers
+(`unisono.lm.quant`, inference only), `musicgen_int8` the peer with PyTorch's dynamic int8
+quantization; `*_int8_vs_musicgen_int8_*` compares int8 with int8 (`--no-int8` skips them).
 
     python benchmarks/lm_speed.py --quick --json OUT.json     # about a minute on one CPU core
     python benchmarks/lm_speed.py --json OUT.json              # ~20M parameters, 5 s of audio
@@ -43,6 +46,31 @@ def build_models(d: int, layers: int, heads: int, k: int, codebook: int) -> dict
         ),
     }
     return models
+
+
+def add_int8(models: dict) -> dict:
+    """``delay_int8`` / ``multiscale_int8``: copies with weight-only int8 linear layers (unisono.lm.quant)."""
+    import copy
+
+    from unisono.lm.quant import int8_inference
+
+    for name in ("delay", "multiscale"):
+        models[f"{name}_int8"] = int8_inference(copy.deepcopy(models[name]).eval())
+    return models
+
+
+def musicgen_int8(mg):
+    """The peer with PyTorch's dynamic int8 quantization of its linear layers (int8 weights and activations,
+    fbgemm), the usual way to run a transformers model in int8 on a CPU; None if this torch lacks it."""
+    import copy
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(mg), {torch.nn.Linear}, dtype=torch.qint8)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return None
 
 
 def build_musicgen(d: int, layers: int, heads: int, k: int, codebook: int):
@@ -115,6 +143,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller run (about a minute): 1 s of audio, short training")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 rows (ours and the peer's)")
     p.add_argument("--d-model", type=int, default=384)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=6)
@@ -135,6 +164,7 @@ def main(argv=None) -> int:
 
     models = build_models(a.d_model, a.layers, a.heads, k, cb)
     mg = build_musicgen(a.d_model, a.layers, a.heads, k, cb)
+    peers = {"musicgen": mg}
     v = models["delay"].cfg.vocab_size
     mask = torch.zeros(k, v, dtype=torch.bool)
     for j in range(k):
@@ -149,21 +179,30 @@ def main(argv=None) -> int:
         res[f"params_{name}"] = m.num_parameters()
         res[f"train_frames_per_s_{name}"] = train_fps(m, train_b, train_t, k, cb, train_steps)
         m.eval()
+    if not a.no_int8:  # inference-only copies of the trained-shape models, and of the peer
+        add_int8(models)
+        for name in ("delay_int8", "multiscale_int8"):
+            res[f"params_{name}"] = res[f"params_{name[:-5]}"]
+        peers["musicgen_int8"] = musicgen_int8(mg)
+        if peers["musicgen_int8"] is None:
+            del peers["musicgen_int8"]
+        else:
+            res["params_musicgen_int8"] = res["params_musicgen"]
     # generation: rounds interleave the models, so that a change of load on shared cores hits all alike
     best: dict[tuple[str, int], list[float]] = {}
     frames_mg = n
     for r in range(rounds):
-        for name in list(models) + ["musicgen"]:
+        for name in list(models) + list(peers):
             for b in batches:
-                if name == "musicgen":
-                    wall, cpu, frames_mg = musicgen_gen_time(mg, b, prompt_len, n, k, cb)
+                if name in peers:
+                    wall, cpu, frames_mg = musicgen_gen_time(peers[name], b, prompt_len, n, k, cb)
                 else:
                     wall, cpu = gen_time(models[name], b, prompt_len, n, k, cb, mask)
                 old = best.get((name, b), [float("inf"), float("inf")])
                 best[(name, b)] = [min(old[0], wall), min(old[1], cpu)]
         print(f"  round {r + 1}/{rounds} done after {time.perf_counter() - t_start:.1f} s", flush=True)
     for (name, b), (wall, cpu) in best.items():
-        frames = frames_mg if name == "musicgen" else n
+        frames = frames_mg if name in peers else n
         res[f"gen_rtf_{name}_b{b}"] = b * frames / FRAME_RATE / wall
         res[f"gen_rtf_cpu_{name}_b{b}"] = b * frames / FRAME_RATE / cpu
         res[f"gen_ms_per_frame_{name}_b{b}"] = 1000 * wall / frames
@@ -174,11 +213,19 @@ def main(argv=None) -> int:
             res[f"gen_speed_ratio_cpu_{name}_vs_musicgen_b{b}"] = (
                 res[f"gen_rtf_cpu_{name}_b{b}"] / res[f"gen_rtf_cpu_musicgen_b{b}"]
             )
+            if name.endswith("_int8") and "musicgen_int8" in peers:  # int8 against the int8 peer
+                res[f"gen_speed_ratio_{name}_vs_musicgen_int8_b{b}"] = (
+                    res[f"gen_rtf_{name}_b{b}"] / res[f"gen_rtf_musicgen_int8_b{b}"])
+    if "musicgen_int8" in peers:
+        for b in batches:
+            for c in ("", "cpu_"):
+                res[f"gen_speed_ratio_{c}musicgen_int8_vs_musicgen_b{b}"] = (
+                    res[f"gen_rtf_{c}musicgen_int8_b{b}"] / res[f"gen_rtf_{c}musicgen_b{b}"])
 
-    print(f"{'model':<12}{'params(M)':>10}{'train fr/s':>12}"
+    print(f"{'model':<16}{'params(M)':>10}{'train fr/s':>12}"
           + "".join(f"{'rtf b' + str(b):>9}{'(cpu)':>7}{'x mg':>7}{'(cpu)':>7}" for b in batches))
-    for name in list(models) + ["musicgen"]:
-        line = f"{name:<12}{res['params_' + name] / 1e6:>10.2f}"
+    for name in list(models) + list(peers):
+        line = f"{name:<16}{res['params_' + name] / 1e6:>10.2f}"
         line += f"{res.get('train_frames_per_s_' + name, float('nan')):>12.0f}"
         for b in batches:
             ratio = res.get(f"gen_speed_ratio_{name}_vs_musicgen_b{b}", 1.0)
@@ -188,7 +235,8 @@ def main(argv=None) -> int:
         print(line)
     print(f"(rtf = seconds of audio generated per second of wall time, (cpu) per second of CPU time; {n} frames at "
           f"{FRAME_RATE:g} Hz per row; x mg = speed relative to MusicgenForCausalLM; {a.threads} thread(s); "
-          f"MusicGen's parameter count includes its unused cross-attention layers)")
+          f"MusicGen's parameter count includes its unused cross-attention layers; *_int8: weight-only int8 for ours "
+          f"(unisono.lm.quant), dynamic int8 for MusicGen)")
     if a.json:
         from unisono.fileio import write_json
 

@@ -54,6 +54,9 @@ def add_arguments(p) -> None:
     g.add_argument("--temperature", type=float, help="sampling temperature (> 0)")
     g.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (1 = off)")
     g.add_argument("--seed", type=int, help="random seed (same seed, same output)")
+    g.add_argument("--int8", action="store_true",
+                   help="quantize the language model's weights to int8 (CPU): about 2x faster generation at batch 1; "
+                        "validation loss within 0.05 %% on the shipped model (docs/lm.md)")
     g.add_argument("--max-duration", type=float, help="longest output in seconds")
     g.add_argument("--revise", type=int, default=0, metavar="N",
                    help="generate, listen (caption the output), revise: at most N more rounds with new seeds while "
@@ -76,7 +79,7 @@ def main(args, rest: list[str] | None = None) -> int:
     from unisono import audio
     from unisono.generate import AudioOutput, Pipeline
 
-    pipe = Pipeline.from_pretrained(args.checkpoint)
+    pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8)
     if args.list or not args.task:
         for spec in pipe.tasks.values():
             ins = " ".join(f"--{n} {k.upper()}" for n, k in spec.inputs.items())

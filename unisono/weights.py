@@ -20,10 +20,10 @@ SCALE_SUFFIX = ".__int8_scale__"
 INT8_MIN_NUMEL = 4096
 
 
-def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(q int8 same shape, scale float16 [rows])`` with ``w ~= q * scale`` row by row."""
-    rows = w.reshape(w.shape[0], -1).float()
-    scale = (rows.abs().amax(dim=1) / 127.0).clamp_min(1e-12).half()
+def quantize_int8(w: torch.Tensor, scale_dtype: torch.dtype = torch.float16) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q int8 same shape, scale [rows] in scale_dtype)`` with ``w ~= q * scale`` row by row."""
+    rows = w.detach().reshape(w.shape[0], -1).float()
+    scale = (rows.abs().amax(dim=1) / 127.0).clamp_min(1e-12).to(scale_dtype)
     q = torch.round(rows / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
     return q.reshape(w.shape), scale
 

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="at most this many cuts per task (seeded sample)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample (default: %(default)s)")
     p.add_argument("--checkpoint", help="corpus mode: also generate and score with this checkpoint")
+    p.add_argument("--int8", action="store_true",
+                   help="quantize the language model's weights to int8 (CPU): about 2x faster generation at batch 1; "
+                        "validation loss within 0.05 %% on the shipped model (docs/lm.md)")
     p.add_argument("--doc", help="corpus mode: also write the report, introduced as the reference-ceiling table, here "
                    "(e.g. docs/reference_ceiling.md)")
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and the item cache")
@@ -80,10 +83,10 @@ def main(args: argparse.Namespace) -> int:
             from unisono.eval.model_system import CodecResynthesisSystem, PipelineSystem, checkpoint_id
             from unisono.generate import Pipeline
 
-            pipe = Pipeline.from_pretrained(args.checkpoint)
+            pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8)
             systems = {"model": PipelineSystem(pipe, args.data, args.split, seed=args.seed), **systems,
                        "codec_resynthesis": CodecResynthesisSystem(pipe)}
-            system_ids["model"] = checkpoint_id(args.checkpoint)
+            system_ids["model"] = checkpoint_id(args.checkpoint) + (":int8" if args.int8 else "")
             system_ids["codec_resynthesis"] = checkpoint_id(Path(args.checkpoint) / "codec") + \
                 f":K{pipe.vocab.num_codebooks}"
         tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]

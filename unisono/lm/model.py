@@ -32,6 +32,7 @@ from unisono.fileio import atomic_path, write_json
 from unisono.lm.config import LMConfig
 from unisono.lm.layers import Transformer
 from unisono.lm.patterns import delay_indices, delay_interleave
+from unisono.lm.quant import int8_matmul
 from unisono.lm.sampling import cfg_mix, sample_next
 
 FORMAT_VERSION = 1
@@ -170,6 +171,8 @@ class UnisonoLM(nn.Module):
 
     def head(self, feats: torch.Tensor, k: int) -> torch.Tensor:
         """Stream ``k``'s logits: ``feats [..., D_head] -> [..., V]``."""
+        if getattr(self, "int8", False):
+            return int8_matmul(feats, self.head_q[k], self.head_scale[k])
         return F.linear(feats, self.head_w[k].to(feats.dtype))
 
     def features(self, frames: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
@@ -192,6 +195,8 @@ class UnisonoLM(nn.Module):
         token cross-entropies, for logging per stream and per task).
         """
         _check_frames(frames, self.cfg)
+        if getattr(self, "int8", False) and torch.is_grad_enabled():
+            raise UnisonoError("this model was quantized to int8 for inference; load the float checkpoint to train it")
         if loss_mask.shape != frames.shape:
             raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
         kk = self.cfg.num_streams
@@ -345,11 +350,12 @@ class UnisonoLM(nn.Module):
         for ph, m in zip(phases, masks):
             hp = []
             for k in range(kk):
-                if m is None:
-                    hp.append((None, self.head_w[k]))
+                ids = None if m is None else m[k].nonzero().squeeze(-1)
+                if getattr(self, "int8", False):  # int8 rows and their scales (unisono.lm.quant)
+                    q, sc = self.head_q[k], self.head_scale[k]
+                    hp.append((ids, (q, sc) if ids is None else (q.index_select(0, ids), sc.index_select(0, ids))))
                 else:
-                    ids = m[k].nonzero().squeeze(-1)
-                    hp.append((ids, self.head_w[k].index_select(0, ids)))
+                    hp.append((ids, self.head_w[k] if ids is None else self.head_w[k].index_select(0, ids)))
             heads.append(hp)
             e = ph.end_id if ph.end_id >= 0 else None
             if e is not None and hp[0][0] is not None:
@@ -368,7 +374,7 @@ class UnisonoLM(nn.Module):
             if rows is not None:
                 feats = feats[torch.cat([rows, rows + b])] if use_cfg else feats[rows]
             n = feats.shape[0] // 2 if use_cfg else feats.shape[0]
-            logits = F.linear(feats, w.to(feats.dtype))
+            logits = int8_matmul(feats, *w) if isinstance(w, tuple) else F.linear(feats, w.to(feats.dtype))
             logits = cfg_mix(logits[:n], logits[n:], cfg_scale) if use_cfg else logits.float()
             if k == 0 and p == n_ph - 1 and end_pos[p] is not None and t - t0 < min_new_frames:
                 logits[:, end_pos[p]] = float("-inf")
@@ -465,6 +471,8 @@ class UnisonoLM(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` (+ a copy of ``vocab_json``) into ``out_dir``."""
         from safetensors.torch import save_file
 
+        if getattr(self, "int8", False) and state_dict is None:
+            raise UnisonoError("this model was quantized to int8 for inference; save the float model instead")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         sd = state_dict if state_dict is not None else self.state_dict()

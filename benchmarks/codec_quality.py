@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="at most this many utterances (0 = all)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--no-unquantized", action="store_true",
+                    help="skip the row of the decoder on the latents before RVQ (project codec only)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -72,6 +74,9 @@ def main(argv=None) -> int:
         return 2
     sr = codec.sample_rate
     per = {k: [] for k in ks}
+    # the project codec's decoder on the encoder's latents before RVQ (and the exact F0): what the decoder
+    # alone can do, so that the loss of quantization and the limit of the decoder can be told apart
+    unquantized = [] if hasattr(codec, "latents") and not args.no_unquantized else None
     anchor = []
     t0 = time.time()
     for item in tqdm(items, desc="codec quality"):
@@ -84,6 +89,12 @@ def main(argv=None) -> int:
                 est = codec.decode(codes[:, :k])[0, 0, : ref.size].numpy()
                 est = np.pad(est, (0, ref.size - est.size))
                 per[k].append(_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
+            if unquantized is not None:
+                wav = torch.from_numpy(ref)[None, None]
+                f0 = codec.f0_from_codes(codec.f0_codes(wav)[:, 0]) if codec.config.f0_codebook else None
+                est = codec.decoder(codec.latents(wav), f0)[0, 0, : ref.size].numpy()
+                est = np.pad(est, (0, ref.size - est.size))
+                unquantized.append(_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
         mu = 255.0
         q = np.sign(ref) * np.log1p(mu * np.abs(np.clip(ref, -1, 1))) / np.log1p(mu)
         q = np.round(q * 127) / 127
@@ -102,6 +113,7 @@ def main(argv=None) -> int:
         rows.append({"num_codebooks": k, "kbps": k * math.log2(codec.codebook_size) * codec.frame_rate / 1000,
                      **summarise(per[k])})
     anchor_row = {"num_codebooks": None, "kbps": sr * 8 / 1000, **summarise(anchor)}
+    unq_row = None if unquantized is None else {"num_codebooks": "unquantized", "kbps": None, **summarise(unquantized)}
     cfg = json.loads((Path(args.codec) / "config.json").read_text())
     state = Path(args.codec) / "train_state.pt"
     step = None
@@ -112,15 +124,18 @@ def main(argv=None) -> int:
     print("| codebooks | kbps | mel distance | PESQ-WB | STOI | SI-SDR (dB) |")
     print("|---|---|---|---|---|---|")
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
-    for r in rows + [anchor_row]:
+    for r in rows + ([unq_row] if unq_row else []) + [anchor_row]:
         name = str(r["num_codebooks"]) if r["num_codebooks"] else "mu-law 8 bit (anchor)"
-        print(f"| {name} | {r['kbps']:.1f} | {fmt(r['mel_distance'], '.3f')} | {fmt(r['pesq_wb'], '.2f')} | "
+        if name == "unquantized":
+            name = "latents before RVQ (decoder alone)"
+        kbps = "-" if r["kbps"] is None else f"{r['kbps']:.1f}"
+        print(f"| {name} | {kbps} | {fmt(r['mel_distance'], '.3f')} | {fmt(r['pesq_wb'], '.2f')} | "
               f"{fmt(r['stoi'], '.3f')} | {fmt(r['si_sdr'], '.1f')} |")
     if args.json:
         from unisono.fileio import write_json
 
         write_json(args.json, {"codec": str(args.codec), "train_steps": step, "data": args.data, "split": args.split,
-                               "kind": args.kind, "rows": rows, "anchor_mulaw8": anchor_row,
+                               "kind": args.kind, "rows": rows, "anchor_mulaw8": anchor_row, "unquantized": unq_row,
                                "target": {"num_codebooks": 4, "pesq_wb": 2.5, "stoi": 0.90}})
     return 0
 

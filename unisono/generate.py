@@ -252,7 +252,7 @@ class Pipeline:
         """Load a checkpoint directory (default: the shipped model at :data:`DEFAULT_CHECKPOINT`).
 
         ``int8=True`` quantizes the language model's weights to int8 for inference on a CPU
-        (:mod:`unisono.lm.quant`: about 2x faster generation at batch 1, validation loss within 0.05 %
+        (:mod:`unisono.lm.quant`: about 2x faster generation at batch 1, validation loss within 0.1 %
         on the shipped model; docs/lm.md)."""
         from unisono.codec import load_codec
         from unisono.fileio import read_json

@@ -60,8 +60,9 @@ class Int8Linear(nn.Module):
 
 
 def int8_inference(model: nn.Module) -> nn.Module:
-    """Replace every bias-free ``nn.Linear`` under ``model.backbone`` (and a multiscale model's local
-    transformer) by :class:`Int8Linear`, and mark the model so that its output heads use int8 too.
+    """Replace every bias-free ``nn.Linear`` of ``model`` (the transformer's, a multiscale model's local
+    transformer's, a transformers backbone's) by :class:`Int8Linear`, and give the output heads int8
+    rows (buffers ``head_q [K, V, D]``, ``head_scale [K, V]``, used by ``head()`` and ``generate()``).
     In place; returns ``model``. For inference only."""
     if getattr(model, "int8", False):
         return model

@@ -286,3 +286,14 @@ def test_corpus_sound_classifier_and_train_prior(tmp_path):
     t = res["tasks"]["text_to_sound_reasoning"]["systems"]
     assert t["reference"]["event_acc"]["mean"] == 1.0 and t["reference"]["event_acc"]["n"] == 4
     assert "train_prior" in t
+
+
+def test_aggregate_gives_mean_and_median_and_ignores_nan():
+    from unisono.eval.harness import ItemResult, aggregate
+
+    items = [ItemResult(f"i{j}", {"wer": w, "_transcript": "x"}) for j, w in enumerate([1.0, 1.0, 1.25, 20.0, math.nan])]
+    agg = aggregate(items)
+    assert set(agg) == {"wer"}  # values starting with "_" are extras, not metrics
+    assert agg["wer"]["n"] == 4 and agg["wer"]["n_items"] == 5
+    assert agg["wer"]["mean"] == pytest.approx(23.25 / 4)
+    assert agg["wer"]["median"] == pytest.approx(1.125)  # one looping transcript does not move it

@@ -126,15 +126,20 @@ def score_items(
 
 
 def aggregate(results: list[ItemResult]) -> dict:
-    """``{value_name: {"mean": float, "n": valid count, "n_items": items}}`` over the items (nan ignored).
+    """``{value_name: {"mean": float, "median": float, "n": valid count, "n_items": items}}`` over the items
+    (nan ignored). The median is there because a few items can carry a mean: a recogniser that loops on
+    unintelligible speech gives one item a WER of 14-20 (the shipped model's instructed TTS, docs/results.md).
 
     The set-level Frechet distance (``fd``) is computed here from the per-item embeddings.
     """
     names = sorted({k for r in results for k in r.values if not k.startswith("_")})
     out = {}
     for k in names:
-        mean, n = finite_mean([r.values.get(k, math.nan) for r in results])
-        out[k] = {"mean": mean, "n": n, "n_items": len(results)}
+        vals = [r.values.get(k, math.nan) for r in results]
+        mean, n = finite_mean(vals)
+        finite = [float(v) for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+        out[k] = {"mean": mean, "median": float(np.median(finite)) if finite else math.nan, "n": n,
+                  "n_items": len(results)}
     with_emb = [r for r in results if "_emb_out" in r.values]
     if with_emb:
         out["fd"] = {"mean": math.nan, "n": 0, "n_items": len(results)}

@@ -74,8 +74,8 @@ def main(argv=None) -> int:
         return 2
     sr = codec.sample_rate
     per = {k: [] for k in ks}
-    # the project codec's decoder on the encoder's latents before RVQ (and the exact F0): what the decoder
-    # alone can do, so that the loss of quantization and the limit of the decoder can be told apart
+    # the project codec's decoder on the encoder's latents before RVQ (and the coded F0, as in every row): what
+    # the decoder alone can do, so that the loss of quantization and the limit of the decoder can be told apart
     unquantized = [] if hasattr(codec, "latents") and not args.no_unquantized else None
     anchor = []
     t0 = time.time()
@@ -84,14 +84,14 @@ def main(argv=None) -> int:
         if ref.size < sr // 4:
             continue
         with torch.inference_mode():
-            codes = codec.encode(torch.from_numpy(ref)[None, None])
+            wav = torch.from_numpy(ref)[None, None]
+            codes = codec.encode(wav)
             for k in ks:
                 est = codec.decode(codes[:, :k])[0, 0, : ref.size].numpy()
                 est = np.pad(est, (0, ref.size - est.size))
                 per[k].append(_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
             if unquantized is not None:
-                wav = torch.from_numpy(ref)[None, None]
-                f0 = codec.f0_from_codes(codec.f0_codes(wav)[:, 0]) if codec.config.f0_codebook else None
+                f0 = codec.f0_from_codes(codes[:, 0]) if codec.config.f0_codebook else None  # the coded F0
                 est = codec.decoder(codec.latents(wav), f0)[0, 0, : ref.size].numpy()
                 est = np.pad(est, (0, ref.size - est.size))
                 unquantized.append(_metrics(est.astype(np.float64), ref.astype(np.float64), sr))

@@ -16,6 +16,7 @@ The peak is looked up from the GPU's name (bf16 dense: H100/H200 989, A100 312 T
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -83,9 +84,9 @@ def main(argv=None) -> int:
     model = UnisonoLM.from_config(cfg).to(dev).train()
     fused = dev.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=fused)
-    step_model = torch.compile(model) if a.compile else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu",
-                                                                                                       enabled=False)
+    # compile the method itself: .loss of torch.compile(model) would run uncompiled
+    loss_fn = torch.compile(model.loss) if a.compile else model.loss
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     g = torch.Generator().manual_seed(0)
     codebook = (a.vocab_size - 4) // a.streams
     frames = (4 + torch.arange(a.streams)[None, None] * codebook
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
 
     def step():
         with autocast:
-            loss = step_model.loss(frames, mask)["loss"]
+            loss = loss_fn(frames, mask)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -95,8 +95,8 @@ def test_pipeline_and_cli_take_int8(tiny_checkpoint, tmp_path):
     from unisono.generate import Pipeline
 
     pipe = Pipeline.from_pretrained(tiny_checkpoint, int8=True)
-    assert pipe.int8 and pipe.lm.int8
-    assert not Pipeline.from_pretrained(tiny_checkpoint).int8
+    assert pipe.lm.int8
+    assert not Pipeline.from_pretrained(tiny_checkpoint).lm.int8
     out = pipe.generate("tts", text="Hello there.", prompt=(np.full(8000, 0.05, np.float32), 16000), seed=1,
                         max_duration=0.3)
     assert out.sample_rate == 16000 and 0 < len(out.wav) <= int(0.32 * 16000)

@@ -225,7 +225,6 @@ class Pipeline:
     def __init__(self, lm, vocab, tokenizers, codec, templates: dict, name: str = "", language: str = "en-us"):
         self.lm, self.vocab, self.tok, self.codec, self.name, self.language = lm, vocab, tokenizers, codec, name, language
         self.lm.eval()
-        self.int8 = bool(getattr(lm, "int8", False))  # weights quantized for CPU inference (unisono.lm.quant)
         self.default_inputs: dict[str, Path] = {}  # input name -> audio file used when a request omits it
         self.option_defaults: dict[str, dict] = {}  # "audio" / "text" -> GenerationOptions fields (generation.json)
         self.templates = {}
@@ -312,7 +311,7 @@ class Pipeline:
         if int8:
             from unisono.lm.quant import int8_inference
 
-            int8_inference(lm.float())
+            int8_inference(lm)
         pipe = cls(lm, vocab, toks, codec, templates, name=d.name)
         if (d / CKPT_DEFAULTS).is_dir():
             pipe.default_inputs = {f.stem: f for f in sorted((d / CKPT_DEFAULTS).glob("*.wav"))}

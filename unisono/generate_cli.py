@@ -21,6 +21,8 @@ examples:
   unisono generate text_to_sound --caption "A dog barks at 0.5 s, then a bell rings." -o sound.wav
   unisono generate text_to_sound_reasoning --caption "A dog barks at 0.5 s, then a bell rings." -o s.wav --revise 3"""
 ACCEPTS_EXTRA = True  # the task inputs: --NAME VALUE pairs
+INT8_HELP = ("quantize the language model's weights to int8 (CPU): about 2x faster generation at batch 1; "
+             "validation loss within 0.1 %% on the shipped model (docs/lm.md)")  # also for serve and eval
 
 
 def _task_help() -> str:
@@ -54,9 +56,7 @@ def add_arguments(p) -> None:
     g.add_argument("--temperature", type=float, help="sampling temperature (> 0)")
     g.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (1 = off)")
     g.add_argument("--seed", type=int, help="random seed (same seed, same output)")
-    g.add_argument("--int8", action="store_true",
-                   help="quantize the language model's weights to int8 (CPU): about 2x faster generation at batch 1; "
-                        "validation loss within 0.1 %% on the shipped model (docs/lm.md)")
+    g.add_argument("--int8", action="store_true", help=INT8_HELP)
     g.add_argument("--max-duration", type=float, help="longest output in seconds")
     g.add_argument("--revise", type=int, default=0, metavar="N",
                    help="generate, listen (caption the output), revise: at most N more rounds with new seeds while "

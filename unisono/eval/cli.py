@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from unisono.errors import UnisonoError
+from unisono.generate_cli import INT8_HELP
 
 DESCRIPTION = """Score generated audio against references, offline, with the reference ceiling beside it.
 
@@ -44,9 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="at most this many cuts per task (seeded sample)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample (default: %(default)s)")
     p.add_argument("--checkpoint", help="corpus mode: also generate and score with this checkpoint")
-    p.add_argument("--int8", action="store_true",
-                   help="quantize the language model's weights to int8 (CPU): about 2x faster generation at batch 1; "
-                        "validation loss within 0.1 %% on the shipped model (docs/lm.md)")
+    p.add_argument("--int8", action="store_true", help=INT8_HELP)
     p.add_argument("--doc", help="corpus mode: also write the report, introduced as the reference-ceiling table, here "
                    "(e.g. docs/reference_ceiling.md)")
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and the item cache")

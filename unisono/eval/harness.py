@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from unisono.audio import AUDIO_EXTENSIONS, load
 from unisono.errors import UnisonoError
-from unisono.eval.metrics import METRICS, Reference, finite_mean, score
+from unisono.eval.metrics import METRICS, Reference, finite_values, score
 from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
 from unisono.fileio import read_json, write_json
 
@@ -135,11 +135,9 @@ def aggregate(results: list[ItemResult]) -> dict:
     names = sorted({k for r in results for k in r.values if not k.startswith("_")})
     out = {}
     for k in names:
-        vals = [r.values.get(k, math.nan) for r in results]
-        mean, n = finite_mean(vals)
-        finite = [float(v) for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
-        out[k] = {"mean": mean, "median": float(np.median(finite)) if finite else math.nan, "n": n,
-                  "n_items": len(results)}
+        v = finite_values([r.values.get(k, math.nan) for r in results])
+        out[k] = {"mean": float(np.mean(v)) if v else math.nan, "median": float(np.median(v)) if v else math.nan,
+                  "n": len(v), "n_items": len(results)}
     with_emb = [r for r in results if "_emb_out" in r.values]
     if with_emb:
         out["fd"] = {"mean": math.nan, "n": 0, "n_items": len(results)}

@@ -117,6 +117,7 @@ class UnisonoLM(nn.Module):
     """Base class; build one with ``UnisonoLM.from_config(cfg)`` or ``UnisonoLM.from_pretrained(dir)``."""
 
     pattern: str = ""
+    int8: bool = False  # set by unisono.lm.quant.int8_inference: int8 weights, inference only
 
     def __init__(self, cfg: LMConfig):
         super().__init__()
@@ -171,7 +172,7 @@ class UnisonoLM(nn.Module):
 
     def head(self, feats: torch.Tensor, k: int) -> torch.Tensor:
         """Stream ``k``'s logits: ``feats [..., D_head] -> [..., V]``."""
-        if getattr(self, "int8", False):
+        if self.int8:
             return int8_matmul(feats, self.head_q[k], self.head_scale[k])
         return F.linear(feats, self.head_w[k].to(feats.dtype))
 
@@ -195,7 +196,7 @@ class UnisonoLM(nn.Module):
         token cross-entropies, for logging per stream and per task).
         """
         _check_frames(frames, self.cfg)
-        if getattr(self, "int8", False) and torch.is_grad_enabled():
+        if self.int8 and torch.is_grad_enabled():
             raise UnisonoError("this model was quantized to int8 for inference; load the float checkpoint to train it")
         if loss_mask.shape != frames.shape:
             raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
@@ -351,7 +352,7 @@ class UnisonoLM(nn.Module):
             hp = []
             for k in range(kk):
                 ids = None if m is None else m[k].nonzero().squeeze(-1)
-                if getattr(self, "int8", False):  # int8 rows and their scales (unisono.lm.quant)
+                if self.int8:  # int8 rows and their scales (unisono.lm.quant)
                     q, sc = self.head_q[k], self.head_scale[k]
                     hp.append((ids, (q, sc) if ids is None else (q.index_select(0, ids), sc.index_select(0, ids))))
                 else:
@@ -471,7 +472,7 @@ class UnisonoLM(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` (+ a copy of ``vocab_json``) into ``out_dir``."""
         from safetensors.torch import save_file
 
-        if getattr(self, "int8", False) and state_dict is None:
+        if self.int8 and state_dict is None:
             raise UnisonoError("this model was quantized to int8 for inference; save the float model instead")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -49,8 +49,8 @@ class Int8Linear(nn.Module):
             raise UnisonoError("int8 quantization supports bias-free linear layers only")
         q, scale = int8_rows(linear.weight)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("q", q.to(linear.weight.device))
-        self.register_buffer("scale", scale.to(linear.weight.device))
+        self.register_buffer("q", q)
+        self.register_buffer("scale", scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return int8_matmul(x, self.q, self.scale)
@@ -64,7 +64,7 @@ def int8_inference(model: nn.Module) -> nn.Module:
     transformer's, a transformers backbone's) by :class:`Int8Linear`, and give the output heads int8
     rows (buffers ``head_q [K, V, D]``, ``head_scale [K, V]``, used by ``head()`` and ``generate()``).
     In place; returns ``model``. For inference only."""
-    if getattr(model, "int8", False):
+    if model.int8:
         return model
     n = 0
     for parent in list(model.modules()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unisono.generate_cli import INT8_HELP
+
 DESCRIPTION = """Serve a checkpoint over HTTP: a JSON + multipart API described by OpenAPI (/docs), and a web
 page at / to pick a task, fill its inputs (text, upload or record audio), generate, listen and download.
 Binds to 127.0.0.1 unless --host says otherwise."""
@@ -11,9 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--int8", action="store_true",
-                   help="quantize the language model's weights to int8 (CPU): about 2x faster generation at batch 1; "
-                        "validation loss within 0.1 %% on the shipped model (docs/lm.md)")
+    p.add_argument("--int8", action="store_true", help=INT8_HELP)
     p.add_argument("--max-queue", type=int, default=32, help="requests queued or running before 503 (default 32)")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch of concurrent requests (default 8)")
     p.add_argument("--max-output-seconds", type=float, default=30.0, help="longest audio a request may ask for")

@@ -262,7 +262,12 @@ def is_better(value_name: str) -> bool | None:
     return None if value_name != "fd" else False
 
 
+def finite_values(values: list) -> list[float]:
+    """The finite numbers among ``values`` (``nan``, ``inf`` and non-numbers dropped)."""
+    return [float(x) for x in values if isinstance(x, (int, float)) and math.isfinite(x)]
+
+
 def finite_mean(values: list[float]) -> tuple[float, int]:
     """Mean of the finite values and how many there were (``nan`` if none)."""
-    v = [x for x in values if isinstance(x, (int, float)) and math.isfinite(x)]
+    v = finite_values(values)
     return (float(np.mean(v)) if v else float("nan")), len(v)

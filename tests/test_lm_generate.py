@@ -92,3 +92,60 @@ def test_generate_rejects_bad_arguments():
         m.generate(p, 3, stream_mask=torch.zeros(K, V, dtype=torch.bool))
     with pytest.raises(UnisonoError, match="end_id"):
         m.generate(p, 3, end_id=V)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_sampling_several_streams_draws_as_one_stream_after_another(per_row):
+    """``sample_next`` on ``[B, M, V]`` (with ``widths`` for padded streams) gives the tokens of M calls on
+    ``[B, w_m]``, and the exponential race matches ``torch.multinomial`` draw for draw."""
+    torch.manual_seed(0)
+    widths = [7, 5, 7]
+    b, vm = 3, max(widths)
+    logits = torch.randn(b, len(widths), vm)
+    for m, w in enumerate(widths):
+        logits[:, m, w:] = float("-inf")
+
+    def gens():
+        return [torch.Generator().manual_seed(10 + i) for i in range(b)] if per_row else torch.Generator().manual_seed(9)
+
+    for top_k, top_p in [(None, None), (3, None), (None, 0.7)]:
+        g1, g2 = gens(), gens()
+        together = torch.stack([sample_next(logits, 1.0, top_k, top_p, g1, widths) for _ in range(6)])
+        apart = torch.stack([torch.stack([sample_next(logits[:, m, :w], 1.0, top_k, top_p, g2)
+                                          for m, w in enumerate(widths)], dim=1) for _ in range(6)])
+        assert together.shape == (6, b, len(widths)) and torch.equal(together, apart)
+        assert bool((together < torch.tensor(widths)).all())  # never a padding column
+    probs = torch.softmax(torch.randn(4, 30), -1)
+    a = torch.cat([torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(s))[:, 0] for s in range(20)])
+    c = torch.cat([sample_next(probs.log(), generator=torch.Generator().manual_seed(s)) for s in range(20)])
+    assert torch.equal(a, c)
+
+
+def test_delay_samples_the_streams_of_a_step_together_as_it_would_one_by_one(monkeypatch):
+    """The delay pattern draws the K streams of a step in one call; the tokens equal stream-by-stream picking,
+    with masks of unequal widths, guidance, per-row seeds, an end id and phases."""
+    from unisono.lm.model import DelayLM, Phase
+
+    m = tiny("delay")
+    for p in m.parameters():
+        p.data.normal_(0, 0.5)
+    mask = torch.zeros(K, V, dtype=torch.bool)
+    for k in range(K):
+        mask[k, 4 + 10 * k: 14 + 10 * k] = True
+    mask[0, END] = True  # stream 0 one id wider
+    prompt = torch.randint(4, V, (3, 4, K), generator=torch.Generator().manual_seed(1))
+    runs = [dict(stream_mask=mask, end_id=END, top_k=6, seed=5, min_new_frames=3),
+            dict(stream_mask=mask, end_id=END, top_p=0.9, cfg_scale=2.5, seed=[1, 2, 3]),
+            dict(top_k=8, seed=4)]
+    end_frame = torch.full((K,), 2)
+    phased = torch.zeros(K, V, dtype=torch.bool)
+    phased[:, 4:14] = True
+    phased[0, 2] = True
+    runs.append(dict(phases=[Phase(phased, 2, end_frame=end_frame, max_frames=4),
+                             Phase(mask, END, start_frame=torch.full((K,), 3))], top_k=6, seed=[7, 8, 9]))
+    together = [m.generate(prompt, 12, **kw) for kw in runs]
+    one_by_one = DelayLM.decode
+    monkeypatch.setattr(DelayLM, "decode", lambda self, pr, n, pick, end, pick_streams=None:
+                        one_by_one(self, pr, n, pick, end, None))
+    for kw, a in zip(runs, together):
+        assert torch.equal(a, m.generate(prompt, 12, **kw)), kw

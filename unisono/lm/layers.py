@@ -86,10 +86,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, pos0: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         b, s, _ = x.shape
-        q, k, v = self.wqkv(x).view(b, s, -1, self.head_dim).transpose(1, 2).split(
-            [self.n_heads, self.n_kv, self.n_kv], dim=1
-        )
-        q, k = self.rotary(q, pos0), self.rotary(k, pos0)
+        qkv = self.wqkv(x).view(b, s, -1, self.head_dim).transpose(1, 2)  # [B, H + 2 H_kv, S, Dh]
+        nqk = self.n_heads + self.n_kv
+        q, k = self.rotary(qkv[:, :nqk], pos0).split([self.n_heads, self.n_kv], dim=1)  # one rotation for both
+        v = qkv[:, nqk:]
         if cache is not None:
             if cache.length != pos0:
                 raise RuntimeError(f"cache holds {cache.length} positions but the input starts at {pos0}")

@@ -60,6 +60,9 @@ class Phase:
 
 # pick(head features [B_eff, D_head], stream k, frame t) -> tokens [B_eff]; the picker applies the head
 Picker = Callable[[torch.Tensor, int, int], torch.Tensor]
+# pick_streams(head features [B_eff, D_head], k_lo, k_hi, step s) -> tokens [B_eff, k_hi - k_lo + 1] of
+# streams k_lo..k_hi at frames s - k, for patterns whose streams of a step read one feature vector (delay)
+StreamsPicker = Callable[[torch.Tensor, int, int, int], torch.Tensor]
 
 
 class HFBackbone(nn.Module):
@@ -231,8 +234,10 @@ class UnisonoLM(nn.Module):
                 "example_sum": e_sum, "example_count": e_cnt}
 
     # -- generation --------------------------------------------------------------------------
-    def decode(self, prompt: torch.Tensor, max_new: int, pick: Picker, end_id: int | None) -> torch.Tensor:
-        """Step-wise generation with a KV cache; ``pick`` chooses each token. Returns ``[B_eff, T_new, K]``."""
+    def decode(self, prompt: torch.Tensor, max_new: int, pick: Picker, end_id: int | None,
+               pick_streams: StreamsPicker | None = None) -> torch.Tensor:
+        """Step-wise generation with a KV cache; ``pick`` chooses each token (``pick_streams`` several streams
+        of one step at once, where the pattern allows). Returns ``[B_eff, T_new, K]``."""
         raise NotImplementedError
 
     @staticmethod
@@ -246,6 +251,20 @@ class UnisonoLM(nn.Module):
             ended.masked_fill_(newly, t)
         else:
             tok = torch.where(ended == t, torch.full_like(tok, end_id), tok)
+        return tok
+
+    @staticmethod
+    def _resolve_streams(tok: torch.Tensor, k_lo: int, s: int, ended: torch.Tensor, end_id: int | None,
+                         pad_id: int) -> torch.Tensor:
+        """:meth:`_resolve` for the tokens ``tok [B, M]`` of streams ``k_lo .. k_lo + M - 1`` at frames ``s - k``."""
+        if end_id is None:
+            return tok
+        t = s - torch.arange(k_lo, k_lo + tok.shape[1], device=tok.device)[None, :]
+        e = ended[:, None]
+        # no row ends at frame s before stream 0 of s is drawn, so the end fill leaves stream 0 alone
+        tok = torch.where(t > e, pad_id, torch.where(t == e, end_id, tok))
+        if k_lo == 0:
+            ended.masked_fill_((tok[:, 0] == end_id) & (ended > s), s)
         return tok
 
     @staticmethod
@@ -345,18 +364,35 @@ class UnisonoLM(nn.Module):
             gen = torch.Generator(device=prompt.device).manual_seed(int(seed))
         # With a stream mask, each stream's head is evaluated on its allowed ids only (the others would
         # be -inf anyway; softmax, top-k, top-p and the guidance mix are unchanged by dropping them).
-        # heads[p][k] / end_pos[p]: per phase p.
-        heads: list[list[tuple[torch.Tensor | None, torch.Tensor]]] = []
+        # heads[p][k] = (ids or None, weights): stream k's head in phase p, on its allowed ids only;
+        # stacked[p] = (ids [K, Vm], allowed [K, Vm], widths [K], Vm, weights [K * Vm, D]) (None, None, None,
+        # V, whole heads without a mask): every stream's head in one matrix, rows padded to the widest
+        # stream, so that the streams that read one feature vector (delay) take one product per step; the
+        # per-stream heads are slices of it. Weights are float [N, D] or int8 (q [N, D], scale [N]).
+        heads: list[list[tuple[torch.Tensor | None, torch.Tensor | tuple]]] = []
+        stacked: list[tuple] = []
         end_pos: list[int | None] = []
         for ph, m in zip(phases, masks):
-            hp = []
-            for k in range(kk):
-                ids = None if m is None else m[k].nonzero().squeeze(-1)
-                if self.int8:  # int8 rows and their scales (unisono.lm.quant)
-                    q, sc = self.head_q[k], self.head_scale[k]
-                    hp.append((ids, (q, sc) if ids is None else (q.index_select(0, ids), sc.index_select(0, ids))))
-                else:
-                    hp.append((ids, self.head_w[k] if ids is None else self.head_w[k].index_select(0, ids)))
+            src = (self.head_q, self.head_scale) if self.int8 else (self.head_w,)  # int8: unisono.lm.quant
+            if m is None:
+                ids, ok, widths, vm, full = None, None, None, cfg.vocab_size, src
+                idl = [None] * kk
+            else:
+                idl = [m[k].nonzero().squeeze(-1) for k in range(kk)]
+                widths = [len(i) for i in idl]
+                vm = max(widths)
+                ids = torch.zeros(kk, vm, dtype=torch.long, device=prompt.device)
+                ok = torch.zeros(kk, vm, dtype=torch.bool, device=prompt.device)
+                full = tuple(t.new_zeros(kk, vm, *t.shape[2:]) for t in src)
+                for k, i in enumerate(idl):
+                    ids[k, : len(i)], ok[k, : len(i)] = i, True
+                    for dst, t in zip(full, src):
+                        dst[k, : len(i)] = t[k].index_select(0, i)
+            hp = [(i, tuple(t[k] if i is None else t[k, : len(i)] for t in full)) for k, i in enumerate(idl)]
+            if not self.int8:
+                hp = [(i, w[0]) for i, w in hp]
+            flat = tuple(t.flatten(0, 1) for t in full)
+            stacked.append((ids, ok, widths, vm, flat if self.int8 else flat[0]))
             heads.append(hp)
             e = ph.end_id if ph.end_id >= 0 else None
             if e is not None and hp[0][0] is not None:
@@ -385,32 +421,76 @@ class UnisonoLM(nn.Module):
             tok = sample_next(logits, temperature, top_k, top_p, g)
             return ids[tok] if ids is not None else tok
 
+        def sample_streams(feats: torch.Tensor, k_lo: int, k_hi: int, s: int) -> torch.Tensor:
+            """Tokens [b, M] of streams k_lo..k_hi at frames s - k, every row in the last phase: the same
+            logits and draws as sample_rows for one stream after another."""
+            p = n_ph - 1
+            ids, ok, widths, vm, w = stacked[p]
+            m, r0, r1 = k_hi - k_lo + 1, k_lo * vm, (k_hi + 1) * vm
+            if isinstance(w, tuple):
+                logits = int8_matmul(feats, w[0][r0:r1], w[1][r0:r1])
+            else:
+                logits = F.linear(feats, w[r0:r1].to(feats.dtype))
+            logits = logits.float().view(feats.shape[0], m, vm)
+            if ok is not None:
+                logits = logits.masked_fill(~ok[k_lo : k_hi + 1], float("-inf"))
+            if use_cfg:
+                n = logits.shape[0] // 2
+                logits = cfg_mix(logits[:n], logits[n:], cfg_scale)
+                if ok is not None:  # -inf - -inf in the mix
+                    logits = logits.masked_fill(~ok[k_lo : k_hi + 1], float("-inf"))
+            if k_lo == 0 and end_pos[p] is not None and s - t0 < min_new_frames:
+                logits[:, 0, end_pos[p]] = float("-inf")
+            tok = sample_next(logits, temperature, top_k, top_p, gen,
+                              None if widths is None else widths[k_lo : k_hi + 1])  # [b, M]
+            if ids is not None:
+                tok = ids[k_lo : k_hi + 1].expand(tok.shape[0], m, vm).gather(2, tok[..., None])[..., 0]
+            return tok
+
         frame_buf: dict[int, dict[int, torch.Tensor]] = {}  # frame -> stream -> tokens, for on_frame
 
         # the first frame from which every row is in the last phase (from then on no row switches or is forced)
         all_last = {"from": t0 if n_ph == 1 else _NEVER}
 
+        def capped(k: int, t: int) -> bool:
+            """Stream 0 of frame t is forced to the end: one phase with max_frames, reached."""
+            return (k == 0 and n_ph == 1 and phases[0].max_frames is not None and end_id is not None
+                    and t - t0 >= phases[0].max_frames)
+
+        def emit(k: int, t: int, tok: torch.Tensor) -> None:
+            """Buffer stream k of frame t for on_frame; call it once the frame is complete."""
+            if on_frame is not None:
+                frame_buf.setdefault(t, {})[k] = tok
+                if k == kk - 1:
+                    picked = frame_buf.pop(t)
+                    on_frame(t - t0 + 1, torch.stack([picked[j] for j in range(kk)], dim=1))
+
         def pick(feats: torch.Tensor, k: int, t: int) -> torch.Tensor:
             if t >= all_last["from"]:
                 tok = sample_rows(feats, k, t, n_ph - 1, None)
-                if n_ph == 1 and phases[0].max_frames is not None and k == 0 and t - t0 >= phases[0].max_frames \
-                        and end_id is not None:
+                if capped(k, t):
                     tok = torch.full_like(tok, end_id)
             else:
                 tok = self._pick_phased(feats, k, t, t0, b, phases, bounds, forced_tok, sample_rows)
                 if k == 0 and phases[-1].max_frames is None and bool((bounds[:, -1] + 2 <= t).all()):
                     all_last["from"] = t + 1
-            if on_frame is not None:
-                frame_buf.setdefault(t, {})[k] = tok[:b]
-                if k == kk - 1:
-                    picked = frame_buf.pop(t)
-                    on_frame(t - t0 + 1, torch.stack([picked[j] for j in range(kk)], dim=1))
+            emit(k, t, tok[:b])
+            return torch.cat([tok, tok]) if use_cfg else tok
+
+        def pick_streams(feats: torch.Tensor, k_lo: int, k_hi: int, s: int) -> torch.Tensor:
+            if s - k_hi < all_last["from"]:  # some row may switch phase: stream by stream
+                return torch.stack([pick(feats, k, s - k) for k in range(k_lo, k_hi + 1)], dim=1)
+            tok = sample_streams(feats, k_lo, k_hi, s)
+            if k_lo == 0 and capped(0, s):
+                tok[:, 0] = end_id
+            for j, k in enumerate(range(k_lo, k_hi + 1)):
+                emit(k, s - k, tok[:b, j])
             return torch.cat([tok, tok]) if use_cfg else tok
 
         was_training = self.training
         self.eval()
         try:
-            out = self.decode(prompt, max_new_frames, pick, end_id)
+            out = self.decode(prompt, max_new_frames, pick, end_id, pick_streams)
         finally:
             self.train(was_training)
         return out[:b]
@@ -527,7 +607,7 @@ class DelayLM(UnisonoLM):
         bi, ti = select.nonzero(as_tuple=True)
         return h[bi[:, None], s_idx[ti]]  # [N, K, D]
 
-    def decode(self, prompt, max_new, pick, end_id):
+    def decode(self, prompt, max_new, pick, end_id, pick_streams=None):
         cfg = self.cfg
         bx, t0, kk = prompt.shape
         pad = cfg.pad_id
@@ -542,16 +622,20 @@ class DelayLM(UnisonoLM):
         h = self.backbone(self.with_bos(self.embed_frames(seq0)), 0, cache)[:, -1]  # predicts seq[t0]
         cur = torch.full((bx, kk), pad, dtype=torch.long, device=dev)
         last = total + kk - 2
+        karange = torch.arange(kk, device=dev)
         for s in range(t0, last + 1):
-            for k in range(kk):
+            k_lo, k_hi = max(0, s - total + 1), min(kk - 1, s - t0)  # the streams sampled at step s
+            for k in [*range(k_lo), *range(k_hi + 1, kk)]:
                 t = s - k
-                if t < 0 or t >= total:
-                    cur[:, k] = pad
-                elif t < t0:
-                    cur[:, k] = prompt[:, t, k]
-                else:
-                    tok = self._resolve(pick(h, k, t), k, t, ended, end_id, pad)
-                    out[:, t, k] = tok
+                cur[:, k] = pad if t < 0 or t >= total else prompt[:, t, k]
+            if pick_streams is not None:  # the streams of a step read one h: one product, one draw
+                tok = self._resolve_streams(pick_streams(h, k_lo, k_hi, s), k_lo, s, ended, end_id, pad)
+                out[:, s - karange[k_lo : k_hi + 1], karange[k_lo : k_hi + 1]] = tok
+                cur[:, k_lo : k_hi + 1] = tok
+            else:
+                for k in range(k_lo, k_hi + 1):
+                    tok = self._resolve(pick(h, k, s - k), k, s - k, ended, end_id, pad)
+                    out[:, s - k, k] = tok
                     cur[:, k] = tok
             if end_id is not None and bool((ended < 2**62).all()) and s >= int(ended.max()) + kk - 1:
                 break
@@ -572,7 +656,7 @@ class FlatLM(UnisonoLM):
         h = h.reshape(b, t, kk, -1)
         return h if select is None else h[select]
 
-    def decode(self, prompt, max_new, pick, end_id):
+    def decode(self, prompt, max_new, pick, end_id, pick_streams=None):
         cfg = self.cfg
         bx, t0, kk = prompt.shape
         pad, dev = cfg.pad_id, prompt.device
@@ -634,7 +718,7 @@ class MultiscaleLM(UnisonoLM):
         y = self.local(ctx[:, None] + torch.cat([lbos, prev], dim=1))  # [N, K, Dl]
         return y.reshape(b, t, kk, -1) if select is None else y
 
-    def decode(self, prompt, max_new, pick, end_id):
+    def decode(self, prompt, max_new, pick, end_id, pick_streams=None):
         cfg = self.cfg
         bx, t0, kk = prompt.shape
         pad, dev, dtype = cfg.pad_id, prompt.device, self.bos.dtype

@@ -8,8 +8,10 @@ Ratios (`*_ratio_*`) compare patterns with the peer within this one run. Every f
 from wall time (`gen_rtf_*`) and from this process's CPU time (`gen_rtf_cpu_*`), which is less
 disturbed when other processes share the cores; each is the best of `--rounds` rounds.
 Rows `delay_int8` / `multiscale_int8` run the same models with weight-only int8 linear layers
-(`unisono.lm.quant`, inference only), `musicgen_int8` the peer with PyTorch's dynamic int8
-quantization; `*_int8_vs_musicgen_int8_*` compares int8 with int8 (`--no-int8` skips them).
+(`unisono.lm.quant`, inference only), `delay_int4` / `multiscale_int4` with the transformer's linear
+layers in 4 bits (groups of 32, heads int8), `musicgen_int8` the peer with PyTorch's dynamic int8
+quantization; `*_int8_vs_musicgen_int8_*` and `*_int4_vs_musicgen_int8_*` compare with the quantized
+peer (`--no-quant` skips these rows).
 
     python benchmarks/lm_speed.py --quick --json OUT.json     # about a minute on one CPU core
     python benchmarks/lm_speed.py --json OUT.json              # ~20M parameters, 5 s of audio
@@ -48,14 +50,19 @@ def build_models(d: int, layers: int, heads: int, k: int, codebook: int) -> dict
     return models
 
 
-def add_int8(models: dict) -> dict:
-    """``delay_int8`` / ``multiscale_int8``: copies with weight-only int8 linear layers (unisono.lm.quant)."""
+QUANT = ("int8", "int4")
+
+
+def add_quantized(models: dict) -> dict:
+    """``delay_int8`` / ``multiscale_int8`` / ``delay_int4`` / ``multiscale_int4``: copies with weight-only
+    int8 or int4 linear layers (unisono.lm.quant)."""
     import copy
 
-    from unisono.lm.quant import int8_inference
+    from unisono.lm.quant import quantize_inference
 
-    for name in ("delay", "multiscale"):
-        models[f"{name}_int8"] = int8_inference(copy.deepcopy(models[name]).eval())
+    for q in QUANT:
+        for name in ("delay", "multiscale"):
+            models[f"{name}_{q}"] = quantize_inference(copy.deepcopy(models[name]).eval(), int(q[3:]))
     return models
 
 
@@ -140,7 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller run (about a minute): 1 s of audio, short training")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--no-int8", action="store_true", help="skip the int8 rows (ours and the peer's)")
+    p.add_argument("--no-quant", action="store_true", help="skip the int8 and int4 rows (ours and the peer's)")
     p.add_argument("--d-model", type=int, default=384)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=6)
@@ -176,10 +183,11 @@ def main(argv=None) -> int:
         res[f"params_{name}"] = m.num_parameters()
         res[f"train_frames_per_s_{name}"] = train_fps(m, train_b, train_t, k, cb, train_steps)
         m.eval()
-    if not a.no_int8:  # inference-only copies of the trained-shape models, and of the peer
-        add_int8(models)
-        for name in ("delay_int8", "multiscale_int8"):
-            res[f"params_{name}"] = res[f"params_{name[:-5]}"]
+    if not a.no_quant:  # inference-only copies of the trained-shape models, and of the peer
+        add_quantized(models)
+        for q in QUANT:
+            for name in ("delay", "multiscale"):
+                res[f"params_{name}_{q}"] = res[f"params_{name}"]
         peers["musicgen_int8"] = musicgen_int8(mg)
         res["params_musicgen_int8"] = res["params_musicgen"]
     # generation: rounds interleave the models, so that a change of load on shared cores hits all alike
@@ -207,7 +215,7 @@ def main(argv=None) -> int:
             res[f"gen_speed_ratio_cpu_{name}_vs_musicgen_b{b}"] = (
                 res[f"gen_rtf_cpu_{name}_b{b}"] / res[f"gen_rtf_cpu_musicgen_b{b}"]
             )
-            if name.endswith("_int8") and "musicgen_int8" in peers:  # int8 against the int8 peer
+            if name.endswith(QUANT) and "musicgen_int8" in peers:  # quantized against the quantized peer
                 res[f"gen_speed_ratio_{name}_vs_musicgen_int8_b{b}"] = (
                     res[f"gen_rtf_{name}_b{b}"] / res[f"gen_rtf_musicgen_int8_b{b}"])
     if "musicgen_int8" in peers:
@@ -229,8 +237,8 @@ def main(argv=None) -> int:
         print(line)
     print(f"(rtf = seconds of audio generated per second of wall time, (cpu) per second of CPU time; {n} frames at "
           f"{FRAME_RATE:g} Hz per row; x mg = speed relative to MusicgenForCausalLM; {a.threads} thread(s); "
-          f"MusicGen's parameter count includes its unused cross-attention layers; *_int8: weight-only int8 for ours "
-          f"(unisono.lm.quant), dynamic int8 for MusicGen)")
+          f"MusicGen's parameter count includes its unused cross-attention layers; *_int8 / *_int4: weight-only "
+          f"int8 / int4 for ours (unisono.lm.quant), dynamic int8 for MusicGen)")
     if a.json:
         from unisono.fileio import write_json
 

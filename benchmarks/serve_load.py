@@ -29,7 +29,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--max-queue", type=int, default=16, help="server queue bound (small, to see rejections)")
     ap.add_argument("--max-duration", type=float, default=1.0, help="seconds of audio per request")
-    ap.add_argument("--int8", action="store_true", help="serve with int8 language-model weights (docs/lm.md)")
+    q = ap.add_mutually_exclusive_group()
+    q.add_argument("--int8", action="store_true", help="serve with int8 language-model weights (docs/lm.md)")
+    q.add_argument("--int4", action="store_true", help="serve with int4 linear layers (heads int8; docs/lm.md)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -45,7 +47,7 @@ def main() -> int:
         from tiny_model import build_tiny_checkpoint
 
         ckpt = build_tiny_checkpoint(Path(tmp.name))
-    pipe = Pipeline.from_pretrained(ckpt, int8=args.int8)
+    pipe = Pipeline.from_pretrained(ckpt, int8=args.int8, int4=args.int4)
     app = create_app(pipe, ServerLimits(max_queue=args.max_queue, max_batch=8, batch_window_s=0.02,
                                         max_output_seconds=args.max_duration))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -83,6 +85,7 @@ def main() -> int:
         "batches_run": sched.batches_run, "largest_batch": sched.largest_batch,
         "health_after": health, "peak_rss_mib": round(rss_peak / 1024, 1),
         "rss_growth_mib": round((rss_peak - rss_before) / 1024, 1), "checkpoint": str(ckpt), "int8": args.int8,
+        "int4": args.int4,
     }
     for k, v in result.items():
         print(f"{k:>16}: {v}")

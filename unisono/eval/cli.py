@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from unisono.errors import UnisonoError
-from unisono.generate_cli import INT8_HELP
+from unisono.generate_cli import add_quant_arguments
 
 DESCRIPTION = """Score generated audio against references, offline, with the reference ceiling beside it.
 
@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="at most this many cuts per task (seeded sample)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample (default: %(default)s)")
     p.add_argument("--checkpoint", help="corpus mode: also generate and score with this checkpoint")
-    p.add_argument("--int8", action="store_true", help=INT8_HELP)
+    add_quant_arguments(p)
     p.add_argument("--doc", help="corpus mode: also write the report, introduced as the reference-ceiling table, here "
                    "(e.g. docs/reference_ceiling.md)")
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and the item cache")
@@ -82,10 +82,10 @@ def main(args: argparse.Namespace) -> int:
             from unisono.eval.model_system import CodecResynthesisSystem, PipelineSystem, checkpoint_id
             from unisono.generate import Pipeline
 
-            pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8)
+            pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
             systems = {"model": PipelineSystem(pipe, args.data, args.split, seed=args.seed), **systems,
                        "codec_resynthesis": CodecResynthesisSystem(pipe)}
-            system_ids["model"] = checkpoint_id(args.checkpoint) + (":int8" if args.int8 else "")
+            system_ids["model"] = checkpoint_id(args.checkpoint) + (":int8" if args.int8 else ":int4" if args.int4 else "")
             system_ids["codec_resynthesis"] = checkpoint_id(Path(args.checkpoint) / "codec") + \
                 f":K{pipe.vocab.num_codebooks}"
         tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]

@@ -120,7 +120,8 @@ class UnisonoLM(nn.Module):
     """Base class; build one with ``UnisonoLM.from_config(cfg)`` or ``UnisonoLM.from_pretrained(dir)``."""
 
     pattern: str = ""
-    int8: bool = False  # set by unisono.lm.quant.int8_inference: int8 weights, inference only
+    int8: bool = False  # set by unisono.lm.quant.quantize_inference: int8 heads, inference only
+    linear_bits: int = 32  # the transformer's linear layers: 32 (float), 8 or 4 (quantize_inference)
 
     def __init__(self, cfg: LMConfig):
         super().__init__()
@@ -200,7 +201,8 @@ class UnisonoLM(nn.Module):
         """
         _check_frames(frames, self.cfg)
         if self.int8 and torch.is_grad_enabled():
-            raise UnisonoError("this model was quantized to int8 for inference; load the float checkpoint to train it")
+            raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; load the float "
+                              "checkpoint to train it")
         if loss_mask.shape != frames.shape:
             raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
         kk = self.cfg.num_streams
@@ -553,7 +555,8 @@ class UnisonoLM(nn.Module):
         from safetensors.torch import save_file
 
         if self.int8 and state_dict is None:
-            raise UnisonoError("this model was quantized to int8 for inference; save the float model instead")
+            raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; save the float model "
+                              "instead")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         sd = state_dict if state_dict is not None else self.state_dict()

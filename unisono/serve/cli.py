@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unisono.generate_cli import INT8_HELP
+from unisono.generate_cli import add_quant_arguments
 
 DESCRIPTION = """Serve a checkpoint over HTTP: a JSON + multipart API described by OpenAPI (/docs), and a web
 page at / to pick a task, fill its inputs (text, upload or record audio), generate, listen and download.
@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--int8", action="store_true", help=INT8_HELP)
+    add_quant_arguments(p)
     p.add_argument("--max-queue", type=int, default=32, help="requests queued or running before 503 (default 32)")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch of concurrent requests (default 8)")
     p.add_argument("--max-output-seconds", type=float, default=30.0, help="longest audio a request may ask for")
@@ -26,7 +26,7 @@ def main(args) -> int:
     from unisono.generate import Pipeline
     from unisono.serve import ServerLimits, create_app
 
-    pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8)
+    pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
     limits = ServerLimits(max_queue=args.max_queue, max_batch=args.max_batch,
                           max_output_seconds=args.max_output_seconds, timeout_s=args.timeout)
     app = create_app(pipe, limits, title=f"unisono: {pipe.name}")

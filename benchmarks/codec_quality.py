@@ -43,6 +43,18 @@ def select_items(data: str, split: str, kind: str, limit: int):
     return items[:limit] if limit else items
 
 
+def swap_halves(est, ref, n_fft: int = 512, hop: int = 128) -> dict:
+    """``est`` with the reference's STFT magnitude (``"magnitude"``: only its own phase left) and with the
+    reference's phase (``"phase"``: only its own magnitude left); float64 [S] each."""
+    import torch
+
+    win = torch.hann_window(n_fft, dtype=torch.float64)
+    spec = lambda x: torch.stft(torch.from_numpy(x), n_fft, hop, window=win, return_complex=True)  # noqa: E731
+    back = lambda z: torch.istft(z, n_fft, hop, window=win, length=ref.size).numpy()  # noqa: E731
+    e, r = spec(est), spec(ref)
+    return {"magnitude": back(r.abs() * torch.exp(1j * e.angle())), "phase": back(e.abs() * torch.exp(1j * r.angle()))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--codec", required=True, help="codec directory (project codec or a Hugging Face one)")
@@ -55,6 +67,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--no-unquantized", action="store_true",
                     help="skip the row of the decoder on the latents before RVQ (project codec only)")
+    ap.add_argument("--swap", type=int, default=None, metavar="K",
+                    help="also score the K-codebook resynthesis with the reference's STFT magnitude and its own "
+                         "phase, and the other way round (512-point STFT, hop 128): which half limits it")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -78,6 +93,7 @@ def main(argv=None) -> int:
     # the decoder alone can do, so that the loss of quantization and the limit of the decoder can be told apart
     unquantized = [] if hasattr(codec, "latents") and not args.no_unquantized else None
     anchor = []
+    swaps = {"magnitude": [], "phase": []} if args.swap in ks else None  # the reference's magnitude / phase
     t0 = time.time()
     for item in tqdm(items, desc="codec quality"):
         ref = read_item(item, sr).astype(np.float32)
@@ -90,6 +106,9 @@ def main(argv=None) -> int:
                 est = codec.decode(codes[:, :k])[0, 0, : ref.size].numpy()
                 est = np.pad(est, (0, ref.size - est.size))
                 per[k].append(_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
+                if swaps is not None and k == args.swap:
+                    for half, y in swap_halves(est.astype(np.float64), ref.astype(np.float64)).items():
+                        swaps[half].append(_metrics(y, ref.astype(np.float64), sr))
             if unquantized is not None:
                 f0 = codec.f0_from_codes(codes[:, 0]) if codec.config.f0_codebook else None  # the coded F0
                 est = codec.decoder(codec.latents(wav), f0)[0, 0, : ref.size].numpy()
@@ -114,6 +133,8 @@ def main(argv=None) -> int:
                      **summarise(per[k])})
     anchor_row = {"num_codebooks": None, "kbps": sr * 8 / 1000, **summarise(anchor)}
     unq_row = None if unquantized is None else {"num_codebooks": "unquantized", "kbps": None, **summarise(unquantized)}
+    swap_rows = [] if swaps is None else [
+        {"num_codebooks": f"{args.swap}, reference {half}", "kbps": None, **summarise(ms)} for half, ms in swaps.items()]
     cfg = json.loads((Path(args.codec) / "config.json").read_text())
     state = Path(args.codec) / "train_state.pt"
     step = None
@@ -124,7 +145,7 @@ def main(argv=None) -> int:
     print("| codebooks | kbps | mel distance | PESQ-WB | STOI | SI-SDR (dB) |")
     print("|---|---|---|---|---|---|")
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
-    for r in rows + ([unq_row] if unq_row else []) + [anchor_row]:
+    for r in rows + ([unq_row] if unq_row else []) + swap_rows + [anchor_row]:
         name = str(r["num_codebooks"]) if r["num_codebooks"] else "mu-law 8 bit (anchor)"
         if name == "unquantized":
             name = "latents before RVQ (decoder alone)"
@@ -136,6 +157,7 @@ def main(argv=None) -> int:
 
         write_json(args.json, {"codec": str(args.codec), "train_steps": step, "data": args.data, "split": args.split,
                                "kind": args.kind, "rows": rows, "anchor_mulaw8": anchor_row, "unquantized": unq_row,
+                               "swaps": swap_rows,
                                "target": {"num_codebooks": 4, "pesq_wb": 2.5, "stoi": 0.90}})
     return 0
 

@@ -303,6 +303,54 @@ def test_harmonic_head_makes_the_harmonics_of_its_f0():
     assert float(head.last[0].exp().mean()) == pytest.approx(f0, rel=1e-4)
 
 
+def test_minimum_phase_of_a_one_pole_filter():
+    """The folded-cepstrum phase of |1 / (1 - a e^-jw)| is that filter's own (minimum) phase."""
+    from unisono.codec.modules import minimum_phase
+
+    w = torch.linspace(0, math.pi, 129, dtype=torch.float64)
+    for a in (0.5, -0.7):
+        h = 1 / (1 - a * torch.exp(-1j * w))
+        got = minimum_phase(h.abs().log())
+        assert torch.allclose(got, h.angle(), atol=1e-6)
+    assert torch.allclose(minimum_phase(torch.full((3, 65), 0.7)), torch.zeros(3, 65), atol=1e-6)  # flat: zero
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_minimum_phase_harmonics_keep_their_spectrum_and_stream(causal):
+    """With a flat envelope the minimum phase is zero (the same output as "sine"); with a sloped one the
+    harmonics keep their amplitudes but not their waveform; streaming equals offline."""
+    from unisono.codec.modules import HarmonicHead
+
+    torch.manual_seed(0)
+    heads = {ph: HarmonicHead(4, 320, 16000, n_harmonics=12, n_bands=16, causal=causal, harmonic_phase=ph)
+             for ph in ("sine", "minimum")}
+    heads["minimum"].load_state_dict(heads["sine"].state_dict())
+    x = torch.zeros(1, 4, 12)
+    with torch.no_grad():
+        for h in heads.values():
+            h.proj.weight.zero_()
+            h.proj.bias[0], h.proj.bias[1] = 0.0, 20.0  # F0 ~ 200 Hz, voiced
+            h.proj.bias[2:] = math.log(0.1)
+        ys = {ph: h(x).reshape(-1) for ph, h in heads.items()}
+        assert torch.allclose(ys["sine"], ys["minimum"], atol=1e-5)
+        for h in heads.values():
+            h.proj.bias[2:] = torch.linspace(0.0, -4.0, 16)  # a falling envelope
+        ys = {ph: h(x).reshape(-1) for ph, h in heads.items()}
+        mags = {ph: torch.fft.rfft(y[640:] * torch.hann_window(y.numel() - 640)).abs() for ph, y in ys.items()}
+        assert float((ys["sine"] - ys["minimum"]).abs().max()) > 0.05
+        assert torch.allclose(mags["sine"], mags["minimum"], rtol=0.05, atol=0.05 * float(mags["sine"].max()))
+        if causal:
+            h = heads["minimum"]
+            h.set_streaming(True)
+            streamed = torch.cat([h(x[..., i:i + 5]) for i in range(0, 12, 5)], -1).reshape(-1)
+            h.set_streaming(False)
+            assert torch.allclose(streamed, ys["minimum"], atol=1e-4)
+    with pytest.raises(UnisonoError, match="harmonic_phase"):
+        HarmonicHead(4, 320, 16000, harmonic_phase="random")
+    with pytest.raises(UnisonoError, match="harmonic_phase"):
+        tiny_codec(harmonics=16, harmonic_phase="linear")
+
+
 def test_f0_codebook_codes_decode_and_prefixes():
     c = tiny_codec(encoder="stft", causal=False, harmonics=16, f0_codebook=True, codebook_size=1024,
                    encoder_dim=32, encoder_blocks=1)

@@ -153,6 +153,22 @@ def test_a_new_decoder_on_frozen_codes(audio_dir, tmp_path):
     assert torch.equal(after.encode(w), codes)
 
 
+def test_a_parameter_free_decoder_change_keeps_the_trained_decoder(audio_dir, tmp_path):
+    """harmonic_phase has no weights of its own: decoder-only training goes on with the trained decoder."""
+    torch.manual_seed(0)
+    run = tmp_path / "p"
+    model = {**TINY["model"], "harmonics": 8}
+    Trainer(load_config(None, {**TINY, "model": model}), audio_dir, run, progress=False).fit(4)
+    before = load_codec(run).decoder.state_dict()
+    cfg = load_config(None, {**TINY, "model": {**model, "harmonic_phase": "minimum"},
+                             "train": {**TINY["train"], "freeze_encoder": True}})
+    tr = Trainer(cfg, audio_dir, run, progress=False)
+    assert tr.maybe_resume() and tr.step == 4
+    assert all(torch.equal(v, tr.codec.decoder.state_dict()[k]) for k, v in before.items())
+    tr.fit(6)
+    assert load_codec(run).config.harmonic_phase == "minimum"
+
+
 def test_harmonic_decoder_learns_the_f0_of_its_input(audio_dir, tmp_path):
     torch.manual_seed(0)
     cfg = load_config(None, {**TINY, "model": {**TINY["model"], "harmonics": 8, "causal": False}})

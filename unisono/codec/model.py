@@ -39,6 +39,7 @@ class CodecConfig:
     n_fft: int = 1280  # ISTFT size of the decoder head (4 x hop)
     phase: str = "direct"  # decoder head: "direct" (predict each frame's phase) or "if" (instantaneous frequency)
     harmonics: int = 0  # > 0: a harmonic-plus-noise decoder with this many harmonics (F0-supervised in training)
+    harmonic_phase: str = "sine"  # harmonic head: "sine" (all harmonics in phase) or "minimum" (the envelope's phase)
     f0_codebook: bool = False  # codebook 0 is the tracker's F0 (0 = unvoiced, log-spaced bins); the rest is RVQ
     f0_range: list[float] = field(default_factory=lambda: [50.0, 800.0])  # Hz, the F0 codebook's span
     num_codebooks: int = 8
@@ -74,6 +75,8 @@ class CodecConfig:
         if self.f0_codebook and (self.causal or not self.harmonics or self.num_codebooks < 2):
             raise UnisonoError("f0_codebook needs causal: false (the F0 tracker looks ahead), harmonics > 0 and "
                                "num_codebooks >= 2")
+        if self.harmonic_phase not in ("sine", "minimum"):
+            raise UnisonoError(f"harmonic_phase must be 'sine' or 'minimum', got {self.harmonic_phase!r}")
         if self.phase not in ("direct", "if"):
             raise UnisonoError(f"phase must be 'direct' or 'if', got {self.phase!r}")
         if not 1 <= self.num_codebooks <= 64 or self.codebook_size < 2:
@@ -102,7 +105,8 @@ class Codec(nn.Module):
             config.dead_threshold, config.kmeans_iters, config.quantizer_dropout, config.quantizer, config.code_dim,
         )
         self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_blocks, config.hop_length,
-                               config.n_fft, config.causal, config.phase, config.harmonics, config.sample_rate)
+                               config.n_fft, config.causal, config.phase, config.harmonics, config.sample_rate,
+                               config.harmonic_phase)
         self.semantic = None
         if config.semantic:
             from unisono.codec.semantic import SemanticBranch

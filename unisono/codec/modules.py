@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from unisono.errors import UnisonoError
+
 
 class StreamingModule(nn.Module):
     """A module with an optional per-stream state (``None`` when not streaming)."""
@@ -261,12 +263,19 @@ class HarmonicHead(StreamingModule):
     (causal: then samples of frame ``t`` need frames ``t - 1`` and ``t`` only; the last frame's values and
     the phase are the streaming state). ``last`` holds ``(log_f0 [B, T], voicing logit [B, T])`` of the last
     call, for the F0 loss.
+
+    ``harmonic_phase``: ``"sine"`` starts every harmonic in phase (``sin(h * phase)``: a zero-phase pulse
+    train); ``"minimum"`` gives harmonic ``h`` the phase of the minimum-phase filter whose log-magnitude is
+    the envelope at ``h * F0`` (from the folded real cepstrum of the envelope), as a vocal tract filter
+    would; no parameters of its own.
     """
 
     def __init__(self, dim: int, hop: int, sample_rate: int, n_harmonics: int = 100, n_bands: int = 128,
-                 f0_min: float = 50.0, f0_max: float = 800.0, causal: bool = True):
+                 f0_min: float = 50.0, f0_max: float = 800.0, causal: bool = True, harmonic_phase: str = "sine"):
         super().__init__()
-        self.hop, self.sr, self.causal = hop, sample_rate, causal
+        if harmonic_phase not in ("sine", "minimum"):
+            raise UnisonoError(f"harmonic_phase must be 'sine' or 'minimum', got {harmonic_phase!r}")
+        self.hop, self.sr, self.causal, self.min_phase = hop, sample_rate, causal, harmonic_phase == "minimum"
         self.f0_min, self.f0_max = f0_min, f0_max
         self.proj = nn.Linear(dim, 2 + n_bands)
         with torch.no_grad():
@@ -296,6 +305,9 @@ class HarmonicHead(StreamingModule):
         lo = lo.long()
         amp = (env.gather(-1, lo) * (1 - w) + env.gather(-1, lo + 1) * w).clamp_max(5.0).exp()
         amp = amp * gain  # [B, T, H]
+        if self.min_phase:  # the envelope's minimum phase at each harmonic [B, T, H]
+            th = minimum_phase(env)
+            amp = torch.stack([amp, th.gather(-1, lo) * (1 - w) + th.gather(-1, lo + 1) * w], dim=-1)
         prev = self._state if (self._streaming and self._state is not None) else None
         if self._streaming and not self.causal:
             raise RuntimeError("streaming needs a causal codec (config causal: true)")
@@ -312,7 +324,8 @@ class HarmonicHead(StreamingModule):
         frac = (u - u.floor()).clamp(0, 1)
         frac = torch.where(u < 0, torch.zeros_like(frac), frac)
         f0_s = f0_seq[:, i0] * (1 - frac) + f0_seq[:, i1] * frac  # [B, S]
-        amp_s = amp_seq[:, i0] * (1 - frac)[:, None] + amp_seq[:, i1] * frac[:, None]  # [B, S, H]
+        fr = frac.view(1, -1, *([1] * (amp_seq.dim() - 2)))
+        amp_s = amp_seq[:, i0] * (1 - fr) + amp_seq[:, i1] * fr  # [B, S, H] (and [..., 2] with the phase)
         phase = torch.cumsum(f0_s.double() * (2 * math.pi / self.sr), dim=1)
         if ph0 is not None:
             phase = phase + ph0[:, None]
@@ -320,8 +333,21 @@ class HarmonicHead(StreamingModule):
         if self._streaming:
             self._state = (f0[:, -1:], amp[:, -1:], phase[:, -1])
         alias = (f0_s[..., None] * self.k) < (self.sr / 2)  # [B, S, H]
-        harm = (torch.sin(phase.float()[..., None] * self.k) * amp_s * alias).sum(-1)
+        arg = phase.float()[..., None] * self.k
+        if self.min_phase:
+            amp_s, arg = amp_s[..., 0], arg + amp_s[..., 1]
+        harm = (torch.sin(arg) * amp_s * alias).sum(-1)
         return harm.unsqueeze(1)
+
+
+def minimum_phase(log_mag: torch.Tensor) -> torch.Tensor:
+    """Phase (radians) of the minimum-phase filter with natural-log magnitude ``log_mag [..., E]`` on E bins
+    from 0 to Nyquist, from the folded real cepstrum; ``[..., E]``."""
+    n = 2 * (log_mag.shape[-1] - 1)
+    cep = torch.fft.irfft(log_mag, n=n)
+    fold = torch.zeros(n, device=log_mag.device, dtype=cep.dtype)
+    fold[0], fold[1 : n // 2], fold[n // 2] = 1.0, 2.0, 1.0
+    return torch.fft.rfft(cep * fold, n=n).imag
 
 
 class Decoder(nn.Module):
@@ -330,14 +356,15 @@ class Decoder(nn.Module):
 
     def __init__(self, dim: int = 128, hidden: int = 256, num_blocks: int = 8, hop: int = 320,
                  n_fft: int = 1280, causal: bool = True, phase: str = "direct", harmonics: int = 0,
-                 sample_rate: int = 16000):
+                 sample_rate: int = 16000, harmonic_phase: str = "sine"):
         super().__init__()
         self.inp = SConv1d(dim, hidden, 7, causal=causal)
         self.norm = nn.LayerNorm(hidden)
         self.blocks = nn.ModuleList(ConvNeXtBlock(hidden, causal) for _ in range(num_blocks))
         self.out_norm = nn.LayerNorm(hidden)
         self.head = ISTFTHead(hidden, hop, n_fft, phase, causal)
-        self.harmonic = HarmonicHead(hidden, hop, sample_rate, harmonics, causal=causal) if harmonics else None
+        self.harmonic = (HarmonicHead(hidden, hop, sample_rate, harmonics, causal=causal, harmonic_phase=harmonic_phase)
+                         if harmonics else None)
 
     def forward(self, z, f0: torch.Tensor | None = None):
         """``z [B, dim, T]`` -> ``wav [B, 1, T * hop]``; ``f0 [B, T]`` (Hz, 0 = unvoiced) drives the harmonic

@@ -47,7 +47,9 @@ DEFAULTS = {
 }
 
 
-DECODER_KEYS = {"decoder_dim", "decoder_blocks", "n_fft", "phase", "harmonics"}  # may change when only the decoder trains
+DECODER_KEYS = {"decoder_dim", "decoder_blocks", "n_fft", "phase", "harmonics", "harmonic_phase"}  # may change when
+# only the decoder trains; of these, the ones without parameters of their own keep the trained decoder
+KEEPS_DECODER = {"harmonic_phase"}
 
 
 def load_config(path=None, overrides: dict | None = None) -> dict:
@@ -150,17 +152,21 @@ class Trainer:
                 f"{path} was trained with another model config ({', '.join(sorted(changed))} differ); use a new --out "
                 f"or the same config (with train.freeze_encoder: true, {', '.join(sorted(DECODER_KEYS))} may change)")
         state = st["codec"]
-        if changed:  # a new decoder on the trained encoder and codebooks
+        if changed and not changed - KEEPS_DECODER:
+            print(f"codec train: the decoder of step {st['step']} goes on with {', '.join(sorted(changed))} changed",
+                  flush=True)
+        elif changed:  # a new decoder on the trained encoder and codebooks
             state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
             state.update({k: v for k, v in self.codec.state_dict().items() if k.startswith("decoder.")})
             print(f"codec train: a new decoder ({', '.join(sorted(changed))} changed) on the codes of step "
                   f"{st['step']}", flush=True)
         self.codec.load_state_dict(state)
         self.disc.load_state_dict(st["disc"])
-        if bool(st["config"]["train"].get("freeze_encoder", False)) == self.frozen and not changed:
+        new_decoder = bool(changed - KEEPS_DECODER)
+        if bool(st["config"]["train"].get("freeze_encoder", False)) == self.frozen and not new_decoder:
             self.opt_g.load_state_dict(st["opt_g"])
             self.sched_g.load_state_dict(st["sched_g"])
-        elif not changed:  # switched to (or from) decoder-only training: a fresh generator optimizer
+        elif not new_decoder:  # switched to (or from) decoder-only training: a fresh generator optimizer
             print(f"codec train: {'decoder only' if self.frozen else 'whole codec'} from step {st['step']}: "
                   "new generator optimizer", flush=True)
         self.opt_d.load_state_dict(st["opt_d"])

@@ -264,8 +264,8 @@ class HarmonicHead(StreamingModule):
     the phase are the streaming state). ``last`` holds ``(log_f0 [B, T], voicing logit [B, T])`` of the last
     call, for the F0 loss.
 
-    ``harmonic_phase``: ``"sine"`` starts every harmonic in phase (``sin(h * phase)``: a zero-phase pulse
-    train); ``"minimum"`` gives harmonic ``h`` the phase of the minimum-phase filter whose log-magnitude is
+    ``harmonic_phase``: ``"sine"`` makes harmonic ``h`` ``sin(h * phase)`` (every harmonic locked to the
+    fundamental with no offset); ``"minimum"`` gives harmonic ``h`` the phase of the minimum-phase filter whose log-magnitude is
     the envelope at ``h * F0`` (from the folded real cepstrum of the envelope), as a vocal tract filter
     would; no parameters of its own.
     """

@@ -265,9 +265,9 @@ class HarmonicHead(StreamingModule):
     call, for the F0 loss.
 
     ``harmonic_phase``: ``"sine"`` makes harmonic ``h`` ``sin(h * phase)`` (every harmonic locked to the
-    fundamental with no offset); ``"minimum"`` gives harmonic ``h`` the phase of the minimum-phase filter whose log-magnitude is
-    the envelope at ``h * F0`` (from the folded real cepstrum of the envelope), as a vocal tract filter
-    would; no parameters of its own.
+    fundamental with no offset); ``"minimum"`` gives harmonic ``h`` the phase of the minimum-phase filter
+    whose log-magnitude is the envelope at ``h * F0`` (from the folded real cepstrum of the envelope), as a
+    vocal tract filter would; no parameters of its own.
     """
 
     def __init__(self, dim: int, hop: int, sample_rate: int, n_harmonics: int = 100, n_bands: int = 128,

@@ -152,7 +152,8 @@ class Trainer:
                 f"{path} was trained with another model config ({', '.join(sorted(changed))} differ); use a new --out "
                 f"or the same config (with train.freeze_encoder: true, {', '.join(sorted(DECODER_KEYS))} may change)")
         state = st["codec"]
-        if changed and not changed - KEEPS_DECODER:
+        new_decoder = bool(changed - KEEPS_DECODER)
+        if changed and not new_decoder:
             print(f"codec train: the decoder of step {st['step']} goes on with {', '.join(sorted(changed))} changed",
                   flush=True)
         elif changed:  # a new decoder on the trained encoder and codebooks
@@ -162,7 +163,6 @@ class Trainer:
                   f"{st['step']}", flush=True)
         self.codec.load_state_dict(state)
         self.disc.load_state_dict(st["disc"])
-        new_decoder = bool(changed - KEEPS_DECODER)
         if bool(st["config"]["train"].get("freeze_encoder", False)) == self.frozen and not new_decoder:
             self.opt_g.load_state_dict(st["opt_g"])
             self.sched_g.load_state_dict(st["sched_g"])

@@ -120,8 +120,12 @@ class UnisonoLM(nn.Module):
     """Base class; build one with ``UnisonoLM.from_config(cfg)`` or ``UnisonoLM.from_pretrained(dir)``."""
 
     pattern: str = ""
-    int8: bool = False  # set by unisono.lm.quant.quantize_inference: int8 heads, inference only
-    linear_bits: int = 32  # the transformer's linear layers: 32 (float), 8 or 4 (quantize_inference)
+    linear_bits: int = 32  # the transformer's linear layers: 32 (float), or 8 / 4 after quantize_inference
+
+    @property
+    def int8(self) -> bool:
+        """Quantized for inference (unisono.lm.quant): int8 heads, int8 or int4 linear layers; no training."""
+        return self.linear_bits < 32
 
     def __init__(self, cfg: LMConfig):
         super().__init__()
@@ -407,47 +411,47 @@ class UnisonoLM(nn.Module):
         forced_tok = [[None if ph.end_frame is None else ph.end_frame.to(prompt.device).long() for ph in phases],
                       [None if ph.start_frame is None else ph.start_frame.to(prompt.device).long() for ph in phases]]
 
+        def draw(logits: torch.Tensor, k_lo: int, t: int, p: int, g, ids=None, ok=None, widths=None) -> torch.Tensor:
+            """Tokens [n, M] from head outputs ``logits [n_eff, M, W]`` of streams k_lo.. (stream k_lo at frame t)
+            in phase p: padding (``ok [M, W]`` False) masked, guidance mixed, the end held back before
+            min_new_frames, drawn, mapped to vocabulary ids (``ids [M, W]``)."""
+            logits = logits.float()
+            if ok is not None:
+                logits = logits.masked_fill(~ok, float("-inf"))
+            if use_cfg:
+                n = logits.shape[0] // 2
+                logits = cfg_mix(logits[:n], logits[n:], cfg_scale)
+                if ok is not None:  # -inf - -inf in the mix
+                    logits = logits.masked_fill(~ok, float("-inf"))
+            if k_lo == 0 and p == n_ph - 1 and end_pos[p] is not None and t - t0 < min_new_frames:
+                logits[:, 0, end_pos[p]] = float("-inf")
+            tok = sample_next(logits, temperature, top_k, top_p, g, widths)
+            return tok if ids is None else ids.expand(tok.shape[0], -1, -1).gather(2, tok[..., None])[..., 0]
+
         def sample_rows(feats: torch.Tensor, k: int, t: int, p: int, rows: torch.Tensor | None) -> torch.Tensor:
             """Tokens [n] of stream k for ``rows`` (None: every row), all in phase p."""
             ids, w = heads[p][k]
             if rows is not None:
                 feats = feats[torch.cat([rows, rows + b])] if use_cfg else feats[rows]
-            n = feats.shape[0] // 2 if use_cfg else feats.shape[0]
             logits = int8_matmul(feats, *w) if isinstance(w, tuple) else F.linear(feats, w.to(feats.dtype))
-            logits = cfg_mix(logits[:n], logits[n:], cfg_scale) if use_cfg else logits.float()
-            if k == 0 and p == n_ph - 1 and end_pos[p] is not None and t - t0 < min_new_frames:
-                logits[:, end_pos[p]] = float("-inf")
             g = gen
             if rows is not None and isinstance(gen, list):
                 g = [gen[int(r)] for r in rows]
-            tok = sample_next(logits, temperature, top_k, top_p, g)
-            return ids[tok] if ids is not None else tok
+            return draw(logits[:, None], k, t, p, g, None if ids is None else ids[None])[:, 0]
 
         def sample_streams(feats: torch.Tensor, k_lo: int, k_hi: int, s: int) -> torch.Tensor:
             """Tokens [b, M] of streams k_lo..k_hi at frames s - k, every row in the last phase: the same
             logits and draws as sample_rows for one stream after another."""
             p = n_ph - 1
             ids, ok, widths, vm, w = stacked[p]
-            m, r0, r1 = k_hi - k_lo + 1, k_lo * vm, (k_hi + 1) * vm
+            ks, r0, r1 = slice(k_lo, k_hi + 1), k_lo * vm, (k_hi + 1) * vm
             if isinstance(w, tuple):
                 logits = int8_matmul(feats, w[0][r0:r1], w[1][r0:r1])
             else:
                 logits = F.linear(feats, w[r0:r1].to(feats.dtype))
-            logits = logits.float().view(feats.shape[0], m, vm)
-            if ok is not None:
-                logits = logits.masked_fill(~ok[k_lo : k_hi + 1], float("-inf"))
-            if use_cfg:
-                n = logits.shape[0] // 2
-                logits = cfg_mix(logits[:n], logits[n:], cfg_scale)
-                if ok is not None:  # -inf - -inf in the mix
-                    logits = logits.masked_fill(~ok[k_lo : k_hi + 1], float("-inf"))
-            if k_lo == 0 and end_pos[p] is not None and s - t0 < min_new_frames:
-                logits[:, 0, end_pos[p]] = float("-inf")
-            tok = sample_next(logits, temperature, top_k, top_p, gen,
-                              None if widths is None else widths[k_lo : k_hi + 1])  # [b, M]
-            if ids is not None:
-                tok = ids[k_lo : k_hi + 1].expand(tok.shape[0], m, vm).gather(2, tok[..., None])[..., 0]
-            return tok
+            return draw(logits.view(feats.shape[0], k_hi - k_lo + 1, vm), k_lo, s, p, gen,
+                        None if ids is None else ids[ks], None if ok is None else ok[ks],
+                        None if widths is None else widths[ks])
 
         frame_buf: dict[int, dict[int, torch.Tensor]] = {}  # frame -> stream -> tokens, for on_frame
 
@@ -604,7 +608,7 @@ class DelayLM(UnisonoLM):
         seq = delay_interleave(frames, self.cfg.pad_id)  # [B, S, K]
         x = self.embed_frames(seq)  # [B, S, D]
         h = self.backbone(self.with_bos(x[:, :-1]))  # [B, S, D]; output s predicts seq[s]
-        s_idx, k_idx = delay_indices(t, kk, frames.device)
+        s_idx, _ = delay_indices(t, kk, frames.device)
         if select is None:
             return h[:, s_idx]  # [B, T, K, D]
         bi, ti = select.nonzero(as_tuple=True)

@@ -113,7 +113,7 @@ def quantize_inference(model: nn.Module, bits: int = 8) -> nn.Module:
     transformer's, a transformers backbone's) by :class:`Int8Linear` (``bits=8``) or, where the kernel
     takes the shape, :class:`Int4Linear` (``bits=4``), and give the output heads int8 rows (buffers
     ``head_q [K, V, D]``, ``head_scale [K, V]``, used by ``head()`` and ``generate()``). In place; returns
-    ``model`` (``model.int8`` and ``model.linear_bits`` say what it holds). For inference only."""
+    ``model`` (``model.linear_bits`` says what it holds). For inference only."""
     if bits not in (4, 8):
         raise UnisonoError(f"weights quantize to 8 or 4 bits, got {bits}")
     if model.int8:
@@ -134,7 +134,7 @@ def quantize_inference(model: nn.Module, bits: int = 8) -> nn.Module:
         qs = [int8_rows(w) for w in head_w]
         model.register_buffer("head_q", torch.stack([q for q, _ in qs]), persistent=False)
         model.register_buffer("head_scale", torch.stack([s for _, s in qs]), persistent=False)
-    model.int8, model.linear_bits = True, bits
+    model.linear_bits = bits
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

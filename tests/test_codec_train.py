@@ -191,3 +191,126 @@ def test_decoder_only_training_with_an_f0_codebook(audio_dir, tmp_path):
     assert tr.maybe_resume()
     hist = tr.fit(16)
     assert torch.equal(load_codec(run).encode(w), codes) and np.isfinite(hist[-1]["mel"])
+
+
+def test_a_new_run_from_a_trained_codec_stops_on_its_wall_clock_budget(audio_dir, tmp_path):
+    """--init: the run starts from the codec's weights (its config as the model section); train.max_seconds stops
+    it, saved, with the last step in log.jsonl."""
+    import json
+
+    from unisono.codec.trainer import train
+
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    Trainer(load_config(None, TINY), audio_dir, base, progress=False).fit(4)
+    before = load_codec(base)
+    w = torch.from_numpy(sf.read(audio_dir / "tone1.wav", dtype="float32")[0])[None, None]
+    over = {"train": {**TINY["train"], "freeze_encoder": True, "max_seconds": 1.5, "log_every": 1000,
+                      "decoder_codebooks": 2, "preload": True},
+            "discriminator": TINY["discriminator"]}
+    tr = train(None, audio_dir, tmp_path / "run", over, steps=10**6, progress=False, init=base)
+    assert 0 < tr.step < 10**6 and len(tr.history) == tr.step  # stopped by the budget, not by the step count
+    after = load_codec(tmp_path / "run")
+    assert after.config.to_dict() == before.config.to_dict()
+    assert torch.equal(after.encode(w), before.encode(w))
+    changed = {k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == tr.step and np.isfinite(lines[-1]["mel"]) and "perplexity_1" in lines[-1]
+    # running it again resumes that run (--init is for a new run only)
+    again = train(None, audio_dir, tmp_path / "run", over, steps=tr.step + 2, progress=False, init=base)
+    assert again.step == tr.step + 2
+
+
+def test_init_errors(audio_dir, tmp_path):
+    from unisono.codec.trainer import train
+
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    Trainer(load_config(None, TINY), audio_dir, base, progress=False).fit(2)
+    with pytest.raises(UnisonoError, match="not a codec directory"):
+        train(None, audio_dir, tmp_path / "a", TINY, steps=1, progress=False, init=tmp_path / "nothing")
+    with pytest.raises(UnisonoError, match="latent_dim"):  # the encoder may not change
+        train(None, audio_dir, tmp_path / "b", {**TINY, "model": {"latent_dim": 8}}, steps=1, progress=False, init=base)
+    with pytest.raises(UnisonoError, match="freeze_encoder"):  # a decoder change needs decoder-only training
+        train(None, audio_dir, tmp_path / "c", {**TINY, "model": {"decoder_dim": 24}}, steps=1, progress=False, init=base)
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    with pytest.raises(UnisonoError, match="decoder_codebooks"):
+        Trainer(load_config(None, {**TINY, "train": {**TINY["train"], "decoder_codebooks": 2}}), audio_dir,
+                tmp_path / "d", progress=False)
+    with pytest.raises(UnisonoError, match="decoder_codebooks"):
+        Trainer(load_config(None, {**TINY, "train": {**TINY["train"], "decoder_codebooks": 3, "freeze_encoder": True}}),
+                audio_dir, tmp_path / "e", progress=False)
+
+
+def test_preloaded_segments_equal_the_segments_read_from_files(audio_dir):
+    from unisono.codec.data import SegmentSampler
+
+    items = list_audio(audio_dir)
+    a = SegmentSampler(items, 16000, 3200, seed=3)
+    b = SegmentSampler(items, 16000, 3200, seed=3, preload=True)
+    for _ in range(3):
+        assert torch.equal(a.batch(4), b.batch(4))
+
+
+def test_pack_audio_keeps_to_its_budget(audio_dir, tmp_path, capsys):
+    from unisono.cli import main
+    from unisono.codec.data import pack_audio
+
+    items = list_audio(audio_dir)
+    one = pack_audio(items[:1], tmp_path / "one", 10**7, 16000, progress=False)["bytes"]
+    stats = pack_audio(items, tmp_path / "p", int(2.5 * one), 16000, progress=False)
+    files = sorted((tmp_path / "p").glob("*.flac"))
+    assert stats["files"] == len(files) == 2 and sum(f.stat().st_size for f in files) == stats["bytes"] <= 2.5 * one
+    assert stats["seconds"] == 2.0 and not (tmp_path / "p.partial").exists()
+    x, sr = sf.read(files[0], dtype="float32")
+    assert sr == 16000 and x.shape == (16000,)
+    assert len(list_audio(tmp_path / "p")) == 2  # usable as --data
+    with pytest.raises(UnisonoError, match="exists"):
+        pack_audio(items, tmp_path / "p", 10**7, 16000, progress=False)
+    with pytest.raises(UnisonoError, match="not one file"):
+        pack_audio(items, tmp_path / "tiny", 100, 16000, progress=False)
+    assert not (tmp_path / "tiny").exists() and not (tmp_path / "tiny.partial").exists()
+    assert main(["codec", "pack", "--data", str(audio_dir), "--out", str(tmp_path / "cli"), "--max-mib", "1"]) == 0
+    assert "4 files" in capsys.readouterr().out
+
+
+def test_decoder_merge_script(audio_dir, tmp_path):
+    """scripts/codec_decoder_merge.py puts trained decoder weights into a codec: same codes, the new decoder."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    spec = importlib.util.spec_from_file_location(
+        "codec_decoder_merge", Path(__file__).resolve().parents[1] / "scripts" / "codec_decoder_merge.py")
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    torch.manual_seed(0)
+    Trainer(load_config(None, TINY), audio_dir, tmp_path / "a", progress=False).fit(2)
+    codec = load_codec(tmp_path / "a")
+    new = {k: v + 0.01 for k, v in codec.state_dict().items() if k.startswith("decoder.") and v.is_floating_point()}
+    save_file(new, str(tmp_path / "dec.safetensors"))
+    out = merge.merge(tmp_path / "a", tmp_path / "dec.safetensors", tmp_path / "m", "float32")
+    merged = load_codec(out).state_dict()
+    for k, v in codec.state_dict().items():
+        assert torch.equal(merged[k], new[k] if k in new else v), k
+    save_file({k: v for k, v in list(new.items())[1:]}, str(tmp_path / "short.safetensors"))
+    assert merge.main(["--codec", str(tmp_path / "a"), "--decoder", str(tmp_path / "short.safetensors"),
+                       "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bf16_discriminators_give_the_float32_losses_within_bf16_precision(audio_dir, tmp_path):
+    cfgs = [load_config(None, {**TINY, "train": {**TINY["train"], "disc_start": 0, "amp": amp}})
+            for amp in ("none", "bf16")]
+    logs = []
+    for i, cfg in enumerate(cfgs):
+        torch.manual_seed(0)
+        tr = Trainer(cfg, audio_dir, tmp_path / str(i), progress=False)
+        logs.append(tr.train_step(tr.sampler.batch(2)))
+    for k in ("disc", "adv", "fm", "mel"):
+        a, b = float(logs[0][k]), float(logs[1][k])
+        assert np.isfinite(b) and abs(a - b) <= 0.05 * abs(a) + 1e-3, (k, a, b)
+    with pytest.raises(UnisonoError, match="amp"):
+        Trainer(load_config(None, {**TINY, "train": {**TINY["train"], "amp": "fp8"}}), audio_dir, tmp_path / "x")

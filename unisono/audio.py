@@ -175,6 +175,14 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     return torch.from_numpy(_mel_filterbank_np(int(sample_rate), int(n_fft), int(n_mels), float(fmin), float(fmax)))
 
 
+@lru_cache(maxsize=64)
+def _mel_filterbank_on(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float, device: torch.device,
+                       dtype: torch.dtype) -> torch.Tensor:
+    """:func:`mel_filterbank` kept on ``device``: a loss that calls :func:`mel_spectrogram` every step on a GPU
+    copies it there once, not once per call (each copy from host memory waits for the queued GPU work)."""
+    return mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).to(device, dtype)
+
+
 def mel_spectrogram(
     wav,
     sample_rate: int,
@@ -200,7 +208,8 @@ def mel_spectrogram(
     pad_mode = "reflect" if x.shape[-1] > n_fft // 2 else "constant"
     spec = torch.stft(x, n_fft, hop_length, win_length, window, center=True, pad_mode=pad_mode, return_complex=True)
     mag = spec.abs()
-    fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).to(x.device, x.dtype)
+    fb = _mel_filterbank_on(int(sample_rate), int(n_fft), int(n_mels), float(fmin),
+                            float(sample_rate / 2.0 if fmax is None else fmax), x.device, x.dtype)
     mel = torch.matmul(fb, mag)
     if log:
         mel = torch.log(mel.clamp_min(eps))

@@ -10,6 +10,8 @@ from unisono.errors import UnisonoError
 DESCRIPTION = """Neural audio codec commands.
 
   unisono codec train --config configs/codec/tiny.yaml --data CORPUS_OR_MANIFEST_OR_FOLDER --out DIR
+  unisono codec train --config configs/codec/h200_decoder.yaml --init CODEC_DIR --data PACK --out DIR --device cuda
+  unisono codec pack --data CORPUS --out PACK --max-mib 40
   unisono codec encode IN.wav --codec DIR -o CODES.npy [--num-codebooks K]
   unisono codec decode CODES.npy --codec DIR -o OUT.wav
   unisono codec eval --codec DIR --data CORPUS [--split test] [--num-codebooks 1 2 4 8]
@@ -20,17 +22,31 @@ model saved on disk (nothing is downloaded).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="{train,encode,decode,eval}", required=True)
+    sub = parser.add_subparsers(dest="action", metavar="{train,pack,encode,decode,eval}", required=True)
 
     t = sub.add_parser("train", help="train or resume a codec", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--config", help="YAML recipe (sections model/train/loss/discriminator); see configs/codec/")
     t.add_argument("--data", required=True, help="corpus dir, Lhotse cuts .jsonl(.gz), or a folder of wav/flac files")
     t.add_argument("--out", required=True, help="output dir; running again with the same dir resumes")
+    t.add_argument("--init", metavar="CODEC_DIR",
+                   help="start a new run from this trained codec's weights and config (the recipe's model section "
+                        "and --set may change what a resume may change); ignored when --out holds a run to resume")
     t.add_argument("--steps", type=int, help="train until this step (overrides train.steps)")
+    t.add_argument("--max-seconds", type=float,
+                   help="stop after this many seconds of training, saved and resumable (overrides train.max_seconds)")
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (YAML syntax), e.g. --set train.batch_size=4")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    k = sub.add_parser("pack", help="a size-capped folder of FLAC files from a data source (training audio that travels)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    k.add_argument("--data", required=True, help="corpus dir, Lhotse cuts .jsonl(.gz), or a folder of wav/flac files")
+    k.add_argument("--out", required=True, help="new folder for the FLAC files (usable as 'codec train --data')")
+    k.add_argument("--max-mib", type=float, default=40.0, help="size budget of the folder in MiB")
+    k.add_argument("--split", default="train", help="split of a corpus dir")
+    k.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the files in Hz")
+    k.add_argument("--seed", type=int, default=0, help="seed of the random choice of items")
 
     e = sub.add_parser("encode", help="audio file -> codes .npy [K, T]")
     e.add_argument("input", help="audio file (wav/flac/ogg); resampled to the codec's rate, mixed to mono")
@@ -71,9 +87,20 @@ def main(args) -> int:
     if args.action == "train":
         from unisono.codec.trainer import train
 
-        tr = train(args.config, args.data, args.out, _overrides(args.set), args.device, args.steps,
-                   progress=not args.no_progress)
+        overrides = _overrides(args.set)
+        if args.max_seconds is not None:
+            overrides.setdefault("train", {})["max_seconds"] = args.max_seconds
+        tr = train(args.config, args.data, args.out, overrides, args.device, args.steps,
+                   progress=not args.no_progress, init=args.init)
         print(f"codec saved to {args.out} (step {tr.step})")
+        return 0
+    if args.action == "pack":
+        from unisono.codec.data import list_audio, pack_audio
+
+        stats = pack_audio(list_audio(args.data, args.split), args.out, int(args.max_mib * 2**20), args.sample_rate,
+                           seed=args.seed)
+        print(f"{args.out}: {stats['files']} files, {stats['seconds'] / 60:.1f} min of audio, "
+              f"{stats['bytes'] / 2**20:.1f} MiB ({stats['bytes_per_hour'] / 2**20:.1f} MiB per hour)")
         return 0
 
     from unisono.codec import load_codec

@@ -92,14 +92,23 @@ class SegmentSampler:
     """Random fixed-length training segments ``[B, 1, segment]`` from a list of items.
 
     Short items are zero-padded; silent segments are re-drawn a few times. A RMS normalisation to a random
-    level in ``gain_db`` makes the codec robust to loudness.
+    level in ``gain_db`` makes the codec robust to loudness. ``preload`` reads every item once (mono, at
+    ``sample_rate``, float32: 230 MB per hour of 16 kHz audio) and cuts segments from memory, which a GPU step
+    needs (reading a file per segment takes longer than the step); the segments drawn are the same.
     """
 
     def __init__(self, items: list[AudioItem], sample_rate: int, segment: int, seed: int = 0,
-                 gain_db: tuple[float, float] = (-28.0, -16.0)):
+                 gain_db: tuple[float, float] = (-28.0, -16.0), preload: bool = False, progress: bool = False):
         self.items, self.sample_rate, self.segment, self.gain_db = items, sample_rate, segment, gain_db
         self.rng = random.Random(seed)
         self._dur: dict[int, float] = {}
+        self._audio: list[np.ndarray] | None = None
+        if preload:
+            from tqdm import tqdm
+
+            self._audio = [read_item(it, sample_rate) for it in tqdm(items, desc="reading audio", unit="file",
+                                                                     disable=not progress, dynamic_ncols=True)]
+            self._dur = {i: x.shape[0] / sample_rate for i, x in enumerate(self._audio)}
 
     def _duration(self, i: int) -> float:
         if i not in self._dur:
@@ -107,13 +116,19 @@ class SegmentSampler:
             self._dur[i] = it.duration if it.duration is not None else sf.info(str(it.path)).duration
         return self._dur[i]
 
+    def _read(self, i: int, offset: float, duration: float) -> np.ndarray:
+        if self._audio is None:
+            return read_item(self.items[i], self.sample_rate, offset, duration)
+        start = int(round(offset * self.sample_rate))
+        return self._audio[i][start:start + int(round(duration * self.sample_rate))]
+
     def one(self) -> np.ndarray:
         seg_s = self.segment / self.sample_rate
         for _ in range(5):
             i = self.rng.randrange(len(self.items))
             dur = self._duration(i)
             off = self.rng.uniform(0, max(0.0, dur - seg_s))
-            x = read_item(self.items[i], self.sample_rate, off, min(seg_s, dur))[: self.segment]
+            x = self._read(i, off, min(seg_s, dur))[: self.segment]
             x = np.pad(x, (0, self.segment - x.shape[0]))
             rms = float(np.sqrt(np.mean(x ** 2)))
             if rms > 1e-4:
@@ -130,3 +145,49 @@ class SegmentSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.setstate(state["rng"])
+
+
+def pack_audio(items: list[AudioItem], out, max_bytes: int, sample_rate: int, seed: int = 0,
+               progress: bool = True) -> dict:
+    """Copy a seeded random choice of ``items`` into the folder ``out`` as 16-bit mono FLAC files at ``sample_rate``
+    (each cut to its range), until their total size would pass ``max_bytes``: training audio small enough to
+    travel to another machine, usable there as ``--data out``. Written to ``out.partial`` and renamed when
+    complete; ``out`` must not exist. Returns ``{"files", "seconds", "bytes", "bytes_per_hour"}``."""
+    import shutil
+
+    from tqdm import tqdm
+
+    from unisono.audio import save
+
+    out = Path(out)
+    if out.exists():
+        raise UnisonoError(f"--out {out} exists; pack into a new folder")
+    if max_bytes <= 0:
+        raise UnisonoError(f"the size budget must be positive, got {max_bytes} bytes")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    total, seconds, files = 0, 0.0, 0
+    bar = tqdm(total=max_bytes, desc="packing audio", unit="B", unit_scale=True, disable=not progress,
+               dynamic_ncols=True)
+    for n, i in enumerate(order):
+        x = read_item(items[i], sample_rate)
+        if x.size == 0:
+            continue
+        path = tmp / f"{n:06d}-{items[i].id or items[i].path.stem}.flac"
+        save(path, x, sample_rate)
+        size = path.stat().st_size
+        if total + size > max_bytes:
+            path.unlink()
+            break
+        total, seconds, files = total + size, seconds + x.shape[0] / sample_rate, files + 1
+        bar.update(size)
+    bar.close()
+    if not files:
+        shutil.rmtree(tmp)
+        raise UnisonoError(f"not one file fits in {max_bytes} bytes; raise the budget")
+    tmp.rename(out)
+    return {"files": files, "seconds": round(seconds, 1), "bytes": total,
+            "bytes_per_hour": round(total / max(seconds, 1e-9) * 3600)}

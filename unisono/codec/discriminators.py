@@ -64,7 +64,7 @@ class STFTDiscriminator(nn.Module):
         self.out = wn(nn.Conv2d(c, 1, (3, 3), padding=(1, 1)))
 
     def forward(self, x):
-        spec = torch.stft(x.squeeze(1), self.n_fft, self.hop, window=self.window, return_complex=True)
+        spec = torch.stft(x.squeeze(1).float(), self.n_fft, self.hop, window=self.window.float(), return_complex=True)
         x = torch.stack([spec.real, spec.imag], 1).transpose(2, 3)  # [B, 2, frames, freq]
         feats = []
         for conv in self.convs:

@@ -5,9 +5,15 @@ Output directory layout::
     OUT/config.json, OUT/model.safetensors   the latest codec (load with ``load_codec(OUT)``)
     OUT/train_state.pt                       optimizers, discriminators, step, RNG, data position (resume)
     OUT/train_config.yaml                    the full training recipe
+    OUT/log.jsonl                            one line per ``log_every`` steps: step, seconds, losses, balance
     OUT/tb/                                  TensorBoard: losses, codebook perplexity/usage, audio, spectrograms
 
-Running the same command again resumes from ``train_state.pt``.
+Running the same command again resumes from ``train_state.pt``. ``init=DIR`` (``--init``) starts a new run
+from the weights of a trained codec (its ``config.json`` is the run's model config, which the recipe's
+``model`` section and ``--set`` may change as a resume may). ``train.max_seconds`` stops the run on a
+wall-clock budget (saved, resumable), ``train.preload`` reads all training audio into memory once, ``train.amp: bf16`` runs the discriminators in
+bfloat16, ``train.decoder_codebooks: N`` trains a frozen
+encoder's decoder on the first N codebooks only (instead of random prefixes: the count a language model uses).
 
 ``train.freeze_encoder: true`` trains the decoder only: the encoder and the codebooks stay as they are, so
 every code already written (token shards, a language model trained on them) keeps its meaning while the
@@ -40,7 +46,8 @@ DEFAULTS = {
         "steps": 20000, "batch_size": 8, "segment_seconds": 1.0, "lr": 3e-4, "disc_lr": 3e-4,
         "betas": [0.8, 0.99], "lr_decay": 0.999996, "warmup_steps": 0, "grad_clip": 100.0, "disc_start": 1000,
         "log_every": 20, "sample_every": 500, "save_every": 200, "seed": 0, "num_threads": 0,
-        "freeze_encoder": False,
+        "freeze_encoder": False, "disc_grad_clip": 100.0, "max_seconds": 0, "preload": False,
+        "decoder_codebooks": 0, "amp": "none",
     },
     "loss": {"mel": 15.0, "adv": 1.0, "fm": 2.0, "commit": 0.25, "codebook": 1.0, "semantic": 1.0, "f0": 10.0},
     "discriminator": {"periods": [2, 3, 5, 7, 11], "n_ffts": [1024, 512, 256], "channels": 16},
@@ -52,9 +59,12 @@ DECODER_KEYS = {"decoder_dim", "decoder_blocks", "n_fft", "phase", "harmonics", 
 KEEPS_DECODER = {"harmonic_phase"}
 
 
-def load_config(path=None, overrides: dict | None = None) -> dict:
-    """The training recipe: defaults, updated by the YAML file at ``path``, then by ``overrides``."""
+def load_config(path=None, overrides: dict | None = None, init=None) -> dict:
+    """The training recipe: defaults, updated by the YAML file at ``path``, then by ``overrides``. With ``init``
+    (a trained codec's directory) its ``config.json`` is the model section the recipe's values update."""
     cfg = copy.deepcopy(DEFAULTS)
+    if init is not None:
+        cfg["model"] = _init_model_config(init)
     sources = []
     if path is not None:
         p = Path(path)
@@ -76,6 +86,23 @@ def load_config(path=None, overrides: dict | None = None) -> dict:
     return cfg
 
 
+def _init_model_config(init) -> dict:
+    import json
+
+    p = Path(init) / "config.json"
+    if not p.is_file() or not (Path(init) / "model.safetensors").is_file():
+        raise UnisonoError(f"--init {init} is not a codec directory (needs config.json and model.safetensors)")
+    model = json.loads(p.read_text())
+    if model.pop("model_type", "unisono-codec") != "unisono-codec":
+        raise UnisonoError(f"--init {init} holds another kind of model; it must be a codec made by 'unisono codec train'")
+    return model
+
+
+def _changed_keys(old: dict, new: dict) -> set[str]:
+    old, new = (CodecConfig.from_dict(c).to_dict() for c in (old, new))
+    return {k for k in old if old[k] != new[k]}
+
+
 def _spectrogram_image(wav: torch.Tensor, sample_rate: int):
     """Log-mel ``[1, n_mels, frames]`` scaled to [0, 1], low frequencies at the bottom (for TensorBoard)."""
     from unisono.audio import mel_spectrogram
@@ -91,12 +118,21 @@ class Trainer:
         t = config["train"]
         if t["num_threads"]:
             torch.set_num_threads(int(t["num_threads"]))
+        if self.device.type == "cuda":  # TF32 matrix products and convolutions; fixed shapes: tuned conv kernels
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(t["seed"])
         random.seed(t["seed"])
         self.codec = Codec(CodecConfig.from_dict(config["model"])).to(self.device)
         d = config["discriminator"]
         self.disc = Discriminators(tuple(d["periods"]), tuple(d["n_ffts"]), d["channels"]).to(self.device)
         self.frozen = bool(t["freeze_encoder"])
+        if t["amp"] not in ("none", "bf16"):
+            raise UnisonoError(f"train.amp must be none or bf16, got {t['amp']!r}")
+        n, lo = int(t["decoder_codebooks"]), 2 if self.codec.config.f0_codebook else 1
+        if n and not (self.frozen and lo <= n <= self.codec.num_codebooks):
+            raise UnisonoError(f"train.decoder_codebooks={n}: needs train.freeze_encoder: true and a count from {lo} to "
+                               f"{self.codec.num_codebooks} (0: every prefix, with quantizer dropout)")
         trained = self.codec.decoder if self.frozen else self.codec
         self.opt_g = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=t["lr"],
                                        betas=tuple(t["betas"]))
@@ -113,7 +149,8 @@ class Trainer:
         if seg <= 0:
             raise UnisonoError("train.segment_seconds is too short for one codec frame")
         self.items = list_audio(data, "train")
-        self.sampler = SegmentSampler(self.items, sr, seg, seed=t["seed"])
+        self.sampler = SegmentSampler(self.items, sr, seg, seed=t["seed"], preload=bool(t["preload"]),
+                                      progress=progress)
         self.step = 0
         self.history: list[dict] = []
         self.writer = None
@@ -145,8 +182,7 @@ class Trainer:
         except Exception as e:
             raise UnisonoError(f"{path} cannot be loaded ({str(e).splitlines()[0]}); it is truncated, corrupt or "
                                "not a codec training state: delete it to start over") from None
-        old, new = (CodecConfig.from_dict(c["model"]).to_dict() for c in (st["config"], self.cfg))
-        changed = {k for k in old if old[k] != new[k]}
+        changed = _changed_keys(st["config"]["model"], self.cfg["model"])
         if changed - (DECODER_KEYS if self.frozen else set()):
             raise UnisonoError(
                 f"{path} was trained with another model config ({', '.join(sorted(changed))} differ); use a new --out "
@@ -177,36 +213,64 @@ class Trainer:
         self.step = int(st["step"])
         return True
 
+    def init_from(self, directory) -> None:
+        """Start from the weights of the trained codec in ``directory`` (a new run: fresh optimizers, step 0).
+        A decoder setting with weights of its own changed under ``freeze_encoder`` gives a new decoder on the
+        trained encoder and codebooks, as a resume does."""
+        changed = _changed_keys(_init_model_config(directory), self.cfg["model"])
+        if changed - (DECODER_KEYS if self.frozen else set()):
+            raise UnisonoError(f"--init {directory}: the recipe changes {', '.join(sorted(changed))}; only "
+                               f"{', '.join(sorted(DECODER_KEYS))} may change, and only with train.freeze_encoder: true")
+        state = Codec.from_pretrained(directory).state_dict()
+        if changed - KEEPS_DECODER:
+            state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+            state.update({k: v for k, v in self.codec.state_dict().items() if k.startswith("decoder.")})
+        self.codec.load_state_dict(state)
+        print(f"codec train: started from {directory}" + (f" ({', '.join(sorted(changed))} changed)" if changed else ""),
+              flush=True)
+
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self, wav: torch.Tensor) -> dict:
+        """One generator (and, once the GAN has started, discriminator) update on ``wav [B, 1, S]``.
+
+        Returns the step's figures as 0-dim tensors (no host-device synchronisation: a GPU runs ahead):
+        losses, the gradient norm, and the discriminator's balance (``d_real``/``d_fake``: mean logits on real and
+        generated audio, hinge targets +1 and -1)."""
         t, w = self.cfg["train"], self.cfg["loss"]
         self.codec.train()
-        wav = wav.to(self.device)
+        wav = wav.to(self.device, non_blocking=True)
         out = self._decoder_only(wav) if self.frozen else self.codec(wav)
         y = out["audio"][..., : wav.shape[-1]]
         use_gan = self.step >= t["disc_start"] and (w["adv"] > 0 or w["fm"] > 0)
         logs = {}
         if use_gan:  # discriminator update
             self.opt_d.zero_grad(set_to_none=True)
-            d_loss = discriminator_loss(self.disc(wav), self.disc(y.detach()))
+            real, fake = self._disc(wav), self._disc(y.detach())
+            d_loss = discriminator_loss(real, fake)
             d_loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), t["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), t["disc_grad_clip"])
             self.opt_d.step()
-            logs["disc"] = d_loss.item()
+            logs["disc"] = d_loss.detach()
+            logs["d_real"] = torch.stack([r.detach().mean() for r, _ in real]).mean()
+            logs["d_fake"] = torch.stack([f.detach().mean() for f, _ in fake]).mean()
         mel = self.mel_loss(y, wav)
         loss = w["mel"] * mel + w["commit"] * out["commit_loss"] + w["codebook"] * out["codebook_loss"]
-        if use_gan:
-            real, fake = self.disc(wav), self.disc(y)
+        if use_gan:  # the generator's adversarial terms; no weight gradients for the discriminators here
+            self.disc.requires_grad_(False)
+            with torch.no_grad():
+                real = self._disc(wav)
+            fake = self._disc(y)
+            self.disc.requires_grad_(True)
             adv, fm = generator_adv_loss(fake), feature_matching_loss(real, fake)
             loss = loss + w["adv"] * adv + w["fm"] * fm
-            logs.update(adv=adv.item(), fm=fm.item())
+            logs.update(adv=adv.detach(), fm=fm.detach())
         if "log_f0" in out:  # harmonic decoder: F0 and voicing against the tracker's (clean single voices)
             f0_loss = self._f0_loss(wav, out["log_f0"], out["voiced_logit"])
             loss = loss + w["f0"] * f0_loss
-            logs["f0"] = f0_loss.item()
+            logs["f0"] = f0_loss.detach()
         if "semantic_loss" in out:
             loss = loss + w["semantic"] * out["semantic_loss"]
-            logs["semantic"] = out["semantic_loss"].item()
+            logs["semantic"] = out["semantic_loss"].detach()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), t["grad_clip"])
@@ -214,11 +278,20 @@ class Trainer:
         self.sched_g.step()
         if use_gan:
             self.sched_d.step()
-        logs.update(loss=loss.item(), mel=mel.item(), commit=out["commit_loss"].item(),
-                    codebook=out["codebook_loss"].item(), grad_norm=gnorm.item())
+        logs.update(loss=loss.detach(), mel=mel.detach(), commit=torch.as_tensor(out["commit_loss"]).detach(),
+                    codebook=torch.as_tensor(out["codebook_loss"]).detach(), grad_norm=gnorm.detach())
         logs.update(out["stats"])
         self.step += 1
         return logs
+
+    def _disc(self, wav: torch.Tensor) -> list:
+        """The discriminators' ``[(logits, feature maps)]`` of ``wav``; with ``train.amp: bf16`` their convolutions
+        run in bfloat16 (most of a GAN step's time) and the outputs come back as float32 for the losses."""
+        if self.cfg["train"]["amp"] == "none":
+            return self.disc(wav)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            outs = self.disc(wav)
+        return [(logits.float(), [f.float() for f in feats]) for logits, feats in outs]
 
     def _f0_loss(self, wav: torch.Tensor, log_f0: torch.Tensor, voiced_logit: torch.Tensor) -> torch.Tensor:
         """L1 of log F0 on the frames the tracker calls voiced, plus the voicing decision's cross-entropy."""
@@ -244,14 +317,23 @@ class Trainer:
             codes = self.codec.encode(wav)  # [B, K, T]
             f0, rvq = self.codec.split_codes(codes)
             k = torch.full((rvq.shape[0],), rvq.shape[1], device=codes.device)
-            if q.dropout > 0:
+            n = int(self.cfg["train"]["decoder_codebooks"])
+            if n:  # the decoder trained for the first n codebooks only (the count a language model uses)
+                k.fill_(n - (codes.shape[1] - rvq.shape[1]))
+            elif q.dropout > 0:
                 pick = torch.randint(1, rvq.shape[1] + 1, k.shape, device=codes.device)
                 k = torch.where(torch.rand(k.shape, device=codes.device) < q.dropout, pick, k)
             z_q = sum(layer.dequantize(rvq[:, i]) * (k > i)[:, None, None]
                       for i, layer in enumerate(q.layers)).permute(0, 2, 1)
+            stats = {}
+            for i in range(codes.shape[1]):  # the codes in use (frozen codebooks: what the decoder sees)
+                counts = torch.bincount(codes[:, i].reshape(-1), minlength=self.codec.codebook_size).float()
+                p = counts / counts.sum()
+                stats[f"perplexity_{i}"] = torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum())
+                stats[f"usage_{i}"] = (counts > 0).float().mean()
         zero = wav.new_zeros(())
         out = {"audio": self.codec.decoder(z_q, f0), "codes": codes, "commit_loss": zero, "codebook_loss": zero,
-               "stats": {}}
+               "stats": stats}
         if self.codec.decoder.harmonic is not None and f0 is None:
             out["log_f0"], out["voiced_logit"] = self.codec.decoder.harmonic.last
         return out
@@ -285,32 +367,65 @@ class Trainer:
                 tb.add_image(f"sample{i}/reference_mel", _spectrogram_image(x.cpu(), sr), 0)
 
     def fit(self, steps: int | None = None) -> list[dict]:
+        """Train until step ``steps`` (default ``train.steps``) or until ``train.max_seconds`` have passed (0: no
+        limit), whichever comes first; saves at every ``save_every`` step and at the end. Returns the history (one
+        dict of floats per step of this call)."""
+        import json
+
         from tqdm import tqdm
 
         t = self.cfg["train"]
         total = int(steps if steps is not None else t["steps"])
+        budget = float(t["max_seconds"] or 0)
         self.out.mkdir(parents=True, exist_ok=True)
         write_text(self.out / "train_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         bar = tqdm(total=total, initial=min(self.step, total), desc="codec train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
-        last = time.time()
+        start = last = time.time()
+        pending: list[dict] = []  # figures as tensors until the next log step: one host-device sync per log
+        logged = self.step
+
+        def flush() -> None:
+            tensors = [v.reshape(()).float() for logs in pending for v in logs.values() if torch.is_tensor(v)]
+            host = iter(torch.stack(tensors).tolist() if tensors else [])
+            for logs in pending:
+                self.history.append({k: next(host) if torch.is_tensor(v) else float(v) for k, v in logs.items()})
+            pending.clear()
+
         while self.step < total:
-            if t["sample_every"] and self.step % t["sample_every"] == 0:
-                self.log_samples()
-            logs = self.train_step(self.sampler.batch(t["batch_size"]))
-            self.history.append(logs)
-            bar.update(1)
-            if self.step % t["log_every"] == 0 or self.step == total:
+            stop = bool(budget) and time.time() - start >= budget
+            if stop:
+                print(f"codec train: stopped on the wall-clock budget of {budget:g} s at step {self.step}", flush=True)
+                if self.step == logged:  # the figures of this step are written already
+                    self.save()
+                    break
+            else:
+                if t["sample_every"] and self.step % t["sample_every"] == 0:
+                    self.log_samples()
+                pending.append(self.train_step(self.sampler.batch(t["batch_size"])))
+                bar.update(1)
+            if stop or self.step % t["log_every"] == 0 or self.step == total:
+                flush()
+                logs = self.history[-1]
+                now = time.time()
+                rate = (self.step - logged) / max(now - last, 1e-9)
+                logged = self.step
+                with open(self.out / "log.jsonl", "a") as f:
+                    f.write(json.dumps({"step": self.step, "seconds": round(now - start, 2),
+                                        "steps_per_s": round(rate, 3), **logs}) + "\n")
                 tb = self._tb()
                 if tb is not None:
                     for k, v in logs.items():
                         group = "codebooks" if k.startswith(("perplexity", "usage")) else "train"
                         tb.add_scalar(f"{group}/{k}", v, self.step)
-                    tb.add_scalar("train/steps_per_s", t["log_every"] / max(time.time() - last, 1e-9), self.step)
+                    tb.add_scalar("train/steps_per_s", rate, self.step)
                     tb.flush()
-                last = time.time()
+                last = now
                 bar.set_postfix(mel=f"{logs['mel']:.3f}", ppl0=f"{logs.get('perplexity_0', 0):.0f}",
                                 **({"adv": f"{logs['adv']:.2f}"} if "adv" in logs else {}))
+            if stop:
+                self.save()
+                break
             if self.step % t["save_every"] == 0 or self.step == total:
                 self.save()
         bar.close()
@@ -320,12 +435,18 @@ class Trainer:
 
 
 def train(config_path=None, data=None, out=None, overrides: dict | None = None, device: str = "cpu",
-          steps: int | None = None, progress: bool = True) -> Trainer:
-    """Train (or resume) a codec; returns the :class:`Trainer` (``trainer.codec`` is the model)."""
+          steps: int | None = None, progress: bool = True, init=None) -> Trainer:
+    """Train (or resume) a codec; returns the :class:`Trainer` (``trainer.codec`` is the model). ``init``: a
+    trained codec's directory to start a new run from (ignored when ``out`` already holds a run to resume)."""
     if data is None or out is None:
         raise UnisonoError("codec training needs --data and --out")
-    trainer = Trainer(load_config(config_path, overrides), data, out, device, progress)
-    trainer.maybe_resume()
+    trainer = Trainer(load_config(config_path, overrides, init), data, out, device, progress)
+    if trainer.maybe_resume():
+        if init is not None:
+            print(f"codec train: resuming {out} at step {trainer.step} (--init {init} applies to a new run only)",
+                  flush=True)
+    elif init is not None:
+        trainer.init_from(init)
     trainer.fit(steps)
     return trainer
 

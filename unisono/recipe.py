@@ -52,7 +52,8 @@ def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]
     corpus, codec, shards, lm = out / "corpus", out / "codec", out / "shards", out / "lm"
     cmds: dict[str, list[str] | None] = {}
     cmds["synth"] = ["synth", "--out", str(corpus), "--hours", str(s.get("hours", 0.2)), "--seed",
-                     str(s.get("seed", 1)), "--workers", str(s.get("workers", 2)), "--quiet"]
+                     str(s.get("seed", 1)), "--workers", str(s.get("workers", 2)), "--quiet",
+                     *(["--engines", str(s["engines"])] if s.get("engines") else [])]
     cmds["codec"] = ["codec", "train", "--data", str(corpus), "--out", str(codec), "--no-progress",
                      *(["--config", _cfg_path(base, c["config"])] if c.get("config") else []),
                      *(["--steps", str(c["steps"])] if c.get("steps") else [])]

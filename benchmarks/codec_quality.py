@@ -24,20 +24,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def select_items(data: str, split: str, kind: str, limit: int):
-    """Items of ``split``; with a corpus dir, only cuts whose ``custom.kind`` is ``kind`` (unless ``all``)."""
+def select_items(data: str, split: str, kind: str, limit: int, engine: str | None = None):
+    """Items of ``split``; with a corpus dir, only cuts whose ``custom.kind`` is ``kind`` (unless ``all``) and,
+    with ``engine``, only speech of that engine (``params.engine``; corpora of before natural voices: espeak)."""
     from lhotse import CutSet
 
     from unisono.codec.data import AudioItem, list_audio
 
     p = Path(data)
     manifest = p / "manifests" / split / "cuts.jsonl"
-    if kind == "all" or not manifest.exists():
+    if (kind == "all" and engine is None) or not manifest.exists():
         items = list_audio(data, split)
     else:
         items = []
         for cut in CutSet.from_file(manifest):
-            if (cut.custom or {}).get("kind") == kind:
+            custom = cut.custom or {}
+            if engine is not None and custom.get("params", {}).get("engine", "espeak") != engine:
+                continue
+            if kind == "all" or custom.get("kind") == kind:
                 src = Path(cut.recording.sources[0].source)
                 items.append(AudioItem(src if src.is_absolute() else p / src, float(cut.start), float(cut.duration), cut.id))
     return items[:limit] if limit else items
@@ -61,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="corpus dir (or cuts manifest / audio folder)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--kind", default="speech", help="cut kind to evaluate (corpus dirs only), or 'all'")
+    ap.add_argument("--engine", help="only speech of this engine (espeak, kokoro, piper, festival, flite; corpus dirs)")
     ap.add_argument("--num-codebooks", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--limit", type=int, default=0, help="at most this many utterances (0 = all)")
     ap.add_argument("--threads", type=int, default=1)
@@ -83,7 +88,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec).eval()
     ks = [k for k in args.num_codebooks if k <= codec.num_codebooks]
-    items = select_items(args.data, args.split, args.kind, args.limit)
+    items = select_items(args.data, args.split, args.kind, args.limit, args.engine)
     if not items:
         print(f"no items of kind {args.kind!r} in split {args.split!r} of {args.data}", file=sys.stderr)
         return 2
@@ -141,7 +146,7 @@ def main(argv=None) -> int:
     if state.exists():
         step = int(torch.load(state, map_location="cpu", weights_only=False)["step"])
     print(f"codec {args.codec} ({cfg.get('model_type')}, trained steps: {step}); {args.data} split {args.split}, "
-          f"kind {args.kind}: {len(per[ks[0]])} utterances; {time.time() - t0:.0f} s")
+          f"kind {args.kind}{f', engine ' + args.engine if args.engine else ''}: {len(per[ks[0]])} utterances; {time.time() - t0:.0f} s")
     print("| codebooks | kbps | mel distance | PESQ-WB | STOI | SI-SDR (dB) |")
     print("|---|---|---|---|---|---|")
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
@@ -156,7 +161,7 @@ def main(argv=None) -> int:
         from unisono.fileio import write_json
 
         write_json(args.json, {"codec": str(args.codec), "train_steps": step, "data": args.data, "split": args.split,
-                               "kind": args.kind, "rows": rows, "anchor_mulaw8": anchor_row, "unquantized": unq_row,
+                               "kind": args.kind, "engine": args.engine, "rows": rows, "anchor_mulaw8": anchor_row, "unquantized": unq_row,
                                "swaps": swap_rows,
                                "target": {"num_codebooks": 4, "pesq_wb": 2.5, "stoi": 0.90}})
     return 0

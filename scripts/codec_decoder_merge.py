@@ -21,10 +21,8 @@ from unisono.errors import UnisonoError  # noqa: E402
 
 
 def merge(codec_dir, decoder_file, out, precision: str = "int8") -> Path:
-    from safetensors.torch import load_file
-
     from unisono.codec import Codec
-    from unisono.weights import PRECISIONS, save_weights
+    from unisono.weights import PRECISIONS, load_weights
 
     if precision not in PRECISIONS:
         raise UnisonoError(f"--precision must be one of {', '.join(PRECISIONS)}")
@@ -33,7 +31,7 @@ def merge(codec_dir, decoder_file, out, precision: str = "int8") -> Path:
         raise UnisonoError(f"--out {out} exists; write into a new directory")
     codec = Codec.from_pretrained(codec_dir)
     state = codec.state_dict()
-    decoder = load_file(str(decoder_file))
+    decoder = load_weights(decoder_file)
     expected = {k for k in state if k.startswith("decoder.")}
     if set(decoder) != expected:
         missing, extra = sorted(expected - set(decoder)), sorted(set(decoder) - expected)
@@ -46,8 +44,7 @@ def merge(codec_dir, decoder_file, out, precision: str = "int8") -> Path:
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     codec.load_state_dict(state)
-    codec.save_pretrained(tmp)  # config.json and float32 weights
-    save_weights(codec.state_dict(), tmp / "model.safetensors", precision)
+    codec.save_pretrained(tmp, precision)
     tmp.rename(out)
     return out
 

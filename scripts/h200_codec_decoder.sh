@@ -74,14 +74,13 @@ fi
     if [ -f "/tmp/codec_$name/model.safetensors" ] && [ -n "$INIT" ]; then  # the decoder alone, float32
       python3 - "/tmp/codec_$name" "$OUT/$name.decoder.safetensors" <<'EOF'
 import sys
-from safetensors.torch import load_file, save_file
-state = load_file(sys.argv[1] + "/model.safetensors")
-save_file({k: v.float().contiguous() for k, v in state.items() if k.startswith("decoder.")}, sys.argv[2])
+from unisono.weights import load_weights, save_weights
+state = load_weights(sys.argv[1] + "/model.safetensors")
+save_weights({k: v for k, v in state.items() if k.startswith("decoder.")}, sys.argv[2])
 EOF
     elif [ -f "/tmp/codec_$name/model.safetensors" ]; then  # a new codec: config and float16 weights in one tar
-      python3 -c "import sys; from unisono.codec import Codec; from unisono.weights import save_weights; \
-c = Codec.from_pretrained(sys.argv[1]); save_weights(c.state_dict(), sys.argv[1] + '/model.safetensors', 'float16')" \
-        "/tmp/codec_$name"
+      python3 -c "import sys; from unisono.codec import Codec; \
+Codec.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[1], 'float16')" "/tmp/codec_$name"
       tar -C "/tmp/codec_$name" -cf "$OUT/$name.codec.tar" config.json model.safetensors train_config.yaml
     fi
   done

@@ -217,9 +217,23 @@ def test_a_new_run_from_a_trained_codec_stops_on_its_wall_clock_budget(audio_dir
     assert changed and all(k.startswith("decoder.") for k in changed)
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == tr.step and np.isfinite(lines[-1]["mel"]) and "perplexity_1" in lines[-1]
-    # running it again resumes that run (--init is for a new run only)
-    again = train(None, audio_dir, tmp_path / "run", over, steps=tr.step + 2, progress=False, init=base)
+    # running it again resumes that run with its own config: --init is not needed (nor harmful)
+    again = train(None, audio_dir, tmp_path / "run", over, steps=tr.step + 2, progress=False)
     assert again.step == tr.step + 2
+    again = train(None, audio_dir, tmp_path / "run", over, steps=tr.step + 3, progress=False, init=base)
+    assert again.step == tr.step + 3
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == tr.step + 3
+    # a log line written after the last save (a kill between the two) is dropped when the run resumes
+    with open(tmp_path / "run" / "log.jsonl", "a") as f:
+        f.write(json.dumps({"step": tr.step + 50, "mel": 1.0}) + "\n" + '{"step": 9')
+    train(None, audio_dir, tmp_path / "run", over, steps=tr.step + 4, progress=False)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == tr.step + 4 and tr.step + 50 not in steps
+    # a fresh run into the folder (its training state deleted) starts the log anew
+    (tmp_path / "run" / "train_state.pt").unlink()
+    train(None, audio_dir, tmp_path / "run", over, steps=1, progress=False, init=base)
+    assert [json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()] == [1]
 
 
 def test_init_errors(audio_dir, tmp_path):
@@ -235,6 +249,10 @@ def test_init_errors(audio_dir, tmp_path):
     with pytest.raises(UnisonoError, match="freeze_encoder"):  # a decoder change needs decoder-only training
         train(None, audio_dir, tmp_path / "c", {**TINY, "model": {"decoder_dim": 24}}, steps=1, progress=False, init=base)
     assert not (tmp_path / "b" / "model.safetensors").exists()
+    with pytest.raises(UnisonoError, match="same directory"):
+        train(None, audio_dir, base, TINY, steps=1, progress=False, init=base)
+    with pytest.raises(UnisonoError, match="max_seconds"):
+        load_config(None, {"train": {"max_seconds": -5}})
     with pytest.raises(UnisonoError, match="decoder_codebooks"):
         Trainer(load_config(None, {**TINY, "train": {**TINY["train"], "decoder_codebooks": 2}}), audio_dir,
                 tmp_path / "d", progress=False)
@@ -302,13 +320,18 @@ def test_decoder_merge_script(audio_dir, tmp_path):
 
 
 def test_bf16_discriminators_give_the_float32_losses_within_bf16_precision(audio_dir, tmp_path):
+    seen = []
     cfgs = [load_config(None, {**TINY, "train": {**TINY["train"], "disc_start": 0, "amp": amp}})
             for amp in ("none", "bf16")]
     logs = []
     for i, cfg in enumerate(cfgs):
         torch.manual_seed(0)
         tr = Trainer(cfg, audio_dir, tmp_path / str(i), progress=False)
+        conv = tr.disc.mpd.discs[0].convs[0]
+        hook = conv.register_forward_hook(lambda m, a, out: seen.append((cfg["train"]["amp"], out.dtype)))
         logs.append(tr.train_step(tr.sampler.batch(2)))
+        hook.remove()
+    assert {d for a, d in seen if a == "none"} == {torch.float32} and {d for a, d in seen if a == "bf16"} == {torch.bfloat16}
     for k in ("disc", "adv", "fm", "mel"):
         a, b = float(logs[0][k]), float(logs[1][k])
         assert np.isfinite(b) and abs(a - b) <= 0.05 * abs(a) + 1e-3, (k, a, b)

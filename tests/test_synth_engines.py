@@ -93,6 +93,23 @@ def test_pick_voice_follows_the_mix_and_keeps_espeak_only_draws(monkeypatch):
     assert not {v.id for v in train} & {v.id for vs in V.HELD_OUT_BY_ENGINE.values() for v in vs}
     sung = {V.pick_voice(rng, "train", engines_allowed=("espeak",)).engine for _ in range(50)}
     assert sung == {"espeak"}
+    # a second speaker when the engine has no other voice: never a held-out voice outside the test split
+    held = {v.id for vs in V.HELD_OUT_BY_ENGINE.values() for v in vs}
+    for engine, exclude in [("piper", ("piper:joe",)), ("flite", tuple(v.id for v in V.TRAIN_BY_ENGINE["flite"]))]:
+        monkeypatch.setattr(V, "_mix", {engine: 1.0})
+        for split in ("train", "valid"):
+            other = [V.pick_voice(rng, split, exclude=exclude) for _ in range(100)]
+            assert not {v.id for v in other} & (held | set(exclude)), (engine, split)
+        assert any(V.pick_voice(rng, "test", exclude=exclude).id in held for _ in range(100))
+
+
+def test_ipa_keeps_stress_and_punctuation():
+    from unisono.text.g2p import ipa
+
+    s = ipa("Hello, world.")
+    assert "ˈ" in s and "," in s and s.endswith(".") and " " in s
+    with pytest.raises(UnisonoError):
+        ipa("  ")
 
 
 def test_a_missing_engine_is_left_out_with_one_line(tmp_path, monkeypatch, capsys):

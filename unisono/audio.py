@@ -180,7 +180,8 @@ def _mel_filterbank_on(sample_rate: int, n_fft: int, n_mels: int, fmin: float, f
                        dtype: torch.dtype) -> torch.Tensor:
     """:func:`mel_filterbank` kept on ``device``: a loss that calls :func:`mel_spectrogram` every step on a GPU
     copies it there once, not once per call (each copy from host memory waits for the queued GPU work)."""
-    return mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).to(device, dtype)
+    with torch.inference_mode(False):  # a tensor made under inference_mode could not be saved for backward later
+        return mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).to(device, dtype)
 
 
 def mel_spectrogram(

@@ -41,6 +41,13 @@ def load_recipe(name_or_path: str) -> tuple[dict, Path]:
     return recipe, path.parent
 
 
+def _engines_arg(value) -> str:
+    """``synth.engines`` as ``unisono synth --engines`` takes it: a string as it is, a mapping as ``e=w,...``."""
+    if isinstance(value, dict):
+        return ",".join(f"{e}={w}" for e, w in value.items())
+    return str(value)
+
+
 def _cfg_path(base: Path, value: str) -> str:
     p = Path(value)
     return str(p if p.is_absolute() else (base / p).resolve())
@@ -53,7 +60,7 @@ def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]
     cmds: dict[str, list[str] | None] = {}
     cmds["synth"] = ["synth", "--out", str(corpus), "--hours", str(s.get("hours", 0.2)), "--seed",
                      str(s.get("seed", 1)), "--workers", str(s.get("workers", 2)), "--quiet",
-                     *(["--engines", str(s["engines"])] if s.get("engines") else [])]
+                     *(["--engines", _engines_arg(s["engines"])] if s.get("engines") else [])]
     cmds["codec"] = ["codec", "train", "--data", str(corpus), "--out", str(codec), "--no-progress",
                      *(["--config", _cfg_path(base, c["config"])] if c.get("config") else []),
                      *(["--steps", str(c["steps"])] if c.get("steps") else [])]

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--out", required=True, help="output dir; running again with the same dir resumes")
     t.add_argument("--init", metavar="CODEC_DIR",
                    help="start a new run from this trained codec's weights and config (the recipe's model section "
-                        "and --set may change what a resume may change); ignored when --out holds a run to resume")
+                        "and --set may change what a resume may change); when --out holds a run, it resumes with its "
+                        "own config and --init is not needed")
     t.add_argument("--steps", type=int, help="train until this step (overrides train.steps)")
     t.add_argument("--max-seconds", type=float,
                    help="stop after this many seconds of training, saved and resumable (overrides train.max_seconds)")

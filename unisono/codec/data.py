@@ -94,7 +94,8 @@ class SegmentSampler:
     Short items are zero-padded; silent segments are re-drawn a few times. A RMS normalisation to a random
     level in ``gain_db`` makes the codec robust to loudness. ``preload`` reads every item once (mono, at
     ``sample_rate``, float32: 230 MB per hour of 16 kHz audio) and cuts segments from memory, which a GPU step
-    needs (reading a file per segment takes longer than the step); the segments drawn are the same.
+    needs (reading a file per segment takes longer than the step); the segments drawn are the same (to the
+    sample for files at ``sample_rate``; a file at another rate is resampled whole instead of segment by segment).
     """
 
     def __init__(self, items: list[AudioItem], sample_rate: int, segment: int, seed: int = 0,
@@ -176,7 +177,8 @@ def pack_audio(items: list[AudioItem], out, max_bytes: int, sample_rate: int, se
         x = read_item(items[i], sample_rate)
         if x.size == 0:
             continue
-        path = tmp / f"{n:06d}-{items[i].id or items[i].path.stem}.flac"
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in (items[i].id or items[i].path.stem))
+        path = tmp / f"{n:06d}-{name}.flac"
         save(path, x, sample_rate)
         size = path.stat().st_size
         if total + size > max_bytes:

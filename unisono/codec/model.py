@@ -259,19 +259,18 @@ class Codec(nn.Module):
             self._streaming = False
 
     # -- persistence --------------------------------------------------------------------------------
-    def save_pretrained(self, directory) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically, file by file)."""
-        from safetensors.torch import save_file
-
-        from unisono.fileio import atomic_path, write_json
+    def save_pretrained(self, directory, precision: str = "float32") -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically, file by file); the weights
+        in ``precision`` (float32, float16 or int8: :mod:`unisono.weights`)."""
+        from unisono.fileio import write_json
+        from unisono.weights import save_weights
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if self.semantic is not None:  # the teacher stays in its own directory
             state = {k: v for k, v in state.items() if not k.startswith("semantic.teacher.")}
-        with atomic_path(d / "model.safetensors") as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
+        save_weights(state, d / "model.safetensors", precision)
         write_json(d / "config.json", self.config.to_dict())
         return d
 

@@ -59,12 +59,15 @@ DECODER_KEYS = {"decoder_dim", "decoder_blocks", "n_fft", "phase", "harmonics", 
 KEEPS_DECODER = {"harmonic_phase"}
 
 
-def load_config(path=None, overrides: dict | None = None, init=None) -> dict:
+def load_config(path=None, overrides: dict | None = None, init=None, base_model: dict | None = None) -> dict:
     """The training recipe: defaults, updated by the YAML file at ``path``, then by ``overrides``. With ``init``
-    (a trained codec's directory) its ``config.json`` is the model section the recipe's values update."""
+    (a trained codec's directory) its ``config.json``, or else ``base_model``, is the model section the recipe's
+    values update."""
     cfg = copy.deepcopy(DEFAULTS)
     if init is not None:
         cfg["model"] = _init_model_config(init)
+    elif base_model is not None:
+        cfg["model"] = copy.deepcopy(base_model)
     sources = []
     if path is not None:
         p = Path(path)
@@ -83,6 +86,8 @@ def load_config(path=None, overrides: dict | None = None, init=None) -> dict:
                     raise UnisonoError(f"unknown keys {sorted(unknown)} in section {section!r}; valid: {sorted(cfg[section])}")
             cfg[section].update(values or {})
     CodecConfig.from_dict(cfg["model"])  # validate early
+    if float(cfg["train"]["max_seconds"] or 0) < 0:
+        raise UnisonoError(f"train.max_seconds must be 0 (no limit) or positive, got {cfg['train']['max_seconds']}")
     return cfg
 
 
@@ -96,6 +101,16 @@ def _init_model_config(init) -> dict:
     if model.pop("model_type", "unisono-codec") != "unisono-codec":
         raise UnisonoError(f"--init {init} holds another kind of model; it must be a codec made by 'unisono codec train'")
     return model
+
+
+def check_init(init, cfg: dict) -> set[str]:
+    """The model settings a run from ``init`` changes; an error if they are more than a new run from it may
+    change (decoder settings, with ``train.freeze_encoder``)."""
+    changed = _changed_keys(_init_model_config(init), cfg["model"])
+    if changed - (DECODER_KEYS if cfg["train"]["freeze_encoder"] else set()):
+        raise UnisonoError(f"--init {init}: the recipe changes {', '.join(sorted(changed))}; only "
+                           f"{', '.join(sorted(DECODER_KEYS))} may change, and only with train.freeze_encoder: true")
+    return changed
 
 
 def _changed_keys(old: dict, new: dict) -> set[str]:
@@ -217,10 +232,7 @@ class Trainer:
         """Start from the weights of the trained codec in ``directory`` (a new run: fresh optimizers, step 0).
         A decoder setting with weights of its own changed under ``freeze_encoder`` gives a new decoder on the
         trained encoder and codebooks, as a resume does."""
-        changed = _changed_keys(_init_model_config(directory), self.cfg["model"])
-        if changed - (DECODER_KEYS if self.frozen else set()):
-            raise UnisonoError(f"--init {directory}: the recipe changes {', '.join(sorted(changed))}; only "
-                               f"{', '.join(sorted(DECODER_KEYS))} may change, and only with train.freeze_encoder: true")
+        changed = check_init(directory, self.cfg)
         state = Codec.from_pretrained(directory).state_dict()
         if changed - KEEPS_DECODER:
             state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
@@ -366,6 +378,23 @@ class Trainer:
                 tb.add_audio(f"sample{i}/reference", x.reshape(-1).cpu(), 0, sample_rate=sr)
                 tb.add_image(f"sample{i}/reference_mel", _spectrogram_image(x.cpu(), sr), 0)
 
+    def _trim_log(self) -> None:
+        """``log.jsonl`` holds this run's lines up to its current step only: a fresh run starts it anew, a
+        resumed one drops the lines written after the saved step it resumes from."""
+        path = self.out / "log.jsonl"
+        if not path.exists():
+            return
+        import json
+
+        def step_of(line: str) -> float:
+            try:
+                return float(json.loads(line).get("step", 0))
+            except (ValueError, AttributeError):  # a line cut short by a kill: drop it
+                return float("inf")
+
+        keep = [line for line in path.read_text().splitlines() if self.step and step_of(line) <= self.step]
+        write_text(path, "".join(line + "\n" for line in keep))
+
     def fit(self, steps: int | None = None) -> list[dict]:
         """Train until step ``steps`` (default ``train.steps``) or until ``train.max_seconds`` have passed (0: no
         limit), whichever comes first; saves at every ``save_every`` step and at the end. Returns the history (one
@@ -382,8 +411,10 @@ class Trainer:
         bar = tqdm(total=total, initial=min(self.step, total), desc="codec train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         start = last = time.time()
-        pending: list[dict] = []  # figures as tensors until the next log step: one host-device sync per log
+        pending: list[dict] = []  # figures as tensors until the next log step: one host-device sync per log (the
+        # whole codec's quantizer still reads its perplexity to the host every step)
         logged = self.step
+        self._trim_log()
 
         def flush() -> None:
             tensors = [v.reshape(()).float() for logs in pending for v in logs.values() if torch.is_tensor(v)]
@@ -440,7 +471,19 @@ def train(config_path=None, data=None, out=None, overrides: dict | None = None, 
     trained codec's directory to start a new run from (ignored when ``out`` already holds a run to resume)."""
     if data is None or out is None:
         raise UnisonoError("codec training needs --data and --out")
-    trainer = Trainer(load_config(config_path, overrides, init), data, out, device, progress)
+    out = Path(out)
+    resuming = (out / "train_state.pt").exists()
+    if init is not None and Path(init).resolve() == out.resolve():
+        raise UnisonoError(f"--init and --out are the same directory ({out}); train into a new --out")
+    if resuming:  # the run's own model config (written at its start), whatever --init says now
+        saved = out / "train_config.yaml"
+        base = (load_yaml(saved.read_text()) or {}).get("model") if saved.is_file() else None
+        cfg = load_config(config_path, overrides, None if base else init, base_model=base)
+    else:
+        cfg = load_config(config_path, overrides, init)
+        if init is not None:
+            check_init(init, cfg)  # before any model is built or audio read
+    trainer = Trainer(cfg, data, out, device, progress)
     if trainer.maybe_resume():
         if init is not None:
             print(f"codec train: resuming {out} at step {trainer.step} (--init {init} applies to a new run only)",

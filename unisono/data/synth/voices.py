@@ -190,9 +190,12 @@ def pick_voice(rng: np.random.Generator, split: str, exclude: tuple[str, ...] = 
     pool = train
     if split == "test" and held and rng.random() < 0.5:
         pool = held
-    every = train + held
-    pool = [v for v in pool if v.id not in exclude] or [v for v in every if v.id not in exclude] or \
-        [v for v in ESPEAK_VOICES if v.id not in exclude]
+    # a voice left after ``exclude``, never a held-out one outside the test split: the engine's pool, then its
+    # voices allowed in the split, then espeak-ng's (an engine with one voice cannot give a second speaker)
+    allowed = train + held if split == "test" else train
+    espeak = ESPEAK_VOICES if split == "test" else TRAIN_VOICES
+    pool = [v for v in pool if v.id not in exclude] or [v for v in allowed if v.id not in exclude] or \
+        [v for v in espeak if v.id not in exclude]
     return pool[int(rng.integers(len(pool)))]
 
 
@@ -269,9 +272,15 @@ def speak(text: str, params: dict, sample_rate: int) -> np.ndarray:
     else:
         raise UnisonoError(f"unknown speech engine {engine!r}")
     if "pitch" not in params:
-        params["pitch"] = heard_pitch(estimate_f0(x, sample_rate), params["gender"])
-        params["speed"] = int(round(len(text.split()) / max(x.size / sample_rate, 0.1) * 60))
+        measure_heard(params, text, x, sample_rate)
     return x
+
+
+def measure_heard(params: dict, text: str, x: np.ndarray, sample_rate: int) -> None:
+    """Write into ``params`` the ``pitch`` (0-99, see :func:`heard_pitch`) and ``speed`` (words per minute) of a
+    natural engine's audio ``x`` of ``text``: what its description and QA answers name."""
+    params["pitch"] = heard_pitch(estimate_f0(x, sample_rate), params["gender"])
+    params["speed"] = int(round(len(text.split()) / max(x.size / sample_rate, 0.1) * 60))
 
 
 def heard_pitch(f0: float, gender: str) -> int:

@@ -149,3 +149,43 @@ def test_a_mixed_corpus_records_engines_and_refuses_another_mix(tmp_path):
                 assert V.pitch_word(p["pitch"]) in c["custom"]["instruction"]
     with pytest.raises(UnisonoError, match="--engines espeak="):
         build.synthesize(tmp_path, hours=0.004, seed=4, workers=1, progress=False, engines={"espeak": 1.0})
+
+
+def test_musescore_renders_in_process_and_the_same_whatever_came_before(tmp_path, monkeypatch):
+    from unisono.data.synth import music, tools
+
+    if tools.musescore_font() is None:
+        pytest.skip("MuseScore General font or pyfluidsynth not installed")
+    monkeypatch.setattr(tools, "_font_choice", "fluidr3")
+    files = []
+    for i in range(3):
+        rng = np.random.default_rng(i)
+        params = music.sample_params(rng, "train")
+        notes = music.melody(params, rng)
+        music.write_midi(tmp_path / f"{i}.mid", params, notes)
+        files.append((tmp_path / f"{i}.mid", params, notes))
+    fluid = tools.fluidsynth_render(files[0][0], 16000)
+    tools.set_sound_font("musescore")
+    first = [tools.fluidsynth_render(f, 16000) for f, _, _ in files]
+    again = [tools.fluidsynth_render(f, 16000) for f, _, _ in reversed(files)][::-1]
+    for a, b in zip(first, again):
+        assert np.array_equal(a, b)
+    for x, (_, params, notes) in zip(first, files):
+        seconds = max(s + d for _, s, d in notes) * 60.0 / params["tempo_bpm"]
+        assert x.dtype == np.float32 and x.size >= seconds * 16000 and np.sqrt(np.mean(x ** 2)) > 1e-3
+    assert not (fluid.size == first[0].size and np.allclose(fluid, first[0]))  # another font
+    with pytest.raises(UnisonoError, match="unknown sound font"):
+        tools.set_sound_font("timgm")
+
+
+def test_the_sound_font_is_part_of_the_plan(tmp_path):
+    from unisono.data.synth import tools
+
+    build.synthesize(tmp_path / "a", hours=0.004, seed=2, workers=1, progress=False, engines={"espeak": 1},
+                     sound_font="fluidr3")
+    assert "sound_font" not in json.loads((tmp_path / "a" / "plan.json").read_text())  # as the corpora of before
+    if tools.musescore_font() is None:
+        return
+    with pytest.raises(UnisonoError, match="--sound-font fluidr3"):
+        build.synthesize(tmp_path / "a", hours=0.004, seed=2, workers=1, progress=False, engines={"espeak": 1},
+                         sound_font="musescore")

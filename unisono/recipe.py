@@ -60,7 +60,8 @@ def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]
     cmds: dict[str, list[str] | None] = {}
     cmds["synth"] = ["synth", "--out", str(corpus), "--hours", str(s.get("hours", 0.2)), "--seed",
                      str(s.get("seed", 1)), "--workers", str(s.get("workers", 2)), "--quiet",
-                     *(["--engines", _engines_arg(s["engines"])] if s.get("engines") else [])]
+                     *(["--engines", _engines_arg(s["engines"])] if s.get("engines") else []),
+                     *(["--sound-font", str(s["sound_font"])] if s.get("sound_font") else [])]
     cmds["codec"] = ["codec", "train", "--data", str(corpus), "--out", str(codec), "--no-progress",
                      *(["--config", _cfg_path(base, c["config"])] if c.get("config") else []),
                      *(["--steps", str(c["steps"])] if c.get("steps") else [])]

@@ -151,23 +151,33 @@ def _worker(args) -> tuple[str, dict | None, str | None]:
 
 
 def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int = 1, progress: bool = True,
-               engines: dict[str, float] | None = None) -> dict:
+               engines: dict[str, float] | None = None, sound_font: str | None = None) -> dict:
     """Make (or resume) a corpus of about ``hours`` hours in ``out``; returns the stats.
 
     ``engines``: the speech engines' shares of the speakers (default :data:`voices.DEFAULT_ENGINE_MIX`); an
     engine that cannot run here is left out with one line on stderr, and the mix actually used is part of the
-    corpus's plan (a corpus resumes only with the same one). espeak-ng alone gives the corpora of before."""
+    corpus's plan (a corpus resumes only with the same one). espeak-ng alone gives the corpora of before.
+    ``sound_font``: ``musescore`` (the default where it is installed) or ``fluidr3`` (the font of before)."""
     out = Path(out)
     versions = tools.check_all()
     mix, missing = V.usable_mix(V.normalise_mix(V.DEFAULT_ENGINE_MIX if engines is None else engines))
     for engine, why in missing.items():
         print(f"unisono synth: {engine} left out of the engine mix: {why}", file=sys.stderr)
     V.set_engine_mix(mix)
+    if sound_font is None:
+        sound_font = "musescore" if tools.musescore_font() else "fluidr3"
+        if sound_font == "fluidr3":
+            print("unisono synth: music uses FluidR3 (for MuseScore General: apt-get install musescore-general-"
+                  "soundfont, pip install pyfluidsynth)", file=sys.stderr)
+    tools.set_sound_font(sound_font)
+    versions["sound_font"] = Path(tools.musescore_font()).name if sound_font == "musescore" else versions["sound_font"]
     versions["speech_engines"] = ", ".join(f"{e} {w:.0%}" for e, w in mix.items())
     out.mkdir(parents=True, exist_ok=True)
     spec = {"version": PLAN_VERSION, "hours": hours, "seed": seed, "sample_rate": SAMPLE_RATE}
     if mix != V.ESPEAK_ONLY:
         spec["engines"] = mix
+    if sound_font != "fluidr3":
+        spec["sound_font"] = sound_font
     plan_path = out / "plan.json"
     if plan_path.exists():
         old = read_json(plan_path)
@@ -177,8 +187,9 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
         if old != spec:
             engines_of = ",".join(f"{e}={w:g}" for e, w in old.get("engines", V.ESPEAK_ONLY).items())
             raise UnisonoError(f"{out} already holds a corpus made with --hours {old.get('hours')} --seed "
-                               f"{old.get('seed')} --engines {engines_of}; use another --out or the same options "
-                               "(and the same installed engines) to resume it")
+                               f"{old.get('seed')} --engines {engines_of} --sound-font "
+                               f"{old.get('sound_font', 'fluidr3')}; use another --out or the same options (and the "
+                               "same installed engines and fonts) to resume it")
     else:
         write_json(plan_path, spec)
     plan = make_plan(hours, seed)

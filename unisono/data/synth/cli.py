@@ -23,6 +23,9 @@ def add_arguments(p) -> None:
                         "'espeak' (espeak-ng alone: the corpora of before natural voices). Engines: espeak, kokoro, "
                         "piper, festival, flite; one that is not installed is left out with a note. Default: "
                         "espeak=0.5,kokoro=0.2,piper=0.15,festival=0.05,flite=0.1")
+    p.add_argument("--sound-font", choices=("musescore", "fluidr3"),
+                   help="General MIDI font of the music: musescore (MuseScore General, fuller instruments; the default "
+                        "where installed) or fluidr3 (FluidR3, the font of corpora before it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -32,7 +35,7 @@ def main(args) -> int:
 
     mix = voices.parse_engine_mix(args.engines) if args.engines is not None else None
     stats = synthesize(args.out, hours=args.hours, seed=args.seed, workers=args.workers, progress=not args.quiet,
-                       engines=mix)
+                       engines=mix, sound_font=args.sound_font)
     made, failed = stats["jobs"]["made"], stats["jobs"]["failed"]
     hours = sum(s["hours"] for s in stats["splits"].values())
     print(f"wrote {args.out}: {hours:.3f} h of primary audio in "

@@ -25,6 +25,34 @@ SOUND_FONT_CANDIDATES = (
     "/usr/share/sounds/sf2/default-GM.sf2",
     "/usr/share/soundfonts/default.sf2",
 )
+# The fuller General MIDI font (Debian musescore-general-soundfont, MIT): SF3, its samples Ogg-compressed, so it
+# takes ~7 s to load; it is rendered by one FluidSynth kept loaded per process (pyfluidsynth), not one per file.
+MUSESCORE_FONT_CANDIDATES = (
+    "/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
+    "/usr/share/sounds/sf3/MuseScore_General.sf3",
+)
+SOUND_FONTS = ("fluidr3", "musescore")
+_font_choice = "fluidr3"
+
+
+def musescore_font() -> str | None:
+    """Path of the MuseScore General font when it and pyfluidsynth are installed, else ``None``."""
+    try:
+        import fluidsynth  # noqa: F401  (pyfluidsynth)
+    except (ImportError, OSError):
+        return None
+    return next((p for p in MUSESCORE_FONT_CANDIDATES if Path(p).is_file()), None)
+
+
+def set_sound_font(name: str) -> None:
+    """The font music is rendered with: ``fluidr3`` (the General MIDI font of before) or ``musescore``."""
+    global _font_choice
+    if name not in SOUND_FONTS:
+        raise UnisonoError(f"unknown sound font {name!r}; choose one of {', '.join(SOUND_FONTS)}")
+    if name == "musescore" and musescore_font() is None:
+        raise UnisonoError("the MuseScore General sound font needs apt-get install musescore-general-soundfont "
+                           "and pip install pyfluidsynth")
+    _font_choice = name
 
 
 @lru_cache(maxsize=None)
@@ -122,9 +150,12 @@ def sox_effect(x: np.ndarray, sample_rate: int, effects: list[str]) -> np.ndarra
 
 
 def fluidsynth_render(midi_path: str | Path, sample_rate: int, gain: float = 0.4) -> np.ndarray:
-    """Render a MIDI file with FluidSynth and the General MIDI sound font; mono float32 at ``sample_rate``."""
+    """Render a MIDI file with FluidSynth and the chosen General MIDI sound font (:func:`set_sound_font`); mono
+    float32 at ``sample_rate``."""
     import soundfile as sf
 
+    if _font_choice == "musescore":
+        return _render_in_process(str(midi_path), musescore_font(), sample_rate, gain)
     exe = require("fluidsynth", "fluidsynth", "music rendering")
     font = sound_font()
     with tempfile.TemporaryDirectory(prefix="unisono-fs-") as tmp:
@@ -134,3 +165,84 @@ def fluidsynth_render(midi_path: str | Path, sample_rate: int, gain: float = 0.4
         data, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     x = to_mono(data.T)[0]
     return np.ascontiguousarray(resample(x, sr, sample_rate), dtype=np.float32)
+
+
+@lru_cache(maxsize=2)
+def _synth(font: str, sample_rate: int, gain: float):
+    """One FluidSynth per process, font loaded once; reverb and chorus off, as the command-line renders."""
+    import fluidsynth
+
+    fs = fluidsynth.Synth(gain=gain, samplerate=float(sample_rate), **{
+        "synth.reverb.active": 0, "synth.chorus.active": 0, "synth.dynamic-sample-loading": 0})
+    if fs.sfload(font, update_midi_preset=1) < 0:
+        raise UnisonoError(f"FluidSynth cannot load the sound font {font}")
+    for _ in range(2):  # a new synth's first renders differ from later ones (in their first ms): get past them
+        for ch in range(16):
+            for key in (36, 48, 60, 72):
+                fs.noteon(ch, key, 80)
+        _write_float(fs, 250 * _BLOCK)
+        for ch in range(16):
+            fs.all_sounds_off(ch)
+        _write_float(fs, 250 * _BLOCK)
+        fs.system_reset()
+    return fs
+
+
+def _write_float(fs, n: int) -> np.ndarray:
+    """``n`` stereo frames of the synth as float32 ``[n, 2]`` (no 16-bit dither, whose state would carry over)."""
+    import ctypes
+
+    import fluidsynth
+
+    fn = fluidsynth._fl.fluid_synth_write_float
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                   ctypes.c_int, ctypes.c_int]
+    buf = np.zeros(2 * n, dtype=np.float32)
+    if fn(fs.synth, n, buf.ctypes.data, 0, 2, buf.ctypes.data, 1, 2) != 0:
+        raise UnisonoError("FluidSynth failed to render")
+    return buf.reshape(n, 2)
+
+
+_BLOCK = 64  # FluidSynth renders in blocks of 64 frames and applies events at block starts
+
+
+def _render_in_process(midi_path: str, font: str, sample_rate: int, gain: float, release_s: float = 1.0) -> np.ndarray:
+    """Play a MIDI file's events (mido) into the process's FluidSynth and collect its output until ``release_s``
+    after the last event: the same notes, programs, controllers and tempo as the command line. Events fall on
+    64-frame block starts (4 ms at 16 kHz) and every render pulls whole blocks, so a file renders to the same
+    samples whatever was rendered before it."""
+    import mido
+
+    try:
+        midi = mido.MidiFile(midi_path)
+    except (OSError, ValueError, EOFError) as e:
+        raise UnisonoError(f"cannot read MIDI file {midi_path} ({e})") from None
+    fs = _synth(font, int(sample_rate), float(gain))
+    _play(fs, midi, sample_rate, release_s)  # a file's first rendering differs in its first milliseconds from every
+    return _play(fs, midi, sample_rate, release_s)  # later one, whatever came before: keep the second (~5 ms)
+
+
+def _play(fs, midi, sample_rate: int, release_s: float) -> np.ndarray:
+    fs.system_reset()
+    chunks, clock, done = [], 0.0, 0
+    for msg in midi:  # .time: seconds since the previous message, tempo applied
+        clock += msg.time
+        due = int(round(clock * sample_rate / _BLOCK)) * _BLOCK
+        if due > done:
+            chunks.append(_write_float(fs, due - done))
+            done = due
+        if msg.type == "note_on":
+            fs.noteon(msg.channel, msg.note, msg.velocity)
+        elif msg.type == "note_off":
+            fs.noteoff(msg.channel, msg.note)
+        elif msg.type == "program_change":
+            fs.program_change(msg.channel, msg.program)
+        elif msg.type == "control_change":
+            fs.cc(msg.channel, msg.control, msg.value)
+        elif msg.type == "pitchwheel":
+            fs.pitch_bend(msg.channel, msg.pitch)
+    chunks.append(_write_float(fs, -(-int(release_s * sample_rate) // _BLOCK) * _BLOCK))
+    for ch in range(16):
+        fs.all_sounds_off(ch)
+    _write_float(fs, 8 * _BLOCK)  # let the stopped voices go before the next render
+    return np.ascontiguousarray(np.concatenate(chunks).mean(axis=1), dtype=np.float32)

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts  # natural voices: Festival (3 voices)
   flite              # natural voices: Flite (4 voices)
   musescore-general-soundfont  # the fuller General MIDI font for the corpus's music (MIT)
+  sonic-pi-samples   # recorded one-shots (CC0) beside the corpus's procedural sounds
   chromium           # headless browser for the web page test (Playwright drives it; it never downloads one)
   fonts-dejavu-core  # a font for the browser's screenshots
 )

@@ -17,13 +17,13 @@ if ! compgen -G ".whl/soundfile-*.whl" >/dev/null; then
 fi
 CORPUS=${CORPUS:-ref}
 case "$CORPUS" in
-  ref) DIR=runs/ref/corpus; ENGINES=espeak; FONT=fluidr3 ;;
-  mixed) DIR=runs/mix/corpus; ENGINES=espeak=0.5,kokoro=0.2,piper=0.15,festival=0.05,flite=0.1; FONT=musescore ;;
+  ref) DIR=runs/ref/corpus; ENGINES=espeak; FONT=fluidr3; REAL=off ;;
+  mixed) DIR=runs/mix/corpus; ENGINES=espeak=0.5,kokoro=0.2,piper=0.15,festival=0.05,flite=0.1; FONT=musescore; REAL=on ;;
   *) echo "CORPUS must be ref or mixed, not $CORPUS" >&2; exit 2 ;;
 esac
 if [ -d .pack/codec ] && [ "$(cat .pack/codec.source 2>/dev/null || echo ref)" != "$CORPUS" ]; then rm -rf .pack/codec; fi
 if [ ! -d .pack/codec ]; then
-  [ -f "$DIR/stats.json" ] || python3 -m unisono synth --out "$DIR" --hours 5 --seed 1 --workers 2 --quiet --engines "$ENGINES" --sound-font "$FONT"
+  [ -f "$DIR/stats.json" ] || python3 -m unisono synth --out "$DIR" --hours 5 --seed 1 --workers 2 --quiet --engines "$ENGINES" --sound-font "$FONT" --real-sounds "$REAL"
   python3 -m unisono codec pack --data "$DIR" --out .pack/codec --max-mib "$MAX_MIB"
   echo "$CORPUS" > .pack/codec.source
 fi

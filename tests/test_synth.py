@@ -167,7 +167,7 @@ def test_captions_and_instructions_match_parameters(corpus):
         events = c["custom"]["params"]["events"]
         times = [float(t) for t in re.findall(r"at (\d+\.\d) s", cap)]
         assert times == [e["start"] for e in events]
-        positions = [cap.lower().index(sounds.SCENE_PHRASES[e["event"]]) for e in events]
+        positions = [cap.lower().index(sounds.scene_phrase(e["event"])) for e in events]
         assert positions == sorted(positions)
     for c in by_kind(corpus, "audio_edit"):
         p = c["custom"]["params"]

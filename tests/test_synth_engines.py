@@ -189,3 +189,43 @@ def test_the_sound_font_is_part_of_the_plan(tmp_path):
     with pytest.raises(UnisonoError, match="--sound-font fluidr3"):
         build.synthesize(tmp_path / "a", hours=0.004, seed=2, workers=1, progress=False, engines={"espeak": 1},
                          sound_font="musescore")
+
+
+def test_real_one_shots_join_the_procedural_classes(monkeypatch):
+    from unisono.data.synth import sounds
+
+    monkeypatch.setattr(sounds, "_real", False)
+    assert sounds.event_names() == sorted(sounds.EVENTS)  # the classes of the corpora before real sounds
+    if not sounds.real_sounds_available():
+        pytest.skip("sonic-pi-samples not installed")
+    sounds.set_real_sounds(True)
+    names = sounds.event_names()
+    assert names[: len(sounds.EVENTS)] == sorted(sounds.EVENTS) and set(names[len(sounds.EVENTS):]) == set(
+        sounds.REAL_EVENTS)
+    for name in sounds.REAL_EVENTS:
+        x, params, phrase = sounds.make_event(name, np.random.default_rng(0), 16000, level_db=-20)
+        assert x.dtype == np.float32 and 0.05 < x.size / 16000 <= 4.0 and params["event"] == name
+        assert 10 * np.log10(np.mean(x.astype(np.float64) ** 2)) > -30 and np.max(np.abs(x)) <= 0.7 + 1e-6
+        assert phrase == sounds.REAL_EVENTS[name][1] and sounds.scene_phrase(name) == sounds.REAL_EVENTS[name][2]
+    y, _, _ = sounds.make_event("tabla", np.random.default_rng(0), 16000)
+    assert np.array_equal(x if name == "tabla" else sounds.make_event("tabla", np.random.default_rng(0), 16000)[0], y)
+
+
+def test_real_sounds_are_part_of_the_plan(tmp_path):
+    from unisono.data.synth import sounds
+
+    if not sounds.real_sounds_available():
+        pytest.skip("sonic-pi-samples not installed")
+    stats = build.synthesize(tmp_path, hours=0.01, seed=6, workers=1, progress=False, engines={"espeak": 1},
+                             sound_font="fluidr3", real_sounds=True)
+    assert json.loads((tmp_path / "plan.json").read_text())["real_sounds"] is True
+    assert stats["generator"]["event_classes"] == len(sounds.EVENTS) + len(sounds.REAL_EVENTS)
+    events = set()
+    for s in build.SPLITS:
+        for line in (tmp_path / "manifests" / s / "cuts.jsonl").read_text().splitlines():
+            p = json.loads(line)["custom"]["params"]
+            events |= {p["event"]} if "event" in p else {e["event"] for e in p.get("events", [])}
+    assert events & set(sounds.REAL_EVENTS) and events & set(sounds.EVENTS)
+    with pytest.raises(UnisonoError, match="--real-sounds on"):
+        build.synthesize(tmp_path, hours=0.01, seed=6, workers=1, progress=False, engines={"espeak": 1},
+                         sound_font="fluidr3", real_sounds=False)

@@ -61,7 +61,8 @@ def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]
     cmds["synth"] = ["synth", "--out", str(corpus), "--hours", str(s.get("hours", 0.2)), "--seed",
                      str(s.get("seed", 1)), "--workers", str(s.get("workers", 2)), "--quiet",
                      *(["--engines", _engines_arg(s["engines"])] if s.get("engines") else []),
-                     *(["--sound-font", str(s["sound_font"])] if s.get("sound_font") else [])]
+                     *(["--sound-font", str(s["sound_font"])] if s.get("sound_font") else []),
+                     *(["--real-sounds", "on" if s["real_sounds"] else "off"] if "real_sounds" in s else [])]
     cmds["codec"] = ["codec", "train", "--data", str(corpus), "--out", str(codec), "--no-progress",
                      *(["--config", _cfg_path(base, c["config"])] if c.get("config") else []),
                      *(["--steps", str(c["steps"])] if c.get("steps") else [])]

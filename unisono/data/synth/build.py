@@ -151,13 +151,15 @@ def _worker(args) -> tuple[str, dict | None, str | None]:
 
 
 def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int = 1, progress: bool = True,
-               engines: dict[str, float] | None = None, sound_font: str | None = None) -> dict:
+               engines: dict[str, float] | None = None, sound_font: str | None = None,
+               real_sounds: bool | None = None) -> dict:
     """Make (or resume) a corpus of about ``hours`` hours in ``out``; returns the stats.
 
     ``engines``: the speech engines' shares of the speakers (default :data:`voices.DEFAULT_ENGINE_MIX`); an
     engine that cannot run here is left out with one line on stderr, and the mix actually used is part of the
     corpus's plan (a corpus resumes only with the same one). espeak-ng alone gives the corpora of before.
-    ``sound_font``: ``musescore`` (the default where it is installed) or ``fluidr3`` (the font of before)."""
+    ``sound_font``: ``musescore`` (the default where it is installed) or ``fluidr3`` (the font of before).
+    ``real_sounds``: sounds and scenes draw from recorded one-shots too (default: where installed)."""
     out = Path(out)
     versions = tools.check_all()
     mix, missing = V.usable_mix(V.normalise_mix(V.DEFAULT_ENGINE_MIX if engines is None else engines))
@@ -170,6 +172,12 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
             print("unisono synth: music uses FluidR3 (for MuseScore General: apt-get install musescore-general-"
                   "soundfont, pip install pyfluidsynth)", file=sys.stderr)
     tools.set_sound_font(sound_font)
+    if real_sounds is None:
+        real_sounds = kinds.sounds.real_sounds_available()
+        if not real_sounds:
+            print("unisono synth: sounds are procedural only (for recorded one-shots: apt-get install "
+                  "sonic-pi-samples)", file=sys.stderr)
+    kinds.sounds.set_real_sounds(real_sounds)
     versions["sound_font"] = Path(tools.musescore_font()).name if sound_font == "musescore" else versions["sound_font"]
     versions["speech_engines"] = ", ".join(f"{e} {w:.0%}" for e, w in mix.items())
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +186,8 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
         spec["engines"] = mix
     if sound_font != "fluidr3":
         spec["sound_font"] = sound_font
+    if real_sounds:
+        spec["real_sounds"] = True
     plan_path = out / "plan.json"
     if plan_path.exists():
         old = read_json(plan_path)
@@ -188,7 +198,8 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
             engines_of = ",".join(f"{e}={w:g}" for e, w in old.get("engines", V.ESPEAK_ONLY).items())
             raise UnisonoError(f"{out} already holds a corpus made with --hours {old.get('hours')} --seed "
                                f"{old.get('seed')} --engines {engines_of} --sound-font "
-                               f"{old.get('sound_font', 'fluidr3')}; use another --out or the same options (and the "
+                               f"{old.get('sound_font', 'fluidr3')} --real-sounds "
+                               f"{'on' if old.get('real_sounds') else 'off'}; use another --out or the same options (and the "
                                "same installed engines and fonts) to resume it")
     else:
         write_json(plan_path, spec)
@@ -306,7 +317,7 @@ def write_index(out: Path, plan: list[Job], records: dict, failures: dict, spec:
         "jobs": {"planned": len(plan), "made": len(records), "failed": len(failures)},
         "failures": dict(sorted(failures.items())),
         "generator": {"sentence_templates": len(T.TEMPLATES), "generator_vocabulary": len(T.vocabulary()),
-                      "voices": len(V.ALL_VOICES), "event_classes": len(kinds.sounds.EVENTS),
+                      "voices": len(V.ALL_VOICES), "event_classes": len(kinds.sounds.event_names()),
                       "instruments": len(music.ALL_INSTRUMENTS)},
     }
     write_json(out / "stats.json", stats)

@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--sound-font", choices=("musescore", "fluidr3"),
                    help="General MIDI font of the music: musescore (MuseScore General, fuller instruments; the default "
                         "where installed) or fluidr3 (FluidR3, the font of corpora before it)")
+    p.add_argument("--real-sounds", choices=("on", "off"),
+                   help="sounds and scenes also use recorded one-shots (10 classes from Debian's sonic-pi-samples: "
+                        "drums, tabla, snaps, a door, a crow, record scratches); default: on where installed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -35,7 +38,8 @@ def main(args) -> int:
 
     mix = voices.parse_engine_mix(args.engines) if args.engines is not None else None
     stats = synthesize(args.out, hours=args.hours, seed=args.seed, workers=args.workers, progress=not args.quiet,
-                       engines=mix, sound_font=args.sound_font)
+                       engines=mix, sound_font=args.sound_font,
+                       real_sounds=None if args.real_sounds is None else args.real_sounds == "on")
     made, failed = stats["jobs"]["made"], stats["jobs"]["failed"]
     hours = sum(s["hours"] for s in stats["splits"].values())
     print(f"wrote {args.out}: {hours:.3f} h of primary audio in "

@@ -227,7 +227,8 @@ def make_music(job: Job, rng: np.random.Generator) -> list[Made]:
 
 
 def make_sound(job: Job, rng: np.random.Generator) -> list[Made]:
-    name = sorted(sounds.EVENTS)[int(rng.integers(len(sounds.EVENTS)))]
+    names = sounds.event_names()
+    name = names[int(rng.integers(len(names)))]
     x, params, phrase = sounds.make_event(name, rng, SAMPLE_RATE)
     pad = np.zeros(int(0.25 * SAMPLE_RATE), dtype=np.float32)
     x = np.concatenate([pad, x, pad])
@@ -239,7 +240,7 @@ def make_sound(job: Job, rng: np.random.Generator) -> list[Made]:
 
 
 def _scene_events(rng, n_events: int, duration: float, exclude: set[str] = frozenset()):
-    names = [n for n in sorted(sounds.EVENTS) if n not in exclude]
+    names = [n for n in sounds.event_names() if n not in exclude]
     chosen = [names[i] for i in rng.choice(len(names), size=n_events, replace=False)]
     events = []
     for name in chosen:
@@ -254,8 +255,8 @@ def _scene_qa(events):
     first, last = events[0]["event"], events[-1]["event"]
     return [
         ["How many sound events are there?", NUMBER_WORDS[len(events)]],
-        ["What happens first?", sounds.SCENE_PHRASES[first]],
-        ["What happens last?", sounds.SCENE_PHRASES[last]],
+        ["What happens first?", sounds.scene_phrase(first)],
+        ["What happens last?", sounds.scene_phrase(last)],
     ]
 
 

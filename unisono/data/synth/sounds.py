@@ -1,4 +1,5 @@
-"""Procedural sound events (16 classes) and scenes that mix 1 to 3 of them, with captions.
+"""Procedural sound events (17 classes), real one-shots (10 classes, optional) and scenes that mix 1 to 3 of
+them, with captions.
 
 Every event is made from its parameters alone (seeded), and its caption is written from the same
 parameters, so that a caption always matches its audio.
@@ -6,7 +7,11 @@ parameters, so that a caption always matches its audio.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from unisono.errors import UnisonoError
 
 from .effects import coloured_noise
 
@@ -266,7 +271,7 @@ SCENE_PHRASES = {
 
 def make_event(name: str, rng: np.random.Generator, sample_rate: int, level_db: float = -20.0):
     """One event of class ``name`` at an RMS level of ``level_db`` dBFS: ``(audio, params, phrase)``."""
-    x, params, phrase = EVENTS[name](rng, sample_rate)
+    x, params, phrase = EVENTS[name](rng, sample_rate) if name in EVENTS else _real_event(name, rng, sample_rate)
     x = np.asarray(x, dtype=np.float64)
     r = np.sqrt(np.mean(x**2)) + 1e-12
     x = x / r * 10 ** (level_db / 20)
@@ -299,8 +304,74 @@ def scene_caption(events: list[dict], background: str) -> str:
     """Caption with timing: "A dog barks at 0.4 s, then a bell rings at 2.1 s, over faint pink noise."."""
     parts = []
     for i, ev in enumerate(sorted(events, key=lambda e: e["start"])):
-        p = SCENE_PHRASES[ev["event"]]
+        p = scene_phrase(ev["event"])
         parts.append(f"{'then ' if i else ''}{p} at {ev['start']:.1f} s")
     text = ", ".join(parts)
     bg = "" if background == "silence" else f", over faint {background}"
     return text[:1].upper() + text[1:] + bg + "."
+
+
+# -- real one-shots ------------------------------------------------------------------------------------
+# Recorded sounds of Debian's sonic-pi-samples (freesound.org recordings, CC0), read where it is installed: a class
+# per kind of sound, each a list of file names, a caption phrase and a scene phrase. Used beside the procedural
+# classes when a corpus is made with real sounds (:func:`set_real_sounds`); never copied into the repository.
+SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
+REAL_EVENTS = {
+    "kick_drum": (("bd_808", "bd_boom", "bd_fat", "bd_haus", "bd_klub", "bd_pure", "bd_tek", "drum_bass_hard",
+                   "drum_bass_soft", "drum_heavy_kick"), "a kick drum", "a kick drum thumps"),
+    "snare_drum": (("drum_snare_hard", "drum_snare_soft", "sn_dolf", "sn_dub", "sn_generic", "sn_zome",
+                    "elec_snare", "elec_hi_snare"), "a snare drum", "a snare drum cracks"),
+    "cymbal": (("drum_cymbal_hard", "drum_cymbal_soft", "drum_cymbal_open", "drum_splash_hard", "drum_splash_soft"),
+               "a cymbal crash", "a cymbal crashes"),
+    "tom_drum": (("drum_tom_hi_hard", "drum_tom_hi_soft", "drum_tom_mid_hard", "drum_tom_mid_soft", "drum_tom_lo_hard",
+                  "drum_tom_lo_soft"), "a tom drum", "a tom drum booms"),
+    "cowbell": (("drum_cowbell",), "a cowbell", "a cowbell clanks"),
+    "tabla": (("tabla_dhec", "tabla_ghe1", "tabla_ghe4", "tabla_ke1", "tabla_na", "tabla_re", "tabla_tas1", "tabla_te1",
+               "tabla_tun1", "tabla_tun3"), "a tabla", "a tabla is struck"),
+    "finger_snap": (("perc_snap", "perc_snap2"), "fingers snapping", "someone snaps their fingers"),
+    "door": (("perc_door",), "a door", "a door bangs"),
+    "crow": (("misc_crow",), "a crow cawing", "a crow caws"),
+    "vinyl_scratch": (("vinyl_scratch", "vinyl_backspin", "vinyl_rewind"), "a record being scratched",
+                      "a record scratches"),
+}
+_real = False
+
+
+def real_sounds_available() -> bool:
+    return all((SONIC_PI_DIR / f"{n}.flac").is_file() for files, _, _ in REAL_EVENTS.values() for n in files)
+
+
+def set_real_sounds(on: bool) -> None:
+    """Whether the corpus's sounds and scenes draw from the real one-shots too (worker processes forked after this
+    call inherit it)."""
+    global _real
+    if on and not real_sounds_available():
+        raise UnisonoError(f"real sounds need Debian's sonic-pi-samples in {SONIC_PI_DIR} "
+                           "(apt-get install sonic-pi-samples)")
+    _real = bool(on)
+
+
+def event_names() -> list[str]:
+    """The sound classes a corpus draws from, in a fixed order: the procedural ones (alone, as in the corpora
+    before real sounds), then the real ones when they are on."""
+    return sorted(EVENTS) + (sorted(REAL_EVENTS) if _real else [])
+
+
+def scene_phrase(name: str) -> str:
+    return SCENE_PHRASES[name] if name in SCENE_PHRASES else REAL_EVENTS[name][2]
+
+
+def _real_event(name: str, rng: np.random.Generator, sr: int):
+    import soundfile as sf
+
+    from unisono.audio import resample, to_mono
+
+    files, phrase, _ = REAL_EVENTS[name]
+    fname = files[int(rng.integers(len(files)))]
+    data, file_sr = sf.read(str(SONIC_PI_DIR / f"{fname}.flac"), dtype="float32", always_2d=True)
+    x = resample(to_mono(data.T)[0], file_sr, sr)
+    x = x[: int(4.0 * sr)]  # at most 4 s of a long one
+    fade = min(int(0.02 * sr), x.size // 4)
+    if fade:
+        x[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    return x, {"sample": fname}, phrase

@@ -46,6 +46,7 @@ def scenarios() -> dict[str, dict]:
         "masked_end": dict(stream_mask=mask, end_id=END, top_k=6, seed=5),
         "min_frames": dict(stream_mask=mask, end_id=END, top_k=6, seed=5, min_new_frames=6),
         "cfg": dict(stream_mask=mask, end_id=END, top_p=0.9, cfg_scale=2.5, seed=7),
+        "cfg_off": dict(stream_mask=mask, end_id=END, top_p=0.9, cfg_scale=1.0, seed=7),
         "row_seeds": dict(stream_mask=mask, end_id=END, top_k=10, seed=[1, 2, 3]),
         "phases": dict(phases=phases, top_k=6, seed=[7, 8, 9]),
     }
@@ -95,11 +96,11 @@ def test_the_golden_outputs_are_not_trivial():
     for pattern in PATTERNS:
         rows = want[f"{pattern}/float/sample"]
         assert rows[0] != rows[1] and rows[1] != rows[2]
-        assert want[f"{pattern}/float/cfg"] != want[f"{pattern}/float/masked_end"]
-        ended += sum(any(frame[0] == END for frame in row) for row in want[f"{pattern}/float/masked_end"])
+        assert want[f"{pattern}/float/cfg"] != want[f"{pattern}/float/cfg_off"]  # guidance alone changes tokens
+        ended += sum(any(frame[0] == END for frame in row[:6]) for row in want[f"{pattern}/float/masked_end"])
         for row in want[f"{pattern}/float/min_frames"]:
             assert all(frame[0] != END for frame in row[:6])
-    assert ended >= 2
+    assert ended >= 2  # rows that end within 6 frames, which the min_frames rows may not
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

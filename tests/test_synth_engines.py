@@ -229,3 +229,19 @@ def test_real_sounds_are_part_of_the_plan(tmp_path):
     with pytest.raises(UnisonoError, match="--real-sounds on"):
         build.synthesize(tmp_path, hours=0.01, seed=6, workers=1, progress=False, engines={"espeak": 1},
                          sound_font="fluidr3", real_sounds=False)
+
+
+def test_a_corpus_resumes_with_its_own_options_and_a_refusal_changes_nothing(tmp_path, capsys):
+    from unisono.data.synth import sounds, tools
+
+    opts = dict(hours=0.004, seed=2, workers=1, progress=False)
+    first = build.synthesize(tmp_path, engines={"espeak": 1}, sound_font="fluidr3", real_sounds=False, **opts)
+    assert first["command"] == ("unisono synth --hours 0.004 --seed 2 --engines espeak=1 --sound-font fluidr3 "
+                                "--real-sounds off")
+    assert first["command"] in (tmp_path / "README.md").read_text()
+    again = build.synthesize(tmp_path, **opts)  # no options: the corpus's own, whatever is installed here
+    assert again == first
+    state = (V.engine_mix(), tools._font_choice, sounds._real)
+    with pytest.raises(UnisonoError, match="--engines espeak=1 --sound-font fluidr3 --real-sounds off"):
+        build.synthesize(tmp_path, engines={"espeak": 1, "flite": 1}, sound_font="fluidr3", real_sounds=True, **opts)
+    assert (V.engine_mix(), tools._font_choice, sounds._real) == state

@@ -24,6 +24,14 @@ from . import kinds, music, text as T, tools, voices as V
 from .kinds import SAMPLE_RATE, Job
 
 PLAN_VERSION = 2  # 2: vc_pair and singing cuts carry a `prompt` recording
+VOICES_VERSION = 2  # of corpora with natural voices; 2: no held-out voice as a second speaker outside the test split
+
+
+def synth_options(spec: dict) -> str:
+    """The ``unisono synth`` options that make the corpus of plan ``spec`` (every generator setting spelled out)."""
+    engines = ",".join(f"{e}={w:g}" for e, w in spec.get("engines", V.ESPEAK_ONLY).items())
+    return (f"--hours {spec.get('hours')} --seed {spec.get('seed')} --engines {engines} --sound-font "
+            f"{spec.get('sound_font', 'fluidr3')} --real-sounds {'on' if spec.get('real_sounds') else 'off'}")
 SPLITS = ("train", "valid", "test")
 MIN_JOBS = {"train": 3, "valid": 1, "test": 1}
 
@@ -159,49 +167,55 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
     engine that cannot run here is left out with one line on stderr, and the mix actually used is part of the
     corpus's plan (a corpus resumes only with the same one). espeak-ng alone gives the corpora of before.
     ``sound_font``: ``musescore`` (the default where it is installed) or ``fluidr3`` (the font of before).
-    ``real_sounds``: sounds and scenes draw from recorded one-shots too (default: where installed)."""
+    ``real_sounds``: sounds and scenes draw from recorded one-shots too (default: where installed).
+    Resuming, an option left at ``None`` is the one the corpus was made with."""
     out = Path(out)
     versions = tools.check_all()
+    plan_path = out / "plan.json"
+    old = read_json(plan_path) if plan_path.exists() else None
+    if old is not None:  # options not given: the corpus's own (a key absent = the setting of before it existed)
+        engines = old.get("engines", V.ESPEAK_ONLY) if engines is None else engines
+        sound_font = old.get("sound_font", "fluidr3") if sound_font is None else sound_font
+        real_sounds = bool(old.get("real_sounds", False)) if real_sounds is None else real_sounds
     mix, missing = V.usable_mix(V.normalise_mix(V.DEFAULT_ENGINE_MIX if engines is None else engines))
     for engine, why in missing.items():
         print(f"unisono synth: {engine} left out of the engine mix: {why}", file=sys.stderr)
-    V.set_engine_mix(mix)
     if sound_font is None:
         sound_font = "musescore" if tools.musescore_font() else "fluidr3"
         if sound_font == "fluidr3":
             print("unisono synth: music uses FluidR3 (for MuseScore General: apt-get install musescore-general-"
-                  "soundfont, pip install pyfluidsynth)", file=sys.stderr)
-    tools.set_sound_font(sound_font)
+                  "soundfont, and pyfluidsynth with libfluidsynth)", file=sys.stderr)
     if real_sounds is None:
         real_sounds = kinds.sounds.real_sounds_available()
         if not real_sounds:
             print("unisono synth: sounds are procedural only (for recorded one-shots: apt-get install "
                   "sonic-pi-samples)", file=sys.stderr)
-    kinds.sounds.set_real_sounds(real_sounds)
-    versions["sound_font"] = Path(tools.musescore_font()).name if sound_font == "musescore" else versions["sound_font"]
-    versions["speech_engines"] = ", ".join(f"{e} {w:.0%}" for e, w in mix.items())
-    out.mkdir(parents=True, exist_ok=True)
     spec = {"version": PLAN_VERSION, "hours": hours, "seed": seed, "sample_rate": SAMPLE_RATE}
     if mix != V.ESPEAK_ONLY:
         spec["engines"] = mix
+        spec["voices_version"] = VOICES_VERSION
     if sound_font != "fluidr3":
         spec["sound_font"] = sound_font
     if real_sounds:
         spec["real_sounds"] = True
-    plan_path = out / "plan.json"
-    if plan_path.exists():
-        old = read_json(plan_path)
+    if old is not None:
         if old.get("version") != spec["version"]:
             raise UnisonoError(f"{out} holds a corpus of an older format (version {old.get('version')}); "
                                "make a new one in another --out directory")
         if old != spec:
-            engines_of = ",".join(f"{e}={w:g}" for e, w in old.get("engines", V.ESPEAK_ONLY).items())
-            raise UnisonoError(f"{out} already holds a corpus made with --hours {old.get('hours')} --seed "
-                               f"{old.get('seed')} --engines {engines_of} --sound-font "
-                               f"{old.get('sound_font', 'fluidr3')} --real-sounds "
-                               f"{'on' if old.get('real_sounds') else 'off'}; use another --out or the same options (and the "
-                               "same installed engines and fonts) to resume it")
-    else:
+            raise UnisonoError(f"{out} already holds a corpus made with {synth_options(old)}"
+                               f"{' (an older version of the natural voices)' if old.get('voices_version', VOICES_VERSION) != VOICES_VERSION else ''}"
+                               "; use another --out or the same options (and the same installed engines and "
+                               "fonts) to resume it")
+    # the generator's settings, for this process and the worker processes forked from it
+    V.set_engine_mix(mix)
+    tools.set_sound_font(sound_font)
+    kinds.sounds.set_real_sounds(real_sounds)
+    if sound_font == "musescore":
+        versions["sound_font"] = Path(tools.musescore_font()).resolve().name
+    versions["speech_engines"] = ", ".join(f"{e} {w:.0%}" for e, w in mix.items())
+    out.mkdir(parents=True, exist_ok=True)
+    if old is None:
         write_json(plan_path, spec)
     plan = make_plan(hours, seed)
     stale = [p for sub in ("audio", "midi", "items", "manifests") for p in (out / sub).rglob(".*.tmp*")]
@@ -299,6 +313,9 @@ def write_index(out: Path, plan: list[Job], records: dict, failures: dict, spec:
     stats = {
         "seed": spec["seed"],
         "hours_requested": spec["hours"],
+        "command": f"unisono synth {synth_options(spec)}",
+        "sound_font": spec.get("sound_font", "fluidr3"),
+        "real_sounds": bool(spec.get("real_sounds", False)),
         "sample_rate": SAMPLE_RATE,
         "splits": split_stats,
         "hours_per_task": r(task_hours),
@@ -329,11 +346,10 @@ def _readme(stats: dict, versions: dict) -> str:
     lines = [
         "# unisono built-in corpus",
         "",
-        f"Made by `unisono synth --hours {stats['hours_requested']} --seed {stats['seed']} --engines "
-        f"{','.join(f'{e}={w:g}' for e, w in stats['speech_engines']['mix'].items())}`: speech "
-        f"({', '.join(stats['speech_engines']['mix'])}), "
-        "singing (espeak-ng + sox), music (FluidSynth), procedural sound events and scenes, and degraded or "
-        "paired versions for every task. Audio: 16 kHz mono FLAC. Layout and schema: `docs/corpus.md` of unisono.",
+        f"Made by `{stats['command']}`: speech ({', '.join(stats['speech_engines']['mix'])}), "
+        f"singing (espeak-ng + sox), music (FluidSynth with {'MuseScore General' if stats['sound_font'] == 'musescore' else 'FluidR3'}), "
+        f"{'procedural and recorded' if stats['real_sounds'] else 'procedural'} sound events and scenes, and degraded "
+        "or paired versions for every task. Audio: 16 kHz mono FLAC. Layout and schema: `docs/corpus.md` of unisono.",
         "",
         "| split | cuts | hours (primary audio) | hours (all audio) | speakers |",
         "|---|---|---|---|---|",

@@ -167,9 +167,23 @@ def fluidsynth_render(midi_path: str | Path, sample_rate: int, gain: float = 0.4
     return np.ascontiguousarray(resample(x, sr, sample_rate), dtype=np.float32)
 
 
-@lru_cache(maxsize=2)
+_synth_failed: dict[str, str] = {}
+
+
 def _synth(font: str, sample_rate: int, gain: float):
-    """One FluidSynth per process, font loaded once; reverb and chorus off, as the command-line renders."""
+    """One FluidSynth per process, font loaded once; reverb and chorus off, as the command-line renders. A font
+    that fails to load fails every later call at once (with the first error), not after another load."""
+    if font in _synth_failed:
+        raise UnisonoError(_synth_failed[font])
+    try:
+        return _load_synth(font, sample_rate, gain)
+    except UnisonoError as e:
+        _synth_failed[font] = str(e)
+        raise
+
+
+@lru_cache(maxsize=2)
+def _load_synth(font: str, sample_rate: int, gain: float):
     import fluidsynth
 
     fs = fluidsynth.Synth(gain=gain, samplerate=float(sample_rate), **{

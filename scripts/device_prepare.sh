@@ -3,7 +3,7 @@
 #   .whl/         soundfile, cffi, soxr, pycparser wheels for the machine's Python 3.12 (its image lacks them)
 #   .pack/codec   training audio for the codec under a size budget (default 48 MiB), from a 5 h seed-1 corpus:
 #                 CORPUS=ref (default) the shipped model's, espeak-ng alone (runs/ref/corpus, ~5 minutes to make on 2
-#                 cores); CORPUS=mixed the default engine mix with natural voices (runs/mix/corpus, ~13 minutes)
+#                 cores); CORPUS=mixed the default engine mix with natural voices (runs/mix/corpus, 22 minutes here beside test runs)
 # Both are kept out of git through .git/info/exclude. Usage: [CORPUS=mixed] bash scripts/device_prepare.sh [MAX_MIB]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from unisono.codec.trainer import Trainer, load_config
-    from unisono.codec.cli import _overrides
+    from unisono.codec.cli import parse_sets
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=25, help="rows of each profiler table (0: no profile, speed only)")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    cfg = load_config(args.config, _overrides(args.set), args.init)
+    cfg = load_config(args.config, parse_sets(args.set), args.init)
     cfg["train"]["sample_every"] = 0
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(cfg, args.data, tmp, args.device, progress=False)

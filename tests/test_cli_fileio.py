@@ -51,9 +51,9 @@ def test_load_yaml_reads_exponent_floats():
 
 
 def test_codec_set_override_takes_exponent_floats():
-    from unisono.codec.cli import _overrides
+    from unisono.codec.cli import parse_sets
 
-    assert _overrides(["train.lr=3e-4", "model.quantizer=factorized"]) == {
+    assert parse_sets(["train.lr=3e-4", "model.quantizer=factorized"]) == {
         "train": {"lr": 3e-4}, "model": {"quantizer": "factorized"}}
 
 

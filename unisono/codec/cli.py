@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--json", help="write the results to this JSON file")
 
 
-def _overrides(items: list[str]) -> dict:
+def parse_sets(items: list[str]) -> dict:
+    """``--set SECTION.KEY=VALUE`` options (values in YAML syntax) as ``{section: {key: value}}``."""
     from unisono.fileio import load_yaml
 
     out: dict = {}
@@ -88,7 +89,7 @@ def main(args) -> int:
     if args.action == "train":
         from unisono.codec.trainer import train
 
-        overrides = _overrides(args.set)
+        overrides = parse_sets(args.set)
         if args.max_seconds is not None:
             overrides.setdefault("train", {})["max_seconds"] = args.max_seconds
         tr = train(args.config, args.data, args.out, overrides, args.device, args.steps,

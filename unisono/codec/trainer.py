@@ -423,40 +423,38 @@ class Trainer:
                 self.history.append({k: next(host) if torch.is_tensor(v) else float(v) for k, v in logs.items()})
             pending.clear()
 
+        def write_log() -> None:  # the steps since the last log line: history, log.jsonl, TensorBoard, bar
+            nonlocal logged, last
+            flush()
+            logs, now = self.history[-1], time.time()
+            rate = (self.step - logged) / max(now - last, 1e-9)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, "seconds": round(now - start, 2), "steps_per_s": round(rate, 3),
+                                    **logs}) + "\n")
+            tb = self._tb()
+            if tb is not None:
+                for k, v in logs.items():
+                    group = "codebooks" if k.startswith(("perplexity", "usage")) else "train"
+                    tb.add_scalar(f"{group}/{k}", v, self.step)
+                tb.add_scalar("train/steps_per_s", rate, self.step)
+                tb.flush()
+            logged, last = self.step, now
+            bar.set_postfix(mel=f"{logs['mel']:.3f}", ppl0=f"{logs.get('perplexity_0', 0):.0f}",
+                            **({"adv": f"{logs['adv']:.2f}"} if "adv" in logs else {}))
+
         while self.step < total:
-            stop = bool(budget) and time.time() - start >= budget
-            if stop:
+            if budget and time.time() - start >= budget:
                 print(f"codec train: stopped on the wall-clock budget of {budget:g} s at step {self.step}", flush=True)
-                if self.step == logged:  # the figures of this step are written already
-                    self.save()
-                    break
-            else:
-                if t["sample_every"] and self.step % t["sample_every"] == 0:
-                    self.log_samples()
-                pending.append(self.train_step(self.sampler.batch(t["batch_size"])))
-                bar.update(1)
-            if stop or self.step % t["log_every"] == 0 or self.step == total:
-                flush()
-                logs = self.history[-1]
-                now = time.time()
-                rate = (self.step - logged) / max(now - last, 1e-9)
-                logged = self.step
-                with open(self.out / "log.jsonl", "a") as f:
-                    f.write(json.dumps({"step": self.step, "seconds": round(now - start, 2),
-                                        "steps_per_s": round(rate, 3), **logs}) + "\n")
-                tb = self._tb()
-                if tb is not None:
-                    for k, v in logs.items():
-                        group = "codebooks" if k.startswith(("perplexity", "usage")) else "train"
-                        tb.add_scalar(f"{group}/{k}", v, self.step)
-                    tb.add_scalar("train/steps_per_s", rate, self.step)
-                    tb.flush()
-                last = now
-                bar.set_postfix(mel=f"{logs['mel']:.3f}", ppl0=f"{logs.get('perplexity_0', 0):.0f}",
-                                **({"adv": f"{logs['adv']:.2f}"} if "adv" in logs else {}))
-            if stop:
+                if pending:
+                    write_log()
                 self.save()
                 break
+            if t["sample_every"] and self.step % t["sample_every"] == 0:
+                self.log_samples()
+            pending.append(self.train_step(self.sampler.batch(t["batch_size"])))
+            bar.update(1)
+            if self.step % t["log_every"] == 0 or self.step == total:
+                write_log()
             if self.step % t["save_every"] == 0 or self.step == total:
                 self.save()
         bar.close()

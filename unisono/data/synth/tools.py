@@ -190,20 +190,12 @@ def _load_synth(font: str, sample_rate: int, gain: float):
         "synth.reverb.active": 0, "synth.chorus.active": 0, "synth.dynamic-sample-loading": 0})
     if fs.sfload(font, update_midi_preset=1) < 0:
         raise UnisonoError(f"FluidSynth cannot load the sound font {font}")
-    for _ in range(2):  # a new synth's first renders differ from later ones (in their first ms): get past them
-        for ch in range(16):
-            for key in (36, 48, 60, 72):
-                fs.noteon(ch, key, 80)
-        _write_float(fs, 250 * _BLOCK)
-        for ch in range(16):
-            fs.all_sounds_off(ch)
-        _write_float(fs, 250 * _BLOCK)
-        fs.system_reset()
     return fs
 
 
-def _write_float(fs, n: int) -> np.ndarray:
-    """``n`` stereo frames of the synth as float32 ``[n, 2]`` (no 16-bit dither, whose state would carry over)."""
+@lru_cache(maxsize=1)
+def _write_float_fn():
+    """libfluidsynth's ``fluid_synth_write_float`` (pyfluidsynth binds only the 16-bit writer)."""
     import ctypes
 
     import fluidsynth
@@ -211,8 +203,13 @@ def _write_float(fs, n: int) -> np.ndarray:
     fn = fluidsynth._fl.fluid_synth_write_float
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                    ctypes.c_int, ctypes.c_int]
+    return fn
+
+
+def _write_float(fs, n: int) -> np.ndarray:
+    """``n`` stereo frames of the synth as float32 ``[n, 2]`` (no 16-bit dither, whose state would carry over)."""
     buf = np.zeros(2 * n, dtype=np.float32)
-    if fn(fs.synth, n, buf.ctypes.data, 0, 2, buf.ctypes.data, 1, 2) != 0:
+    if _write_float_fn()(fs.synth, n, buf.ctypes.data, 0, 2, buf.ctypes.data, 1, 2) != 0:
         raise UnisonoError("FluidSynth failed to render")
     return buf.reshape(n, 2)
 

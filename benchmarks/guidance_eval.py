@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     from unisono.errors import UnisonoError
     from unisono.eval.corpus import evaluate_corpus
     from unisono.eval.model_system import PipelineSystem, checkpoint_id
-    from unisono.generate import Pipeline
+    from unisono.inference import Pipeline
 
     torch.set_num_threads(args.threads)
     try:

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
 
     from unisono.data.shards import ShardReader
-    from unisono.generate import DEFAULT_CHECKPOINT
+    from unisono.checkpoint import DEFAULT_CHECKPOINT
     from unisono.lm import UnisonoLM
     from unisono.lm.quant import quantize_inference
 

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
     systems: dict = {"reference": lambda cut: (cut_audio(cut), EVAL_SAMPLE_RATE, None, {})}
     if args.checkpoint:
-        from unisono.generate import Pipeline
+        from unisono.inference import Pipeline
 
         pipe = Pipeline.from_pretrained(args.checkpoint)
         for task in ("text_to_sound", "text_to_sound_reasoning"):

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from unisono.generate import target_phases
+    from unisono.inference import target_phases
     from unisono.lm import LMConfig, UnisonoLM
     from unisono.tasks import load_templates
     from unisono.vocab import Vocab

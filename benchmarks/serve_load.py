@@ -38,7 +38,7 @@ def main() -> int:
     import httpx
 
     from serve_helpers import LiveServer
-    from unisono.generate import Pipeline
+    from unisono.inference import Pipeline
     from unisono.serve import ServerLimits, create_app
 
     tmp = tempfile.TemporaryDirectory(prefix="unisono-load-")

@@ -1,6 +1,6 @@
 """A tone-making pipeline for testing the server's mechanics (queue, limits, batching, fuzzing).
 
-It is a test double: it follows the pipeline interface of ``unisono.generate`` and returns a sine
+It is a test double: it follows the pipeline interface of ``unisono.inference.types`` and returns a sine
 whose length follows the text length and the request's ``max_duration``, so tests can check that
 inputs and options reach it. Tests of real generation use a tiny trained checkpoint instead.
 """
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from unisono.generate import AudioOutput, GenerationCancelled, TaskSpec, TextOutput
+from unisono.inference import AudioOutput, GenerationCancelled, TaskSpec, TextOutput
 
 
 class TonePipeline:

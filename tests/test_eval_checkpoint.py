@@ -23,7 +23,7 @@ def test_eval_scores_a_checkpoint_beside_the_reference(tiny_checkpoint, tmp_path
     from unisono.eval.corpus import load_corpus_cuts, select_cuts
     from unisono.eval.metrics import Reference, score
     from unisono.eval.model_system import CodecResynthesisSystem
-    from unisono.generate import Pipeline
+    from unisono.inference import Pipeline
 
     cut = select_cuts(load_corpus_cuts(corpus, "test"), "se", 1, 0)[0]
     wav, sr = CodecResynthesisSystem(Pipeline.from_pretrained(tiny_checkpoint))("se", cut)

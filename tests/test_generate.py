@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from unisono.errors import UnisonoError
-from unisono.generate import AudioOutput, GenerationOptions, Pipeline, TextOutput
+from unisono.inference import AudioOutput, Pipeline, TextOutput
+from unisono.options import GenerationOptions
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_same_length_tasks_are_bounded_by_their_input(pipe):
 def test_outputs_do_not_end_before_their_length_floor(pipe):
     """The untrained tiny model often samples its end token early; the floors forbid it: a same-length task
     gives at least 0.8 x its input, TTS at least 2 frames per phone token (and at most 6 per token + 0.5 s)."""
-    from unisono.generate import MAX_FRAMES_PER_PHONE, MIN_FRAMES_PER_PHONE, PHONE_SLACK_FRAMES, SAME_LENGTH_RATIO
+    from unisono.tasks import MAX_FRAMES_PER_PHONE, MIN_FRAMES_PER_PHONE, PHONE_SLACK_FRAMES, SAME_LENGTH_RATIO
 
     noisy = {"noisy": (np.full(16000, 0.05, dtype=np.float32), 16000)}  # 1 s = 50 frames
     for seed in range(4):
@@ -83,20 +84,21 @@ def test_outputs_do_not_end_before_their_length_floor(pipe):
         assert out.duration >= SAME_LENGTH_RATIO[0] * 1.0 - 1e-6, (seed, out.duration)
     text = "The old baker slowly painted the red door."
     inp = {**inputs_for(pipe, "tts"), "text": text}
-    seg, _ = pipe._segment(pipe.templates["tts"].conditions[0], inp, "tts")  # the phone tokens of the text
-    floor = pipe._prepare("tts", inp, pipe.default_options("tts").with_(max_duration=8.0))["min_new"]
+    io = pipe.io("tts")
+    seg, _ = io.condition(pipe.templates["tts"].conditions[0], inp)  # the phone tokens of the text
+    floor = io.prepare(inp, pipe.default_options("tts").with_(max_duration=8.0)).min_new
     assert len(seg.ids) > 20 and floor == int(len(seg.ids) * MIN_FRAMES_PER_PHONE)
-    ceiling = pipe._prepare("tts", inp, pipe.default_options("tts").with_(max_duration=60.0))["max_new"]
+    ceiling = io.prepare(inp, pipe.default_options("tts").with_(max_duration=60.0)).max_new
     assert ceiling == int(len(seg.ids) * MAX_FRAMES_PER_PHONE) + PHONE_SLACK_FRAMES  # below 60 s of frames
     for seed in range(4):
         out = pipe.generate("tts", seed=seed, max_duration=8.0, **inp)
         assert out.info["frames"] >= floor, (seed, out.info["frames"], floor)
     # a run-on (the untrained model rarely ends) stops at the ceiling
     out = pipe.generate("tts", seed=0, max_duration=60.0, **{**inp, "text": "Hello there."})
-    short = pipe._prepare("tts", {**inp, "text": "Hello there."}, pipe.default_options("tts").with_(max_duration=60.0))
-    assert out.info["frames"] <= short["max_new"] < 60 * 50
-    sung = pipe._prepare("svs", inputs_for(pipe, "svs"), pipe.default_options("svs").with_(max_duration=5.0))
-    assert sung["max_new"] == 5 * 50 + 1  # singing: no per-phone ceiling (the score sets its length)
+    short = io.prepare({**inp, "text": "Hello there."}, pipe.default_options("tts").with_(max_duration=60.0))
+    assert out.info["frames"] <= short.max_new < 60 * 50
+    sung = pipe.io("svs").prepare(inputs_for(pipe, "svs"), pipe.default_options("svs").with_(max_duration=5.0))
+    assert sung.max_new == 5 * 50 + 1  # singing: no per-phone ceiling (the score sets its length)
 
 
 def test_guidance_changes_the_output_and_is_reproducible(pipe):
@@ -211,7 +213,7 @@ def test_fuzzing_the_real_server_finds_no_5xx(pipe):
 def test_progress_is_reported_and_cancel_stops_generation(pipe):
     import threading
 
-    from unisono.generate import GenerationCancelled
+    from unisono.inference import GenerationCancelled
 
     seen = []
     inp = {"caption": "A bell rings."}

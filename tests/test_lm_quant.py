@@ -145,7 +145,7 @@ def test_a_quantized_model_refuses_training_and_saving(tmp_path):
 def test_pipeline_and_cli_take_int8(tiny_checkpoint, tmp_path):
     from unisono import audio
     from unisono.cli import main
-    from unisono.generate import Pipeline
+    from unisono.inference import Pipeline
 
     pipe = Pipeline.from_pretrained(tiny_checkpoint, int8=True)
     assert pipe.lm.int8

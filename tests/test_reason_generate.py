@@ -7,7 +7,8 @@ import torch
 
 from unisono.data.shards import collate_examples
 from unisono.errors import UnisonoError
-from unisono.generate import AudioOutput, GenerationOptions, Pipeline, target_phases
+from unisono.inference import AudioOutput, Pipeline, target_phases
+from unisono.options import GenerationOptions
 from unisono.lm import LMConfig, UnisonoLM
 from unisono.lm.model import Phase
 from unisono.tasks import Segment, build_example, load_templates
@@ -116,7 +117,7 @@ def test_pipeline_returns_the_plan_with_the_audio(pipe):
         v.token_frame(v.end_id("bpe"))[None], v.token_frame(v.start_id("codec"))[None],
         torch.stack([v.to_global("codec", codes[k], codebook=k) for k in range(v.num_codebooks)], dim=1),
         v.token_frame(v.end_id("codec"))[None]])
-    out = pipe._finish(TASK, frames)
+    out = pipe.io(TASK).finish(frames)
     assert isinstance(out, AudioOutput) and out.plan == "2 events: 0.4-1.3 s dog bark" == out.info["plan"]
     assert out.info["frames"] == 7 and out.info["ended"]
     # sampled end to end (random weights): a plan string, audio within the bound; streaming gives the same

@@ -16,9 +16,9 @@ from unisono.tasks import (
     decode_example,
     load_templates,
     parse_templates,
-    source_value,
     split_segments,
 )
+from unisono.data.sources import source_value
 from unisono.vocab import Vocab
 
 K = 2
@@ -68,9 +68,9 @@ def test_list_target_errors_and_single_item_list():
 
 
 def test_packaged_templates_keep_the_plan(tmp_path):
-    from unisono.generate import _templates_yaml
+    from unisono.checkpoint import templates_yaml
 
-    text = _templates_yaml(load_templates())
+    text = templates_yaml(load_templates())
     back = parse_templates(yaml.safe_load(text))
     assert back["text_to_sound_reasoning"] == load_templates()["text_to_sound_reasoning"]
     assert back["text_to_music_reasoning"].cuts_from == "text_to_music"

@@ -55,7 +55,7 @@ def test_page_generates_playable_audio(tmp_path):
 
 
 def test_page_with_a_real_checkpoint(tiny_checkpoint, tmp_path):
-    from unisono.generate import Pipeline
+    from unisono.inference import Pipeline
     from unisono.serve import ServerLimits
 
     out_dir = Path(os.environ.get("UNISONO_ARTIFACTS", tmp_path))

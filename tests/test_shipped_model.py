@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from unisono.generate import DEFAULT_CHECKPOINT, GenerationOptions, Pipeline
+from unisono.checkpoint import DEFAULT_CHECKPOINT
+from unisono.inference import Pipeline
+from unisono.options import GenerationOptions
 
 ALL_TASKS = {"tts", "vc", "se", "tse", "svs", "text_to_sound", "text_to_music", "audio_edit", "dereverb",
              "instruct_tts", "speech_edit", "asr", "caption", "audio_qa", "text_to_sound_reasoning",

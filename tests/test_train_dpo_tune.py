@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from unisono.cli import main as cli_main
-from unisono.generate import GenerationOptions, Pipeline
+from unisono.inference import Pipeline
+from unisono.options import GenerationOptions
 from unisono.tasks import Segment, build_example, decode_example
 from unisono.train.preference import (
     EVAL_SEED_OFFSET,
@@ -131,7 +132,7 @@ def test_candidates_equal_pipeline_samples_and_examples_follow_the_template(tiny
     assert len({tuple(c.codes.flatten().tolist()) for c in cands}) == 3  # distinct seeds, distinct samples
 
     conds = condition_segments(pipe, "tts", p.inputs)
-    prep = pipe._prepare("tts", dict(p.inputs), p.options)
+    prep = pipe.io("tts").prepare(dict(p.inputs), p.options)
     for c in cands:
         ex = candidate_example(pipe, "tts", conds, c, "x")
         full = build_example(pipe.vocab, pipe.templates["tts"], conds + [Segment("codec", codes=c.codes)], "x")
@@ -140,7 +141,7 @@ def test_candidates_equal_pipeline_samples_and_examples_follow_the_template(tiny
         assert torch.equal(ex["frames"], full["frames"][:n]) and torch.equal(ex["cond_mask"], full["cond_mask"][:n])
         assert torch.equal(ex["loss_mask"], full["loss_mask"][:n])
         # the conditioning part is exactly the prompt the model was sampled from
-        assert torch.equal(ex["frames"][: prep["prompt"].shape[0]], prep["prompt"])
+        assert torch.equal(ex["frames"][: prep.prompt.shape[0]], prep.prompt)
         # the target's codes are the candidate's
         task, segs = decode_example(pipe.vocab, full)
         assert task == "tts" and torch.equal(segs[-1].codes, c.codes)

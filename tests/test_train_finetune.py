@@ -245,7 +245,7 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path):
         finetune(s["ckpt"], NEW, s["old"], tmp_path / "o", templates=[s["tpl"]], progress=False)
     with pytest.raises(UnisonoError, match="one of --lora-rank and --freeze-layers"):
         finetune(s["ckpt"], NEW, s["new"], tmp_path / "o", templates=[s["tpl"]], lora_rank=2, freeze=1, progress=False)
-    with pytest.raises(UnisonoError, match="not a unisono checkpoint"):
+    with pytest.raises(UnisonoError, match="not a complete unisono checkpoint"):
         finetune(tmp_path, NEW, s["new"], tmp_path / "o", templates=[s["tpl"]], progress=False)
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
@@ -299,7 +299,7 @@ def test_log_spectral_distance_measures_the_missing_high_band():
 def test_superres_end_to_end_on_the_built_in_corpus(tiny_checkpoint, tmp_path):
     """tokenize (checkpoint's vocab + tokenizers + superres template) -> finetune -> Pipeline -> generate."""
     from unisono.data.tokenize import load_codec_dir, tokenize_corpus
-    from unisono.generate import Pipeline
+    from unisono.inference import Pipeline
 
     ck = Path(tiny_checkpoint)
     tpl = Path(__file__).resolve().parents[1] / "configs" / "tasks" / "superres.yaml"

@@ -7,7 +7,7 @@ import numpy as np
 import yaml
 
 from unisono.cli import main
-from unisono.generate import AudioOutput, Pipeline
+from unisono.inference import AudioOutput, Pipeline
 
 
 def test_train_on_shards_writes_a_pipeline_checkpoint(tiny_checkpoint, tmp_path):

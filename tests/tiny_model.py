@@ -14,7 +14,7 @@ import torch
 from unisono.codec import Codec, CodecConfig
 from unisono.data.synth import synthesize
 from unisono.data.tokenize import load_codec_dir, tokenize_corpus
-from unisono.generate import Pipeline
+from unisono.inference import Pipeline
 from unisono.lm import LMConfig, UnisonoLM
 from unisono.vocab import Vocab
 

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,6 +45,29 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield an empty directory ``path.partial`` to fill; on success it replaces ``path``, on error it is
+    deleted (an existing ``path`` is then left as it was). ``overwrite=False``: an existing ``path`` is
+    refused before anything is written."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UnisonoError(f"{path} already exists; choose another output directory")
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise UnisonoError(f"cannot create directory {tmp}: {e.strerror}; choose a writable output path") from e
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -35,7 +35,7 @@ def add_quant_arguments(p) -> None:
 
 
 def _task_help() -> str:
-    from unisono.generate import _input_name
+    from unisono.inference import input_name
     from unisono.tasks import load_templates
 
     lines = ["tasks of the built-in templates and their inputs (a checkpoint lists its own with --list):"]
@@ -43,7 +43,7 @@ def _task_help() -> str:
         ins = []
         for c in tpl.conditions:
             kind = "audio" if c.modality in ("codec", "semantic") else "text"
-            ins.append(f"--{_input_name(c)} {kind.upper()}")
+            ins.append(f"--{input_name(c)} {kind.upper()}")
             if c.mask_span:
                 ins.append(f"--{c.name}_span START,END")
         out = "audio" if tpl.target.modality == "codec" else "text"
@@ -86,7 +86,7 @@ def parse_inputs(rest: list[str]) -> dict[str, str]:
 
 def main(args, rest: list[str] | None = None) -> int:
     from unisono import audio
-    from unisono.generate import AudioOutput, Pipeline
+    from unisono.inference import AudioOutput, Pipeline
 
     pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
     if args.list or not args.task:

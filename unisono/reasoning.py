@@ -14,7 +14,7 @@ written from the metadata the built-in corpus keeps (``docs/corpus.md``):
       tempo 96 BPM; key F# dorian; instrument cello; contour arch; register low; no drums
 
 :func:`request_terms` finds the sound event classes and instruments a text names (a caption, a request);
-"generate, listen, revise" (:meth:`unisono.generate.Pipeline.generate_revised`) compares those of the
+"generate, listen, revise" (:meth:`unisono.inference.Pipeline.generate_revised`) compares those of the
 request with those of the model's caption of its own output (:func:`agreement`).
 """
 

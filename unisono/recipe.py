@@ -120,7 +120,7 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
         print(f"[{stage}] {shown}", flush=True)
         t0 = time.perf_counter()
         if stage == "package":
-            from unisono.generate import Pipeline
+            from unisono.inference import Pipeline
 
             pk = recipe.get("package") or {}
             latest = out / "lm" / json.loads((out / "lm" / "latest.json").read_text())["path"]

@@ -33,6 +33,17 @@ DEFAULT_TEMPLATES = Path(__file__).with_name("tasks.yaml")
 SOURCE_KINDS = ("audio", "recording", "speaker_prompt", "text", "phones", "custom", "params", "qa", "plan")
 AUDIO_SOURCES = ("audio", "recording", "speaker_prompt")
 _OPTION_KEYS = {"name", "modality", "source", "seconds", "mask_span", "resample"}
+TASK_KEYS = {"conditions", "target", "loss", "expand", "description", "kinds", "cuts_from", "length_from", "metrics",
+             "baseline_input", "speech"}
+# The output-length rule (UniAudio bounds outputs by a ratio of the input): a task with ``length_from`` makes
+# 0.8-1.2 x that input's frames; speech from phones at least MIN_FRAMES_PER_PHONE frames per phone token (the
+# end token is forbidden before) and, when no score sets the length (singing: 2.6-17 frames per token), at
+# most MAX_FRAMES_PER_PHONE per token + PHONE_SLACK_FRAMES. The built-in corpus's TTS targets have 2.1-4.9
+# frames per phone token at 50 Hz (median 3.05, 1,234 examples).
+SAME_LENGTH_RATIO = (0.8, 1.2)
+MIN_FRAMES_PER_PHONE = 2.0
+MAX_FRAMES_PER_PHONE = 6.0
+PHONE_SLACK_FRAMES = 25
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,13 @@ class SegmentSpec:
     seconds: float | None = None
     mask_span: str | None = None
     resample: int | None = None  # Hz: band-limit an audio source by resampling it to this rate and back
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"name": self.name, "modality": self.modality, "source": self.source}
+        for key in ("seconds", "mask_span", "resample"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        return d
 
     @property
     def source_kind(self) -> str:
@@ -75,6 +93,48 @@ class TaskTemplate:
     kinds: tuple[str, ...] = ()  # cut kinds (cut.custom.kind) that serve this task besides cuts listing it
     plan: tuple[SegmentSpec, ...] = ()
     cuts_from: str | None = None
+    # per-task policy (see tasks.yaml): the condition whose length bounds the output, the metrics the
+    # evaluation computes, the condition the copy-the-input baseline returns, whether the output is speech
+    length_from: str | None = None
+    metrics: tuple[str, ...] = ()
+    baseline_input: str | None = None
+    speech: bool = False
+
+    def condition(self, name: str) -> SegmentSpec:
+        """The condition called ``name``."""
+        for c in self.conditions:
+            if c.name == name:
+                return c
+        raise UnisonoError(f"task {self.name!r} has no condition {name!r}; it has {[c.name for c in self.conditions]}")
+
+    @property
+    def output(self) -> str:
+        """``"audio"`` (a codec target) or ``"text"``."""
+        return "audio" if self.target.modality == "codec" else "text"
+
+    def length_rule(self) -> tuple[str, str | None]:
+        """How the output's length is bounded: ``("input", NAME)`` (0.8-1.2 x the frames of audio condition
+        NAME), ``("phones", None)`` (per phone token of the phone conditions; no ceiling when a score sets the
+        length), or ``("duration", None)`` (only the requested duration)."""
+        if self.length_from is not None:
+            return "input", self.length_from
+        if self.output == "audio" and any(c.modality == "phones" for c in self.conditions):
+            return "phones", None
+        return "duration", None
+
+    def to_dict(self) -> dict:
+        """The template as its YAML mapping (what :func:`parse_templates` reads back)."""
+        d: dict[str, Any] = {"description": self.description,
+                             "conditions": [s.to_dict() for s in self.conditions],
+                             "target": [x.to_dict() for x in self.targets] if self.plan else self.target.to_dict()}
+        for key, default in (("cuts_from", None), ("loss", "target"), ("expand", None), ("length_from", None),
+                             ("baseline_input", None), ("speech", False)):
+            if getattr(self, key) != default:
+                d[key] = getattr(self, key)
+        for key in ("kinds", "metrics"):
+            if getattr(self, key):
+                d[key] = list(getattr(self, key))
+        return d
 
     @property
     def targets(self) -> tuple[SegmentSpec, ...]:
@@ -173,9 +233,9 @@ def parse_templates(data: dict) -> dict[str, TaskTemplate]:
     for name, t in data["tasks"].items():
         if not isinstance(t, dict) or "target" not in t:
             raise UnisonoError(f"task {name!r} needs a target")
-        extra = set(t) - {"conditions", "target", "loss", "expand", "description", "kinds", "cuts_from"}
+        extra = set(t) - TASK_KEYS
         if extra:
-            raise UnisonoError(f"task {name!r}: unknown key(s) {sorted(extra)}")
+            raise UnisonoError(f"task {name!r}: unknown key(s) {sorted(extra)}; allowed: {sorted(TASK_KEYS)}")
         conds = tuple(_parse_segment(name, c, "condition") for c in (t.get("conditions") or []))
         raw_targets = t["target"] if isinstance(t["target"], list) else [t["target"]]
         if not raw_targets:
@@ -203,8 +263,32 @@ def parse_templates(data: dict) -> dict[str, TaskTemplate]:
         kinds = t.get("kinds") or []
         if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
             raise UnisonoError(f"task {name!r}: kinds must be a list of cut kinds, e.g. [speech], got {kinds!r}")
-        out[str(name)] = TaskTemplate(str(name), conds, target, loss, expand, str(t.get("description", "")),
-                                      tuple(kinds), plan, cuts_from)
+        tpl = TaskTemplate(str(name), conds, target, loss, expand, str(t.get("description", "")), tuple(kinds), plan,
+                           cuts_from, **_policy(name, t, conds))
+        if tpl.length_from is not None and tpl.output != "audio":
+            raise UnisonoError(f"task {name!r}: length_from bounds audio outputs; this task answers with text")
+        out[str(name)] = tpl
+    return out
+
+
+def _policy(task: str, t: dict, conds: tuple[SegmentSpec, ...]) -> dict:
+    """The per-task policy keys of a template mapping, checked (one-line errors)."""
+    audio_conds = [c.name for c in conds if c.is_audio_source]
+    out: dict[str, Any] = {}
+    for key in ("length_from", "baseline_input"):
+        v = t.get(key)
+        if v is not None and v not in audio_conds:
+            raise UnisonoError(f"task {task!r}: {key} must name an audio condition of the task "
+                               f"({', '.join(audio_conds) or 'it has none'}), got {v!r}")
+        out[key] = v
+    metrics = t.get("metrics") or []
+    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+        raise UnisonoError(f"task {task!r}: metrics must be a list of metric names, e.g. [wer, sim], got {metrics!r}")
+    out["metrics"] = tuple(metrics)
+    speech = t.get("speech", False)
+    if not isinstance(speech, bool):
+        raise UnisonoError(f"task {task!r}: speech must be true or false, got {speech!r}")
+    out["speech"] = speech
     return out
 
 
@@ -220,33 +304,6 @@ def load_templates(paths: list[str | os.PathLike] | None = None) -> dict[str, Ta
             raise UnisonoError(f"task template file {p} is not valid YAML: {e}") from None
         out.update(parse_templates(data))
     return out
-
-
-def source_value(spec: SegmentSpec, cut, variant: int = 0):
-    """The value of a text or data source of a template on a Lhotse cut (``text``, ``phones``,
-    ``custom.KEY``, ``params.KEY``, ``qa.question``/``qa.answer`` of pair ``variant``, ``plan.KIND``: a
-    plan written from the cut's metadata by :func:`unisono.reasoning.build_plan`); None if absent."""
-    kind, key = spec.source_kind, spec.source_key
-    sup = cut.supervisions[0] if cut.supervisions else None
-    custom = cut.custom or {}
-    if kind == "text":
-        return sup.text if sup is not None else None
-    if kind == "phones":
-        return (sup.custom or {}).get("phones") if sup is not None else None
-    if kind == "custom":
-        return custom.get(key)
-    if kind == "params":
-        return (custom.get("params") or {}).get(key)
-    if kind == "qa":
-        qa = custom.get("qa") or []
-        if variant >= len(qa) or len(qa[variant]) != 2:
-            return None
-        return qa[variant][0 if key == "question" else 1]
-    if kind == "plan":
-        from unisono.reasoning import build_plan
-
-        return build_plan(key, cut)
-    raise UnisonoError(f"source {spec.source!r} is not a text or data source")
 
 
 # ------------------------------------------------------------------------------------ segments

@@ -23,10 +23,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
+from unisono.data.sources import choose_prompt, source_value, speaker_of
+from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
-from unisono.fileio import read_json, write_json
-from unisono.tasks import Segment, TaskTemplate, band_limit, build_example, load_templates
+from unisono.fileio import atomic_path, read_json, write_json
+from unisono.tasks import Segment, SegmentSpec, TaskTemplate, build_example, load_templates
 from unisono.vocab import Vocab
 
 DESCRIPTION = __doc__
@@ -49,7 +52,6 @@ def load_codec_dir(codec_dir: str):
 
 # ------------------------------------------------------------------------------- examples
 MAX_SOURCE_SECONDS = 600.0  # a longer recording is skipped (it is encoded whole): split it into cuts first
-MAX_UNKNOWN_PHONES = 0.5  # a phone string with more unknown symbols than this is skipped (another language?)
 
 
 def _cut_audio(obj, sample_rate: int) -> torch.Tensor:
@@ -77,20 +79,22 @@ def _cut_audio(obj, sample_rate: int) -> torch.Tensor:
 
 
 class ExampleMaker:
-    """Builds the examples of one split: resolves each template source on a cut and encodes it."""
+    """Builds the examples of one split: resolves each template source on a cut
+    (:mod:`unisono.data.sources`) and encodes it with the one segment encoder (:mod:`unisono.encode`)."""
 
     def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None):
         self.templates, self.vocab, self.toks, self.codec, self.seed = templates, vocab, toks, codec, seed
+        self.encoder = SegmentEncoder(vocab, toks, codec)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.cuts = {c.id: c for c in cuts}
         self.encoded_seconds = 0.0  # audio passed to the codec, in seconds (cache hits excluded)
         self._codes_cache: dict = {}  # "Cut:id" / "Recording:id" -> codes [K, T] of the whole recording
-        self.by_speaker: dict[str, list[str]] = defaultdict(list)
+        self.by_speaker: dict[str, list] = defaultdict(list)
         for c in sorted(self.cuts.values(), key=lambda c: c.id):
-            spk = _speaker(c)
+            spk = speaker_of(c)
             if spk is not None:
-                self.by_speaker[spk].append(c.id)
+                self.by_speaker[spk].append(c)
 
     def _rng(self, *keys) -> random.Random:
         h = hashlib.sha256(json.dumps([self.seed, *keys]).encode()).digest()
@@ -100,12 +104,12 @@ class ExampleMaker:
         tpl = self.templates[task]
         cut = self.cuts[cut_id]
         rng = self._rng(task, cut_id, variant)
-        segs = [self._segment(spec, cut, variant, rng) for spec in tpl.segments]
+        segs = [self.segment(spec, cut, variant, rng) for spec in tpl.segments]
         ex_id = cut_id if tpl.expand is None else f"{cut_id}#{tpl.expand}{variant}"
         return build_example(self.vocab, tpl, segs, ex_id)
 
     # --- sources
-    def _source(self, spec, cut, rng):
+    def source(self, spec, cut, rng):
         """The lhotse Cut or Recording that an audio source of ``spec`` reads on ``cut``."""
         kind, key = spec.source_kind, spec.source_key
         if kind == "audio":
@@ -115,148 +119,75 @@ class ExampleMaker:
             if rec is None or not hasattr(rec, "load_audio"):
                 raise UnisonoError(f"cut {cut.id} has no condition recording {key!r}")
             return rec
-        spk = _speaker(cut)  # speaker_prompt: another cut of the same speaker, same kind if possible
+        spk = speaker_of(cut)  # speaker_prompt: another cut of the same speaker, same kind if possible
         if spk is None:
             raise UnisonoError(f"cut {cut.id} has no speaker; a speaker prompt needs one")
-        kind_of = (cut.custom or {}).get("kind")
-        others = [i for i in self.by_speaker[spk] if i != cut.id]
-        same = [i for i in others if (self.cuts[i].custom or {}).get("kind") == kind_of]
-        pool = same or others
-        if not pool:
+        other = choose_prompt(cut, self.by_speaker[spk], rng)
+        if other is None:
             raise UnisonoError(f"no other utterance of speaker {spk!r} in this split for the prompt of {cut.id}")
-        return self.cuts[rng.choice(pool)]
+        return other
 
-    def _crop(self, x, n: int, spec, rng):
-        """Keep ``n`` steps of the last axis: a random window for prompts, the start otherwise."""
-        if x.shape[-1] <= n:
-            return x
-        start = rng.randrange(x.shape[-1] - n + 1) if spec.source_kind == "speaker_prompt" else 0
-        return x[..., start : start + n]
+    @staticmethod
+    def _start(length: int, n: int, spec, rng) -> int:
+        """Where a crop of ``n`` steps of ``length`` starts: a random window for prompts, the start otherwise."""
+        if spec.seconds is None or length <= n or spec.source_kind != "speaker_prompt":
+            return 0
+        return rng.randrange(length - n + 1)
 
-    def _audio(self, spec, cut, rng) -> torch.Tensor:
-        sr = int(self.codec.sample_rate)
-        wav = _cut_audio(self._source(spec, cut, rng), sr)
-        wav = band_limit(wav, sr, spec.resample)
-        if spec.seconds is not None:
-            wav = self._crop(wav, int(round(spec.seconds * sr)), spec, rng)
-        return wav
-
-    def _codes(self, spec, cut, rng) -> torch.Tensor:
-        """``codes [K, T]`` of an audio source; a whole recording is encoded once and then cropped.
+    def _codes(self, obj, spec) -> torch.Tensor:
+        """``codes [K, T]`` of a whole recording (band-limited as ``spec`` says), encoded once.
 
         Codes are kept in memory (the last 64 recordings) and, when ``cache_dir`` is set, on disk,
         so the speech that serves tts, asr and instruct_tts, and the prompts cut from it, are encoded
         once per run (and once across resumed runs).
         """
-        obj = self._source(spec, cut, rng)
         key = f"{type(obj).__name__}:{obj.id}" + (f"@{spec.resample}Hz" if spec.resample else "")
         codes = self._codes_cache.get(key)
-        if codes is None and self.cache_dir is not None:
-            path = self.cache_dir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
-            if path.exists():
-                from safetensors.torch import load_file
-
-                codes = load_file(str(path))["codes"].long()
+        path = None if self.cache_dir is None else self.cache_dir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
+        if codes is None and path is not None and path.exists():
+            codes = load_file(str(path))["codes"].long()
         if codes is None:
-            wav = band_limit(_cut_audio(obj, int(self.codec.sample_rate)), int(self.codec.sample_rate), spec.resample)
-            with torch.no_grad():
-                codes = self.codec.encode(wav[None])
+            wav = _cut_audio(obj, int(self.codec.sample_rate))
+            codes = self.encoder.codes(wav, spec.resample)
             self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
-            codes = torch.as_tensor(codes)[0].long().cpu()
-            if codes.dim() != 2 or codes.shape[0] < self.vocab.num_codebooks:
-                raise UnisonoError(f"the codec gave codes of shape {tuple(codes.shape)}; the vocabulary needs "
-                                   f"{self.vocab.num_codebooks} codebooks")
-            codes = codes[: self.vocab.num_codebooks].contiguous()
-            if self.cache_dir is not None:
-                from safetensors.torch import save_file
-
-                from unisono.fileio import atomic_path
-
+            if path is not None:
                 with atomic_path(path) as tmp:
                     save_file({"codes": codes.to(torch.int32)}, str(tmp))
         if len(self._codes_cache) >= 64:
             self._codes_cache.pop(next(iter(self._codes_cache)))
         self._codes_cache[key] = codes
-        if spec.seconds is not None:
-            codes = self._crop(codes, int(round(spec.seconds * float(self.codec.frame_rate))), spec, rng)
         return codes
 
     def _value(self, spec, cut, variant):
-        from unisono.tasks import source_value
-
         v = source_value(spec, cut, variant)
         if v is None or (isinstance(v, list) and not v) or (isinstance(v, str) and not v.strip()):
             raise UnisonoError(f"cut {cut.id} lacks {spec.source}" + (" (only spaces)" if isinstance(v, str) and v else ""))
         return v
 
-    def _segment(self, spec, cut, variant, rng) -> Segment:
+    def segment(self, spec, cut, variant: int, rng) -> Segment:
+        """Segment ``spec`` of ``cut`` (qa pair ``variant``) encoded; ``rng`` picks prompts and their windows."""
         m = spec.modality
         if m == "codec":
-            codes = self._codes(spec, cut, rng)
-            mask = None
-            if spec.mask_span:
-                mask = _span_mask(self._value(_param_spec(spec.mask_span), cut, variant), codes.shape[1],
-                                  float(self.codec.frame_rate), cut.id)
-            return Segment("codec", codes=codes, mask=mask)
+            codes = self._codes(self.source(spec, cut, rng), spec)
+            n = self.encoder.frames(spec.seconds) if spec.seconds is not None else codes.shape[1]
+            span = self._value(_param_spec(spec.mask_span), cut, variant) if spec.mask_span else None
+            return self.encoder.codec_segment(spec, codes, self._start(codes.shape[1], n, spec, rng), span,
+                                              f"cut {cut.id}")
         if m == "semantic":
-            if self.toks.semantic is None:
-                raise UnisonoError("no semantic tokenizer was fitted; re-run tokenize with the vc task selected")
-            wav = self._audio(spec, cut, rng)
-            return Segment("semantic", ids=self.toks.semantic.encode(wav, int(self.codec.sample_rate)).tolist())
+            sr = int(self.codec.sample_rate)
+            wav = _cut_audio(self.source(spec, cut, rng), sr)
+            n = int(round(spec.seconds * sr)) if spec.seconds is not None else wav.shape[-1]
+            return self.encoder.semantic_segment(spec, wav, self._start(wav.shape[-1], n, spec, rng))
         value = self._value(spec, cut, variant)
-        if m == "phones":
-            ids = self.toks.phones.encode(str(value))
-            unknown = ids.count(self.toks.phones.unk_id)  # symbols outside the inventory encode as <unk>
-            if unknown > MAX_UNKNOWN_PHONES * max(1, len(ids)):
-                raise UnisonoError(f"cut {cut.id}: {unknown} of {len(ids)} phones are outside the phone inventory "
-                                   "(another language or phone set?); phonemize it as the training corpus is")
-            return Segment("phones", ids=ids)
-        if m == "bpe":
-            return Segment("bpe", ids=self.toks.bpe.encode(str(value)))
-        if m == "midi":
-            from unisono.text import midi
-
-            # One note per word (as the built-in corpus sings): the word's phones from the lyrics'
-            # phone string (same voice and accent as the lyrics segment); otherwise espeak-ng per syllable.
+        lyric = None
+        if m == "midi":  # one note per word: the word's phones from the lyrics (same voice and accent)
             sup = cut.supervisions[0] if cut.supervisions else None
-            lyric = ((sup.custom or {}).get("phones") or "") if sup is not None else ""
-            words = [w for w in lyric.split(" | ") if w.strip()]
-            if words and len(words) == len(value):
-                per_note = [self.toks.phones.encode(w) for w in words]
-                return Segment("midi", ids=midi.encode_notes(value, per_note))
-            self.toks.syllable_phones([str(n[3]) for n in value if len(n) == 4])
-            return Segment("midi", ids=midi.encode_notes(value, self.toks.phonemize_syllable))
-        if m == "text_emb":
-            if self.toks.text_emb is None:
-                raise UnisonoError("no text encoder configured; pass --text-encoder DIR")
-            return Segment("text_emb", vectors=self.toks.text_emb.encode(str(value)))
-        raise UnisonoError(f"modality {m} not supported here")
+            lyric = (sup.custom or {}).get("phones") if sup is not None else None
+        return self.encoder.text_segment(spec, value, lyric, f"cut {cut.id}")
 
 
 def _param_spec(path: str):
-    from unisono.tasks import SegmentSpec
-
     return SegmentSpec(name="span", modality="bpe", source=path)
-
-
-def _span_mask(span, num_frames: int, frame_rate: float, cut_id: str) -> torch.Tensor:
-    try:
-        start, end = float(span[0]), float(span[1])
-    except (TypeError, ValueError, IndexError):
-        raise UnisonoError(f"cut {cut_id}: a mask span must be [start_s, end_s], got {span!r}") from None
-    a = max(0, int(start * frame_rate))
-    b = min(num_frames, int(-(-end * frame_rate // 1)))
-    if b <= a:
-        raise UnisonoError(f"cut {cut_id}: mask span {span} covers no frame")
-    mask = torch.zeros(num_frames, dtype=torch.bool)
-    mask[a:b] = True
-    return mask
-
-
-def _speaker(cut) -> str | None:
-    if cut.supervisions and cut.supervisions[0].speaker:
-        return str(cut.supervisions[0].speaker)
-    return None
 
 
 # ---------------------------------------------------------------------------- tokenizers
@@ -284,8 +215,6 @@ def corpus_texts(cuts) -> tuple[list[str], list[str], list[str]]:
 
 def plan_texts(cuts, templates, selected) -> list[str]:
     """The plans (``plan.KIND`` sources) the selected templates write from ``cuts``, for fitting the BPE."""
-    from unisono.tasks import source_value
-
     out = []
     for t in selected:
         tpl = templates[t]

@@ -3,9 +3,9 @@
     from unisono.eval import evaluate_dirs, evaluate_corpus, reference_system, copy_input_system
 """
 
-from unisono.eval.corpus import TASK_METRICS, copy_input_system, evaluate_corpus, reference_system
+from unisono.eval.corpus import copy_input_system, evaluate_corpus, reference_system
 from unisono.eval.harness import evaluate_dirs
 from unisono.eval.metrics import METRICS, Reference
 
-__all__ = ["METRICS", "Reference", "TASK_METRICS", "copy_input_system", "evaluate_corpus", "evaluate_dirs",
+__all__ = ["METRICS", "Reference", "copy_input_system", "evaluate_corpus", "evaluate_dirs",
            "reference_system"]

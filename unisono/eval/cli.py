@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
 from unisono.errors import UnisonoError
 from unisono.generate_cli import add_quant_arguments
+from unisono.tasks import load_templates
 
 DESCRIPTION = """Score generated audio against references, offline, with the reference ceiling beside it.
 
@@ -77,10 +79,10 @@ def main(args: argparse.Namespace) -> int:
         systems = {"reference": reference_system, "copy_input": copy_input_system}
         if (Path(args.data) / "manifests" / "train" / "cuts.jsonl").exists():
             systems["train_prior"] = TrainPriorSystem(args.data, seed=args.seed)
-        system_ids = {}
+        system_ids, templates = {}, None
         if args.checkpoint:
             from unisono.eval.model_system import CodecResynthesisSystem, PipelineSystem, checkpoint_id
-            from unisono.generate import Pipeline
+            from unisono.inference import Pipeline
 
             pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
             systems = {"model": PipelineSystem(pipe, args.data, args.split, seed=args.seed), **systems,
@@ -88,9 +90,14 @@ def main(args: argparse.Namespace) -> int:
             system_ids["model"] = checkpoint_id(args.checkpoint) + (":int8" if args.int8 else ":int4" if args.int4 else "")
             system_ids["codec_resynthesis"] = checkpoint_id(Path(args.checkpoint) / "codec") + \
                 f":K{pipe.vocab.num_codebooks}"
+            templates = {**load_templates(), **pipe.templates}  # the checkpoint's own tasks, with their policy
+            systems["copy_input"] = functools.partial(copy_input_system, templates=templates)
+            if "train_prior" in systems:
+                systems["train_prior"].templates = templates
         tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
         result = evaluate_corpus(args.data, args.out, systems, split=args.split, tasks=tasks, n=args.n,
-                                 seed=args.seed, progress=not args.quiet, command=command, system_ids=system_ids)
+                                 seed=args.seed, progress=not args.quiet, command=command, system_ids=system_ids,
+                                 templates=templates)
         if args.doc:
             from unisono.eval.report import CEILING_INTRO, write_report
 

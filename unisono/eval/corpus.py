@@ -26,56 +26,35 @@ import numpy as np
 import torch
 
 from unisono.errors import UnisonoError
+from unisono.data.sources import choose_prompt, speaker_of
 from unisono.eval.examples import save_example
 from unisono.eval.harness import aggregate, fingerprint, score_items
 from unisono.eval.metrics import Reference
 from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
-from unisono.fileio import write_json
+from unisono.fileio import read_json, write_json
+from unisono.tasks import TaskTemplate, band_limit, load_templates
 
 GenerateFn = Callable[[str, object], object]
 
-# task -> metrics computed for it
-TASK_METRICS: dict[str, list[str]] = {
-    "tts": ["wer", "sim"],
-    "instruct_tts": ["wer"],
-    "vc": ["wer", "sim", "mel"],
-    "se": ["pesq", "stoi", "sisdr", "mel"],
-    "dereverb": ["pesq", "stoi", "sisdr", "mel"],
-    "tse": ["pesq", "stoi", "sisdr", "sim"],
-    "speech_edit": ["wer", "sim", "mel"],
-    "svs": ["f0", "mel"],
-    "text_to_sound": ["event", "events", "fd"],
-    "text_to_music": ["instrument", "tempo", "key", "fd"],
-    "audio_edit": ["mel", "sisdr"],
-    "asr": ["wer"],
-    "caption": ["bleu", "text_sim"],
-    "audio_qa": ["qa"],
-    "superres": ["lsd", "pesq", "mel"],
-    "text_to_sound_reasoning": ["event", "events", "fd"],  # a plan, then the audio: the audio is scored
-    "text_to_music_reasoning": ["instrument", "tempo", "key", "fd"],
-}
+def template_of(task, templates: dict | None = None):
+    """The :class:`unisono.tasks.TaskTemplate` of ``task`` (a template, or a task name looked up in
+    ``templates``, default the built-in ones): every per-task rule of the evaluation (its metrics, the input
+    the copy baseline returns, whether the output is speech, whose cuts serve it) is read off the template."""
+    if isinstance(task, TaskTemplate):
+        return task
+    templates = templates if templates is not None else _builtin()
+    if task not in templates:
+        raise UnisonoError(f"unknown task {task!r}; choose from: {', '.join(templates)}")
+    return templates[task]
 
 
-def cuts_from(task: str) -> str:
-    """The task whose cuts serve ``task`` (the built-in template's ``cuts_from``; the task itself otherwise):
-    a task such as ``text_to_sound_reasoning`` is scored on the same cuts as its source, paired."""
-    from unisono.tasks import load_templates
-
-    global _CUTS_FROM
-    if _CUTS_FROM is None:
-        _CUTS_FROM = {name: tpl.cuts_from for name, tpl in load_templates().items() if tpl.cuts_from}
-    return _CUTS_FROM.get(task, task)
+def _builtin() -> dict:
+    if "builtin" not in _TEMPLATES:
+        _TEMPLATES["builtin"] = load_templates()
+    return _TEMPLATES["builtin"]
 
 
-_CUTS_FROM: dict[str, str] | None = None
-# tasks served by every cut of these kinds (templates with `kinds`, e.g. configs/tasks/superres.yaml)
-TASK_KINDS: dict[str, tuple[str, ...]] = {"superres": ("speech",)}
-# tasks whose input is the target audio band-limited by resampling to this rate (Hz) and back
-BAND_LIMITED_INPUT: dict[str, int] = {"superres": 8000}
-TEXT_TASKS = {"asr", "caption", "audio_qa"}
-# task -> the condition role whose audio the "copy the input" baseline returns
-INPUT_ROLE = {"se": "noisy", "dereverb": "reverberant", "tse": "mixture", "vc": "source", "speech_edit": "original",
-              "audio_edit": "original"}
+_TEMPLATES: dict = {}
 SPLITS = ("train", "valid", "test")
 
 
@@ -125,36 +104,33 @@ def role_audio(cut, role: str) -> np.ndarray | None:
     return at_rate(rec.load_audio(), rec.sampling_rate).astype(np.float32)
 
 
-def _speaker(cut) -> str | None:
-    return cut.supervisions[0].speaker if cut.supervisions else None
-
-
-class _PromptFinder:
-    """Another utterance of the same voice: first in the same split, then in the other splits."""
+class PromptFinder:
+    """Another utterance of the same voice (:func:`unisono.data.sources.choose_prompt`, saying something else):
+    first in the same split, then in the other splits."""
 
     def __init__(self, corpus_dir: Path, split: str, cuts: list):
         self.corpus_dir, self.split = corpus_dir, split
-        self.by_speaker: dict[str, list] = {}
-        self._add(cuts)
-        self._loaded = {split}
+        self.by_split: dict[str, dict[str, list]] = {}
+        self._add(split, cuts)
 
-    def _add(self, cuts):
-        for c in sorted(cuts, key=lambda c: c.id):
-            if c.custom.get("kind") == "speech" and _speaker(c):
-                self.by_speaker.setdefault(_speaker(c), []).append(c)
+    def _add(self, split: str, cuts):
+        index: dict[str, list] = {}
+        for c in cuts:
+            if c.custom.get("kind") == "speech" and speaker_of(c):
+                index.setdefault(speaker_of(c), []).append(c)
+        self.by_split[split] = index
 
     def find(self, cut):
-        spk = _speaker(cut)
+        spk = speaker_of(cut)
         if spk is None:
             return None
         for split in (self.split, *[s for s in SPLITS if s != self.split]):
-            if split not in self._loaded:
-                self._loaded.add(split)
-                if (self.corpus_dir / "manifests" / split / "cuts.jsonl").exists():
-                    self._add(load_corpus_cuts(self.corpus_dir, split))
-            for c in self.by_speaker.get(spk, []):
-                if c.id != cut.id and c.supervisions[0].text != cut.supervisions[0].text:
-                    return c
+            if split not in self.by_split:
+                path = self.corpus_dir / "manifests" / split / "cuts.jsonl"
+                self._add(split, load_corpus_cuts(self.corpus_dir, split) if path.exists() else [])
+            found = choose_prompt(cut, self.by_split[split].get(spk, []), other_text=True)
+            if found is not None:
+                return found
         return None
 
 
@@ -176,34 +152,47 @@ def _attributes(task: str, cut) -> dict:
     return a
 
 
-def build_items(task: str, cut, prompts: _PromptFinder) -> list[tuple[Reference, object]]:
-    """``(reference, cut given to the generator)`` pairs for one cut (several for ``audio_qa``)."""
+def condition_audio(cut, spec) -> np.ndarray | None:
+    """The audio a template condition ``spec`` reads on ``cut`` (its primary audio or a condition recording),
+    band-limited as the template says, as 16 kHz mono ``[S]``; None when the cut lacks it."""
+    if spec.source_kind == "audio":
+        wav = cut_audio(cut)
+    elif spec.source_kind == "recording":
+        wav = role_audio(cut, spec.source_key)
+    else:
+        return None
+    return None if wav is None else _band_limited(wav, spec.resample)
+
+
+def build_items(task, cut, prompts: PromptFinder, templates: dict | None = None) -> list[tuple[Reference, object]]:
+    """``(reference, cut given to the generator)`` pairs for one cut (one per question of a ``qa`` task)."""
+    tpl = template_of(task, templates)
+    task = tpl.name
     sup_text = cut.supervisions[0].text if cut.supervisions else None
-    if task == "audio_qa":
+    if tpl.expand == "qa":
         out = []
         for k, (q, a) in enumerate(cut.custom.get("qa", [])):
             c = copy.copy(cut)
             c.custom = {**cut.custom, "qa": [[q, a]]}
             out.append((Reference(item_id=f"{cut.id}.q{k}", task=task, text=str(a)), c))
         return out
-    if task == "caption":
-        return [(Reference(item_id=cut.id, task=task, text=cut.custom.get("caption") or sup_text), cut)]
+    if tpl.output == "text" and tpl.target.source_kind == "custom":
+        return [(Reference(item_id=cut.id, task=task, text=cut.custom.get(tpl.target.source_key) or sup_text), cut)]
     ref = Reference(item_id=cut.id, task=task, audio=cut_audio(cut), text=sup_text, attributes=_attributes(task, cut))
-    if task in ("tts", "vc", "speech_edit", "instruct_tts"):
+    if tpl.speech:
         pc = prompts.find(cut)
         ref.prompt = cut_audio(pc) if pc is not None else None
-    elif task == "tse":
-        ref.prompt = role_audio(cut, "enrollment")
-    if task in INPUT_ROLE:
-        ref.condition = role_audio(cut, INPUT_ROLE[task])
-    elif task in BAND_LIMITED_INPUT:
-        ref.condition = _band_limited(ref.audio, BAND_LIMITED_INPUT[task])
+    elif "sim" in tpl.metrics:  # the voice to match is a condition recording (an enrollment utterance)
+        voice = [c for c in tpl.conditions if c.source_kind == "recording" and c.name != tpl.baseline_input]
+        ref.prompt = condition_audio(cut, voice[0]) if voice else None
+    if tpl.baseline_input is not None:
+        ref.condition = condition_audio(cut, tpl.condition(tpl.baseline_input))
     return [(ref, cut)]
 
 
-def _band_limited(wav: np.ndarray, rate: int) -> np.ndarray:
-    from unisono.tasks import band_limit
-
+def _band_limited(wav: np.ndarray, rate: int | None) -> np.ndarray:
+    if not rate:
+        return wav
     return band_limit(torch.as_tensor(wav, dtype=torch.float32), EVAL_SAMPLE_RATE, rate).numpy()
 
 
@@ -232,14 +221,13 @@ def reference_system(task: str, cut):
     return cut_audio(cut), EVAL_SAMPLE_RATE
 
 
-def copy_input_system(task: str, cut):
-    """The trivial baseline: the task's input audio returned unchanged (``None`` for tasks without one)."""
-    if task in BAND_LIMITED_INPUT:
-        return _band_limited(cut_audio(cut), BAND_LIMITED_INPUT[task]), EVAL_SAMPLE_RATE
-    role = INPUT_ROLE.get(task)
-    if role is None:
+def copy_input_system(task, cut, templates: dict | None = None):
+    """The trivial baseline: the task's input audio (its template's ``baseline_input``) returned unchanged
+    (``None`` for tasks without one)."""
+    tpl = template_of(task, templates)
+    if tpl.baseline_input is None:
         return None
-    wav = role_audio(cut, role)
+    wav = condition_audio(cut, tpl.condition(tpl.baseline_input))
     return None if wav is None else (wav, EVAL_SAMPLE_RATE)
 
 
@@ -249,7 +237,8 @@ class TrainPriorSystem:
     ``text_to_sound``/``text_to_music`` the audio of a seeded random training cut of the same kind (real
     audio that ignores the caption: the chance level of the attribute metrics and the real-vs-real FD)."""
 
-    def __init__(self, corpus_dir: str | Path, seed: int = 0, split: str = "train"):
+    def __init__(self, corpus_dir: str | Path, seed: int = 0, split: str = "train", templates: dict | None = None):
+        self.templates = templates
         self.answers: dict[str, Counter] = {}
         self.captions: dict[str, list[str]] = {}
         self.audio_by_kind: dict[str, list] = {}
@@ -262,7 +251,8 @@ class TrainPriorSystem:
             if c.custom.get("caption"):
                 self.captions.setdefault(c.custom.get("kind", ""), []).append(c.custom["caption"])
 
-    def __call__(self, task: str, cut):
+    def __call__(self, task, cut):
+        source = template_of(task, self.templates).serves_cuts_of
         if task == "audio_qa":
             q = cut.custom["qa"][0][0]
             counts = self.answers.get(q)
@@ -271,7 +261,7 @@ class TrainPriorSystem:
         if task == "caption":
             pool = sorted(self.captions.get(cut.custom.get("kind", ""), []))
             return random.Random(f"{self.seed}:{cut.id}").choice(pool) if pool else ""
-        if cuts_from(task) in ("text_to_sound", "text_to_music"):
+        if source in ("text_to_sound", "text_to_music"):
             pool = sorted(self.audio_by_kind.get(cut.custom.get("kind", ""), []), key=lambda c: c.id)
             if not pool:
                 return None
@@ -317,27 +307,27 @@ def train_attribute_classifiers(corpus_dir: str | Path, out_dir: str | Path, nam
     return info
 
 
-def select_cuts(cuts: list, task: str, n: int | None, seed: int) -> list:
-    """The cuts that serve ``task``: all, or a seeded sample of ``n``, sorted by id (order-independent)."""
-    kinds = TASK_KINDS.get(task, ())
-    listed = {task, cuts_from(task)}
-    chosen = sorted((c for c in cuts if listed & set(c.custom.get("tasks", [])) or c.custom.get("kind") in kinds),
-                    key=lambda c: c.id)
-    if n is not None and len(chosen) > n:  # a task served by another's cuts gets the same sample (paired)
-        chosen = sorted(random.Random(f"{seed}:{cuts_from(task)}").sample(chosen, n), key=lambda c: c.id)
+def select_cuts(cuts: list, task, n: int | None, seed: int, templates: dict | None = None) -> list:
+    """The cuts that serve ``task`` (:meth:`unisono.tasks.TaskTemplate.serves`): all, or a seeded sample of
+    ``n``, sorted by id (order-independent; a task served by another's cuts gets the same sample: paired)."""
+    tpl = template_of(task, templates)
+    chosen = sorted((c for c in cuts if tpl.serves(c.custom)), key=lambda c: c.id)
+    if n is not None and len(chosen) > n:
+        chosen = sorted(random.Random(f"{seed}:{tpl.serves_cuts_of}").sample(chosen, n), key=lambda c: c.id)
     return chosen
 
 
-def _system_serves(name: str, task: str) -> bool:
-    """Whether the built-in system ``name`` has an output worth scoring for ``task`` (a plugged-in one: always)."""
+def _system_serves(name: str, tpl) -> bool:
+    """Whether the built-in system ``name`` has an output worth scoring for template ``tpl`` (a plugged-in
+    one: always)."""
     if name == "copy_input":
-        return task in INPUT_ROLE or task in BAND_LIMITED_INPUT
+        return tpl.baseline_input is not None
     if name == "train_prior":
-        return cuts_from(task) in ("caption", "audio_qa", "text_to_sound", "text_to_music")
+        return tpl.serves_cuts_of in ("caption", "audio_qa", "text_to_sound", "text_to_music")
     if name == "reference":
-        return task not in ("caption", "audio_qa")  # no offline captioner or answerer to be the ceiling
+        return tpl.output == "audio" or tpl.target.source_kind == "text"  # no offline captioner or answerer
     if name == "codec_resynthesis":
-        return task not in TEXT_TASKS  # for ASR the recogniser's transcript of the reference is the ceiling
+        return tpl.output == "audio"  # for ASR the recogniser's transcript of the reference is the ceiling
     return True
 
 
@@ -353,6 +343,7 @@ def evaluate_corpus(
     command: str | None = None,
     system_ids: dict[str, str] | None = None,
     examples: int = 2,
+    templates: dict | None = None,
 ) -> dict:
     """Score each system's outputs for each task of ``split`` of ``corpus_dir``; write metrics.json + report.md.
 
@@ -361,42 +352,43 @@ def evaluate_corpus(
     version (e.g. a checkpoint hash), part of the cache key so a changed model is not served old results.
     ``examples``: for the first N items of each task, every system's output is saved under
     ``out_dir/examples/`` (FLAC + spectrogram PNG) and shown in ``report.html`` with audio players.
+    ``templates``: the tasks' templates (a checkpoint's own; default the built-in ones): each task's metrics
+    and baselines come from its template.
     """
     corpus_dir, out_dir = Path(corpus_dir).resolve(), Path(out_dir)
     cuts = load_corpus_cuts(corpus_dir, split)
-    available = {t for c in cuts for t in c.custom.get("tasks", [])}
-    available = sorted(available | {t for t in TASK_METRICS if cuts_from(t) in available})
+    templates = templates if templates is not None else _builtin()
+    scored = {n: t for n, t in templates.items() if t.metrics}
     if tasks is None:
-        tasks = [t for t in TASK_METRICS if t in available]
-    unknown = [t for t in tasks if t not in TASK_METRICS]
+        tasks = [n for n, t in scored.items() if any(t.serves(c.custom) for c in cuts)]
+    unknown = [t for t in tasks if t not in scored]
     if unknown:
-        raise UnisonoError(f"unknown task(s) {', '.join(unknown)}; choose from: {', '.join(TASK_METRICS)}")
-    prompts = _PromptFinder(corpus_dir, split, cuts)
+        raise UnisonoError(f"unknown task(s) {', '.join(unknown)}; choose from: {', '.join(scored)}")
+    prompts = PromptFinder(corpus_dir, split, cuts)
     system_ids = system_ids or {}
     result = {"mode": "corpus", "corpus": str(corpus_dir), "split": split, "n": n, "seed": seed, "tasks": {},
               "command": command}
     if (corpus_dir / "stats.json").exists():
-        from unisono.fileio import read_json
-
         st = read_json(corpus_dir / "stats.json")
         result["corpus_stats"] = {k: st[k] for k in ("seed", "hours_requested", "held_out") if k in st}
     metrics_used: set[str] = set()
     example_rows: dict[str, dict] = {}
-    needed = sorted({m for t in tasks for m in TASK_METRICS[t] if m in CLASSIFIERS})
+    needed = sorted({m for t in tasks for m in scored[t].metrics if m in CLASSIFIERS})
     if needed:
         result["classifiers"] = train_attribute_classifiers(corpus_dir, out_dir / "classifiers", needed,
                                                             progress=progress)
     for task in tasks:
-        chosen = select_cuts(cuts, task, n, seed)
+        tpl = scored[task]
+        chosen = select_cuts(cuts, tpl, n, seed)
         if not chosen:
             result["tasks"][task] = {"systems": {}, "note": f"no cut of split {split} serves this task"}
             continue
-        pairs = [p for c in chosen for p in build_items(task, c, prompts)]
-        metrics = TASK_METRICS[task]
+        pairs = [p for c in chosen for p in build_items(tpl, c, prompts)]
+        metrics = list(tpl.metrics)
         metrics_used.update(metrics)
         table = {}
         for name, fn in systems.items():
-            usable = pairs if _system_serves(name, task) else []
+            usable = pairs if _system_serves(name, tpl) else []
             if not usable:
                 continue
             sys_id = system_ids.get(name, name)

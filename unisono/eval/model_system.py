@@ -2,7 +2,7 @@
 
 The task templates say where each condition of a task comes from (the cut's audio, a condition recording,
 another utterance of the speaker, the text, a caption, the score, a question); this adapter reads those
-inputs off a corpus cut and runs the :class:`~unisono.generate.Pipeline` on them.
+inputs off a corpus cut and runs the :class:`~unisono.inference.Pipeline` on them.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from unisono.eval.corpus import EVAL_SAMPLE_RATE, _PromptFinder, cut_audio, load_corpus_cuts, role_audio
-from unisono.generate import CKPT_GENERATION, AudioOutput, GenerationOptions, Pipeline, _input_name
-from unisono.tasks import source_value
+from unisono.eval.corpus import EVAL_SAMPLE_RATE, PromptFinder, cut_audio, load_corpus_cuts, role_audio
+from unisono.checkpoint import GENERATION
+from unisono.inference import AudioOutput, Pipeline, input_name
+from unisono.options import GenerationOptions
+from unisono.data.sources import source_value
 
 
 def checkpoint_id(directory: str | Path) -> str:
@@ -24,8 +26,8 @@ def checkpoint_id(directory: str | Path) -> str:
     h.update(str(weights.stat().st_size).encode())
     with open(weights, "rb") as f:
         h.update(f.read(1 << 20))
-    if (d / CKPT_GENERATION).exists():  # the checkpoint's default sampling options change its outputs
-        h.update((d / CKPT_GENERATION).read_bytes())
+    if (d / GENERATION).exists():  # the checkpoint's default sampling options change its outputs
+        h.update((d / GENERATION).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -35,7 +37,7 @@ class PipelineSystem:
     def __init__(self, pipe: Pipeline, corpus_dir: str | Path, split: str, seed: int = 0,
                  options: dict[str, GenerationOptions] | None = None):
         self.pipe, self.seed, self.options = pipe, seed, options or {}
-        self.prompts = _PromptFinder(Path(corpus_dir), split, load_corpus_cuts(corpus_dir, split))
+        self.prompts = PromptFinder(Path(corpus_dir), split, load_corpus_cuts(corpus_dir, split))
 
     def _value(self, spec, cut):
         kind, key = spec.source_kind, spec.source_key
@@ -60,7 +62,7 @@ class PipelineSystem:
             value = self._value(spec, cut)
             if value is None:
                 return None
-            inputs[_input_name(spec)] = value
+            inputs[input_name(spec)] = value
             if spec.mask_span:
                 span = ((cut.custom or {}).get("params") or {}).get(spec.mask_span.split(".", 1)[1])
                 if span is None:
@@ -75,7 +77,7 @@ class PipelineSystem:
         if inputs is None:
             return None
         options = self.options.get(task) or self.pipe.default_options(task).with_(seed=self.seed)
-        if task in ("tts", "instruct_tts", "speech_edit", "vc", "svs") and cut.duration:
+        if self.pipe.templates[task].speech and cut.duration:
             options = options.with_(max_duration=min(options.max_duration, 2.0 * cut.duration + 1.0))
         out = self.pipe.generate(task, options=options, **inputs)
         if isinstance(out, AudioOutput):
@@ -94,10 +96,9 @@ class CodecResynthesisSystem:
     def __call__(self, task: str, cut):
         import torch
 
-        from unisono.eval.corpus import TEXT_TASKS
         from unisono.eval.metrics._common import at_rate
 
-        if task in TEXT_TASKS:
+        if task not in self.pipe.templates or self.pipe.templates[task].output != "audio":
             return None
         sr = self.pipe.sample_rate
         wav = torch.as_tensor(at_rate(cut_audio(cut), EVAL_SAMPLE_RATE, sr), dtype=torch.float32)

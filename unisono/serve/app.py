@@ -29,7 +29,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 
 from unisono.errors import UnisonoError
-from unisono.generate import AudioOutput, GenerationCancelled, GenerationOptions, TextOutput
+from unisono.inference import AudioOutput, GenerationCancelled, TextOutput
+from unisono.options import GenerationOptions, default_options
 
 from .scheduler import BatchScheduler, QueueFull
 
@@ -114,19 +115,29 @@ def _stream_chunks(job, chunks: "queue.Queue", sample_rate: int, timeout_s: floa
             job.cancel.set()
 
 
+def _kind_defaults(pipeline, kind: str) -> GenerationOptions:
+    """The default options of ``pipeline``'s tasks with ``kind`` outputs (the one source: its
+    ``default_options``, else :func:`unisono.options.default_options`)."""
+    getter = getattr(pipeline, "default_options", None)
+    tasks = [t for t, spec in pipeline.tasks.items() if spec.output == kind]
+    return getter(tasks[0]) if getter and tasks else default_options(kind)
+
+
 def _request_schema(pipeline) -> dict:
     names: dict[str, str] = {}
     for spec in pipeline.tasks.values():
         for name, kind in spec.inputs.items():
             names[name] = kind
-    defaults = GenerationOptions()
+    audio, text = _kind_defaults(pipeline, "audio"), _kind_defaults(pipeline, "text")
     props: dict[str, Any] = {"task": {"type": "string", "enum": sorted(pipeline.tasks), "description": "task name"}}
     for name, kind in sorted(names.items()):
         props[name] = {"type": "string", "maxLength": 50_000_000,
                        "description": "text" if kind == "text" else "audio file (WAV/FLAC/OGG), base64-encoded"}
     for f in fields(GenerationOptions):
         typ = "integer" if f.type in ("int", int) else "number"
-        props[f.name] = {"type": typ, "default": getattr(defaults, f.name)}
+        a, t = getattr(audio, f.name), getattr(text, f.name)
+        props[f.name] = {"type": typ, "default": a,
+                         "description": f"default {a} for audio outputs" + ("" if a == t else f", {t} for text")}
     props["response_format"] = {"type": "string", "enum": ["wav", "json"], "default": "wav"}
     props["stream"] = {"type": "boolean", "default": False, "description": "chunked WAV response"}
     json_schema = {"type": "object", "required": ["task"], "properties": props, "additionalProperties": False}
@@ -141,7 +152,7 @@ def _request_schema(pipeline) -> dict:
 
 
 def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "unisono") -> FastAPI:
-    """A FastAPI app serving ``pipeline`` (see :mod:`unisono.generate` for the pipeline interface)."""
+    """A FastAPI app serving ``pipeline`` (see :mod:`unisono.inference.types` for the pipeline interface)."""
     scheduler = BatchScheduler(pipeline, limits.max_queue, limits.max_batch, limits.batch_window_s)
 
     @contextlib.asynccontextmanager
@@ -165,7 +176,7 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
 
     def task_defaults(task: str | None) -> GenerationOptions:
         getter = getattr(pipeline, "default_options", None)
-        opts = getter(task) if getter and task else GenerationOptions()
+        opts = getter(task) if getter and task else _kind_defaults(pipeline, "audio")
         return opts.with_(max_duration=min(opts.max_duration, limits.max_output_seconds))
 
     @app.get("/tasks", summary="The tasks this model can do, with their inputs and default options")

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     import uvicorn
 
-    from unisono.generate import Pipeline
+    from unisono.inference import Pipeline
     from unisono.serve import ServerLimits, create_app
 
     pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)

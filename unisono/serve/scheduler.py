@@ -15,7 +15,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from unisono.generate import GenerationOptions
+from unisono.options import GenerationOptions
 
 
 class QueueFull(Exception):

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
+from unisono.codec import load_codec
+from unisono.data.shards import ShardReader
 from unisono.errors import UnisonoError
+from unisono.fileio import read_json
+from unisono.inference import PreparedPrompt, TaskIO
+from unisono.options import GenerationOptions
+from unisono.tasks import load_templates
+from unisono.vocab import Vocab
 
 DESCRIPTION = """Train the unisono language model.
 
@@ -74,20 +83,15 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
     """A ``sample_fn`` that continues the prompt of the first audio-target example of the validation (or
     training) shards with the model being trained, decodes it with the shards' codec and logs the audio
     (``samples/<task>``) to TensorBoard."""
-    from unisono.fileio import read_json
-
     state: dict = {}
 
     def setup():
-        from unisono.codec import load_codec
-        from unisono.data.shards import ShardReader
-        from unisono.vocab import Vocab
-
         src = read_json(shards / "codec.json").get("source") if (shards / "codec.json").exists() else None
         if not src:
             return False
         state["codec"] = load_codec(src).eval()
         vocab = state["vocab"] = Vocab.load(shards / "vocab.json")
+        state["templates"] = load_templates()
         starts = {vocab.start_id("codec")}
         for ex in ShardReader(val_shards or shards):
             col = ex["frames"][:, 0]
@@ -95,32 +99,23 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
             if len(loss_rows) == 0:
                 continue
             first = int(loss_rows[0])
-            if first > 0 and int(col[first - 1]) in starts:  # the target is audio
+            if first > 0 and int(col[first - 1]) in starts and ex["task"] in state["templates"]:  # audio target
                 state["example"] = (ex["task"], ex["frames"][:first])
                 return True
         return False
 
     def sample(model, step, writer):
-        import torch
-
-        from unisono.generate import until_end
-
         if "ok" not in state:
             state["ok"] = setup()
         if not state["ok"] or writer is None:
             return
-        vocab, codec = state["vocab"], state["codec"]
         task, prompt = state["example"]
-        with torch.inference_mode():
-            new = model.generate(prompt[None].to(next(model.parameters()).device),
-                                 max_new_frames=int(max_seconds * float(codec.frame_rate)),
-                                 stream_mask=vocab.generation_mask("codec"), end_id=vocab.end_id("codec"),
-                                 top_k=30, seed=0)[0].cpu()
-            body = until_end(new, vocab.end_id("codec"))
-            if body.shape[0] == 0:
-                return
-            wav = codec.decode(vocab.codec_codes(body)[None])[0]
-        writer.add_audio(f"samples/{task}", wav.clamp(-1, 1), step, sample_rate=int(codec.sample_rate))
+        io = TaskIO(state["templates"][task], state["vocab"], None, state["codec"], model)
+        prep = PreparedPrompt(prompt, prompt, int(max_seconds * float(state["codec"].frame_rate)), 0, [])
+        out = io.finish(io.sample([prep], GenerationOptions(top_k=30, seed=0))[0])
+        if out.wav.size:
+            writer.add_audio(f"samples/{task}", torch.from_numpy(out.wav).clamp(-1, 1)[None], step,
+                             sample_rate=out.sample_rate)
 
     return sample
 

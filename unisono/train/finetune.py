@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unisono.checkpoint import LM_PARTS, TEMPLATES, carried_parts, require_checkpoint, write_checkpoint
 from unisono.errors import UnisonoError
+from unisono.fileio import atomic_dir, write_json
 
 DESCRIPTION = """Fine-tune a checkpoint on a NEW task (a new task id and template; every existing id unchanged).
 
@@ -164,14 +165,6 @@ def trainable_parameters(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------------------- checks
-def _need_checkpoint(ckpt: Path) -> None:
-    if not ckpt.is_dir():
-        raise UnisonoError(f"--checkpoint {ckpt} is not a directory")
-    for need in ("config.json", "model.safetensors", "vocab.json"):
-        if not (ckpt / need).is_file():
-            raise UnisonoError(f"{ckpt} is not a unisono checkpoint: {need} is missing")
-
-
 def _split_dir(shards: Path, split: str) -> Path | None:
     d = shards / split
     if (d / "vocab.json").is_file():
@@ -274,8 +267,6 @@ def finetune(
     from tqdm import tqdm
 
     from unisono.data.shards import ShardReader
-    from unisono.fileio import write_json, write_text
-    from unisono.generate import CKPT_CODEC, CKPT_TEMPLATES, CKPT_TOKENIZERS, _templates_yaml
     from unisono.lm import UnisonoLM
     from unisono.tasks import load_templates
     from unisono.train.data import TaskMixture, TokenBudgetBatcher, collate
@@ -283,7 +274,7 @@ def finetune(
     from unisono.vocab import Vocab
 
     ckpt, shards, out = Path(checkpoint), Path(shards), Path(out)
-    _need_checkpoint(ckpt)
+    require_checkpoint(ckpt, "--checkpoint", LM_PARTS)
     if lora_rank and freeze:
         raise UnisonoError("choose one of --lora-rank and --freeze-layers (LoRA already freezes every base weight)")
     if lora_rank < 0 or freeze < 0:
@@ -298,7 +289,7 @@ def finetune(
     if task in ckpt_vocab.tasks:  # before anything else is read
         raise UnisonoError(f"task {task!r} already exists in the checkpoint (id {ckpt_vocab.task_id(task)}); "
                            "fine-tune it with `unisono train --init-from`, or pick a new task name")
-    tpl_files = [ckpt / CKPT_TEMPLATES] if (ckpt / CKPT_TEMPLATES).is_file() else []
+    tpl_files = [ckpt / TEMPLATES] if (ckpt / TEMPLATES).is_file() else []
     all_templates = load_templates(tpl_files + [Path(p) for p in (templates or [])])
     if task not in all_templates:
         raise UnisonoError(f"no template for task {task!r} in {', '.join(map(str, templates or [])) or 'the built-in templates'}; "
@@ -416,20 +407,6 @@ def finetune(
         merge_lora(model)
     after = validation_loss(model, val_src, vocab.pad_id, max_frames, val_batches, dev)
 
-    # the packaged checkpoint: written under a temporary name, renamed when complete
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    vocab.save(tmp / "vocab.json")
-    model.to("cpu").save_pretrained(tmp)
-    for extra in (CKPT_TOKENIZERS, CKPT_CODEC, "codec.json"):
-        src = ckpt / extra
-        if src.is_dir():
-            shutil.copytree(src, tmp / extra)
-        elif src.is_file():
-            shutil.copy2(src, tmp / extra)
-    kept = {n: t for n, t in all_templates.items() if n in vocab.tasks}
-    write_text(tmp / CKPT_TEMPLATES, _templates_yaml(kept))
     old = sorted(t for t in before if t != task)
     report = {
         "checkpoint": str(ckpt), "task": task, "task_id": vocab.task_id(task), "mode": mode,
@@ -443,10 +420,10 @@ def finetune(
         "new_task_val_loss": {"before": before.get(task), "after": after.get(task)},
         "old_tasks_val_loss_relative_change": {t: (after[t] - before[t]) / before[t] for t in old if t in after},
     }
-    write_json(tmp / "finetune_report.json", report)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    kept = {n: t for n, t in all_templates.items() if n in vocab.tasks}
+    with atomic_dir(out) as tmp:  # the packaged checkpoint, renamed into place when complete
+        write_checkpoint(tmp, model.to("cpu"), vocab, templates=kept, **carried_parts(ckpt))
+        write_json(tmp / "finetune_report.json", report)
     return report
 
 

@@ -19,6 +19,7 @@ The loop, for one task:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -31,9 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unisono.checkpoint import carried_parts, write_checkpoint
 from unisono.errors import UnisonoError
+from unisono.fileio import atomic_dir, write_json, write_jsonl
+from unisono.inference import Decoded, Pipeline
+from unisono.options import GenerationOptions
+from unisono.tasks import load_templates
 
-SPEECH_TASKS = ("tts", "instruct_tts", "speech_edit", "vc", "svs")  # outputs bounded by the cut's duration
 EMPTY_OUTPUT_SECONDS = 0.1  # an empty output is scored as this much silence
 EVAL_SEED_OFFSET = 1_000_003  # held-out samples use seeds far from the training candidates'
 
@@ -44,7 +49,7 @@ class RankMetric:
     """One way to score a candidate: ``value(wav16k [S], ref) -> float`` (``nan``: not scorable).
 
     ``harness``: the harness metrics it is made of; the metric applies to a task when the harness computes
-    all of them for that task (``TASK_METRICS``). ``classifier``: the attribute classifier it needs.
+    all of them for that task (the template's ``metrics``). ``classifier``: the attribute classifier it needs.
     """
 
     name: str
@@ -59,12 +64,10 @@ class RankMetric:
         """Whether ``ref`` has what this metric compares against (a multi-event scene has no one ``event``)."""
         return all((ref.attributes or {}).get(a) is not None for a in self.needs)
 
-    def applies_to(self, task: str) -> bool:
-        from unisono.eval.corpus import TASK_METRICS, TEXT_TASKS
-
-        if task not in TASK_METRICS or task in TEXT_TASKS:
-            return False
-        return all(h in TASK_METRICS[task] for h in self.harness)
+    def applies_to(self, template) -> bool:
+        """Whether this metric can rank the outputs of ``template`` (a :class:`unisono.tasks.TaskTemplate`):
+        an audio output whose template lists every harness metric it is made of."""
+        return template.output == "audio" and all(h in template.metrics for h in self.harness)
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
@@ -130,15 +133,21 @@ RANK_METRICS: dict[str, RankMetric] = {m.name: m for m in [
 ]}
 
 
-def rank_metric(name: str, task: str | None = None) -> RankMetric:
-    """The :data:`RANK_METRICS` entry ``name``, checked to apply to ``task``; one-line errors otherwise."""
+def rank_metric(name: str, template=None) -> RankMetric:
+    """The :data:`RANK_METRICS` entry ``name``, checked to apply to ``template`` (a
+    :class:`unisono.tasks.TaskTemplate`, or a built-in task's name); one-line errors otherwise."""
     if name not in RANK_METRICS:
         raise UnisonoError(f"unknown ranking metric {name!r}; choose one of: {', '.join(RANK_METRICS)}")
     m = RANK_METRICS[name]
-    if task is not None and not m.applies_to(task):
-        fit = [n for n, x in RANK_METRICS.items() if x.applies_to(task)]
-        raise UnisonoError(f"metric {name!r} does not apply to task {task!r}; for {task} use one of: "
-                           f"{', '.join(fit) or '(none: dpo ranks audio outputs)'}")
+    if isinstance(template, str):
+        builtin = load_templates()
+        if template not in builtin:
+            raise UnisonoError(f"unknown task {template!r}; choose one of: {', '.join(builtin)}")
+        template = builtin[template]
+    if template is not None and not m.applies_to(template):
+        fit = [n for n, x in RANK_METRICS.items() if x.applies_to(template)]
+        raise UnisonoError(f"metric {name!r} does not apply to task {template.name!r}; for {template.name} use one "
+                           f"of: {', '.join(fit) or '(none: dpo ranks audio outputs)'}")
     return m
 
 
@@ -200,13 +209,18 @@ class Prompt:
 
 @dataclass
 class Candidate:
-    """A sample: ``codes [K, T]`` (local codec ids), ``wav [S]`` at the codec's rate, whether it ended."""
+    """A sample: its ``decoded`` frames (plans and codes), ``wav [S]`` at the codec's rate, whether it ended."""
 
     seed: int
-    codes: torch.Tensor
+    decoded: Decoded
     wav: np.ndarray
     ended: bool
     score: float = math.nan
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """The output's codes ``[K, T]`` (local codec ids)."""
+        return self.decoded.targets[-1].codes
 
 
 def collect_prompts(pipe, task: str, corpus_dir, split: str, n: int | None, seed: int,
@@ -236,7 +250,7 @@ def collect_prompts(pipe, task: str, corpus_dir, split: str, n: int | None, seed
         if metric is not None and not metric.scorable(ref):
             continue
         opts = base_options
-        if task in SPEECH_TASKS and cut.duration:
+        if pipe.templates[task].speech and cut.duration:
             opts = opts.with_(max_duration=min(opts.max_duration, 2.0 * cut.duration + 1.0))
         out.append(Prompt(cut.id, inputs, ref, opts))
     if not out:
@@ -255,62 +269,31 @@ def _audio_target(pipe, task: str) -> None:
 
 
 def sample_candidates(pipe, task: str, prompt: Prompt, seeds: list[int], lm=None) -> list[Candidate]:
-    """One candidate per seed for ``prompt``, sampled as one batch (row ``j`` uses its own generator seeded
-    with ``seeds[j]``, so it equals ``Pipeline.generate(task, seed=seeds[j], ...)``). ``lm``: the model to
-    sample from (default the pipeline's)."""
-    from unisono.generate import until_end
-
+    """One candidate per seed for ``prompt``, sampled as one batch through the task's
+    :class:`~unisono.inference.TaskIO` (row ``j`` uses its own generator seeded with ``seeds[j]``, so it equals
+    ``Pipeline.generate(task, seed=seeds[j], ...)``; a reasoning task writes its plan first). ``lm``: the model
+    to sample from (default the pipeline's)."""
     _audio_target(pipe, task)
-    lm = pipe.lm if lm is None else lm
-    o = prompt.options
-    prep = pipe._prepare(task, dict(prompt.inputs), o)
-    n = len(seeds)
-    dev = next(lm.parameters()).device
-    target = pipe.templates[task].target.modality
-    end = pipe.vocab.end_id(target)
-    with torch.inference_mode():
-        new = lm.generate(
-            prep["prompt"][None].expand(n, -1, -1).to(dev), max_new_frames=prep["max_new"],
-            stream_mask=pipe.vocab.generation_mask(target), end_id=end, top_k=o.top_k or None,
-            top_p=o.top_p if o.top_p < 1.0 else None, temperature=o.temperature, cfg_scale=o.guidance_scale,
-            uncond_prompt_frames=prep["uncond"][None].expand(n, -1, -1).to(dev) if o.guidance_scale != 1.0 else None,
-            seed=[int(s) for s in seeds], min_new_frames=prep["min_new"]).cpu()
+    io = pipe.io(task)
+    prep = io.prepare(dict(prompt.inputs), prompt.options)
+    new = io.sample([prep] * len(seeds), prompt.options, seeds=seeds, lm=lm)
     out = []
     for row, s in enumerate(seeds):
-        frames = new[row, : prep["max_new"]]
-        body = until_end(frames, end)
-        codes = pipe.vocab.codec_codes(body)  # [K, T]
-        if codes.shape[-1] == 0:
-            wav = np.zeros(0, np.float32)
-        else:
-            with torch.inference_mode():
-                wav = pipe.codec.decode(codes[None].to(next(pipe.codec.parameters()).device))[0, 0]
-            wav = np.ascontiguousarray(wav.float().cpu().numpy())
-        out.append(Candidate(int(s), codes, wav, body.shape[0] < frames.shape[0]))
+        d = io.decode(new[row, : prep.max_new])
+        out.append(Candidate(int(s), d, io.codec_decode(d.targets[-1].codes), d.ended))
     return out
 
 
 def condition_segments(pipe, task: str, inputs: dict) -> list:
     """The task template's condition segments for ``inputs``, encoded as the pipeline encodes them."""
-    tpl = pipe.templates[task]
-    return [pipe._segment(spec, dict(inputs), task)[0] for spec in tpl.conditions]
+    io = pipe.io(task)
+    return io.prepare(dict(inputs), pipe.default_options(task)).conditions
 
 
 def candidate_example(pipe, task: str, conditions: list, cand: Candidate, example_id: str = "") -> dict:
-    """The training example of a candidate: the template's ``<start> <task> conditions <codec_start> codes
-    <codec_end> <end>`` frames with its loss mask, trimmed after the last frame that carries loss; a
-    candidate that never ended (cut at the length limit) has no loss on ``<codec_end>``, which it never
-    sampled."""
-    from unisono.tasks import Segment, build_example
-
-    tpl = pipe.templates[task]
-    ex = build_example(pipe.vocab, tpl, list(conditions) + [Segment("codec", codes=cand.codes)], example_id)
-    frames, mask = ex["frames"], ex["loss_mask"].clone()
-    if not cand.ended:  # the layout ends with <codec_end> <end>
-        mask[frames.shape[0] - 2] = False
-    last = int(mask.any(-1).nonzero()[-1, 0]) + 1 if bool(mask.any()) else frames.shape[0]
-    return {"id": example_id, "task": task, "frames": frames[:last], "loss_mask": mask[:last],
-            "cond_mask": ex["cond_mask"][:last]}
+    """The training example of a candidate (:meth:`unisono.inference.TaskIO.example`): conditions, the
+    candidate's plan (a reasoning task) and codes, with its loss mask."""
+    return pipe.io(task).example(conditions, cand.decoded, example_id)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -425,25 +408,9 @@ class DPOSettings:
         return self
 
 
-def _copy_checkpoint(src: Path, dst: Path) -> None:
-    """Copy a packaged checkpoint; a relative ``codec.json`` source is made absolute so it still resolves."""
-    from unisono.fileio import read_json, write_json
-
-    shutil.copytree(src, dst)
-    cj = dst / "codec.json"
-    if cj.exists():
-        d = read_json(cj)
-        s = d.get("source")
-        if s and not Path(s).is_absolute():
-            d["source"] = str((src / s).resolve())
-            write_json(cj, d)
-
-
 def _load(directory, device: str):
     """A pipeline whose LM runs on ``device``; the codec (encoding inputs, decoding candidates for the CPU
     evaluators) stays on the CPU."""
-    from unisono.generate import Pipeline
-
     pipe = Pipeline.from_pretrained(directory, device="cpu")
     pipe.lm.to(device)
     return pipe
@@ -454,15 +421,10 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
     ``dpo_report.json`` to ``out`` (atomically: built in ``out.partial``, renamed when complete)."""
     from tqdm import tqdm
 
-    from unisono.eval.corpus import TASK_METRICS, train_attribute_classifiers
-    from unisono.fileio import write_json, write_jsonl
-    from unisono.generate import GenerationOptions
+    from unisono.eval.corpus import train_attribute_classifiers
 
     s = (settings or DPOSettings()).validate()
     t_start = time.time()
-    if task not in TASK_METRICS:
-        raise UnisonoError(f"unknown task {task!r}; choose one of: {', '.join(TASK_METRICS)}")
-    metric = rank_metric(rank_by, task)
     checkpoint, data, out = Path(checkpoint), Path(data), Path(out)
     if not (data / "manifests").is_dir():
         raise UnisonoError(f"{data} is not a corpus made by `unisono synth` (no manifests/ directory)")
@@ -473,19 +435,20 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
     if s.device.startswith("cuda") and not torch.cuda.is_available():
         raise UnisonoError(f"--device {s.device} asked for, but no CUDA device is available; use --device cpu")
     pipe = _load(checkpoint, s.device)
+    metric = rank_metric(rank_by, pipe.io(task).template)  # the checkpoint's own template: its metrics
     _audio_target(pipe, task)
     options = GenerationOptions(top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
                                 guidance_scale=s.guidance_scale, max_duration=s.max_duration).validate()
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    clf_dir = Path(s.classifiers) if s.classifiers else out.with_name(out.name + ".classifiers")
+    with contextlib.ExitStack() as stack:
+        if metric.classifier is not None and not s.classifiers:  # trained here for this run only
+            stack.callback(shutil.rmtree, clf_dir, ignore_errors=True)
+        tmp = stack.enter_context(atomic_dir(out))  # the tuned checkpoint, renamed into place when complete
         prompts = collect_prompts(pipe, task, data, s.split, s.prompts, s.seed, options, metric)
         eval_prompts = (collect_prompts(pipe, task, data, s.eval_split, s.eval_prompts, s.seed, options, metric)
                         if s.eval_prompts else [])
         clf_info = None
         if metric.classifier is not None:
-            clf_dir = Path(s.classifiers) if s.classifiers else tmp.with_name(tmp.name + ".classifiers")
             clf_info = train_attribute_classifiers(data, clf_dir, [metric.classifier], progress=s.progress)
 
         # -- candidates, scores, pairs
@@ -528,8 +491,7 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
         t_train = time.time() - t0
 
         # -- the tuned checkpoint, loaded back as any user would
-        _copy_checkpoint(checkpoint, tmp)
-        policy.save_pretrained(tmp)
+        write_checkpoint(tmp, policy, pipe.vocab, templates=pipe.templates, **carried_parts(checkpoint))
         tuned = _load(tmp, s.device)
 
         # -- held-out evaluation, same seeds before and after
@@ -562,23 +524,15 @@ def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSetting
         write_jsonl(tmp / "dpo_pairs.jsonl", _finite(rows))
         report = _finite(report)
         write_json(tmp / "dpo_report.json", report)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-        return report
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if metric.classifier is not None and not s.classifiers:
-            shutil.rmtree(tmp.with_name(tmp.name + ".classifiers"), ignore_errors=True)
+    return report
 
 
 def describe_metrics() -> str:
     """A table of the ranking metrics and the tasks each applies to (for ``--help``)."""
-    from unisono.eval.corpus import TASK_METRICS
-
+    templates = load_templates()
     lines = []
     for name, m in RANK_METRICS.items():
-        tasks = [t for t in TASK_METRICS if m.applies_to(t)]
+        tasks = [t for t, tpl in templates.items() if m.applies_to(tpl)]
         lines.append(f"  {name:<16} {m.description}\n  {'':<16} tasks: {', '.join(tasks)}")
     return "\n".join(lines)
 

@@ -26,7 +26,6 @@ from unisono.train.finetune import (
     finetune,
     freeze_layers,
     merge_lora,
-    train_embedding_rows,
 )
 from unisono.vocab import Vocab
 
@@ -153,7 +152,9 @@ def test_lora_starts_as_the_base_model_and_only_adapters_learn(pattern):
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     names = add_lora(model, rank=4)
     assert len(names) == 4 * (2 + (1 if pattern == "multiscale" else 0))  # wqkv, wo, w13, w2 per layer
-    train_embedding_rows(model, [5])
+    model.train_only_embedding_rows([5])
+    assert model.free_embedding_rows == [5]
+    assert model.trainable_parameters() == 32 + sum(p.numel() for n, p in model.named_parameters() if 'lora_' in n)
     assert torch.equal(model(frames), ref)  # B = 0: exactly the base model
     mask = torch.ones_like(frames, dtype=torch.bool)
     model.loss(frames, mask)["loss"].backward()

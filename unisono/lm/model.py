@@ -144,6 +144,8 @@ class UnisonoLM(nn.Module):
         self.bos = nn.Parameter(torch.zeros(d))
         self.head_dim_in = self._head_in_dim()
         self.head_w = nn.Parameter(torch.empty(cfg.num_streams, cfg.vocab_size, self.head_dim_in))
+        # rows of tok_emb that learn when the rest of the embedding is frozen (fine-tuning); None: all rows
+        self.free_embedding_rows: list[int] | None = None
         self._init_weights()
 
     # -- construction ------------------------------------------------------------------------
@@ -155,6 +157,31 @@ class UnisonoLM(nn.Module):
 
     def _head_in_dim(self) -> int:
         return self.dim
+
+    def train_only_embedding_rows(self, ids: list[int]) -> None:
+        """Let only the embedding rows ``ids`` of ``tok_emb`` learn: the gradient of every other row is zeroed
+        (e.g. a new task's token while the rest of the model is frozen). ``free_embedding_rows`` records them."""
+        if self.free_embedding_rows is not None:
+            raise UnisonoError("train_only_embedding_rows was already called on this model; call it once with "
+                               "every row that should learn")
+        w = self.tok_emb.weight
+        keep = torch.zeros(w.shape[0], 1, dtype=w.dtype, device=w.device)
+        keep[list(ids)] = 1.0
+        w.requires_grad_(True)
+        w.register_hook(lambda g: g * keep.to(g.dtype))
+        self.free_embedding_rows = sorted(set(int(i) for i in ids))
+
+    def trainable_parameters(self) -> int:
+        """Parameters that training changes (a row-masked embedding counts its free rows only)."""
+        n = 0
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name == "tok_emb.weight" and self.free_embedding_rows is not None:
+                n += p.shape[1] * len(self.free_embedding_rows)
+            else:
+                n += p.numel()
+        return n
 
     def _init_weights(self) -> None:
         std = self.cfg.init_std

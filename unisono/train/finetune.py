@@ -140,30 +140,6 @@ def freeze_layers(model: nn.Module, n: int) -> list[str]:
     return frozen
 
 
-def train_embedding_rows(model: nn.Module, ids: list[int]) -> None:
-    """Let only the embedding rows ``ids`` of ``model.tok_emb`` learn (the gradient of every other row is
-    zeroed), e.g. the new task's token while the rest of the model is frozen."""
-    w = model.tok_emb.weight
-    keep = torch.zeros(w.shape[0], 1, dtype=w.dtype, device=w.device)
-    keep[ids] = 1.0
-    w.requires_grad_(True)
-    w.register_hook(lambda g: g * keep.to(g.dtype))
-    model._row_masked = True
-
-
-def trainable_parameters(model: nn.Module) -> int:
-    """Parameters that fine-tuning changes (a row-masked embedding counts its free rows only)."""
-    n = 0
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name == "tok_emb.weight" and getattr(model, "_row_masked", False):
-            n += p.shape[1] * getattr(model, "_free_rows", 1)
-        else:
-            n += p.numel()
-    return n
-
-
 # --------------------------------------------------------------------------------------- checks
 def _split_dir(shards: Path, split: str) -> Path | None:
     d = shards / split
@@ -361,13 +337,12 @@ def finetune(
     adapted: list[str] = []
     if lora_rank:
         adapted = add_lora(model, lora_rank, lora_alpha)
-        train_embedding_rows(model, [vocab.task_id(task)])
-        model._free_rows = 1
+        model.train_only_embedding_rows([vocab.task_id(task)])
     elif freeze:
         freeze_layers(model, freeze)
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = trainable_parameters(model)
+    n_trainable = model.trainable_parameters()
     if lr is None:
         lr = 1e-3 if lora_rank else 3e-4
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and n != "tok_emb.weight"]

@@ -9,6 +9,7 @@ from unisono.data.shards import collate_examples
 from unisono.errors import UnisonoError
 from unisono.inference import AudioOutput, Pipeline, target_phases
 from unisono.options import GenerationOptions
+from unisono.reasoning import Terms
 from unisono.lm import LMConfig, UnisonoLM
 from unisono.lm.model import Phase
 from unisono.tasks import Segment, build_example, load_templates
@@ -169,3 +170,12 @@ def test_cli_prints_the_plan_and_the_revision_rounds(tiny_checkpoint, tmp_path, 
     assert "round 0 (seed 4)" in text and out.exists()
     assert main(args + ["--revise", "-1"]) == 2
     assert "--revise must be >= 0" in capsys.readouterr().err
+
+
+def test_revise_needs_the_checkpoints_terms(pipe, monkeypatch):
+    monkeypatch.setattr(pipe.tok, "terms", None)
+    with pytest.raises(UnisonoError, match="terms.json"):
+        pipe.generate_revised(TASK, {"caption": "a bell"}, rounds=1, captioner=lambda w, sr: "a bell")
+    out = pipe.generate_revised(TASK, {"caption": "a bell"}, GenerationOptions(seed=1, max_duration=0.1), rounds=0,
+                                captioner=lambda w, sr: "a bell", terms=Terms(["bell"], []))
+    assert out.info["revise"]["request_terms"] == ["event:bell"]

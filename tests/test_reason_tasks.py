@@ -9,7 +9,7 @@ import yaml
 
 from unisono.errors import UnisonoError
 from unisono.eval.reasoning import detect_events, edit_distance, event_sequence_scores, score_output
-from unisono.reasoning import agreement, build_plan, parse_sound_plan, request_terms
+from unisono.reasoning import Terms, build_plan, parse_sound_plan
 from unisono.tasks import (
     Segment,
     build_example,
@@ -111,15 +111,32 @@ def test_tokenize_plans_the_reasoning_shards_from_the_cuts_of_their_source_task(
     assert plan_texts([cut, other], tpls, ["text_to_sound_reasoning"]) == [build_plan("sound", cut)]
 
 
+TERMS = Terms(["dog_bark", "knock", "phone_ring", "bell", "wind"], ["piano", "pan flute", "flute"])
+
+
 def test_request_terms_and_agreement():
     req = "A dog barks at 0.4 s, then someone knocks at 1.2 s, over faint pink noise."
-    assert request_terms(req) == {"event:dog_bark", "event:knock"}
-    assert request_terms("Piano and pan flute; a telephone with two rings.") == {
+    assert TERMS.find(req) == {"event:dog_bark", "event:knock"}
+    assert TERMS.find("Piano and pan flute; a telephone with two rings.") == {
         "instrument:piano", "instrument:pan flute", "event:phone_ring"}
-    assert agreement(req, "a large dog giving two barks and three knocks on a door") == 1.0
-    assert agreement(req, "a dog barking") == 0.5
-    assert agreement(req, "wind blowing") == 0.0
-    assert agreement("Some pleasant audio.", "anything") == 1.0
+    assert TERMS.agreement(req, "a large dog giving two barks and three knocks on a door") == 1.0
+    assert TERMS.agreement(req, "a dog barking") == 0.5
+    assert TERMS.agreement(req, "wind blowing") == 0.0
+    assert TERMS.agreement("Some pleasant audio.", "anything") == 1.0
+    # a model knows only its own corpus's classes: a word of another class names nothing
+    assert Terms(["bell"], []).find("a dog barks and a bell rings") == {"event:bell"}
+
+
+def test_terms_come_from_the_corpus_metadata_and_round_trip():
+    cuts = [SimpleNamespace(custom={"params": {"event": "dog_bark"}}),
+            SimpleNamespace(custom={"params": {"events": [{"event": "bell"}, {"event": "knock"}]}}),
+            SimpleNamespace(custom={"params": {"instrument": "Cello", "tempo_bpm": 90}}),
+            SimpleNamespace(custom={"kind": "speech"})]
+    t = Terms.from_cuts(cuts)
+    assert t.to_dict() == {"events": ["bell", "dog_bark", "knock"], "instruments": ["cello"]}
+    assert Terms.from_dict(t.to_dict()).find("a cello and a bell") == {"instrument:cello", "event:bell"}
+    with pytest.raises(UnisonoError, match="'events' and 'instruments'"):
+        Terms.from_dict({"events": []})
 
 
 def test_event_count_and_order_scores_on_hand_made_sequences():

@@ -13,9 +13,9 @@ written from the metadata the built-in corpus keeps (``docs/corpus.md``):
 
       tempo 96 BPM; key F# dorian; instrument cello; contour arch; register low; no drums
 
-:func:`request_terms` finds the sound event classes and instruments a text names (a caption, a request);
-"generate, listen, revise" (:meth:`unisono.inference.Pipeline.generate_revised`) compares those of the
-request with those of the model's caption of its own output (:func:`agreement`).
+:class:`Terms` finds the sound event classes and instruments a text names (a caption, a request), out of
+those a model was trained on; "generate, listen, revise" (:meth:`unisono.inference.Pipeline.generate_revised`)
+compares those of the request with those of the model's caption of its own output (:meth:`Terms.agreement`).
 """
 
 from __future__ import annotations
@@ -137,54 +137,74 @@ def _stem(word: str) -> str:
     return w
 
 
-# extra words that name an event class of the built-in corpus, beside the words of the class name
+# extra words that name a common event class, beside the words of the class name
 _EVENT_ALIASES = {"phone_ring": ("telephone",), "typing": ("type", "types", "keyboard"), "footsteps": ("step",),
                   "clapping": ("clap", "applause"), "bird_chirp": ("tweet",), "water_drip": ("dripping",)}
 _GENERIC = {"someone", "sound", "ring", "rings", "ringing", "a", "the"}
 
 
-def _event_words() -> dict[str, str]:
-    from unisono.data.synth.sounds import EVENTS
+class Terms:
+    """The sound event classes and instruments a model was trained on (``terms.json`` beside its tokenizers,
+    collected from the training corpus's metadata by :meth:`from_cuts`), and the words that name them.
 
-    owners: dict[str, set[str]] = {}
-    for name in EVENTS:
-        for w in name.split("_") + list(_EVENT_ALIASES.get(name, ())):
-            if w in _GENERIC:
-                continue
-            owners.setdefault(_stem(w), set()).add(name)
-    return {w: next(iter(names)) for w, names in owners.items() if len(names) == 1}
+    :meth:`find` gives the terms a text names (``event:dog_bark``, ``instrument:cello``); :meth:`agreement`
+    compares a request's with a caption's (listen and revise)."""
 
+    FILE = "terms.json"
 
-def _instruments() -> list[str]:
-    from unisono.data.synth.music import ALL_INSTRUMENTS
+    def __init__(self, events, instruments):
+        self.events = sorted({str(e) for e in events})
+        self.instruments = sorted({str(i).lower() for i in instruments})
+        owners: dict[str, set[str]] = {}
+        for name in self.events:
+            for w in name.split("_") + list(_EVENT_ALIASES.get(name, ())):
+                if w not in _GENERIC:
+                    owners.setdefault(_stem(w), set()).add(name)
+        # a word naming two classes names neither
+        self._event_words = {w: next(iter(names)) for w, names in owners.items() if len(names) == 1}
+        self._by_length = sorted(self.instruments, key=lambda s: (-len(s), s))
 
-    return sorted(ALL_INSTRUMENTS, key=lambda s: (-len(s), s))
+    @classmethod
+    def from_cuts(cls, cuts) -> "Terms":
+        """The event classes (``custom.params.event`` / ``.events[].event``) and instruments
+        (``custom.params.instrument``) named in the metadata of ``cuts``."""
+        events, instruments = set(), set()
+        for cut in cuts:
+            params = (getattr(cut, "custom", None) or {}).get("params") or {}
+            if params.get("event"):
+                events.add(params["event"])
+            events.update(e["event"] for e in params.get("events") or () if e.get("event"))
+            if params.get("instrument"):
+                instruments.add(params["instrument"])
+        return cls(events, instruments)
 
+    def to_dict(self) -> dict:
+        return {"events": self.events, "instruments": self.instruments}
 
-_CACHE: dict = {}
+    @classmethod
+    def from_dict(cls, d: dict, what: str = "terms") -> "Terms":
+        if not isinstance(d, dict) or set(d) != {"events", "instruments"}:
+            raise UnisonoError(f"{what} must be a mapping with 'events' and 'instruments' lists")
+        return cls(d["events"], d["instruments"])
 
+    def find(self, text: str) -> set[str]:
+        """The event classes (``event:dog_bark``) and instruments (``instrument:cello``) that ``text`` names."""
+        t = " " + re.sub(r"[^a-z0-9#]+", " ", (text or "").lower()) + " "
+        terms = set()
+        for inst in self._by_length:  # longest names first: "pan flute" is not also a "flute"
+            if f" {inst} " in t:
+                terms.add(f"instrument:{inst}")
+                t = t.replace(f" {inst} ", " ")
+        for word in t.split():
+            name = self._event_words.get(_stem(word))
+            if name is not None:
+                terms.add(f"event:{name}")
+        return terms
 
-def request_terms(text: str) -> set[str]:
-    """The sound event classes (``event:dog_bark``) and instruments (``instrument:cello``) that ``text`` names."""
-    if "events" not in _CACHE:
-        _CACHE["events"], _CACHE["instruments"] = _event_words(), _instruments()
-    t = " " + re.sub(r"[^a-z0-9#]+", " ", (text or "").lower()) + " "
-    terms = set()
-    for inst in _CACHE["instruments"]:  # longest names first: "pan flute" is not also a "flute"
-        if f" {inst} " in t:
-            terms.add(f"instrument:{inst}")
-            t = t.replace(f" {inst} ", " ")
-    for word in t.split():
-        name = _CACHE["events"].get(_stem(word))
-        if name is not None:
-            terms.add(f"event:{name}")
-    return terms
-
-
-def agreement(request: str, caption: str) -> float:
-    """The share of the event classes and instruments named by ``request`` that ``caption`` names too
-    (1.0 when the request names none: there is nothing to disagree about)."""
-    want = request_terms(request)
-    if not want:
-        return 1.0
-    return len(want & request_terms(caption)) / len(want)
+    def agreement(self, request: str, caption: str) -> float:
+        """The share of the terms named by ``request`` that ``caption`` names too (1.0 when the request names
+        none: there is nothing to disagree about)."""
+        want = self.find(request)
+        if not want:
+            return 1.0
+        return len(want & self.find(caption)) / len(want)

@@ -29,6 +29,7 @@ from unisono.data.sources import choose_prompt, source_value, speaker_of
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path, read_json, write_json
+from unisono.reasoning import Terms
 from unisono.tasks import Segment, SegmentSpec, TaskTemplate, build_example, load_templates
 from unisono.vocab import Vocab
 
@@ -261,7 +262,7 @@ def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000,
         from unisono.text.embed import TextEmbedder
 
         text_emb = TextEmbedder(text_encoder)
-    return TokenizerSet(phone_tok, bpe, semantic, text_emb)
+    return TokenizerSet(phone_tok, bpe, semantic, text_emb, Terms.from_cuts(train_cuts))
 
 
 # ---------------------------------------------------------------------------------- planning

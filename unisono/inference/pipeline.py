@@ -160,9 +160,9 @@ class Pipeline:
         return self.generate_batch(task, [inputs], options, cancel=cancel, progress=progress)[0]
 
     def generate_revised(self, task: str, inputs: dict, options: GenerationOptions | None = None, rounds: int = 2,
-                         captioner=None, cancel=None, progress=None) -> AudioOutput:
+                         captioner=None, cancel=None, progress=None, terms=None) -> AudioOutput:
         """Generate, listen, revise (:func:`unisono.inference.revise.generate_revised`)."""
-        return revise.generate_revised(self, task, inputs, options, rounds, captioner, cancel, progress)
+        return revise.generate_revised(self, task, inputs, options, rounds, captioner, cancel, progress, terms)
 
     def generate_batch(self, task: str, inputs: list[dict], options: GenerationOptions | None = None, cancel=None,
                        progress=None):

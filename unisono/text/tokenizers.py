@@ -2,7 +2,8 @@
 
 Files: ``phones.json`` (phone inventory), ``bpe.json`` (BPE tokenizer), ``semantic.json`` +
 ``semantic.safetensors`` (k-means units, when a task uses them), ``text_emb.json`` (the text encoder's
-directory, when a task uses continuous text embeddings).
+directory, when a task uses continuous text embeddings), ``terms.json`` (the sound event classes and
+instruments of the training corpus, :class:`unisono.reasoning.Terms`; listen-and-revise compares them).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from pathlib import Path
 
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json, write_json
+from unisono.reasoning import Terms
 from unisono.text import midi
 from unisono.text.bpe import BPETokenizer
 from unisono.text.phones import PhoneTokenizer
 
 
 class TokenizerSet:
-    def __init__(self, phones: PhoneTokenizer, bpe: BPETokenizer, semantic=None, text_emb=None):
+    def __init__(self, phones: PhoneTokenizer, bpe: BPETokenizer, semantic=None, text_emb=None,
+                 terms: Terms | None = None):
         self.phones, self.bpe, self.semantic, self.text_emb = phones, bpe, semantic, text_emb
+        self.terms = terms
         self._syllables: dict[str, list[int]] = {}
 
     def sizes(self) -> dict[str, int]:
@@ -58,6 +62,8 @@ class TokenizerSet:
             self.semantic.save(d)
         if self.text_emb is not None:
             write_json(d / "text_emb.json", self.text_emb.config())
+        if self.terms is not None:
+            write_json(d / Terms.FILE, self.terms.to_dict())
 
     @classmethod
     def load(cls, directory: str | os.PathLike, codec=None) -> "TokenizerSet":
@@ -74,4 +80,6 @@ class TokenizerSet:
 
             cfg = read_json(d / "text_emb.json")
             text_emb = TextEmbedder(cfg["model_dir"], cfg.get("max_tokens", 64))
-        return cls(PhoneTokenizer.load(d / "phones.json"), BPETokenizer.load(d / "bpe.json"), semantic, text_emb)
+        terms = Terms.from_dict(read_json(d / Terms.FILE), str(d / Terms.FILE)) if (d / Terms.FILE).exists() else None
+        return cls(PhoneTokenizer.load(d / "phones.json"), BPETokenizer.load(d / "bpe.json"), semantic, text_emb,
+                   terms)

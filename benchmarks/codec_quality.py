@@ -83,7 +83,7 @@ def main(argv=None) -> int:
 
     from unisono.codec import load_codec
     from unisono.codec.data import read_item
-    from unisono.codec.evaluate import _metrics
+    from unisono.codec.evaluate import signal_metrics
 
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec).eval()
@@ -110,20 +110,20 @@ def main(argv=None) -> int:
             for k in ks:
                 est = codec.decode(codes[:, :k])[0, 0, : ref.size].numpy()
                 est = np.pad(est, (0, ref.size - est.size))
-                per[k].append(_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
+                per[k].append(signal_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
                 if swaps is not None and k == args.swap:
                     for half, y in swap_halves(est.astype(np.float64), ref.astype(np.float64)).items():
-                        swaps[half].append(_metrics(y, ref.astype(np.float64), sr))
+                        swaps[half].append(signal_metrics(y, ref.astype(np.float64), sr))
             if unquantized is not None:
                 f0 = codec.f0_from_codes(codes[:, 0]) if codec.config.f0_codebook else None  # the coded F0
                 est = codec.decoder(codec.latents(wav), f0)[0, 0, : ref.size].numpy()
                 est = np.pad(est, (0, ref.size - est.size))
-                unquantized.append(_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
+                unquantized.append(signal_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
         mu = 255.0
         q = np.sign(ref) * np.log1p(mu * np.abs(np.clip(ref, -1, 1))) / np.log1p(mu)
         q = np.round(q * 127) / 127
         deq = np.sign(q) * ((1 + mu) ** np.abs(q) - 1) / mu
-        anchor.append(_metrics(deq.astype(np.float64), ref.astype(np.float64), sr))
+        anchor.append(signal_metrics(deq.astype(np.float64), ref.astype(np.float64), sr))
 
     def summarise(ms):
         row = {"items": len(ms)}

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _wav(obj):
-    from unisono.data.tokenize import _cut_audio
+    from unisono.data.tokenize import cut_audio
 
-    return _cut_audio(obj, 16000)[0].numpy()
+    return cut_audio(obj, 16000)[0].numpy()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ def test_whisper_wer_ceiling_and_wrong_transcript(voices):
     assert transcribe(np.zeros(SR, dtype=np.float32), SR) == ""
     from unisono.eval.metrics import wer as wer_module
 
-    wer_module._TRANSCRIPTS.clear()
+    wer_module.clear_transcript_cache()
     assert transcribe(voices["us_a"], SR) == hyp  # deterministic (recomputed, not served from the cache)
     # the recogniser takes any rate and torch [1, S]
     from unisono.audio import resample

@@ -228,7 +228,7 @@ def test_kill_9_then_resume_leaves_no_partial_files(corpus, tmp_path):
     proc.wait()
     assert not (tmp_path / "manifests").exists()
     for rec in (tmp_path / "items").glob("*.json"):  # every record is complete JSON naming complete audio
-        for f in build._files_of(json.loads(rec.read_text())):
+        for f in build.record_files(json.loads(rec.read_text())):
             sf.read(tmp_path / f)
     subprocess.run(cmd, cwd=Path(__file__).parents[1], check=True)
     assert manifest_bytes(tmp_path) == manifest_bytes(corpus)

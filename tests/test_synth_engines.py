@@ -241,7 +241,7 @@ def test_a_corpus_resumes_with_its_own_options_and_a_refusal_changes_nothing(tmp
     assert first["command"] in (tmp_path / "README.md").read_text()
     again = build.synthesize(tmp_path, **opts)  # no options: the corpus's own, whatever is installed here
     assert again == first
-    state = (V.engine_mix(), tools._font_choice, sounds._real)
+    state = (V.engine_mix(), tools.sound_font_choice(), sounds.real_sounds())
     with pytest.raises(UnisonoError, match="--engines espeak=1 --sound-font fluidr3 --real-sounds off"):
         build.synthesize(tmp_path, engines={"espeak": 1, "flite": 1}, sound_font="fluidr3", real_sounds=True, **opts)
-    assert (V.engine_mix(), tools._font_choice, sounds._real) == state
+    assert (V.engine_mix(), tools.sound_font_choice(), sounds.real_sounds()) == state

@@ -101,7 +101,7 @@ def test_class_probability_ranks_by_the_requested_class(monkeypatch):
     train = [(tone(200 + 10 * i), "hum") for i in range(5)] + \
         [(add_noise(np.zeros(SR, np.float32) + 1e-3, -20, seed=i), "hiss") for i in range(5)]
     clf = C.AttributeClassifier.fit(np.stack([mel_stats_embedding(w, SR) for w, _ in train]), [y for _, y in train])
-    monkeypatch.setitem(C._REGISTRY, "event", clf)
+    C.register_classifier("event", clf)
     m = RANK_METRICS["event_prob"]
     hum, hiss = tone(230), add_noise(np.zeros(SR, np.float32) + 1e-3, -20, seed=99)
     p_hum = score_output(m, hum, SR, Reference("a", attributes={"event": "hum"}))
@@ -113,6 +113,7 @@ def test_class_probability_ranks_by_the_requested_class(monkeypatch):
     assert score_output(m, hiss, SR, want_hiss) > score_output(m, hum, SR, want_hiss)
     assert math.isnan(score_output(m, hum, SR, Reference("c", attributes={"event": "gong"})))  # unseen class
     assert score_output(RANK_METRICS["event"], hum, SR, want_hum) == 1.0
+    C.register_classifier("event", None)
 
 
 # ------------------------------------------------------------------------------------------ candidates

@@ -36,7 +36,7 @@ def _like(x: np.ndarray, was_torch: bool):
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if was_torch else x.astype(np.float32, copy=False)
 
 
-def info(path: str | os.PathLike) -> sf._SoundFileInfo:
+def info(path: str | os.PathLike):
     """Header of an audio file (sample rate, channels, frames) without reading the samples."""
     path = Path(path)
     if not path.exists():

@@ -24,7 +24,7 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
     return 10 * math.log10(max(np.dot(target, target), 1e-12) / max(np.dot(noise, noise), 1e-12))
 
 
-def _metrics(est: np.ndarray, ref: np.ndarray, sr: int) -> dict:
+def signal_metrics(est: np.ndarray, ref: np.ndarray, sr: int) -> dict:
     out = {"mel_distance": mel_distance(torch.from_numpy(est), torch.from_numpy(ref), sr), "si_sdr": si_sdr(est, ref)}
     x16 = (est, ref) if sr == 16000 else None
     if x16 is None:
@@ -68,7 +68,7 @@ def evaluate(codec, data, split: str = "test", num_codebooks=(1, 2, 4, 8), limit
         for k in num_codebooks:
             est = codec.decode(codes[:, :k])[0, 0, : ref.size].cpu().numpy()
             est = np.pad(est, (0, ref.size - est.size))
-            per_k[k].append(_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
+            per_k[k].append(signal_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
     rows = []
     for k, ms in per_k.items():
         row = {"num_codebooks": k, "kbps": k * math.log2(codec.codebook_size) * codec.frame_rate / 1000, "items": len(ms)}

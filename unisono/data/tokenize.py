@@ -55,7 +55,7 @@ def load_codec_dir(codec_dir: str):
 MAX_SOURCE_SECONDS = 600.0  # a longer recording is skipped (it is encoded whole): split it into cuts first
 
 
-def _cut_audio(obj, sample_rate: int) -> torch.Tensor:
+def cut_audio(obj, sample_rate: int) -> torch.Tensor:
     """``wav [1, S]`` float32 at ``sample_rate`` Hz of a lhotse Cut or Recording (any rate: resampled)."""
     from unisono.audio import resample
 
@@ -148,7 +148,7 @@ class ExampleMaker:
         if codes is None and path is not None and path.exists():
             codes = load_file(str(path))["codes"].long()
         if codes is None:
-            wav = _cut_audio(obj, int(self.codec.sample_rate))
+            wav = cut_audio(obj, int(self.codec.sample_rate))
             codes = self.encoder.codes(wav, spec.resample)
             self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
             if path is not None:
@@ -176,7 +176,7 @@ class ExampleMaker:
                                               f"cut {cut.id}")
         if m == "semantic":
             sr = int(self.codec.sample_rate)
-            wav = _cut_audio(self.source(spec, cut, rng), sr)
+            wav = cut_audio(self.source(spec, cut, rng), sr)
             n = int(round(spec.seconds * sr)) if spec.seconds is not None else wav.shape[-1]
             return self.encoder.semantic_segment(spec, wav, self._start(wav.shape[-1], n, spec, rng))
         value = self._value(spec, cut, variant)
@@ -252,7 +252,7 @@ def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000,
         wavs = []
         for c in pool[:semantic_cuts]:
             try:
-                wavs.append((_cut_audio(c, feats.sample_rate), feats.sample_rate))
+                wavs.append((cut_audio(c, feats.sample_rate), feats.sample_rate))
             except UnisonoError:
                 continue
         semantic = SemanticTokenizer.fit(wavs, feats, num_units=semantic_units, seed=seed)

@@ -127,7 +127,7 @@ def run_job(job: Job, out: Path) -> dict:
     return record
 
 
-def _files_of(record: dict) -> list[str]:
+def record_files(record: dict) -> list[str]:
     files = []
     for cut in record["cuts"]:
         files.append(cut["recording"]["sources"][0]["source"])
@@ -143,7 +143,7 @@ def _done(job: Job, out: Path) -> dict | None:
         record = read_json(path)
     except UnisonoError:
         return None
-    if record.get("seed") != job.seed or not all((out / f).exists() for f in _files_of(record)):
+    if record.get("seed") != job.seed or not all((out / f).exists() for f in record_files(record)):
         return None
     return record
 

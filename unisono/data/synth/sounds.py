@@ -341,6 +341,11 @@ def real_sounds_available() -> bool:
     return all((SONIC_PI_DIR / f"{n}.flac").is_file() for files, _, _ in REAL_EVENTS.values() for n in files)
 
 
+def real_sounds() -> bool:
+    """Whether the corpus's sounds draw from the real one-shots too (:func:`set_real_sounds`)."""
+    return _real
+
+
 def set_real_sounds(on: bool) -> None:
     """Whether the corpus's sounds and scenes draw from the real one-shots too (worker processes forked after this
     call inherit it)."""

@@ -44,6 +44,11 @@ def musescore_font() -> str | None:
     return next((p for p in MUSESCORE_FONT_CANDIDATES if Path(p).is_file()), None)
 
 
+def sound_font_choice() -> str:
+    """The font music is rendered with now (:func:`set_sound_font`): ``fluidr3`` or ``musescore``."""
+    return _font_choice
+
+
 def set_sound_font(name: str) -> None:
     """The font music is rendered with: ``fluidr3`` (the General MIDI font of before) or ``musescore``."""
     global _font_choice

@@ -94,9 +94,13 @@ class AttributeClassifier:
         return cls(classes, t["weight"], t["bias"], t["mean"], t["std"], meta)
 
 
-def register_classifier(attribute: str, clf: AttributeClassifier) -> None:
-    """Make ``clf`` the classifier the ``attribute`` metric (``instrument`` or ``event``) uses in this process."""
-    _REGISTRY[attribute] = clf
+def register_classifier(attribute: str, clf: AttributeClassifier | None) -> None:
+    """Make ``clf`` the classifier the ``attribute`` metric (``instrument`` or ``event``) uses in this process
+    (None: forget the one registered)."""
+    if clf is None:
+        _REGISTRY.pop(attribute, None)
+    else:
+        _REGISTRY[attribute] = clf
 
 
 def get_classifier(attribute: str) -> AttributeClassifier:

@@ -79,6 +79,11 @@ def load_recogniser():
         return _MODEL
 
 
+def clear_transcript_cache() -> None:
+    """Forget the transcripts kept for clips already recognised (the next call recognises again)."""
+    _TRANSCRIPTS.clear()
+
+
 def transcribe(wav, sample_rate: int) -> str:
     """Transcript of ``wav`` ([S] or [C, S] at ``sample_rate`` Hz) by the shared recogniser."""
     x = at_rate(wav, sample_rate, EVAL_SAMPLE_RATE).astype("float32")

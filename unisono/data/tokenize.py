@@ -12,24 +12,35 @@ shards are kept, the rest are made.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import functools
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import random
 import sys
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
+from unisono.audio import resample
+from unisono.data.manifests import load_cuts
+from unisono.data.shards import shard_metadata, shard_name, vocab_hash, write_shard
 from unisono.data.sources import choose_prompt, source_value, speaker_of
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path, read_json, write_json
 from unisono.reasoning import Terms
+from unisono.text.bpe import BPETokenizer
+from unisono.text.g2p import phonemize
+from unisono.text.phones import PhoneTokenizer
+from unisono.text.tokenizers import TokenizerSet
 from unisono.tasks import Segment, SegmentSpec, TaskTemplate, build_example, load_templates
 from unisono.vocab import Vocab
 
@@ -57,8 +68,6 @@ MAX_SOURCE_SECONDS = 600.0  # a longer recording is skipped (it is encoded whole
 
 def cut_audio(obj, sample_rate: int) -> torch.Tensor:
     """``wav [1, S]`` float32 at ``sample_rate`` Hz of a lhotse Cut or Recording (any rate: resampled)."""
-    from unisono.audio import resample
-
     seconds = float(getattr(obj, "duration", 0.0) or 0.0)
     if seconds > MAX_SOURCE_SECONDS:
         raise UnisonoError(f"audio of {obj.id} is {seconds:.0f} s long, over the {MAX_SOURCE_SECONDS:g} s limit "
@@ -229,11 +238,6 @@ def plan_texts(cuts, templates, selected) -> list[str]:
 def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000, semantic_units: int = 500,
                    semantic_features: str = "auto", hubert_dir: str | None = None, semantic_cuts: int = 200,
                    text_encoder: str | None = None, seed: int = 0):
-    from unisono.text.bpe import BPETokenizer
-    from unisono.text.g2p import phonemize
-    from unisono.text.phones import PhoneTokenizer
-    from unisono.text.tokenizers import TokenizerSet
-
     phones, texts, syllables = corpus_texts(train_cuts)
     texts += plan_texts(train_cuts, templates, selected)
     syl_phones = phonemize(sorted(set(syllables))) if syllables else []
@@ -298,9 +302,6 @@ def _worker_init(cfg: dict) -> None:
 
 def _maker(split: str) -> ExampleMaker:
     if split not in _STATE:
-        from unisono.data.manifests import load_cuts
-        from unisono.text.tokenizers import TokenizerSet
-
         cfg = _STATE["cfg"]
         if "codec" not in _STATE:
             _STATE["codec"] = cfg["codec_factory"]()
@@ -315,8 +316,6 @@ def _maker(split: str) -> ExampleMaker:
 
 def make_shard(job: dict) -> dict:
     """Make one shard (in a worker): returns counts and skipped items."""
-    from unisono.data.shards import shard_name, write_shard
-
     maker = _maker(job["split"])
     enc0 = maker.encoded_seconds
     examples, skipped = [], []
@@ -342,16 +341,12 @@ def make_shard(job: dict) -> dict:
 
 # --------------------------------------------------------------------------------------- run
 def _plan_hash(plan, vocab: Vocab) -> str:
-    from unisono.data.shards import vocab_hash
-
     blob = json.dumps([vocab_hash(vocab), plan], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _clean_stale_tmp(out: Path, jobs: list[dict]) -> int:
     """Delete temporary files left by an interrupted run, for this rank's shards only."""
-    from unisono.data.shards import shard_name
-
     n = 0
     for j in jobs:
         for p in (out / j["split"]).glob(f".{shard_name(j['task'], j['index'])}.*"):
@@ -359,6 +354,142 @@ def _clean_stale_tmp(out: Path, jobs: list[dict]) -> int:
                 p.unlink()
                 n += 1
     return n
+
+
+@dataclass(frozen=True)
+class VocabSettings:
+    """How rank 0 makes the tokenizers and the vocabulary (the ``unisono tokenize`` options of the same names)."""
+
+    fill: str = "pad"
+    vocab_path: str | None = None
+    tokenizers_dir: str | None = None
+    num_codebooks: int | None = None
+    bpe_size: int = 2000
+    semantic_units: int = 500
+    semantic_features: str = "auto"
+    hubert_dir: str | None = None
+    text_encoder: str | None = None
+    seed: int = 0
+
+
+def _load_tokenizers(tokenizers_dir: str, codec) -> TokenizerSet:
+    tdir = Path(tokenizers_dir)
+    if not (tdir / "phones.json").exists() and (tdir / "tokenizers" / "phones.json").exists():
+        tdir = tdir / "tokenizers"  # a checkpoint or shards directory: its tokenizers/ inside
+    return TokenizerSet.load(tdir, codec=codec)
+
+
+def _vocab_for(toks: TokenizerSet, templates, selected, K: int, codec, vs: VocabSettings) -> Vocab:
+    """A new vocabulary, or with ``--vocab`` the given layout (e.g. a checkpoint's): same ranges and tokenizers
+    required; the selected tasks it lacks take free task slots (in name order), every existing id stays."""
+    if not vs.vocab_path:
+        return Vocab.build(sorted(templates), K, codec.codebook_size, fill=vs.fill,
+                           fingerprints=toks.fingerprints(), **toks.sizes())
+    base = Vocab.load(vs.vocab_path)
+    mine = Vocab(toks.sizes(), K, codec.codebook_size, base.tasks, base.fill, toks.fingerprints())
+    base.check_compatible(mine, what="the tokenizers and codec of this run", mine=str(vs.vocab_path))
+    for t in selected:
+        base = base.with_task(t)
+    return base
+
+
+def _write_vocab(out: Path, data, codec_factory, cuts_by_split: dict, templates, selected, splits,
+                 vs: VocabSettings) -> None:
+    """Rank 0's first step: fit (or load) the tokenizers, build the vocabulary, write them and codec.json."""
+    codec = codec_factory()
+    # with --vocab, the number of codebooks defaults to the given vocabulary's (a checkpoint's)
+    K = int(vs.num_codebooks or (Vocab.load(vs.vocab_path).num_codebooks if vs.vocab_path else codec.num_codebooks))
+    if not 1 <= K <= int(codec.num_codebooks):
+        raise UnisonoError(f"--num-codebooks must lie in 1..{codec.num_codebooks} (the codec's codebooks), got {K}")
+    if vs.tokenizers_dir:
+        toks = _load_tokenizers(vs.tokenizers_dir, codec)
+    else:
+        train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_cuts(data, "train")
+        toks = fit_tokenizers(train_cuts, templates, selected, codec, vs.bpe_size, vs.semantic_units,
+                              vs.semantic_features, vs.hubert_dir, text_encoder=vs.text_encoder, seed=vs.seed)
+    vocab = _vocab_for(toks, templates, selected, K, codec, vs)
+    toks.save(out / "tokenizers")
+    write_json(out / "codec.json", {"sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
+                                    "num_codebooks": int(codec.num_codebooks), "codebooks_used": K,
+                                    "codebook_size": int(codec.codebook_size),
+                                    "source": _abs_or_none(getattr(codec_factory, "args", [None])[0])})
+    for s in splits:
+        vocab.save(out / s / "vocab.json")
+    vocab.save(out / "vocab.json")  # written last: its presence means the tokenizers are complete
+
+
+def _wait_for_vocab(out: Path, rank: int, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while not (out / "vocab.json").exists():
+        if time.monotonic() > deadline:
+            raise UnisonoError(f"rank {rank}: {out / 'vocab.json'} did not appear; start rank 0 too")
+        time.sleep(2.0)
+
+
+def _check_vocab(out: Path, vocab: Vocab, templates, selected, splits) -> None:
+    for s in splits:
+        if not (out / s / "vocab.json").exists():
+            vocab.save(out / s / "vocab.json")
+    missing = [t for t in selected if t not in vocab.tasks]
+    if missing:
+        raise UnisonoError(f"tasks {missing} are not in {out / 'vocab.json'}; tokenize into a new --out")
+    if any("semantic" in templates[t].modalities for t in selected) and not (out / "tokenizers" / "semantic.json").exists():
+        raise UnisonoError(f"{out} was tokenized without semantic units; tokenize vc into a new --out")
+
+
+def _record_plan(out: Path, plan: list[dict], vocab: Vocab, selected, splits, rank: int, world_size: int) -> None:
+    """One plan file per split, so splits can be tokenized by separate runs into one directory; a run whose
+    plan for a split differs from the recorded one (other corpus, tasks or options) is refused."""
+    for split in splits:
+        part = [j for j in plan if j["split"] == split]
+        plan_file = out / (f"plan.{split}.json" if world_size == 1 else f"plan.{split}.rank{rank}.json")
+        h = _plan_hash(part, vocab)
+        if not plan_file.exists():
+            write_json(plan_file, {"hash": h, "shards": len(part), "tasks": selected})
+        elif read_json(plan_file).get("hash") != h:
+            raise UnisonoError(f"{out / split} holds shards of another run (other corpus, tasks or options); "
+                               "use a new --out or delete it")
+
+
+def _make_shards(todo: list[dict], cfg: dict, jobs: int, bar) -> list[dict]:
+    """Make the shards of ``todo`` in this process (``jobs`` <= 1) or in ``jobs`` spawned workers."""
+    results = []
+    if jobs <= 1 or len(todo) <= 1:
+        _worker_init(cfg)
+        try:
+            for j in todo:
+                results.append(make_shard(j))
+                bar.update(len(j["items"]))
+        finally:
+            _STATE.clear()
+        return results
+    with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
+                                initializer=_worker_init, initargs=(cfg,)) as pool:
+        futures = {pool.submit(make_shard, j): j for j in todo}
+        try:
+            for f in cf.as_completed(futures):
+                results.append(f.result())
+                bar.update(len(futures[f]["items"]))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return results
+
+
+def _shard_counts(out: Path, jobs: list[dict]) -> tuple[dict, list]:
+    """Examples and skipped items per ``split/task`` from every complete shard of ``jobs``."""
+    per_task: dict = defaultdict(Counter)
+    skipped_all = []
+    for j in jobs:
+        p = out / j["split"] / shard_name(j["task"], j["index"])
+        if not p.exists():
+            continue
+        meta = shard_metadata(p)
+        per_task[f"{j['split']}/{j['task']}"]["examples"] += len(meta["ids"])
+        per_task[f"{j['split']}/{j['task']}"]["skipped"] += len(meta["skipped"])
+        skipped_all += [[j["split"], j["task"], cid, why] for cid, why in meta["skipped"]]
+    return {k: dict(v) for k, v in sorted(per_task.items())}, skipped_all
 
 
 def tokenize_corpus(
@@ -386,12 +517,8 @@ def tokenize_corpus(
     wait_s: float = 3600.0,
 ) -> dict:
     """Tokenize the corpus ``data`` into ``out`` (see the module doc); returns the run's statistics."""
-    from tqdm import tqdm
-
-    from unisono.data.manifests import load_cuts
-    from unisono.data.shards import shard_metadata
-    from unisono.text.tokenizers import TokenizerSet
-
+    settings = VocabSettings(fill, vocab_path, tokenizers_dir, num_codebooks, bpe_size, semantic_units,
+                             semantic_features, hubert_dir, text_encoder, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     templates = load_templates(templates_paths)
@@ -402,141 +529,42 @@ def tokenize_corpus(
     if not 0 <= rank < world_size:
         raise UnisonoError(f"--rank must lie in 0..{world_size - 1}")
     cuts_by_split = {s: load_cuts(data, s) for s in splits}
-    tok_dir = out / "tokenizers"
     t0 = time.perf_counter()
-
-    if rank == 0:
-        if not (out / "vocab.json").exists():
-            codec = codec_factory()
-            # with --vocab, the number of codebooks defaults to the given vocabulary's (a checkpoint's)
-            K = int(num_codebooks or (Vocab.load(vocab_path).num_codebooks if vocab_path else codec.num_codebooks))
-            if not 1 <= K <= int(codec.num_codebooks):
-                raise UnisonoError(f"--num-codebooks must lie in 1..{codec.num_codebooks} (the codec's codebooks), got {K}")
-            if tokenizers_dir:
-                from unisono.text.tokenizers import TokenizerSet
-
-                tdir = Path(tokenizers_dir)
-                if not (tdir / "phones.json").exists() and (tdir / "tokenizers" / "phones.json").exists():
-                    tdir = tdir / "tokenizers"  # a checkpoint or shards directory: its tokenizers/ inside
-                toks = TokenizerSet.load(tdir, codec=codec)
-            else:
-                train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_cuts(data, "train")
-                toks = fit_tokenizers(train_cuts, templates, selected, codec, bpe_size, semantic_units,
-                                      semantic_features, hubert_dir, text_encoder=text_encoder, seed=seed)
-            if vocab_path:
-                # Keep the given layout (e.g. a checkpoint's): same ranges and tokenizers required; the selected
-                # tasks it lacks take free task slots (in name order), every existing id stays.
-                base = Vocab.load(vocab_path)
-                mine = Vocab(toks.sizes(), K, codec.codebook_size, base.tasks, base.fill, toks.fingerprints())
-                base.check_compatible(mine, what="the tokenizers and codec of this run", mine=str(vocab_path))
-                vocab = base
-                for t in selected:
-                    vocab = vocab.with_task(t)
-            else:
-                vocab = Vocab.build(sorted(templates), K, codec.codebook_size, fill=fill,
-                                    fingerprints=toks.fingerprints(), **toks.sizes())
-            toks.save(tok_dir)
-            write_json(out / "codec.json", {"sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
-                                            "num_codebooks": int(codec.num_codebooks), "codebooks_used": K,
-                                            "codebook_size": int(codec.codebook_size),
-                                            "source": _abs_or_none(getattr(codec_factory, "args", [None])[0])})
-            for s in splits:
-                vocab.save(out / s / "vocab.json")
-            vocab.save(out / "vocab.json")  # written last: its presence means the tokenizers are complete
-    else:
-        deadline = time.monotonic() + wait_s
-        while not (out / "vocab.json").exists():
-            if time.monotonic() > deadline:
-                raise UnisonoError(f"rank {rank}: {out / 'vocab.json'} did not appear; start rank 0 too")
-            time.sleep(2.0)
+    if rank > 0:
+        _wait_for_vocab(out, rank, wait_s)
+    elif not (out / "vocab.json").exists():
+        _write_vocab(out, data, codec_factory, cuts_by_split, templates, selected, splits, settings)
     vocab = Vocab.load(out / "vocab.json")
-    for s in splits:
-        if not (out / s / "vocab.json").exists():
-            vocab.save(out / s / "vocab.json")
-    missing = [t for t in selected if t not in vocab.tasks]
-    if missing:
-        raise UnisonoError(f"tasks {missing} are not in {out / 'vocab.json'}; tokenize into a new --out")
-    if any("semantic" in templates[t].modalities for t in selected) and not (tok_dir / "semantic.json").exists():
-        raise UnisonoError(f"{out} was tokenized without semantic units; tokenize vc into a new --out")
-
+    _check_vocab(out, vocab, templates, selected, splits)
     plan = plan_shards(cuts_by_split, templates, selected, shard_size)
-    # One plan file per split, so splits can be tokenized by separate runs into one directory; a run
-    # whose plan for a split differs from the recorded one (other corpus, tasks or options) is refused.
-    for split in splits:
-        part = [j for j in plan if j["split"] == split]
-        plan_file = out / (f"plan.{split}.json" if world_size == 1 else f"plan.{split}.rank{rank}.json")
-        h = _plan_hash(part, vocab)
-        if plan_file.exists():
-            if read_json(plan_file).get("hash") != h:
-                raise UnisonoError(
-                    f"{out / split} holds shards of another run (other corpus, tasks or options); "
-                    "use a new --out or delete it"
-                )
-        else:
-            write_json(plan_file, {"hash": h, "shards": len(part), "tasks": selected})
+    _record_plan(out, plan, vocab, selected, splits, rank, world_size)
     mine = [job for i, job in enumerate(plan) if i % world_size == rank]
-    from unisono.data.shards import shard_name
-
     _clean_stale_tmp(out, mine)
     todo = [j for j in mine if not (out / j["split"] / shard_name(j["task"], j["index"])).exists()]
-    done_before = len(mine) - len(todo)
     cfg = {"out": str(out), "data": str(data), "codec_factory": codec_factory, "templates": templates_paths,
-           "seed": seed}
+           "seed": settings.seed}
     bar = tqdm(total=sum(len(j["items"]) for j in todo), unit="item", disable=not progress,
                desc=f"tokenize{'' if world_size == 1 else f' rank {rank}'}", file=sys.stderr)
-    results = []
     t1 = time.perf_counter()
-    if jobs <= 1 or len(todo) <= 1:
-        _worker_init(cfg)
-        try:
-            for j in todo:
-                results.append(make_shard(j))
-                bar.update(len(j["items"]))
-        finally:
-            _STATE.clear()
-    else:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-
-        with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
-                                    initializer=_worker_init, initargs=(cfg,)) as pool:
-            futures = {pool.submit(make_shard, j): j for j in todo}
-            try:
-                for f in cf.as_completed(futures):
-                    results.append(f.result())
-                    bar.update(futures[f]["items"].__len__())
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+    results = _make_shards(todo, cfg, jobs, bar)
     bar.close()
     elapsed = time.perf_counter() - t1
-
-    # Statistics from every complete shard of this run's plan (this rank's, or all with one rank).
-    per_task: dict = defaultdict(lambda: Counter())
-    skipped_all = []
-    for j in (plan if world_size == 1 else mine):
-        p = out / j["split"] / shard_name(j["task"], j["index"])
-        if not p.exists():
-            continue
-        meta = shard_metadata(p)
-        per_task[f"{j['split']}/{j['task']}"]["examples"] += len(meta["ids"])
-        per_task[f"{j['split']}/{j['task']}"]["skipped"] += len(meta["skipped"])
-        skipped_all += [[j["split"], j["task"], cid, why] for cid, why in meta["skipped"]]
+    # statistics from every complete shard of this run's plan (this rank's, or all with one rank)
+    per_task, skipped_all = _shard_counts(out, plan if world_size == 1 else mine)
     stats = {
         "rank": rank,
         "world_size": world_size,
         "vocab_size": vocab.size,
         "shards_total": len(mine),
         "shards_made_now": len(todo),
-        "shards_done_before": done_before,
+        "shards_done_before": len(mine) - len(todo),
         "examples_made_now": sum(r["n"] for r in results),
         "audio_seconds_now": round(sum(r["seconds"] for r in results), 2),
         "encoded_seconds_now": round(sum(r["encoded_seconds"] for r in results), 2),
         "distinct_cuts_now": len({c for r in results for c in r["cuts"]}),
         "tokenize_seconds_now": round(elapsed, 2),
         "total_seconds": round(time.perf_counter() - t0, 2),
-        "per_task": {k: dict(v) for k, v in sorted(per_task.items())},
+        "per_task": per_task,
         "skipped": skipped_all,
     }
     write_json(out / ("stats.json" if world_size == 1 else f"stats.rank{rank}.json"), stats)

@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from unisono import audio
 from unisono.errors import UnisonoError
@@ -158,22 +159,10 @@ def _worker(args) -> tuple[str, dict | None, str | None]:
         return job.id, None, f"{type(e).__name__}: {e} | {traceback.format_exc(limit=3).splitlines()[-2].strip()}"
 
 
-def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int = 1, progress: bool = True,
-               engines: dict[str, float] | None = None, sound_font: str | None = None,
-               real_sounds: bool | None = None) -> dict:
-    """Make (or resume) a corpus of about ``hours`` hours in ``out``; returns the stats.
-
-    ``engines``: the speech engines' shares of the speakers (default :data:`voices.DEFAULT_ENGINE_MIX`); an
-    engine that cannot run here is left out with one line on stderr, and the mix actually used is part of the
-    corpus's plan (a corpus resumes only with the same one). espeak-ng alone gives the corpora of before.
-    ``sound_font``: ``musescore`` (the default where it is installed) or ``fluidr3`` (the font of before).
-    ``real_sounds``: sounds and scenes draw from recorded one-shots too (default: where installed).
-    Resuming, an option left at ``None`` is the one the corpus was made with."""
-    out = Path(out)
-    versions = tools.check_all()
-    plan_path = out / "plan.json"
-    old = read_json(plan_path) if plan_path.exists() else None
-    if old is not None:  # options not given: the corpus's own (a key absent = the setting of before it existed)
+def _resolve_options(old: dict | None, engines, sound_font, real_sounds) -> tuple[dict, str, bool]:
+    """The engine mix, sound font and real-sounds setting to use: the given ones; resuming, the corpus's own for
+    those not given (a key absent = the setting of before it existed); else what is installed here."""
+    if old is not None:
         engines = old.get("engines", V.ESPEAK_ONLY) if engines is None else engines
         sound_font = old.get("sound_font", "fluidr3") if sound_font is None else sound_font
         real_sounds = bool(old.get("real_sounds", False)) if real_sounds is None else real_sounds
@@ -190,6 +179,11 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
         if not real_sounds:
             print("unisono synth: sounds are procedural only (for recorded one-shots: apt-get install "
                   "sonic-pi-samples)", file=sys.stderr)
+    return mix, sound_font, bool(real_sounds)
+
+
+def _corpus_spec(hours: float, seed: int, mix: dict, sound_font: str, real_sounds: bool) -> dict:
+    """The corpus's plan.json: what a resume must match (keys of settings at their old value are left out)."""
     spec = {"version": PLAN_VERSION, "hours": hours, "seed": seed, "sample_rate": SAMPLE_RATE}
     if mix != V.ESPEAK_ONLY:
         spec["engines"] = mix
@@ -198,15 +192,67 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
         spec["sound_font"] = sound_font
     if real_sounds:
         spec["real_sounds"] = True
-    if old is not None:
-        if old.get("version") != spec["version"]:
-            raise UnisonoError(f"{out} holds a corpus of an older format (version {old.get('version')}); "
-                               "make a new one in another --out directory")
-        if old != spec:
-            raise UnisonoError(f"{out} already holds a corpus made with {synth_options(old)}"
-                               f"{' (an older version of the natural voices)' if old.get('voices_version', VOICES_VERSION) != VOICES_VERSION else ''}"
-                               "; use another --out or the same options (and the same installed engines and "
-                               "fonts) to resume it")
+    return spec
+
+
+def _check_resume(out: Path, old: dict | None, spec: dict) -> None:
+    if old is None:
+        return
+    if old.get("version") != spec["version"]:
+        raise UnisonoError(f"{out} holds a corpus of an older format (version {old.get('version')}); "
+                           "make a new one in another --out directory")
+    if old != spec:
+        older = old.get("voices_version", VOICES_VERSION) != VOICES_VERSION
+        raise UnisonoError(f"{out} already holds a corpus made with {synth_options(old)}"
+                           f"{' (an older version of the natural voices)' if older else ''}"
+                           "; use another --out or the same options (and the same installed engines and "
+                           "fonts) to resume it")
+
+
+def _run_jobs(todo: list[Job], planned: int, out: Path, workers: int, progress: bool) -> tuple[dict, dict]:
+    """Run ``todo`` (in ``workers`` forked processes when > 1): ``(records, failures)`` by job id."""
+    records: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    bar = tqdm(total=len(todo), desc=f"synth {out.name}", unit="job", disable=not progress, file=sys.stderr)
+    if planned > len(todo):
+        bar.write(f"resuming: {planned - len(todo)} of {planned} jobs already done")
+    args = [(job, out) for job in todo]
+    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+    results = pool.imap_unordered(_worker, args, chunksize=1) if pool is not None else map(_worker, args)
+    try:
+        for job_id, rec, err in results:
+            if rec is not None:
+                records[job_id] = rec
+            else:
+                failures[job_id] = err
+                bar.write(f"skipped {job_id}: {err}")
+            bar.update(1)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        bar.close()
+    return records, failures
+
+
+def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int = 1, progress: bool = True,
+               engines: dict[str, float] | None = None, sound_font: str | None = None,
+               real_sounds: bool | None = None) -> dict:
+    """Make (or resume) a corpus of about ``hours`` hours in ``out``; returns the stats.
+
+    ``engines``: the speech engines' shares of the speakers (default :data:`voices.DEFAULT_ENGINE_MIX`); an
+    engine that cannot run here is left out with one line on stderr, and the mix actually used is part of the
+    corpus's plan (a corpus resumes only with the same one). espeak-ng alone gives the corpora of before.
+    ``sound_font``: ``musescore`` (the default where it is installed) or ``fluidr3`` (the font of before).
+    ``real_sounds``: sounds and scenes draw from recorded one-shots too (default: where installed).
+    Resuming, an option left at ``None`` is the one the corpus was made with."""
+    out = Path(out)
+    versions = tools.check_all()
+    plan_path = out / "plan.json"
+    old = read_json(plan_path) if plan_path.exists() else None
+    mix, sound_font, real_sounds = _resolve_options(old, engines, sound_font, real_sounds)
+    spec = _corpus_spec(hours, seed, mix, sound_font, real_sounds)
+    _check_resume(out, old, spec)
     # the generator's settings, for this process and the worker processes forked from it
     V.set_engine_mix(mix)
     tools.set_sound_font(sound_font)
@@ -218,9 +264,8 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
     if old is None:
         write_json(plan_path, spec)
     plan = make_plan(hours, seed)
-    stale = [p for sub in ("audio", "midi", "items", "manifests") for p in (out / sub).rglob(".*.tmp*")]
-    for p in stale:  # temporary files of a run that was killed mid-write; never referenced by a record
-        p.unlink(missing_ok=True)
+    for p in [p for sub in ("audio", "midi", "items", "manifests") for p in (out / sub).rglob(".*.tmp*")]:
+        p.unlink(missing_ok=True)  # temporary files of a run that was killed mid-write; never referenced
     records: dict[str, dict] = {}
     todo = []
     for job in plan:
@@ -231,36 +276,11 @@ def synthesize(out: str | Path, hours: float = 0.05, seed: int = 1, workers: int
             records[job.id] = rec
     failures: dict[str, str] = {}
     if todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"synth {out.name}", unit="job", disable=not progress,
-                   initial=0, file=sys.stderr)
-        if len(plan) > len(todo):
-            bar.write(f"resuming: {len(plan) - len(todo)} of {len(plan)} jobs already done")
-        args = [(job, out) for job in todo]
-        if workers <= 1:
-            results = map(_worker, args)
-            pool = None
-        else:
-            pool = mp.get_context("fork").Pool(workers)
-            results = pool.imap_unordered(_worker, args, chunksize=1)
-        try:
-            for job_id, rec, err in results:
-                if rec is not None:
-                    records[job_id] = rec
-                else:
-                    failures[job_id] = err
-                    bar.write(f"skipped {job_id}: {err}")
-                bar.update(1)
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-            bar.close()
+        made, failures = _run_jobs(todo, len(plan), out, workers, progress)
+        records.update(made)
     if not records:
         raise UnisonoError(f"no item could be made; first error: {next(iter(failures.values()), 'unknown')}")
-    stats = write_index(out, plan, records, failures, spec, versions)
-    return stats
+    return write_index(out, plan, records, failures, spec, versions)
 
 
 def write_index(out: Path, plan: list[Job], records: dict, failures: dict, spec: dict, versions: dict) -> dict:

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from unisono.codec.trainer import Trainer, load_config
-    from unisono.codec.cli import parse_sets
+    from unisono.cli.codec import parse_sets
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)

@@ -320,9 +320,9 @@ def test_collate_pads_and_masks():
 
 
 def test_cli_tokenize_end_to_end_with_fewer_codebooks(corpus, tmp_path, monkeypatch, capsys):
-    from unisono.cli import main
+    from unisono.cli import main, tokenize as tokenize_cli
 
-    monkeypatch.setattr(tk, "load_codec_dir", lambda d: CodecTestDouble(num_codebooks=4))
+    monkeypatch.setattr(tokenize_cli, "load_codec_dir", lambda d: CodecTestDouble(num_codebooks=4))
     rc = main(["tokenize", "--data", str(corpus), "--codec", "any", "--out", str(tmp_path / "o"), "--tasks", "asr,tts",
                "--splits", "train", "--jobs", "1", "--num-codebooks", "2", "--bpe-size", "300", "--no-progress"])
     assert rc == 0

@@ -72,7 +72,7 @@ def load_config(path=None, overrides: dict | None = None, init=None, base_model:
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise UnisonoError(f"config {p} does not exist; see configs/codec/ for examples")
+            raise UnisonoError(f"config {p} does not exist; see unisono/configs/codec/ for examples")
         sources.append(load_yaml(p.read_text()) or {})
     if overrides:
         sources.append(overrides)

@@ -6,20 +6,15 @@ codebooks, distinct codes, masked frames), so a person can check what a model wi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from unisono.errors import UnisonoError
-from unisono.fileio import read_json
 from unisono.tasks import decode_example, load_templates
 from unisono.vocab import Vocab
 
-DESCRIPTION = __doc__
-
-
-def _find_tokenizers(directory: Path) -> Path:
+def find_tokenizers(directory: Path) -> Path:
     for d in (directory, directory.parent):
         if (d / "tokenizers" / "phones.json").exists():
             return d / "tokenizers"
@@ -64,31 +59,3 @@ def describe_example(vocab: Vocab, toks, example: dict, templates=None, max_toke
         else:
             lines.append(f"{head}: {tuple(seg.vectors.shape)} vectors")
     return "\n".join(lines)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("shards", help="output directory of `unisono tokenize` (or one split directory in it)")
-    p.add_argument("--task", help="show examples of this task only")
-    p.add_argument("--split", default="train", help="split to read (default: %(default)s)")
-    p.add_argument("--n", type=int, default=2, help="number of examples (default: %(default)s)")
-    p.add_argument("--raw", action="store_true", help="also print the first frames as token names")
-
-
-def main(args) -> int:
-    from unisono.data.shards import ShardReader
-    from unisono.text.tokenizers import TokenizerSet
-
-    reader = ShardReader(args.shards, tasks=[args.task] if args.task else None, split=args.split)
-    toks = TokenizerSet.load(_find_tokenizers(reader.dir))
-    codec_info = _find_tokenizers(reader.dir).parent / "codec.json"
-    frame_rate = read_json(codec_info).get("frame_rate") if codec_info.exists() else None
-    print(f"{reader.dir}: {len(reader.shards)} shard(s), {reader.vocab}")
-    for i, ex in enumerate(reader):
-        if i >= args.n:
-            break
-        print(describe_example(reader.vocab, toks, ex, frame_rate=frame_rate))
-        if args.raw:
-            for t in range(min(12, ex["frames"].shape[0])):
-                row = " ".join(f"{reader.vocab.name_of(x):>14}" for x in ex["frames"][t].tolist())
-                print(f"    {t:4d} {'L' if ex['loss_mask'][t].any() else ' '} {row}")
-    return 0

@@ -11,9 +11,7 @@ shards are kept, the rest are made.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
-import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -44,7 +42,6 @@ from unisono.text.tokenizers import TokenizerSet
 from unisono.tasks import Segment, SegmentSpec, TaskTemplate, build_example, load_templates
 from unisono.vocab import Vocab
 
-DESCRIPTION = __doc__
 SPEECH_KINDS = ("speech", "noisy", "reverb", "mixture", "vc_pair", "speech_edit")
 
 
@@ -569,65 +566,3 @@ def tokenize_corpus(
     }
     write_json(out / ("stats.json" if world_size == 1 else f"stats.rank{rank}.json"), stats)
     return stats
-
-
-def print_stats(stats: dict, file=None) -> None:
-    file = file or sys.stdout
-    print(f"{'split/task':<28}{'examples':>10}{'skipped':>9}", file=file)
-    for key, c in stats["per_task"].items():
-        print(f"{key:<28}{c.get('examples', 0):>10}{c.get('skipped', 0):>9}", file=file)
-    print(f"shards: {stats['shards_made_now']} made now, {stats['shards_done_before']} already done; "
-          f"{stats['examples_made_now']} examples ({stats['audio_seconds_now'] / 3600:.3f} h of target/input audio, "
-          f"{stats['encoded_seconds_now'] / 3600:.3f} h passed to the codec) "
-          f"in {stats['tokenize_seconds_now']:.1f} s", file=file)
-    if stats["skipped"]:
-        reasons = Counter(r[3][:100] for r in stats["skipped"])
-        print(f"skipped {len(stats['skipped'])} item(s) (see stats.json); most common reasons:", file=file)
-        for why, n in reasons.most_common(5):
-            print(f"  {n} x {why}", file=file)
-
-
-# -------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="corpus directory made by `unisono synth` (with manifests/)")
-    p.add_argument("--codec", required=True, help="codec directory (loaded with unisono.codec.load_codec)")
-    p.add_argument("--out", required=True, help="output directory for tokenizers, vocab.json and shards")
-    p.add_argument("--tasks", default="", help="comma-separated tasks (default: every task template)")
-    p.add_argument("--splits", default="train,valid,test", help="comma-separated splits (default: %(default)s)")
-    p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="worker processes (default: %(default)s)")
-    p.add_argument("--shard-size", type=int, default=256, help="examples per shard (default: %(default)s)")
-    p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank (default: $RANK or 0)")
-    p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
-                   help="number of tokenizing processes; each makes every world-size-th shard (default: $WORLD_SIZE or 1)")
-    p.add_argument("--templates", action="append", default=[], help="extra task template YAML (repeatable)")
-    p.add_argument("--fill", choices=("pad", "repeat"), default="pad",
-                   help="how a non-audio token fills the K streams of its frame (default: %(default)s; see docs/tokens.md)")
-    p.add_argument("--vocab", help="keep this vocab.json's layout (e.g. a checkpoint's, to fine-tune on new data or "
-                   "new tasks); the --tasks it lacks take free slots, every other id stays; use with --tokenizers")
-    p.add_argument("--tokenizers", help="reuse these tokenizers (a SHARDS/tokenizers or checkpoint dir) instead of fitting")
-    p.add_argument("--num-codebooks", type=int, help="codebooks used per frame (default: the --vocab's, else all of the codec's)")
-    p.add_argument("--bpe-size", type=int, default=2000, help="BPE vocabulary size (default: %(default)s)")
-    p.add_argument("--semantic-units", type=int, default=500, help="k-means units for vc (default: %(default)s)")
-    p.add_argument("--semantic-features", choices=("auto", "hubert", "codec", "mel"), default="auto",
-                   help="features for the units: auto = hubert if --hubert is given, else the codec encoder, else log-mel")
-    p.add_argument("--hubert", help="local directory of a transformers HubertModel for semantic features")
-    p.add_argument("--text-encoder", help="local text encoder dir (or 'package') for text_emb conditions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def main(args) -> int:
-    if args.shard_size < 1 or args.jobs < 1:
-        raise UnisonoError("--shard-size and --jobs must be >= 1")
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
-    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
-    stats = tokenize_corpus(
-        args.data, args.out, functools.partial(load_codec_dir, args.codec), tasks=tasks, splits=splits,
-        jobs=args.jobs, shard_size=args.shard_size, rank=args.rank, world_size=args.world_size,
-        templates_paths=args.templates or None, fill=args.fill, vocab_path=args.vocab,
-        tokenizers_dir=args.tokenizers, num_codebooks=args.num_codebooks, bpe_size=args.bpe_size,
-        semantic_units=args.semantic_units, semantic_features=args.semantic_features, hubert_dir=args.hubert,
-        text_encoder=args.text_encoder, seed=args.seed, progress=not args.no_progress,
-    )
-    print_stats(stats)
-    return 0

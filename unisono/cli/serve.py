@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unisono.generate_cli import add_quant_arguments
+from unisono.cli.generate import add_quant_arguments
 
 DESCRIPTION = """Serve a checkpoint over HTTP: a JSON + multipart API described by OpenAPI (/docs), and a web
 page at / to pick a task, fill its inputs (text, upload or record audio), generate, listen and download.

@@ -1,8 +1,9 @@
 """The ``unisono`` command line: a thin layer over the Python API.
 
-Each subcommand lives in its own module, imported only when that subcommand runs (so ``unisono
---help`` stays fast). A subcommand module provides ``add_arguments(parser)`` and ``main(args) -> int``.
-To add a subcommand, add one line to :data:`COMMANDS`.
+Each subcommand lives in its own module of this package, imported only when that subcommand runs (so
+``unisono --help`` stays fast). A subcommand module provides ``add_arguments(parser)`` and ``main(args) -> int``
+(and ``DESCRIPTION``); it parses and prints, the library does the work. Nothing outside ``unisono.cli``
+imports it. To add a subcommand, add one line to :data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ from unisono.errors import UnisonoError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("unisono.data.synth.cli", "make the built-in multi-task corpus offline (speech, music, sounds, pairs)"),
-    "tokenize": ("unisono.data.tokenize", "corpus manifests -> tokenizers, vocab.json and token shards for every task"),
-    "inspect": ("unisono.data.inspect", "print token shards in readable form (phones, text, notes, audio code counts)"),
-    "codec": ("unisono.codec.cli", "neural audio codec: train, encode, decode, eval"),
-    "generate": ("unisono.generate_cli", "run a task of a checkpoint: text/audio in, audio/text out"),
-    "serve": ("unisono.serve.cli", "HTTP API (OpenAPI) and web page for a checkpoint"),
-    "eval": ("unisono.eval.cli", "score audio against references (WER, speaker similarity, PESQ, ...)"),
+    "synth": ("unisono.cli.synth", "make the built-in multi-task corpus offline (speech, music, sounds, pairs)"),
+    "tokenize": ("unisono.cli.tokenize", "corpus manifests -> tokenizers, vocab.json and token shards for every task"),
+    "inspect": ("unisono.cli.inspect", "print token shards in readable form (phones, text, notes, audio code counts)"),
+    "codec": ("unisono.cli.codec", "neural audio codec: train, encode, decode, eval"),
+    "generate": ("unisono.cli.generate", "run a task of a checkpoint: text/audio in, audio/text out"),
+    "serve": ("unisono.cli.serve", "HTTP API (OpenAPI) and web page for a checkpoint"),
+    "eval": ("unisono.cli.eval", "score audio against references (WER, speaker similarity, PESQ, ...)"),
     "train": ("unisono.train.cli", "train the language model on token shards (one process or torchrun)"),
     "finetune": ("unisono.train.finetune", "teach a checkpoint a new task (new task id; LoRA, frozen layers or full)"),
     "dpo": ("unisono.train.dpo_cli", "preference-tune a checkpoint (DPO) on its own samples ranked by an evaluator"),
-    "recipe": ("unisono.recipe", "corpus -> codec -> tokens -> model -> evaluation in one resumable command"),
+    "recipe": ("unisono.cli.recipe", "corpus -> codec -> tokens -> model -> evaluation in one resumable command"),
 }
 
 

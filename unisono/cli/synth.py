@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from unisono.data.synth import voices
+from unisono.data.synth.build import synthesize
+
 DESCRIPTION = """Make a multi-task audio corpus offline, from real synthesizers: speech from espeak-ng
 (30 voices, 4 of them heard in the test split only) and natural voices (Kokoro: 25 blends, Piper: 1,
 Festival: 3, Flite: 4; held-out voices of each), singing, music from FluidSynth, procedural sound
@@ -33,9 +36,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from . import voices
-    from .build import synthesize
-
     mix = voices.parse_engine_mix(args.engines) if args.engines is not None else None
     stats = synthesize(args.out, hours=args.hours, seed=args.seed, workers=args.workers, progress=not args.quiet,
                        engines=mix, sound_font=args.sound_font,

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="{train,pack,encode,decode,eval}", required=True)
 
     t = sub.add_parser("train", help="train or resume a codec", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--config", help="YAML recipe (sections model/train/loss/discriminator); see configs/codec/")
+    t.add_argument("--config", help="YAML recipe (sections model/train/loss/discriminator); see unisono/configs/codec/ (configs/codec/ in a checkout)")
     t.add_argument("--data", required=True, help="corpus dir, Lhotse cuts .jsonl(.gz), or a folder of wav/flac files")
     t.add_argument("--out", required=True, help="output dir; running again with the same dir resumes")
     t.add_argument("--init", metavar="CODEC_DIR",

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from unisono.errors import UnisonoError
-from unisono.generate_cli import add_quant_arguments
+from unisono.cli.generate import add_quant_arguments
 from unisono.tasks import load_templates
 
 DESCRIPTION = """Score generated audio against references, offline, with the reference ceiling beside it.

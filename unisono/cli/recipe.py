@@ -6,8 +6,9 @@ vocab, shards) -> ``train`` (the language model) -> ``package`` (a self-containe
 would type (see ``--dry-run``), each of those commands resumes by itself, and a finished stage leaves
 ``OUT/stages/<stage>.json``: running the recipe again continues with the first unfinished stage.
 
-A recipe is a YAML file with one section per stage (configs/recipes/); relative config paths are read
-from the recipe file's folder.
+A recipe is a YAML file with one section per stage (the shipped ones are in ``unisono/configs/recipes/``,
+also reachable as ``configs/recipes/`` in a checkout); relative config paths are read from the recipe file's
+folder.
 """
 
 from __future__ import annotations
@@ -16,21 +17,29 @@ import json
 import time
 from pathlib import Path
 
+import yaml
+
+from unisono.cli import main as cli_main
 from unisono.errors import UnisonoError
 from unisono.fileio import load_yaml, read_json, write_json
+from unisono.inference import Pipeline
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package: recipes work from a wheel
 
 STAGES = ("synth", "codec", "tokenize", "train", "package", "eval")
 DESCRIPTION = __doc__
 
 
 def load_recipe(name_or_path: str) -> tuple[dict, Path]:
-    import yaml
-
+    """A recipe by name (one shipped in ``unisono/configs/recipes/``) or path, and the folder its relative config
+    paths are read from."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = Path(__file__).resolve().parents[1] / "configs" / "recipes" / f"{name_or_path}.yaml"
+        path = CONFIGS / "recipes" / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise UnisonoError(f"recipe {name_or_path} not found (looked for {path}); see configs/recipes/")
+        shipped = ", ".join(sorted(p.stem for p in (CONFIGS / "recipes").glob("*.yaml")))
+        raise UnisonoError(f"recipe {name_or_path} not found (looked for {path}); the shipped recipes are "
+                           f"{shipped}, or give a YAML file")
     try:
         recipe = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -93,8 +102,6 @@ def _defaults(corpus: Path, spec: dict | None) -> dict | None:
 
 
 def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_run: bool = False) -> dict:
-    from unisono.cli import main as cli_main
-
     recipe, base = load_recipe(recipe_name)
     out = Path(out)
     cmds = commands(recipe, base, out)
@@ -120,8 +127,6 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
         print(f"[{stage}] {shown}", flush=True)
         t0 = time.perf_counter()
         if stage == "package":
-            from unisono.inference import Pipeline
-
             pk = recipe.get("package") or {}
             latest = out / "lm" / json.loads((out / "lm" / "latest.json").read_text())["path"]
             Pipeline.package(latest, out / "shards", out / "model", codec_dir=out / "codec",
@@ -138,7 +143,7 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
 
 
 def add_arguments(p) -> None:
-    p.add_argument("recipe", help="a recipe name in configs/recipes/ (tiny, small) or a YAML file")
+    p.add_argument("recipe", help="a shipped recipe (tiny, cpu, small: unisono/configs/recipes/) or a YAML file")
     p.add_argument("--out", required=True, help="run directory (run again with the same --out to resume)")
     p.add_argument("--stages", help=f"comma-separated subset of: {', '.join(STAGES)}")
     p.add_argument("--dry-run", action="store_true", help="print each stage's command and exit")

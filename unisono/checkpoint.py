@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from unisono import audio
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json, write_json, write_text
 from unisono.options import check_option_defaults
@@ -100,8 +101,6 @@ def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path 
     ``int8`` (:mod:`unisono.weights`). ``defaults`` maps input names to audio files (or arrays with their
     rate) copied into ``defaults/``; ``generation`` (``{"audio": {...}, "text": {...}}``) becomes
     ``generation.json``."""
-    from unisono import audio
-
     out = Path(out)
     generation = check_option_defaults(generation or {}, "checkpoint generation defaults")
     if isinstance(lm, (str, Path)):

@@ -10,10 +10,13 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import yaml
 
 from unisono.errors import UnisonoError
 
@@ -106,9 +109,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _yaml_loader():
-    import re
-
-    import yaml
 
     class Loader(yaml.SafeLoader):
         """SafeLoader that reads ``1e-3`` and ``3E+4`` as floats (YAML 1.1 wants a dot: ``1.0e-3``)."""
@@ -121,6 +121,4 @@ def _yaml_loader():
 
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` that also reads ``1e-3`` as a number (every config and ``--set`` value goes through it)."""
-    import yaml
-
     return yaml.load(text, Loader=_yaml_loader())

@@ -215,7 +215,7 @@ def band_limit(wav: torch.Tensor, sample_rate: int, resample_hz: int | None) -> 
     Unchanged when ``resample_hz`` is None or not below ``sample_rate``."""
     if not resample_hz or resample_hz >= sample_rate:
         return wav
-    from unisono.audio import resample
+    from unisono.audio import resample  # noqa: PLC0415 (soundfile/soxr: not on the GPU image)
 
     x = torch.as_tensor(wav, dtype=torch.float32)
     flat = x.reshape(-1, x.shape[-1])

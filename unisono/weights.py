@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from unisono.errors import UnisonoError
+from unisono.fileio import atomic_path
 
 PRECISIONS = ("float32", "float16", "int8")
 SCALE_SUFFIX = ".__int8_scale__"
@@ -45,9 +47,6 @@ def encode_state(state: dict[str, torch.Tensor], precision: str = "float32") -> 
 
 def save_weights(state: dict[str, torch.Tensor], path, precision: str = "float32") -> None:
     """Write ``state`` to the safetensors file ``path`` (atomically) in ``precision``."""
-    from safetensors.torch import save_file
-
-    from unisono.fileio import atomic_path
 
     encoded = encode_state(state, precision)
     with atomic_path(path) as tmp:
@@ -56,8 +55,6 @@ def save_weights(state: dict[str, torch.Tensor], path, precision: str = "float32
 
 def load_weights(path, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, int8 ones dequantized, every float tensor as float32."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     try:
         raw = load_file(str(path), device=str(device))

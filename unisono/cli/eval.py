@@ -7,8 +7,8 @@ import functools
 import os
 from pathlib import Path
 
-from unisono.errors import UnisonoError
 from unisono.cli.generate import add_quant_arguments
+from unisono.errors import UnisonoError
 from unisono.tasks import load_templates
 
 DESCRIPTION = """Score generated audio against references, offline, with the reference ceiling beside it.

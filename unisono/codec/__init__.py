@@ -29,7 +29,7 @@ def load_codec(directory, map_location: str = "cpu"):
         raise UnisonoError(f"{cfg_path} is not valid JSON ({e})") from None
     if model_type == "unisono-codec":
         return Codec.from_pretrained(d, map_location)
-    from unisono.codec.adapters import ADAPTERS, load_adapter
+    from unisono.codec.adapters import ADAPTERS, load_adapter  # noqa: PLC0415 (needs transformers when used)
 
     if model_type in ADAPTERS:
         return load_adapter(d, model_type, map_location)

@@ -10,6 +10,7 @@ All four are residual quantizers, so a prefix of the codebooks is the lower-bitr
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ ADAPTERS = {"encodec": "EncodecModel", "dac": "DacModel", "mimi": "MimiModel", "
 
 def _model_class(model_type: str):
     try:
-        import transformers
+        import transformers  # noqa: PLC0415 (optional: transformers)
     except ImportError:
         raise UnisonoError("loading a Hugging Face codec needs transformers: pip install 'unisono[codec]'") from None
     cls = getattr(transformers, ADAPTERS[model_type], None)
@@ -108,8 +109,6 @@ class HFCodec(nn.Module):
 
 def load_adapter(directory, model_type: str, map_location: str = "cpu") -> HFCodec:
     """Load a Hugging Face codec of ``model_type`` from the local ``directory``."""
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cls = _model_class(model_type)
     try:

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
+from tqdm import tqdm
 
 from unisono.audio import AUDIO_EXTENSIONS, resample
 from unisono.errors import UnisonoError
@@ -29,7 +31,7 @@ class AudioItem:
 
 
 def _items_from_cuts(manifest: Path, root: Path) -> list[AudioItem]:
-    from lhotse import CutSet
+    from lhotse import CutSet  # noqa: PLC0415 (lhotse: not on the GPU image)
 
     items = []
     for cut in CutSet.from_file(manifest):
@@ -105,8 +107,6 @@ class SegmentSampler:
         self._dur: dict[int, float] = {}
         self._audio: list[np.ndarray] | None = None
         if preload:
-            from tqdm import tqdm
-
             self._audio = [read_item(it, sample_rate) for it in tqdm(items, desc="reading audio", unit="file",
                                                                      disable=not progress, dynamic_ncols=True)]
             self._dur = {i: x.shape[0] / sample_rate for i, x in enumerate(self._audio)}
@@ -154,11 +154,8 @@ def pack_audio(items: list[AudioItem], out, max_bytes: int, sample_rate: int, se
     (each cut to its range), until their total size would pass ``max_bytes``: training audio small enough to
     travel to another machine, usable there as ``--data out``. Written to ``out.partial`` and renamed when
     complete; ``out`` must not exist. Returns ``{"files", "seconds", "bytes", "bytes_per_hour"}``."""
-    import shutil
 
-    from tqdm import tqdm
-
-    from unisono.audio import save
+    from unisono.audio import save  # noqa: PLC0415 (soundfile/soxr: not on the GPU image)
 
     out = Path(out)
     if out.exists():

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from unisono.codec.data import list_audio, read_item
 from unisono.codec.losses import mel_distance
@@ -28,11 +29,11 @@ def signal_metrics(est: np.ndarray, ref: np.ndarray, sr: int) -> dict:
     out = {"mel_distance": mel_distance(torch.from_numpy(est), torch.from_numpy(ref), sr), "si_sdr": si_sdr(est, ref)}
     x16 = (est, ref) if sr == 16000 else None
     if x16 is None:
-        from unisono.audio import resample
+        from unisono.audio import resample  # noqa: PLC0415 (soundfile/soxr: not on the GPU image)
 
         x16 = (resample(est, sr, 16000), resample(ref, sr, 16000))
     try:
-        from pesq import pesq
+        from pesq import pesq  # noqa: PLC0415 (optional: pesq)
 
         out["pesq_wb"] = float(pesq(16000, x16[1], x16[0], "wb"))
     except ImportError:
@@ -40,7 +41,7 @@ def signal_metrics(est: np.ndarray, ref: np.ndarray, sr: int) -> dict:
     except Exception:  # pesq raises on e.g. no detected speech; count it as missing for this item
         out["pesq_wb"] = math.nan
     try:
-        from pystoi import stoi
+        from pystoi import stoi  # noqa: PLC0415 (optional: pystoi)
 
         out["stoi"] = float(stoi(x16[1], x16[0], 16000, extended=False))
     except ImportError:
@@ -52,8 +53,6 @@ def signal_metrics(est: np.ndarray, ref: np.ndarray, sr: int) -> dict:
 def evaluate(codec, data, split: str = "test", num_codebooks=(1, 2, 4, 8), limit: int = 0,
              progress: bool = True) -> dict:
     """Mean metrics of ``decode(encode(x, k))`` against ``x`` for each ``k`` in ``num_codebooks``."""
-    from tqdm import tqdm
-
     items = list_audio(data, split)
     if limit:
         items = items[:limit]

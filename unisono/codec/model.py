@@ -17,8 +17,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unisono.codec.modules import Decoder, Encoder, STFTEncoder, set_streaming
+from unisono.codec.pitch import f0_track
 from unisono.codec.quantizer import ResidualVectorQuantizer
 from unisono.errors import UnisonoError
+from unisono.fileio import write_json
+from unisono.weights import load_weights, save_weights
 
 MODEL_TYPE = "unisono-codec"
 
@@ -109,7 +112,7 @@ class Codec(nn.Module):
                                config.harmonic_phase)
         self.semantic = None
         if config.semantic:
-            from unisono.codec.semantic import SemanticBranch
+            from unisono.codec.semantic import SemanticBranch  # noqa: PLC0415 (needs transformers when used)
 
             self.semantic = SemanticBranch(config.semantic, config.latent_dim, config.sample_rate, config.hop_length)
         self._streaming = False
@@ -166,8 +169,6 @@ class Codec(nn.Module):
     def f0_codes(self, wav: torch.Tensor) -> torch.Tensor:
         """F0 codes ``[B, 1, T]`` of ``wav [B, 1, S]``: 0 where unvoiced, else bins 1..N-1 log-spaced over
         ``f0_range`` (4 octaves over 1023 bins: 4.7 cents a bin)."""
-        from unisono.codec.pitch import f0_track
-
         wav = self._pad(self._check_wav(wav))
         f0, voiced = f0_track(wav[:, 0], self.sample_rate, self.hop_length)
         lo, hi = (math.log(v) for v in self.config.f0_range)
@@ -262,8 +263,6 @@ class Codec(nn.Module):
     def save_pretrained(self, directory, precision: str = "float32") -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically, file by file); the weights
         in ``precision`` (float32, float16 or int8: :mod:`unisono.weights`)."""
-        from unisono.fileio import write_json
-        from unisono.weights import save_weights
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -277,8 +276,6 @@ class Codec(nn.Module):
     @classmethod
     def from_pretrained(cls, directory, map_location: str = "cpu") -> "Codec":
         """Load a codec saved by :meth:`save_pretrained`; returned in eval mode."""
-        from unisono.weights import load_weights
-
         d = Path(directory)
         if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
             raise UnisonoError(f"{d} is not a codec directory (needs config.json and model.safetensors)")

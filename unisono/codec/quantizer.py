@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from unisono.errors import UnisonoError
+
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
     """Plain k-means of ``x [N, D]`` into ``k`` centroids ``[k, D]`` (random restarts for empty clusters)."""
@@ -195,14 +197,10 @@ class ResidualVectorQuantizer(nn.Module):
             make = lambda: FactorizedCodebook(dim, codebook_size, code_dim, decay, dead_threshold,  # noqa: E731
                                               kmeans_iters)
         else:
-            from unisono.errors import UnisonoError
-
             raise UnisonoError(f"quantizer kind must be 'ema' or 'factorized', got {kind!r}")
         self.layers = nn.ModuleList(make() for _ in range(num_codebooks))
 
     def _check_k(self, k: int | None) -> int:
-        from unisono.errors import UnisonoError
-
         k = self.num_codebooks if k is None else int(k)
         if not 1 <= k <= self.num_codebooks:
             raise UnisonoError(f"num_codebooks must be between 1 and {self.num_codebooks}, got {k}")

@@ -23,7 +23,7 @@ def load_teacher(directory) -> nn.Module:
     if not (d / "config.json").is_file():
         raise UnisonoError(f"semantic teacher {d} not found (needs a transformers model directory with config.json)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel
+    from transformers import AutoModel  # noqa: PLC0415 (optional: transformers)
 
     model = AutoModel.from_pretrained(str(d), local_files_only=True)
     model.eval().requires_grad_(False)

@@ -25,18 +25,27 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import random
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
+from tqdm import tqdm
 
 from unisono.codec.data import SegmentSampler, list_audio, read_item
 from unisono.codec.discriminators import Discriminators
-from unisono.codec.losses import (MultiScaleMelLoss, discriminator_loss, feature_matching_loss,
-                                  generator_adv_loss, mel_distance)
+from unisono.codec.losses import (
+    MultiScaleMelLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adv_loss,
+    mel_distance,
+)
 from unisono.codec.model import Codec, CodecConfig
+from unisono.codec.pitch import f0_track
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path, load_yaml, write_text
 
@@ -92,8 +101,6 @@ def load_config(path=None, overrides: dict | None = None, init=None, base_model:
 
 
 def _init_model_config(init) -> dict:
-    import json
-
     p = Path(init) / "config.json"
     if not p.is_file() or not (Path(init) / "model.safetensors").is_file():
         raise UnisonoError(f"--init {init} is not a codec directory (needs config.json and model.safetensors)")
@@ -120,7 +127,7 @@ def _changed_keys(old: dict, new: dict) -> set[str]:
 
 def _spectrogram_image(wav: torch.Tensor, sample_rate: int):
     """Log-mel ``[1, n_mels, frames]`` scaled to [0, 1], low frequencies at the bottom (for TensorBoard)."""
-    from unisono.audio import mel_spectrogram
+    from unisono.audio import mel_spectrogram  # noqa: PLC0415 (soundfile/soxr: not on the GPU image)
 
     m = mel_spectrogram(wav.reshape(-1).float(), sample_rate, n_fft=1024, hop_length=160, n_mels=80)
     m = (m - m.max() + 8).clamp_min(0) / 8
@@ -307,9 +314,6 @@ class Trainer:
 
     def _f0_loss(self, wav: torch.Tensor, log_f0: torch.Tensor, voiced_logit: torch.Tensor) -> torch.Tensor:
         """L1 of log F0 on the frames the tracker calls voiced, plus the voicing decision's cross-entropy."""
-        import torch.nn.functional as F
-
-        from unisono.codec.pitch import f0_track
 
         with torch.no_grad():
             f0, voiced = f0_track(wav[:, 0], self.codec.sample_rate, self.codec.hop_length)
@@ -354,7 +358,7 @@ class Trainer:
     def _tb(self):
         if self.writer is None:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (optional: tensorboard)
             except ImportError:  # tensorboard not installed: scalars still go to the progress bar
                 self.writer = False
             else:
@@ -384,7 +388,6 @@ class Trainer:
         path = self.out / "log.jsonl"
         if not path.exists():
             return
-        import json
 
         def step_of(line: str) -> float:
             try:
@@ -399,9 +402,6 @@ class Trainer:
         """Train until step ``steps`` (default ``train.steps``) or until ``train.max_seconds`` have passed (0: no
         limit), whichever comes first; saves at every ``save_every`` step and at the end. Returns the history (one
         dict of floats per step of this call)."""
-        import json
-
-        from tqdm import tqdm
 
         t = self.cfg["train"]
         total = int(steps if steps is not None else t["steps"])

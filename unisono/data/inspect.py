@@ -12,7 +12,9 @@ import torch
 
 from unisono.errors import UnisonoError
 from unisono.tasks import decode_example, load_templates
+from unisono.text import midi
 from unisono.vocab import Vocab
+
 
 def find_tokenizers(directory: Path) -> Path:
     for d in (directory, directory.parent):
@@ -24,8 +26,6 @@ def find_tokenizers(directory: Path) -> Path:
 def describe_example(vocab: Vocab, toks, example: dict, templates=None, max_tokens: int = 80,
                      frame_rate: float | None = None) -> str:
     """A multi-line readable rendering of one example (``frame_rate`` in Hz: show audio durations)."""
-    from unisono.text import midi
-
     templates = templates or load_templates()
     task, segs = decode_example(vocab, example)
     tpl = templates.get(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from unisono.errors import UnisonoError
@@ -21,7 +22,6 @@ def _resolve_recording(rec, root: Path):
         sources.append(s)
     if not changed:
         return rec
-    from dataclasses import replace
 
     return replace(rec, sources=sources)
 
@@ -32,7 +32,7 @@ def load_cuts(corpus_dir: str | os.PathLike, split: str):
     Both the primary recording of each cut and the condition Recordings in ``cut.custom`` are resolved,
     so ``cut.load_audio()`` and ``cut.custom[role].load_audio()`` work from any working directory.
     """
-    from lhotse import CutSet, Recording
+    from lhotse import CutSet, Recording  # noqa: PLC0415 (lhotse: not on the GPU image)
 
     root = Path(corpus_dir).resolve()
     if root.name == "manifests" and (root / split / "cuts.jsonl").exists():

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path
@@ -53,8 +55,6 @@ def task_of_shard(path: str | os.PathLike) -> str:
 
 def write_shard(path: str | os.PathLike, examples: list[dict], vocab: Vocab, skipped: list | None = None) -> Path:
     """Write ``examples`` (example dicts) to one shard file, atomically."""
-    from safetensors.torch import save_file
-
     K = vocab.num_codebooks
     dtype = torch.int16 if vocab.size < 2**15 else torch.int32
     lengths = [int(e["frames"].shape[0]) for e in examples]
@@ -93,8 +93,6 @@ def write_shard(path: str | os.PathLike, examples: list[dict], vocab: Vocab, ski
 
 def shard_metadata(path: str | os.PathLike) -> dict:
     """The metadata of a shard (ids, tasks, skipped decoded from JSON), without reading its tensors."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -109,8 +107,6 @@ def shard_metadata(path: str | os.PathLike) -> dict:
 
 def read_shard(path: str | os.PathLike) -> Iterator[dict]:
     """The examples of one shard, in order."""
-    from safetensors.torch import load_file
-
     meta = shard_metadata(path)
     try:
         t = load_file(str(path))

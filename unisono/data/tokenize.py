@@ -35,11 +35,11 @@ from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path, read_json, write_json
 from unisono.reasoning import Terms
+from unisono.tasks import Segment, SegmentSpec, TaskTemplate, build_example, load_templates
 from unisono.text.bpe import BPETokenizer
 from unisono.text.g2p import phonemize
 from unisono.text.phones import PhoneTokenizer
 from unisono.text.tokenizers import TokenizerSet
-from unisono.tasks import Segment, SegmentSpec, TaskTemplate, build_example, load_templates
 from unisono.vocab import Vocab
 
 SPEECH_KINDS = ("speech", "noisy", "reverb", "mixture", "vc_pair", "speech_edit")
@@ -53,7 +53,7 @@ def _abs_or_none(path) -> str | None:
 def load_codec_dir(codec_dir: str):
     """The codec in ``codec_dir`` (``unisono.codec.load_codec``), imported only when needed."""
     try:
-        from unisono.codec import load_codec
+        from unisono.codec import load_codec  # noqa: PLC0415 (the codec part is optional for tokenize)
     except ImportError as e:
         raise UnisonoError(f"unisono.codec is not available ({e}); install the codec part of unisono") from None
     return load_codec(codec_dir)
@@ -242,7 +242,7 @@ def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000,
     bpe = BPETokenizer.train(texts, vocab_size=bpe_size)
     semantic = text_emb = None
     if any("semantic" in templates[t].modalities for t in selected):
-        from unisono.text.semantic import FeatureExtractor, SemanticTokenizer
+        from unisono.text.semantic import FeatureExtractor, SemanticTokenizer  # noqa: PLC0415 (needs transformers (HuBERT) when used)
 
         source = semantic_features
         if source == "auto":
@@ -260,7 +260,7 @@ def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000,
     if any("text_emb" in templates[t].modalities for t in selected):
         if not text_encoder:
             raise UnisonoError("a selected task uses text_emb; pass --text-encoder DIR (or 'package')")
-        from unisono.text.embed import TextEmbedder
+        from unisono.text.embed import TextEmbedder  # noqa: PLC0415 (needs transformers when used)
 
         text_emb = TextEmbedder(text_encoder)
     return TokenizerSet(phone_tok, bpe, semantic, text_emb, Terms.from_cuts(train_cuts))

@@ -24,13 +24,15 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from unisono.errors import UnisonoError
 from unisono.data.sources import choose_prompt, speaker_of
+from unisono.errors import UnisonoError
 from unisono.eval.examples import save_example
 from unisono.eval.harness import aggregate, fingerprint, score_items
 from unisono.eval.metrics import Reference
 from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
+from unisono.eval.report import evaluator_versions, write_html_report, write_report
 from unisono.fileio import read_json, write_json
 from unisono.tasks import TaskTemplate, band_limit, load_templates
 
@@ -68,7 +70,7 @@ def _resolve(rec: dict, root: Path) -> dict:
 
 def load_corpus_cuts(corpus_dir: str | Path, split: str) -> list:
     """The cuts of ``corpus_dir/manifests/{split}/cuts.jsonl`` as Lhotse MonoCuts, paths made absolute."""
-    from lhotse.cut import MonoCut
+    from lhotse.cut import MonoCut  # noqa: PLC0415 (lhotse: not on the GPU image)
 
     root = Path(corpus_dir).resolve()
     path = root / "manifests" / split / "cuts.jsonl"
@@ -211,7 +213,7 @@ def to_output(x) -> np.ndarray | str | None:
 def reference_system(task: str, cut):
     """The ceiling: the reference itself (for ASR, the recogniser's transcript of the reference audio)."""
     if task == "asr":
-        from unisono.eval.metrics.wer import transcribe
+        from unisono.eval.metrics.wer import transcribe  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
         return transcribe(cut_audio(cut), EVAL_SAMPLE_RATE)
     if task == "caption":
@@ -277,10 +279,8 @@ def train_attribute_classifiers(corpus_dir: str | Path, out_dir: str | Path, nam
                                 split: str = "train", progress: bool = True) -> dict:
     """Train (or load, when ``out_dir/NAME.safetensors`` exists) each attribute classifier on the reference
     audio of ``split`` and register it for the metrics of this process. Returns name -> classifier info."""
-    from tqdm import tqdm
-
-    from unisono.eval.metrics.classifier import AttributeClassifier, register_classifier
-    from unisono.eval.metrics.frechet import mel_stats_embedding
+    from unisono.eval.metrics.classifier import AttributeClassifier, register_classifier  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     out_dir = Path(out_dir)
     info = {}
@@ -417,7 +417,6 @@ def evaluate_corpus(
                     ex = example_rows.setdefault(task, {}).setdefault(ref.item_id, {"reference_text": ref.text})
                     ex.setdefault("outputs", []).append(save_example(out_dir, task, ref.item_id, name, out))
         result["tasks"][task] = {"systems": table, "n_cuts": len(chosen), "n_items": len(pairs)}
-    from unisono.eval.report import evaluator_versions, write_html_report, write_report
 
     result["evaluators"] = evaluator_versions(sorted(metrics_used))
     result["examples"] = example_rows

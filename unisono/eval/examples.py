@@ -17,10 +17,10 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def spectrogram_png(wav: np.ndarray, path: Path, title: str = "") -> Path | None:
     """Write a log-mel spectrogram image of 16 kHz ``wav [S]`` to ``path`` (``None`` without matplotlib)."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415 (optional: matplotlib)
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # noqa: PLC0415 (optional: matplotlib)
     except ImportError:
         return None
     mel = mel_spectrogram(np.asarray(wav, dtype=np.float32), EVAL_SAMPLE_RATE, n_fft=1024, hop_length=256, n_mels=80)

@@ -24,8 +24,10 @@ from tqdm import tqdm
 
 from unisono.audio import AUDIO_EXTENSIONS, load
 from unisono.errors import UnisonoError
+from unisono.eval.examples import save_example
 from unisono.eval.metrics import METRICS, Reference, finite_values, score
 from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
+from unisono.eval.report import evaluator_versions, write_html_report, write_report
 from unisono.fileio import read_json, write_json
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -142,7 +144,7 @@ def aggregate(results: list[ItemResult]) -> dict:
     if with_emb:
         out["fd"] = {"mean": math.nan, "n": 0, "n_items": len(results)}
         if len(with_emb) >= 3:
-            from unisono.eval.metrics.frechet import frechet_distance
+            from unisono.eval.metrics.frechet import frechet_distance  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
             a = np.array([r.values["_emb_out"] for r in with_emb])
             b = np.array([r.values["_emb_ref"] for r in with_emb])
@@ -200,7 +202,7 @@ MAX_EVAL_SECONDS = 120.0  # a longer output or reference is skipped (with its re
 
 
 def _load16k(p: Path) -> np.ndarray:
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415 (soundfile: not on the GPU image)
 
     try:
         seconds = sf.info(str(p)).duration
@@ -231,8 +233,6 @@ def evaluate_dirs(
     ``ceiling``, text metrics (WER) are also computed on the reference audio itself: the best a system
     can reach with this recogniser.
     """
-    from unisono.eval.report import evaluator_versions, write_html_report, write_report
-
     audio_dir, ref_dir, out_dir = Path(audio_dir), Path(ref_dir), Path(out_dir)
     gen, refs = _audio_files(audio_dir), _audio_files(ref_dir)
     ids = sorted(set(gen) & set(refs))
@@ -290,7 +290,6 @@ def evaluate_dirs(
         "items": {name: {r.item_id: _public(r.values) for r in res} for name, res in systems.items()},
         "evaluators": evaluator_versions(metrics),
     }
-    from unisono.eval.examples import save_example
 
     good = [i for i in ids if i not in skipped["generated"]]
     result["examples"] = {"audio": {

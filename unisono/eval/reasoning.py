@@ -25,6 +25,7 @@ from collections import Counter
 import numpy as np
 
 from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
+from unisono.reasoning import parse_sound_plan
 
 PAD_S = 0.25  # silence around each detected event before classifying it (as around the classifier's training clips)
 
@@ -63,8 +64,8 @@ def detect_events(wav, sample_rate: int, classifier, merge_same: bool = True) ->
     ``classifier`` (an :class:`unisono.eval.metrics.classifier.AttributeClassifier`). With ``merge_same``,
     consecutive segments of one class are one event (three knocks, a dog giving two barks: the hits of one
     event are separate segments of the energy envelope)."""
-    from unisono.eval.metrics.attributes import event_segments
-    from unisono.eval.metrics.frechet import mel_stats_embedding
+    from unisono.eval.metrics.attributes import event_segments  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     x = np.asarray(at_rate(wav, sample_rate), dtype=np.float32)
     if x.size == 0:
@@ -102,8 +103,6 @@ def score_output(requested: list[str], wav, sample_rate: int, classifier, plan: 
     out: dict = event_sequence_scores(requested, [d[2] for d in detected])
     out["_detected"] = [[round(a, 2), round(b, 2), lab] for a, b, lab in detected]
     if plan is not None:
-        from unisono.reasoning import parse_sound_plan
-
         planned = [e[2] for e in parse_sound_plan(plan)]
         out.update(event_sequence_scores(requested, planned, prefix="plan"))
         out["_plan"] = plan

@@ -3,7 +3,14 @@
 
 from unisono.inference.pipeline import Pipeline
 from unisono.inference.taskio import Decoded, PreparedPrompt, TaskIO, target_phases, until_end
-from unisono.inference.types import AudioOutput, GenerationCancelled, InputKind, TaskSpec, TextOutput, input_name
+from unisono.inference.types import (
+           AudioOutput,
+           GenerationCancelled,
+           InputKind,
+           TaskSpec,
+           TextOutput,
+           input_name,
+)
 
 __all__ = ["AudioOutput", "Decoded", "GenerationCancelled", "InputKind", "Pipeline", "PreparedPrompt", "TaskIO",
            "TaskSpec", "TextOutput", "input_name", "target_phases", "until_end"]

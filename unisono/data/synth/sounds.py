@@ -367,9 +367,9 @@ def scene_phrase(name: str) -> str:
 
 
 def _real_event(name: str, rng: np.random.Generator, sr: int):
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415 (soundfile: not on the GPU image)
 
-    from unisono.audio import resample, to_mono
+    from unisono.audio import resample, to_mono  # noqa: PLC0415 (soundfile/soxr: not on the GPU image)
 
     files, phrase, _ = REAL_EVENTS[name]
     fname = files[int(rng.integers(len(files)))]

@@ -6,6 +6,7 @@ All functions return float32 mono NumPy arrays at the requested sample rate (Hz)
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import mido
 import numpy as np
 
 from unisono.audio import resample, to_mono
@@ -38,7 +40,7 @@ _font_choice = "fluidr3"
 def musescore_font() -> str | None:
     """Path of the MuseScore General font when it and pyfluidsynth are installed, else ``None``."""
     try:
-        import fluidsynth  # noqa: F401  (pyfluidsynth)
+        import fluidsynth  # noqa: F401, PLC0415 (pyfluidsynth)
     except (ImportError, OSError):
         return None
     return next((p for p in MUSESCORE_FONT_CANDIDATES if Path(p).is_file()), None)
@@ -157,7 +159,7 @@ def sox_effect(x: np.ndarray, sample_rate: int, effects: list[str]) -> np.ndarra
 def fluidsynth_render(midi_path: str | Path, sample_rate: int, gain: float = 0.4) -> np.ndarray:
     """Render a MIDI file with FluidSynth and the chosen General MIDI sound font (:func:`set_sound_font`); mono
     float32 at ``sample_rate``."""
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415 (soundfile: not on the GPU image)
 
     if _font_choice == "musescore":
         return _render_in_process(str(midi_path), musescore_font(), sample_rate, gain)
@@ -189,7 +191,7 @@ def _synth(font: str, sample_rate: int, gain: float):
 
 @lru_cache(maxsize=2)
 def _load_synth(font: str, sample_rate: int, gain: float):
-    import fluidsynth
+    import fluidsynth  # noqa: PLC0415 (optional: pyfluidsynth)
 
     fs = fluidsynth.Synth(gain=gain, samplerate=float(sample_rate), **{
         "synth.reverb.active": 0, "synth.chorus.active": 0, "synth.dynamic-sample-loading": 0})
@@ -201,9 +203,7 @@ def _load_synth(font: str, sample_rate: int, gain: float):
 @lru_cache(maxsize=1)
 def _write_float_fn():
     """libfluidsynth's ``fluid_synth_write_float`` (pyfluidsynth binds only the 16-bit writer)."""
-    import ctypes
-
-    import fluidsynth
+    import fluidsynth  # noqa: PLC0415 (optional: pyfluidsynth)
 
     fn = fluidsynth._fl.fluid_synth_write_float
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
@@ -227,8 +227,6 @@ def _render_in_process(midi_path: str, font: str, sample_rate: int, gain: float,
     after the last event: the same notes, programs, controllers and tempo as the command line. Events fall on
     64-frame block starts (4 ms at 16 kHz) and every render pulls whole blocks, so a file renders to the same
     samples whatever was rendered before it."""
-    import mido
-
     try:
         midi = mido.MidiFile(midi_path)
     except (OSError, ValueError, EOFError) as e:

@@ -56,45 +56,45 @@ def _need_audio(out, name: str) -> np.ndarray:
 
 
 def _wer(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.wer import cer, transcribe, wer
+    from unisono.eval.metrics.wer import cer, transcribe, wer  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     hyp = out if isinstance(out, str) else transcribe(out, EVAL_SAMPLE_RATE)
     return {"wer": wer(hyp, ref.text), "cer": cer(hyp, ref.text), "_transcript": hyp}
 
 
 def _sim(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.speaker import speaker_similarity
+    from unisono.eval.metrics.speaker import speaker_similarity  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     voice = ref.prompt if ref.prompt is not None else ref.audio
     return {"speaker_sim": speaker_similarity(_need_audio(out, "sim"), voice, EVAL_SAMPLE_RATE)}
 
 
 def _pesq(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.pesq_wb import pesq_wb
+    from unisono.eval.metrics.pesq_wb import pesq_wb  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     return {"pesq_wb": pesq_wb(_need_audio(out, "pesq"), ref.audio, EVAL_SAMPLE_RATE)}
 
 
 def _stoi(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.stoi import stoi
+    from unisono.eval.metrics.stoi import stoi  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     return {"stoi": stoi(_need_audio(out, "stoi"), ref.audio, EVAL_SAMPLE_RATE)}
 
 
 def _sisdr(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.sisdr import si_sdr
+    from unisono.eval.metrics.sisdr import si_sdr  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     return {"si_sdr_db": si_sdr(_need_audio(out, "sisdr"), ref.audio)}
 
 
 def _mel(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.mel_distance import mel_distance
+    from unisono.eval.metrics.mel_distance import mel_distance  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     return {"mel_distance": mel_distance(_need_audio(out, "mel"), ref.audio, EVAL_SAMPLE_RATE)}
 
 
 def _lsd(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.lsd import log_spectral_distance
+    from unisono.eval.metrics.lsd import log_spectral_distance  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     est = _need_audio(out, "lsd")
     return {"lsd_db": log_spectral_distance(est, ref.audio, EVAL_SAMPLE_RATE),
@@ -102,7 +102,7 @@ def _lsd(out, ref: Reference) -> dict:
 
 
 def _f0(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.f0 import f0_metrics
+    from unisono.eval.metrics.f0 import f0_metrics  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     m = f0_metrics(_need_audio(out, "f0"), ref.audio, EVAL_SAMPLE_RATE)
     return {"f0_rmse_cents": m["f0_rmse_cents"], "voicing_accuracy": m["voicing_accuracy"]}
@@ -117,7 +117,7 @@ def _true_attr(ref: Reference, key: str, from_audio: Callable):
 
 
 def _tempo(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.attributes import estimate_tempo, tempo_correct
+    from unisono.eval.metrics.attributes import estimate_tempo, tempo_correct  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     est = estimate_tempo(_need_audio(out, "tempo"), EVAL_SAMPLE_RATE)
     true = float(_true_attr(ref, "tempo_bpm", lambda a: estimate_tempo(a, EVAL_SAMPLE_RATE)))
@@ -125,7 +125,7 @@ def _tempo(out, ref: Reference) -> dict:
 
 
 def _key(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.attributes import canonical_key, estimate_key
+    from unisono.eval.metrics.attributes import canonical_key, estimate_key  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     est = canonical_key(*estimate_key(_need_audio(out, "key"), EVAL_SAMPLE_RATE))
     if "key" in ref.attributes:
@@ -138,7 +138,7 @@ def _key(out, ref: Reference) -> dict:
 
 
 def _events(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.attributes import count_events
+    from unisono.eval.metrics.attributes import count_events  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     est = count_events(_need_audio(out, "events"), EVAL_SAMPLE_RATE)
     true = int(_true_attr(ref, "n_events", lambda a: count_events(a, EVAL_SAMPLE_RATE)))
@@ -146,7 +146,7 @@ def _events(out, ref: Reference) -> dict:
 
 
 def _fd_embeddings(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.frechet import mel_stats_embedding
+    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     return {
         "_emb_out": mel_stats_embedding(_need_audio(out, "fd"), EVAL_SAMPLE_RATE).tolist(),
@@ -156,7 +156,7 @@ def _fd_embeddings(out, ref: Reference) -> dict:
 
 def _classified(attribute: str):
     def fn(out, ref: Reference) -> dict:
-        from unisono.eval.metrics.classifier import get_classifier
+        from unisono.eval.metrics.classifier import get_classifier  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
         true = ref.attributes.get(attribute)
         clf = get_classifier(attribute)
@@ -174,19 +174,19 @@ def _text_out(out, name: str) -> str:
 
 
 def _text_sim(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.text_similarity import text_similarity
+    from unisono.eval.metrics.text_similarity import text_similarity  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     return {"text_sim": text_similarity(_text_out(out, "text_sim"), ref.text)}
 
 
 def _bleu(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.bleu import sentence_bleu
+    from unisono.eval.metrics.bleu import sentence_bleu  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     return {"bleu": sentence_bleu(_text_out(out, "bleu"), ref.text)}
 
 
 def _qa(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.qa import answer_correct
+    from unisono.eval.metrics.qa import answer_correct  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
 
     return {"qa_acc": float(answer_correct(_text_out(out, "qa"), ref.text))}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from unisono.audio import mel_spectrogram
 from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
@@ -68,8 +69,6 @@ def estimate_tempo(wav, sample_rate: int, min_bpm: float = 40.0, max_bpm: float 
 
 def chroma(wav, sample_rate: int, n_fft: int = 4096, fmin: float = 55.0, fmax: float = 2000.0) -> np.ndarray:
     """Pitch-class energy profile ``[12]`` (C first), summed over the clip and normalised to sum 1."""
-    import torch
-
     x = torch.from_numpy(at_rate(wav, sample_rate).astype(np.float32))
     spec = torch.stft(x, n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs().numpy()
     freqs = np.fft.rfftfreq(n_fft, 1.0 / EVAL_SAMPLE_RATE)

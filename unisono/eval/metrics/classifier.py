@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from unisono.errors import UnisonoError
 from unisono.eval.metrics.frechet import EMBEDDING_NAME, mel_stats_embedding
@@ -68,8 +69,6 @@ class AttributeClassifier:
         return self.predict_features(mel_stats_embedding(wav, sample_rate)[None])[0]
 
     def save(self, directory: str | Path, name: str) -> Path:
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         with atomic_path(directory / f"{name}.safetensors") as tmp:
             save_file({"weight": self.weight.contiguous(), "bias": self.bias, "mean": self.mean, "std": self.std},
@@ -79,8 +78,6 @@ class AttributeClassifier:
 
     @classmethod
     def load(cls, directory: str | Path, name: str) -> "AttributeClassifier":
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         path = directory / f"{name}.safetensors"
         if not path.exists():

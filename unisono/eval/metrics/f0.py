@@ -34,7 +34,7 @@ def _import_torchcrepe():
         if stub:
             sys.modules["torchaudio"] = types.ModuleType("torchaudio")  # placeholder, see module docstring
         try:
-            import torchcrepe
+            import torchcrepe  # noqa: PLC0415 (optional: torchcrepe)
         except ImportError as e:
             raise UnisonoError(
                 f"F0 metrics need torchcrepe ({e}); install it with: pip install --no-deps torchcrepe resampy"

@@ -18,8 +18,8 @@ def pesq_wb(estimate, reference, sample_rate: int) -> float:
     gets the low score it deserves instead of an error.
     """
     try:
-        from pesq import pesq as _pesq
-        from pesq import NoUtterancesError
+        from pesq import NoUtterancesError  # noqa: PLC0415 (optional: pesq)
+        from pesq import pesq as _pesq  # noqa: PLC0415 (optional: pesq)
     except ImportError:
         raise MissingToolError("the Python package pesq", "python3-dev (then: pip install pesq)", "PESQ") from None
     est = at_rate(estimate, sample_rate, name="estimate")

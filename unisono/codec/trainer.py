@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -48,6 +49,8 @@ from unisono.codec.model import Codec, CodecConfig
 from unisono.codec.pitch import f0_track
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path, load_yaml, write_text
+
+log = logging.getLogger("unisono")
 
 DEFAULTS = {
     "model": {},
@@ -212,21 +215,20 @@ class Trainer:
         state = st["codec"]
         new_decoder = bool(changed - KEEPS_DECODER)
         if changed and not new_decoder:
-            print(f"codec train: the decoder of step {st['step']} goes on with {', '.join(sorted(changed))} changed",
-                  flush=True)
+            log.info(f"codec train: the decoder of step {st['step']} goes on with {', '.join(sorted(changed))} changed")
         elif changed:  # a new decoder on the trained encoder and codebooks
             state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
             state.update({k: v for k, v in self.codec.state_dict().items() if k.startswith("decoder.")})
-            print(f"codec train: a new decoder ({', '.join(sorted(changed))} changed) on the codes of step "
-                  f"{st['step']}", flush=True)
+            log.info(f"codec train: a new decoder ({', '.join(sorted(changed))} changed) on the codes of step "
+                     f"{st['step']}")
         self.codec.load_state_dict(state)
         self.disc.load_state_dict(st["disc"])
         if bool(st["config"]["train"].get("freeze_encoder", False)) == self.frozen and not new_decoder:
             self.opt_g.load_state_dict(st["opt_g"])
             self.sched_g.load_state_dict(st["sched_g"])
         elif not new_decoder:  # switched to (or from) decoder-only training: a fresh generator optimizer
-            print(f"codec train: {'decoder only' if self.frozen else 'whole codec'} from step {st['step']}: "
-                  "new generator optimizer", flush=True)
+            log.info(f"codec train: {'decoder only' if self.frozen else 'whole codec'} from step {st['step']}: "
+                     "new generator optimizer")
         self.opt_d.load_state_dict(st["opt_d"])
         self.sched_d.load_state_dict(st["sched_d"])
         self.sampler.load_state_dict(st["sampler"])
@@ -245,8 +247,7 @@ class Trainer:
             state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
             state.update({k: v for k, v in self.codec.state_dict().items() if k.startswith("decoder.")})
         self.codec.load_state_dict(state)
-        print(f"codec train: started from {directory}" + (f" ({', '.join(sorted(changed))} changed)" if changed else ""),
-              flush=True)
+        log.info(f"codec train: started from {directory}" + (f" ({', '.join(sorted(changed))} changed)" if changed else ""))
 
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self, wav: torch.Tensor) -> dict:
@@ -444,7 +445,7 @@ class Trainer:
 
         while self.step < total:
             if budget and time.time() - start >= budget:
-                print(f"codec train: stopped on the wall-clock budget of {budget:g} s at step {self.step}", flush=True)
+                log.info(f"codec train: stopped on the wall-clock budget of {budget:g} s at step {self.step}")
                 if pending:
                     write_log()
                 self.save()
@@ -484,8 +485,7 @@ def train(config_path=None, data=None, out=None, overrides: dict | None = None, 
     trainer = Trainer(cfg, data, out, device, progress)
     if trainer.maybe_resume():
         if init is not None:
-            print(f"codec train: resuming {out} at step {trainer.step} (--init {init} applies to a new run only)",
-                  flush=True)
+            log.info(f"codec train: resuming {out} at step {trainer.step} (--init {init} applies to a new run only)")
     elif init is not None:
         trainer.init_from(init)
     trainer.fit(steps)

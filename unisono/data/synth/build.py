@@ -8,6 +8,7 @@ last, from the records, in a fixed order: the same seed gives byte-identical man
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import sys
 import traceback
@@ -26,6 +27,8 @@ from . import kinds, music, tools
 from . import text as T
 from . import voices as V
 from .kinds import SAMPLE_RATE, Job
+
+log = logging.getLogger("unisono")
 
 PLAN_VERSION = 2  # 2: vc_pair and singing cuts carry a `prompt` recording
 VOICES_VERSION = 2  # of corpora with natural voices; 2: no held-out voice as a second speaker outside the test split
@@ -169,17 +172,17 @@ def _resolve_options(old: dict | None, engines, sound_font, real_sounds) -> tupl
         real_sounds = bool(old.get("real_sounds", False)) if real_sounds is None else real_sounds
     mix, missing = V.usable_mix(V.normalise_mix(V.DEFAULT_ENGINE_MIX if engines is None else engines))
     for engine, why in missing.items():
-        print(f"unisono synth: {engine} left out of the engine mix: {why}", file=sys.stderr)
+        log.warning(f"unisono synth: {engine} left out of the engine mix: {why}")
     if sound_font is None:
         sound_font = "musescore" if tools.musescore_font() else "fluidr3"
         if sound_font == "fluidr3":
-            print("unisono synth: music uses FluidR3 (for MuseScore General: apt-get install musescore-general-"
-                  "soundfont, and pyfluidsynth with libfluidsynth)", file=sys.stderr)
+            log.warning("unisono synth: music uses FluidR3 (for MuseScore General: apt-get install musescore-general-"
+                        "soundfont, and pyfluidsynth with libfluidsynth)")
     if real_sounds is None:
         real_sounds = kinds.sounds.real_sounds_available()
         if not real_sounds:
-            print("unisono synth: sounds are procedural only (for recorded one-shots: apt-get install "
-                  "sonic-pi-samples)", file=sys.stderr)
+            log.warning("unisono synth: sounds are procedural only (for recorded one-shots: apt-get install "
+                        "sonic-pi-samples)")
     return mix, sound_font, bool(real_sounds)
 
 

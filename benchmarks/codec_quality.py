@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     if state.exists():
         step = int(torch.load(state, map_location="cpu", weights_only=False)["step"])
     print(f"codec {args.codec} ({cfg.get('model_type')}, trained steps: {step}); {args.data} split {args.split}, "
-          f"kind {args.kind}{f', engine ' + args.engine if args.engine else ''}: {len(per[ks[0]])} utterances; {time.time() - t0:.0f} s")
+          f"kind {args.kind}{', engine ' + args.engine if args.engine else ''}: {len(per[ks[0]])} utterances; {time.time() - t0:.0f} s")
     print("| codebooks | kbps | mel distance | PESQ-WB | STOI | SI-SDR (dB) |")
     print("|---|---|---|---|---|---|")
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731

@@ -90,10 +90,10 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             codes = ours.encode(wav)
             enc_codes = encodec.encode(wav, bandwidth=bw).audio_codes
-            t_oe = timeit(lambda: ours.encode(wav), args.repeats)
-            t_od = timeit(lambda: ours.decode(codes), args.repeats)
-            t_ee = timeit(lambda: encodec.encode(wav, bandwidth=bw), args.repeats)
-            t_ed = timeit(lambda: encodec.decode(enc_codes, [None]), args.repeats)
+            t_oe = timeit(lambda wav=wav: ours.encode(wav), args.repeats)
+            t_od = timeit(lambda codes=codes: ours.decode(codes), args.repeats)
+            t_ee = timeit(lambda wav=wav: encodec.encode(wav, bandwidth=bw), args.repeats)
+            t_ed = timeit(lambda enc_codes=enc_codes: encodec.decode(enc_codes, [None]), args.repeats)
         rows.append({
             "batch_size": b, "audio_seconds": audio_s,
             "unisono_encode_rtf": t_oe / audio_s, "unisono_decode_rtf": t_od / audio_s,

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+
 def task_losses(lm, examples: dict[str, list[dict]], pad_id: int) -> dict[str, float]:
     """Mean target-token cross-entropy (nats) per task."""
     from unisono.train.data import collate
@@ -58,8 +59,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    from unisono.data.shards import ShardReader
     from unisono.checkpoint import DEFAULT_CHECKPOINT
+    from unisono.data.shards import ShardReader
     from unisono.lm import UnisonoLM
     from unisono.lm.quant import quantize_inference
 

@@ -36,8 +36,8 @@ def main() -> int:
     args = ap.parse_args()
 
     import httpx
-
     from serve_helpers import LiveServer
+
     from unisono.inference import Pipeline
     from unisono.serve import ServerLimits, create_app
 

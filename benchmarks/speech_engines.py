@@ -35,7 +35,9 @@ def cpu_seconds() -> float:
 def main(argv=None) -> int:
     import numpy as np
 
-    from unisono.data.synth import engines as E, text as T, voices as V
+    from unisono.data.synth import engines as E
+    from unisono.data.synth import text as T
+    from unisono.data.synth import voices as V
     from unisono.eval.metrics.speaker import speaker_similarity
     from unisono.eval.metrics.wer import transcribe, wer
 

@@ -81,8 +81,8 @@ def main() -> int:
 
     import functools
 
-    from unisono.data.shards import ShardReader, collate_examples, list_shards
     from unisono.cli.tokenize import print_stats
+    from unisono.data.shards import ShardReader, collate_examples, list_shards
     from unisono.data.tokenize import load_codec_dir, tokenize_corpus
     from unisono.vocab import Vocab
 

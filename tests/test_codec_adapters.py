@@ -9,7 +9,6 @@ from unisono.codec import load_codec  # noqa: E402
 from unisono.codec.adapters import HFCodec  # noqa: E402
 from unisono.errors import UnisonoError  # noqa: E402
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

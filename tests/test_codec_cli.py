@@ -6,7 +6,6 @@ import torch
 from unisono.cli import main
 from unisono.codec import Codec, CodecConfig
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

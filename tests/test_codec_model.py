@@ -8,7 +8,6 @@ from unisono.codec import Codec, CodecConfig, load_codec
 from unisono.codec.quantizer import ResidualVectorQuantizer, kmeans
 from unisono.errors import UnisonoError
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(strides=[2, 4, 5, 8], encoder_channels=4, latent_dim=16, decoder_dim=32, decoder_blocks=2,

@@ -6,7 +6,6 @@ transformers = pytest.importorskip("transformers")
 from unisono.codec import Codec, CodecConfig, load_codec  # noqa: E402
 from unisono.errors import UnisonoError  # noqa: E402
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

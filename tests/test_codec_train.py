@@ -8,7 +8,6 @@ from unisono.codec.data import list_audio
 from unisono.codec.trainer import Trainer, load_config
 from unisono.errors import UnisonoError
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {
@@ -328,7 +327,7 @@ def test_bf16_discriminators_give_the_float32_losses_within_bf16_precision(audio
         torch.manual_seed(0)
         tr = Trainer(cfg, audio_dir, tmp_path / str(i), progress=False)
         conv = tr.disc.mpd.discs[0].convs[0]
-        hook = conv.register_forward_hook(lambda m, a, out: seen.append((cfg["train"]["amp"], out.dtype)))
+        hook = conv.register_forward_hook(lambda m, a, out, amp=cfg["train"]["amp"]: seen.append((amp, out.dtype)))
         logs.append(tr.train_step(tr.sampler.batch(2)))
         hook.remove()
     assert {d for a, d in seen if a == "none"} == {torch.float32} and {d for a, d in seen if a == "bf16"} == {torch.bfloat16}

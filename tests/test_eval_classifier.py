@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from eval_audio import SR, add_noise, clicks, tone
+
 from unisono.errors import UnisonoError
 from unisono.eval.metrics import Reference, score
 from unisono.eval.metrics.classifier import AttributeClassifier, register_classifier

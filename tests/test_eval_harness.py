@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
-
 from eval_audio import SR, add_noise, espeak
+
 from unisono.audio import save
 from unisono.cli import main as cli_main
 from unisono.errors import UnisonoError

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from eval_audio import SR, add_noise, espeak, tone
 
 SENTENCE = "Please call Stella and ask her to bring these things with her from the store."

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from eval_audio import SR, add_noise, clicks, espeak, notes, tone
+
 from unisono.errors import UnisonoError
 from unisono.eval.metrics.attributes import canonical_key, count_events, estimate_key, estimate_tempo, tempo_correct
 from unisono.eval.metrics.bleu import corpus_bleu, sentence_bleu

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_lm_core import K, V, tiny
 
 from unisono.lm import PATTERNS
 from unisono.lm.model import Phase
 from unisono.lm.quant import quantize_inference
-
-from test_lm_core import K, V, tiny
 
 GOLDEN = Path(__file__).parent / "golden" / "generate.json"
 END, PLAN_END, PLAN_START = 1, 2, 3

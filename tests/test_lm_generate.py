@@ -1,11 +1,10 @@
 import pytest
 import torch
+from test_lm_core import PAD, K, V, tiny
 
 from unisono.errors import UnisonoError
 from unisono.lm import PATTERNS
 from unisono.lm.sampling import cfg_mix, filter_logits, sample_next
-
-from test_lm_core import PAD, K, V, tiny
 
 END = 1
 

@@ -9,8 +9,16 @@ from torch import nn
 
 from unisono.errors import UnisonoError
 from unisono.lm import LMConfig, UnisonoLM
-from unisono.lm.quant import (INT4_GROUP, Int4Linear, Int8Linear, int4_groups, int8_inference, int8_matmul, int8_rows,
-                               quantize_inference)
+from unisono.lm.quant import (
+    INT4_GROUP,
+    Int4Linear,
+    Int8Linear,
+    int4_groups,
+    int8_inference,
+    int8_matmul,
+    int8_rows,
+    quantize_inference,
+)
 
 V, K, PAD = 40, 3, 0
 

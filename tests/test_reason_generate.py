@@ -8,10 +8,10 @@ import torch
 from unisono.data.shards import collate_examples
 from unisono.errors import UnisonoError
 from unisono.inference import AudioOutput, Pipeline, target_phases
-from unisono.options import GenerationOptions
-from unisono.reasoning import Terms
 from unisono.lm import LMConfig, UnisonoLM
 from unisono.lm.model import Phase
+from unisono.options import GenerationOptions
+from unisono.reasoning import Terms
 from unisono.tasks import Segment, build_example, load_templates
 from unisono.vocab import Vocab
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from unisono.data.sources import source_value
 from unisono.errors import UnisonoError
 from unisono.eval.reasoning import detect_events, edit_distance, event_sequence_scores, score_output
 from unisono.reasoning import Terms, build_plan, parse_sound_plan
@@ -18,7 +19,6 @@ from unisono.tasks import (
     parse_templates,
     split_segments,
 )
-from unisono.data.sources import source_value
 from unisono.vocab import Vocab
 
 K = 2

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from unisono.data.synth import build, music, sounds, text as T, tools, voices as V
+from unisono.data.synth import build, music, sounds, tools
+from unisono.data.synth import text as T
+from unisono.data.synth import voices as V
 from unisono.errors import UnisonoError
 
 HOURS, SEED = 0.01, 3

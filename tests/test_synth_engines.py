@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from unisono.data.synth import build, engines as E, voices as V
+from unisono.data.synth import build
+from unisono.data.synth import engines as E
+from unisono.data.synth import voices as V
 from unisono.errors import UnisonoError
 
 SENTENCE = "The little boat sailed across the quiet lake before sunset."

@@ -95,6 +95,7 @@ def test_text_emb_condition_end_to_end(tmp_path):
     """A template with a continuous caption condition: tokenized, sharded and read back."""
     pytest.importorskip("transformers")
     from tok_helpers import make_corpus, make_test_codec
+
     from unisono.data.manifests import load_cuts
     from unisono.data.shards import read_shard, write_shard
     from unisono.data.tokenize import ExampleMaker

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from tok_helpers import CodecTestDouble, make_corpus, make_test_codec
+
 from unisono.data import tokenize as tk
 from unisono.data.manifests import load_cuts
 from unisono.data.shards import ShardReader, list_shards, read_shard, shard_metadata, write_shard
@@ -320,7 +320,8 @@ def test_collate_pads_and_masks():
 
 
 def test_cli_tokenize_end_to_end_with_fewer_codebooks(corpus, tmp_path, monkeypatch, capsys):
-    from unisono.cli import main, tokenize as tokenize_cli
+    from unisono.cli import main
+    from unisono.cli import tokenize as tokenize_cli
 
     monkeypatch.setattr(tokenize_cli, "load_codec_dir", lambda d: CodecTestDouble(num_codebooks=4))
     rc = main(["tokenize", "--data", str(corpus), "--codec", "any", "--out", str(tmp_path / "o"), "--tasks", "asr,tts",

@@ -58,7 +58,7 @@ def test_score_round_trip_with_rests_and_long_notes():
     assert all(0 <= i < midi.SIZE for m, i in toks if m == "midi")
     back = midi.decode_notes(toks)
     assert [n[0] for n in back] == [60, 64, 67, 59]
-    for (p, a, b, s), (p2, a2, b2, ph) in zip(notes, back):
+    for (_p, a, b, s), (_p2, a2, b2, ph) in zip(notes, back):
         assert abs(a - a2) <= 0.0101 and abs(b - b2) <= 0.0101
         assert ph == _syl(s)  # lyric alignment: each note keeps its syllable's phones
     # a 3.33 s note needs more than one duration token; a gap becomes a rest

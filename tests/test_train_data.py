@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from unisono.errors import UnisonoError
-from unisono.train.data import (TaskMixture, TokenBudgetBatcher, collate, condition_frames, rank_split,
-                                split_by_task)
+from unisono.train.data import TaskMixture, TokenBudgetBatcher, collate, condition_frames, rank_split, split_by_task
 from unisono.train.toydata import PAD, toy_examples
 
 

@@ -165,7 +165,7 @@ class Terms:
         self._by_length = sorted(self.instruments, key=lambda s: (-len(s), s))
 
     @classmethod
-    def from_cuts(cls, cuts) -> "Terms":
+    def from_cuts(cls, cuts) -> Terms:
         """The event classes (``custom.params.event`` / ``.events[].event``) and instruments
         (``custom.params.instrument``) named in the metadata of ``cuts``."""
         events, instruments = set(), set()
@@ -182,7 +182,7 @@ class Terms:
         return {"events": self.events, "instruments": self.instruments}
 
     @classmethod
-    def from_dict(cls, d: dict, what: str = "terms") -> "Terms":
+    def from_dict(cls, d: dict, what: str = "terms") -> Terms:
         if not isinstance(d, dict) or set(d) != {"events", "instruments"}:
             raise UnisonoError(f"{what} must be a mapping with 'events' and 'instruments' lists")
         return cls(d["events"], d["instruments"])

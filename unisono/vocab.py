@@ -131,7 +131,7 @@ class Vocab:
         semantic: int = 0,
         fill: str = "pad",
         fingerprints: dict[str, str] | None = None,
-    ) -> "Vocab":
+    ) -> Vocab:
         """A new layout; task ids are given in sorted name order (independent of any config order)."""
         names = sorted(set(tasks))
         if len(names) > NUM_TASK_SLOTS:
@@ -139,7 +139,7 @@ class Vocab:
         sizes = {"phones": phones, "bpe": bpe, "midi": midi, "semantic": semantic}
         return cls(sizes, num_codebooks, codebook_size, {n: i for i, n in enumerate(names)}, fill, fingerprints)
 
-    def with_task(self, name: str) -> "Vocab":
+    def with_task(self, name: str) -> Vocab:
         """A copy with task ``name`` added at the next free slot (every other id unchanged)."""
         if name in self.tasks:
             return self
@@ -168,7 +168,7 @@ class Vocab:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocab":
+    def from_dict(cls, d: dict) -> Vocab:
         if d.get("format_version") != FORMAT_VERSION:
             raise UnisonoError(
                 f"vocab.json has format_version {d.get('format_version')!r}, this unisono reads {FORMAT_VERSION}; "
@@ -189,7 +189,7 @@ class Vocab:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Vocab":
+    def load(cls, path: str | os.PathLike) -> Vocab:
         path = Path(path)
         if path.is_dir():
             path = path / "vocab.json"

@@ -61,7 +61,7 @@ class CodecConfig:
         return int(math.prod(self.strides))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CodecConfig":
+    def from_dict(cls, d: dict) -> CodecConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known - {"model_type"})
         if unknown:
@@ -274,7 +274,7 @@ class Codec(nn.Module):
         return d
 
     @classmethod
-    def from_pretrained(cls, directory, map_location: str = "cpu") -> "Codec":
+    def from_pretrained(cls, directory, map_location: str = "cpu") -> Codec:
         """Load a codec saved by :meth:`save_pretrained`; returned in eval mode."""
         d = Path(directory)
         if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():

@@ -26,8 +26,8 @@ import json
 import os
 import random
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import safe_open

@@ -242,7 +242,8 @@ def fit_tokenizers(train_cuts, templates, selected, codec, bpe_size: int = 2000,
     bpe = BPETokenizer.train(texts, vocab_size=bpe_size)
     semantic = text_emb = None
     if any("semantic" in templates[t].modalities for t in selected):
-        from unisono.text.semantic import FeatureExtractor, SemanticTokenizer  # noqa: PLC0415 (needs transformers (HuBERT) when used)
+        # needs transformers (HuBERT) when used
+        from unisono.text.semantic import FeatureExtractor, SemanticTokenizer  # noqa: PLC0415
 
         source = semantic_features
         if source == "auto":

@@ -19,8 +19,8 @@ import copy
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -213,7 +213,8 @@ def to_output(x) -> np.ndarray | str | None:
 def reference_system(task: str, cut):
     """The ceiling: the reference itself (for ASR, the recogniser's transcript of the reference audio)."""
     if task == "asr":
-        from unisono.eval.metrics.wer import transcribe  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+        # a metric's evaluator loads when the metric is used
+        from unisono.eval.metrics.wer import transcribe  # noqa: PLC0415
 
         return transcribe(cut_audio(cut), EVAL_SAMPLE_RATE)
     if task == "caption":
@@ -279,8 +280,11 @@ def train_attribute_classifiers(corpus_dir: str | Path, out_dir: str | Path, nam
                                 split: str = "train", progress: bool = True) -> dict:
     """Train (or load, when ``out_dir/NAME.safetensors`` exists) each attribute classifier on the reference
     audio of ``split`` and register it for the metrics of this process. Returns name -> classifier info."""
-    from unisono.eval.metrics.classifier import AttributeClassifier, register_classifier  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
-    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.classifier import AttributeClassifier, register_classifier  # noqa: PLC0415
+
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415
 
     out_dir = Path(out_dir)
     info = {}
@@ -395,7 +399,7 @@ def evaluate_corpus(
             kept: dict = {}  # the example items' outputs, so that they are not generated twice
             example_ids = {ref.item_id for ref, _ in usable[:examples]}
 
-            def make(fn=fn, c=None, item_id=None):
+            def make(fn=fn, c=None, item_id=None, task=task, kept=kept, example_ids=example_ids):
                 out = to_output(fn(task, c))
                 if item_id in example_ids:
                     kept[item_id] = out

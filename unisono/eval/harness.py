@@ -15,9 +15,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -144,7 +144,8 @@ def aggregate(results: list[ItemResult]) -> dict:
     if with_emb:
         out["fd"] = {"mean": math.nan, "n": 0, "n_items": len(results)}
         if len(with_emb) >= 3:
-            from unisono.eval.metrics.frechet import frechet_distance  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+            # a metric's evaluator loads when the metric is used
+            from unisono.eval.metrics.frechet import frechet_distance  # noqa: PLC0415
 
             a = np.array([r.values["_emb_out"] for r in with_emb])
             b = np.array([r.values["_emb_ref"] for r in with_emb])

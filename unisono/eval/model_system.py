@@ -96,7 +96,8 @@ class CodecResynthesisSystem:
         self.pipe = pipe
 
     def __call__(self, task: str, cut):
-        from unisono.eval.metrics._common import at_rate  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+        # a metric's evaluator loads when the metric is used
+        from unisono.eval.metrics._common import at_rate  # noqa: PLC0415
 
         if task not in self.pipe.templates or self.pipe.templates[task].output != "audio":
             return None

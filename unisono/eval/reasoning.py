@@ -64,8 +64,11 @@ def detect_events(wav, sample_rate: int, classifier, merge_same: bool = True) ->
     ``classifier`` (an :class:`unisono.eval.metrics.classifier.AttributeClassifier`). With ``merge_same``,
     consecutive segments of one class are one event (three knocks, a dog giving two barks: the hits of one
     event are separate segments of the energy envelope)."""
-    from unisono.eval.metrics.attributes import event_segments  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
-    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.attributes import event_segments  # noqa: PLC0415
+
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415
 
     x = np.asarray(at_rate(wav, sample_rate), dtype=np.float32)
     if x.size == 0:

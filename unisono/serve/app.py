@@ -94,7 +94,7 @@ def _wav_header(sample_rate: int) -> bytes:
         "<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF)
 
 
-def _stream_chunks(job, chunks: "queue.Queue", sample_rate: int, timeout_s: float):
+def _stream_chunks(job, chunks: queue.Queue, sample_rate: int, timeout_s: float):
     """Yield a WAV header, then each chunk as the generator decodes it; cancel the job if the client leaves."""
     deadline = time.monotonic() + timeout_s
     try:
@@ -307,7 +307,7 @@ async def _wait(job, limits: ServerLimits):
     waiting = asyncio.wrap_future(job.future)
     try:
         return await asyncio.wait_for(asyncio.shield(waiting), limits.timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         job.cancel.set()
         waiting.add_done_callback(lambda f: f.cancelled() or f.exception())  # the caller has gone: consume it
         raise BadRequest(504, f"generation took longer than {limits.timeout_s:g} s and was cancelled; "

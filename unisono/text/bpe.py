@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from unisono.errors import UnisonoError
 from unisono.fileio import write_text
@@ -29,7 +29,7 @@ class BPETokenizer:
         self._tok = tokenizer
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2) -> "BPETokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2) -> BPETokenizer:
         """Train a byte-level BPE on ``texts``; the result is deterministic for the same texts."""
         tk = _lib()
         tok = tk.Tokenizer(tk.models.BPE())
@@ -75,7 +75,7 @@ class BPETokenizer:
         write_text(path, self.to_str())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "BPETokenizer":
+    def load(cls, path: str | os.PathLike) -> BPETokenizer:
         tk = _lib()
         try:
             return cls(tk.Tokenizer.from_file(str(path)))

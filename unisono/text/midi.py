@@ -15,7 +15,7 @@ gives every start and end within 10 ms of the input, without drift.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from unisono.errors import UnisonoError
 

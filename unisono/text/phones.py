@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json, write_json
@@ -32,7 +32,7 @@ class PhoneTokenizer:
         self._ids = {s: i for i, s in enumerate(self.symbols)}
 
     @classmethod
-    def fit(cls, phone_strings: Iterable[str], min_count: int = 1) -> "PhoneTokenizer":
+    def fit(cls, phone_strings: Iterable[str], min_count: int = 1) -> PhoneTokenizer:
         """An inventory of every phone seen at least ``min_count`` times (sorted, so order-free)."""
         counts = Counter(p for s in phone_strings for p in phone_list(s) if p not in (WORD, UNK))
         return cls([UNK, WORD] + sorted(p for p, c in counts.items() if c >= min_count))
@@ -69,7 +69,7 @@ class PhoneTokenizer:
         write_json(path, {"type": "phones", "symbols": self.symbols})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PhoneTokenizer":
+    def load(cls, path: str | os.PathLike) -> PhoneTokenizer:
         d = read_json(Path(path))
         if d.get("type") != "phones":
             raise UnisonoError(f"{path} is not a phone inventory (type {d.get('type')!r})")

@@ -111,7 +111,7 @@ class SemanticTokenizer:
 
     @classmethod
     def fit(cls, wavs, features: FeatureExtractor, num_units: int = 500, max_frames: int = 100_000,
-            seed: int = 0) -> "SemanticTokenizer":
+            seed: int = 0) -> SemanticTokenizer:
         """Fit on ``wavs`` (an iterable of ``(wav [1, S], sample_rate)``)."""
         feats = [features(w, sr) for w, sr in wavs]
         if not feats:
@@ -138,7 +138,7 @@ class SemanticTokenizer:
         write_json(d / "semantic.json", {"type": "semantic", "num_units": self.size, **self.features.config()})
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, codec=None) -> "SemanticTokenizer":
+    def load(cls, directory: str | os.PathLike, codec=None) -> SemanticTokenizer:
         d = Path(directory)
         cfg = read_json(d / "semantic.json")
         t = load_file(str(d / "semantic.safetensors"))

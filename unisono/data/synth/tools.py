@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import mido
@@ -62,7 +62,7 @@ def set_sound_font(name: str) -> None:
     _font_choice = name
 
 
-@lru_cache(maxsize=None)
+@cache
 def require(program: str, apt_package: str, purpose: str) -> str:
     path = shutil.which(program)
     if path is None:
@@ -70,7 +70,7 @@ def require(program: str, apt_package: str, purpose: str) -> str:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def sound_font() -> str:
     """Path of the General MIDI sound font (``UNISONO_SOUNDFONT`` overrides the search)."""
     override = os.environ.get("UNISONO_SOUNDFONT")

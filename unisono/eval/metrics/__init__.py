@@ -9,8 +9,8 @@ are imported on first use only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -56,21 +56,24 @@ def _need_audio(out, name: str) -> np.ndarray:
 
 
 def _wer(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.wer import cer, transcribe, wer  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.wer import cer, transcribe, wer  # noqa: PLC0415
 
     hyp = out if isinstance(out, str) else transcribe(out, EVAL_SAMPLE_RATE)
     return {"wer": wer(hyp, ref.text), "cer": cer(hyp, ref.text), "_transcript": hyp}
 
 
 def _sim(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.speaker import speaker_similarity  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.speaker import speaker_similarity  # noqa: PLC0415
 
     voice = ref.prompt if ref.prompt is not None else ref.audio
     return {"speaker_sim": speaker_similarity(_need_audio(out, "sim"), voice, EVAL_SAMPLE_RATE)}
 
 
 def _pesq(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.pesq_wb import pesq_wb  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.pesq_wb import pesq_wb  # noqa: PLC0415
 
     return {"pesq_wb": pesq_wb(_need_audio(out, "pesq"), ref.audio, EVAL_SAMPLE_RATE)}
 
@@ -88,13 +91,15 @@ def _sisdr(out, ref: Reference) -> dict:
 
 
 def _mel(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.mel_distance import mel_distance  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.mel_distance import mel_distance  # noqa: PLC0415
 
     return {"mel_distance": mel_distance(_need_audio(out, "mel"), ref.audio, EVAL_SAMPLE_RATE)}
 
 
 def _lsd(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.lsd import log_spectral_distance  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.lsd import log_spectral_distance  # noqa: PLC0415
 
     est = _need_audio(out, "lsd")
     return {"lsd_db": log_spectral_distance(est, ref.audio, EVAL_SAMPLE_RATE),
@@ -117,7 +122,8 @@ def _true_attr(ref: Reference, key: str, from_audio: Callable):
 
 
 def _tempo(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.attributes import estimate_tempo, tempo_correct  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.attributes import estimate_tempo, tempo_correct  # noqa: PLC0415
 
     est = estimate_tempo(_need_audio(out, "tempo"), EVAL_SAMPLE_RATE)
     true = float(_true_attr(ref, "tempo_bpm", lambda a: estimate_tempo(a, EVAL_SAMPLE_RATE)))
@@ -125,7 +131,8 @@ def _tempo(out, ref: Reference) -> dict:
 
 
 def _key(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.attributes import canonical_key, estimate_key  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.attributes import canonical_key, estimate_key  # noqa: PLC0415
 
     est = canonical_key(*estimate_key(_need_audio(out, "key"), EVAL_SAMPLE_RATE))
     if "key" in ref.attributes:
@@ -138,7 +145,8 @@ def _key(out, ref: Reference) -> dict:
 
 
 def _events(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.attributes import count_events  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.attributes import count_events  # noqa: PLC0415
 
     est = count_events(_need_audio(out, "events"), EVAL_SAMPLE_RATE)
     true = int(_true_attr(ref, "n_events", lambda a: count_events(a, EVAL_SAMPLE_RATE)))
@@ -146,7 +154,8 @@ def _events(out, ref: Reference) -> dict:
 
 
 def _fd_embeddings(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.frechet import mel_stats_embedding  # noqa: PLC0415
 
     return {
         "_emb_out": mel_stats_embedding(_need_audio(out, "fd"), EVAL_SAMPLE_RATE).tolist(),
@@ -156,7 +165,8 @@ def _fd_embeddings(out, ref: Reference) -> dict:
 
 def _classified(attribute: str):
     def fn(out, ref: Reference) -> dict:
-        from unisono.eval.metrics.classifier import get_classifier  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+        # a metric's evaluator loads when the metric is used
+        from unisono.eval.metrics.classifier import get_classifier  # noqa: PLC0415
 
         true = ref.attributes.get(attribute)
         clf = get_classifier(attribute)
@@ -174,19 +184,22 @@ def _text_out(out, name: str) -> str:
 
 
 def _text_sim(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.text_similarity import text_similarity  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.text_similarity import text_similarity  # noqa: PLC0415
 
     return {"text_sim": text_similarity(_text_out(out, "text_sim"), ref.text)}
 
 
 def _bleu(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.bleu import sentence_bleu  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.bleu import sentence_bleu  # noqa: PLC0415
 
     return {"bleu": sentence_bleu(_text_out(out, "bleu"), ref.text)}
 
 
 def _qa(out, ref: Reference) -> dict:
-    from unisono.eval.metrics.qa import answer_correct  # noqa: PLC0415 (a metric's evaluator loads when the metric is used)
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.qa import answer_correct  # noqa: PLC0415
 
     return {"qa_acc": float(answer_correct(_text_out(out, "qa"), ref.text))}
 

@@ -18,7 +18,7 @@ from unisono.errors import UnisonoError
 from unisono.eval.metrics.frechet import EMBEDDING_NAME, mel_stats_embedding
 from unisono.fileio import atomic_path, read_json, write_json
 
-_REGISTRY: dict[str, "AttributeClassifier"] = {}
+_REGISTRY: dict[str, AttributeClassifier] = {}
 
 
 class AttributeClassifier:
@@ -31,7 +31,7 @@ class AttributeClassifier:
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: list[str], weight_decay: float = 1e-2, steps: int = 200,
-            info: dict | None = None) -> "AttributeClassifier":
+            info: dict | None = None) -> AttributeClassifier:
         """Fit on ``features [N, D]`` with string ``labels`` (at least two classes)."""
         classes = sorted(set(labels))
         if len(classes) < 2:
@@ -77,7 +77,7 @@ class AttributeClassifier:
         return directory / f"{name}.safetensors"
 
     @classmethod
-    def load(cls, directory: str | Path, name: str) -> "AttributeClassifier":
+    def load(cls, directory: str | Path, name: str) -> AttributeClassifier:
         directory = Path(directory)
         path = directory / f"{name}.safetensors"
         if not path.exists():

@@ -43,7 +43,9 @@ def select_items(data: str, split: str, kind: str, limit: int, engine: str | Non
                 continue
             if kind == "all" or custom.get("kind") == kind:
                 src = Path(cut.recording.sources[0].source)
-                items.append(AudioItem(src if src.is_absolute() else p / src, float(cut.start), float(cut.duration), cut.id))
+                items.append(
+                    AudioItem(src if src.is_absolute() else p / src, float(cut.start), float(cut.duration), cut.id)
+                )
     return items[:limit] if limit else items
 
 
@@ -138,15 +140,24 @@ def main(argv=None) -> int:
                      **summarise(per[k])})
     anchor_row = {"num_codebooks": None, "kbps": sr * 8 / 1000, **summarise(anchor)}
     unq_row = None if unquantized is None else {"num_codebooks": "unquantized", "kbps": None, **summarise(unquantized)}
-    swap_rows = [] if swaps is None else [
-        {"num_codebooks": f"{args.swap}, reference {half}", "kbps": None, **summarise(ms)} for half, ms in swaps.items()]
+    swap_rows = (
+        []
+        if swaps is None
+        else [
+            {"num_codebooks": f"{args.swap}, reference {half}", "kbps": None, **summarise(ms)}
+            for half, ms in swaps.items()
+        ]
+    )
     cfg = json.loads((Path(args.codec) / "config.json").read_text())
     state = Path(args.codec) / "train_state.pt"
     step = None
     if state.exists():
         step = int(torch.load(state, map_location="cpu", weights_only=False)["step"])
-    print(f"codec {args.codec} ({cfg.get('model_type')}, trained steps: {step}); {args.data} split {args.split}, "
-          f"kind {args.kind}{', engine ' + args.engine if args.engine else ''}: {len(per[ks[0]])} utterances; {time.time() - t0:.0f} s")
+    print(
+        f"codec {args.codec} ({cfg.get('model_type')}, trained steps: {step}); {args.data} split {args.split}, "
+        f"kind {args.kind}{', engine ' + args.engine if args.engine else ''}: {len(per[ks[0]])} utterances; "
+        f"{time.time() - t0:.0f} s"
+    )
     print("| codebooks | kbps | mel distance | PESQ-WB | STOI | SI-SDR (dB) |")
     print("|---|---|---|---|---|---|")
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
@@ -160,10 +171,22 @@ def main(argv=None) -> int:
     if args.json:
         from unisono.fileio import write_json
 
-        write_json(args.json, {"codec": str(args.codec), "train_steps": step, "data": args.data, "split": args.split,
-                               "kind": args.kind, "engine": args.engine, "rows": rows, "anchor_mulaw8": anchor_row, "unquantized": unq_row,
-                               "swaps": swap_rows,
-                               "target": {"num_codebooks": 4, "pesq_wb": 2.5, "stoi": 0.90}})
+        write_json(
+            args.json,
+            {
+                "codec": str(args.codec),
+                "train_steps": step,
+                "data": args.data,
+                "split": args.split,
+                "kind": args.kind,
+                "engine": args.engine,
+                "rows": rows,
+                "anchor_mulaw8": anchor_row,
+                "unquantized": unq_row,
+                "swaps": swap_rows,
+                "target": {"num_codebooks": 4, "pesq_wb": 2.5, "stoi": 0.90},
+            },
+        )
     return 0
 
 

@@ -104,13 +104,16 @@ def main(argv=None) -> int:
     print(f"unisono codec: {n_ours / 1e6:.2f} M parameters; EncodecModel (num_filters {filters}, 2 LSTM layers): "
           f"{n_enc / 1e6:.2f} M; {k} codebooks x 1024 at 50 Hz; CPU threads {args.threads}")
     print("RTF = compute seconds per audio second (lower is faster); ratio = EnCodec time / unisono time")
-    hdr = f"{'batch':>5} | {'ours enc':>9} | {'ours dec':>9} | {'EnCodec enc':>11} | {'EnCodec dec':>11} | {'enc ratio':>9} | {'dec ratio':>9} | {'total ratio':>11}"
+    hdr = (f"{'batch':>5} | {'ours enc':>9} | {'ours dec':>9} | {'EnCodec enc':>11} | {'EnCodec dec':>11} | "
+           f"{'enc ratio':>9} | {'dec ratio':>9} | {'total ratio':>11}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['batch_size']:>5} | {r['unisono_encode_rtf']:>9.4f} | {r['unisono_decode_rtf']:>9.4f} | "
-              f"{r['encodec_encode_rtf']:>11.4f} | {r['encodec_decode_rtf']:>11.4f} | {r['encode_speed_ratio']:>9.2f} | "
-              f"{r['decode_speed_ratio']:>9.2f} | {r['total_speed_ratio']:>11.2f}")
+        print(
+            f"{r['batch_size']:>5} | {r['unisono_encode_rtf']:>9.4f} | {r['unisono_decode_rtf']:>9.4f} | "
+            f"{r['encodec_encode_rtf']:>11.4f} | {r['encodec_decode_rtf']:>11.4f} | {r['encode_speed_ratio']:>9.2f} | "
+            f"{r['decode_speed_ratio']:>9.2f} | {r['total_speed_ratio']:>11.2f}"
+        )
     result = {
         "device": "cpu", "threads": args.threads, "platform": platform.processor() or platform.machine(),
         "torch": torch.__version__, "seconds_per_item": args.seconds, "num_codebooks": k,

@@ -49,7 +49,12 @@ def main(argv=None) -> int:
         for _ in range(args.warmup):
             tr.train_step(tr.sampler.batch(bs))
         sync()
-        res = {"device": str(tr.device), "amp": cfg["train"]["amp"], "batch_size": bs, "segment_seconds": cfg["train"]["segment_seconds"]}
+        res = {
+            "device": str(tr.device),
+            "amp": cfg["train"]["amp"],
+            "batch_size": bs,
+            "segment_seconds": cfg["train"]["segment_seconds"],
+        }
         t0 = time.perf_counter()
         for _ in range(args.steps):
             tr.train_step(tr.sampler.batch(bs))

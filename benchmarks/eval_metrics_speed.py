@@ -73,7 +73,9 @@ def main() -> None:
         print(f"{r['metric']:12s} {r['first_call_s']:12.3f} {r['steady_s']:10.4f} {rt:>14s}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"clip_seconds": dur, "threads": args.threads, "repeats": args.repeats, "rows": rows}, f, indent=2)
+            json.dump(
+                {"clip_seconds": dur, "threads": args.threads, "repeats": args.repeats, "rows": rows}, f, indent=2
+            )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ OLD, NEW = ("copy", "shift"), "negate"
 
 
 def template(name: str) -> dict:
-    return {"description": f"synthetic {name}", "conditions": [{"name": "x", "modality": "codec", "source": "recording.x"}],
-            "target": {"name": "y", "modality": "codec", "source": "audio"}}
+    return {
+        "description": f"synthetic {name}",
+        "conditions": [{"name": "x", "modality": "codec", "source": "recording.x"}],
+        "target": {"name": "y", "modality": "codec", "source": "audio"},
+    }
 
 
 def make_shards(root: Path, vocab, tasks, n_train: int = 96, n_valid: int = 24) -> Path:
@@ -45,7 +48,9 @@ def make_shards(root: Path, vocab, tasks, n_train: int = 96, n_valid: int = 24) 
             for i in range(n):
                 x = torch.randint(0, CB, (K, T), generator=g)
                 y = {"copy": x.clone(), "shift": (x + 3) % CB, "negate": CB - 1 - x}[task]
-                exs.append(build_example(vocab, tpl, [Segment("codec", codes=x), Segment("codec", codes=y)], f"{task}-{i}"))
+                exs.append(
+                    build_example(vocab, tpl, [Segment("codec", codes=x), Segment("codec", codes=y)], f"{task}-{i}")
+                )
             write_shard(root / split / shard_name(task, 0), exs, vocab)
     vocab.save(root / "vocab.json")
     return root
@@ -91,7 +96,9 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=160, help="fine-tuning steps per run (default: %(default)s)")
-    ap.add_argument("--base-steps", type=int, default=250, help="training steps of the base model (default: %(default)s)")
+    ap.add_argument(
+        "--base-steps", type=int, default=250, help="training steps of the base model (default: %(default)s)"
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -44,7 +44,9 @@ def build_models(d: int, layers: int, heads: int, k: int, codebook: int) -> dict
         "flat": UnisonoLM.from_config(LMConfig(pattern="flat", n_layers=layers, **base)),
         # the local transformer's layers count against the global ones (equal parameter count)
         "multiscale": UnisonoLM.from_config(
-            LMConfig(pattern="multiscale", n_layers=layers - 2, local_layers=2, local_d_model=d, local_heads=heads, **base)
+            LMConfig(
+                pattern="multiscale", n_layers=layers - 2, local_layers=2, local_d_model=d, local_heads=heads, **base
+            )
         ),
     }
     return models
@@ -211,7 +213,9 @@ def main(argv=None) -> int:
     res["wall_s"] = time.perf_counter() - t_start
     for name in models:
         for b in batches:
-            res[f"gen_speed_ratio_{name}_vs_musicgen_b{b}"] = res[f"gen_rtf_{name}_b{b}"] / res[f"gen_rtf_musicgen_b{b}"]
+            res[f"gen_speed_ratio_{name}_vs_musicgen_b{b}"] = (
+                res[f"gen_rtf_{name}_b{b}"] / res[f"gen_rtf_musicgen_b{b}"]
+            )
             res[f"gen_speed_ratio_cpu_{name}_vs_musicgen_b{b}"] = (
                 res[f"gen_rtf_cpu_{name}_b{b}"] / res[f"gen_rtf_cpu_musicgen_b{b}"]
             )
@@ -232,7 +236,8 @@ def main(argv=None) -> int:
         for b in batches:
             ratio = res.get(f"gen_speed_ratio_{name}_vs_musicgen_b{b}", 1.0)
             ratio_cpu = res.get(f"gen_speed_ratio_cpu_{name}_vs_musicgen_b{b}", 1.0)
-            line += f"{res[f'gen_rtf_{name}_b{b}']:>9.2f}{res[f'gen_rtf_cpu_{name}_b{b}']:>7.2f}{ratio:>7.2f}{ratio_cpu:>7.2f}"
+            rtf, rtf_cpu = res[f"gen_rtf_{name}_b{b}"], res[f"gen_rtf_cpu_{name}_b{b}"]
+            line += f"{rtf:>9.2f}{rtf_cpu:>7.2f}{ratio:>7.2f}{ratio_cpu:>7.2f}"
         rows.append(line)
         print(line)
     print(f"(rtf = seconds of audio generated per second of wall time, (cpu) per second of CPU time; {n} frames at "

@@ -46,11 +46,23 @@ def main(argv=None) -> int:
                                             d_model=128, n_layers=4, n_heads=4, local_layers=2, local_d_model=64,
                                             local_heads=4, max_seq_len=4 * (args.frames + 20))).eval()
         runs = {
-            "plain": lambda lm=lm: lm.generate(prompt, args.frames, stream_mask=v.generation_mask("codec"),
-                                         end_id=v.end_id("codec"), top_k=30, seed=[0, 1, 2, 3],
-                                         min_new_frames=args.frames),
-            "phased": lambda lm=lm: lm.generate(prompt, args.frames, phases=target_phases(v, tpl, plan_max_tokens=args.plan),
-                                          top_k=30, seed=[0, 1, 2, 3], min_new_frames=args.frames),
+            "plain": lambda lm=lm: lm.generate(
+                prompt,
+                args.frames,
+                stream_mask=v.generation_mask("codec"),
+                end_id=v.end_id("codec"),
+                top_k=30,
+                seed=[0, 1, 2, 3],
+                min_new_frames=args.frames,
+            ),
+            "phased": lambda lm=lm: lm.generate(
+                prompt,
+                args.frames,
+                phases=target_phases(v, tpl, plan_max_tokens=args.plan),
+                top_k=30,
+                seed=[0, 1, 2, 3],
+                min_new_frames=args.frames,
+            ),
         }
         best = {k: float("inf") for k in runs}
         for _ in range(args.repeats):

@@ -3,7 +3,8 @@
     python benchmarks/speech_engines.py [--voices 6] [--engines espeak kokoro piper festival flite] [--json OUT]
 
 For each engine, ``--voices`` of its voices (its held-out ones first, then the others, in a fixed order) each say
-at least two sentences (``--utterances`` per engine in all) of the test split's held-out sentence pool with the corpus's utterance controls, one thread:
+at least two sentences (``--utterances`` per engine in all) of the test split's held-out sentence pool with the
+corpus's utterance controls, one thread:
 - audio hours per CPU hour (synthesis only, children processes included; the first, warm-up call not counted);
 - Whisper tiny.en WER (the evaluator of ``unisono eval``) over all its utterances;
 - speaker similarity (resemblyzer cosine): the first two utterances of one voice, and first utterances of two different
@@ -86,7 +87,9 @@ def main(argv=None) -> int:
                      "wer": round(float(np.mean(errors)), 4),
                      "speaker_sim_same_voice": round(float(np.mean(same)), 3),
                      "speaker_sim_other_voice": round(float(np.mean(other)), 3) if other else None})
-    print("| engine | voices | utterances | audio h per CPU h | WER (tiny.en) | speaker sim, same voice | other voice |")
+    print(
+        "| engine | voices | utterances | audio h per CPU h | WER (tiny.en) | speaker sim, same voice | other voice |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         other = "-" if r["speaker_sim_other_voice"] is None else f"{r['speaker_sim_other_voice']:.3f}"

@@ -49,14 +49,22 @@ def main() -> int:
     print(f"{'engines':<52} {'workers':>7} {'wall s':>8} {'h primary':>10} {'h/min':>7} {'h all/min':>10} "
           f"{'min per h':>10}")
     for r in rows:
-        print(f"{r['engines']:<52} {r['workers']:>7} {r['wall_s']:>8.2f} {r['hours_primary']:>10.4f} {r['hours_per_minute']:>7.3f} "
-              f"{r['hours_all_audio_per_minute']:>10.3f} {r['minutes_per_hour']:>10.2f}")
+        print(
+            f"{r['engines']:<52} {r['workers']:>7} {r['wall_s']:>8.2f} {r['hours_primary']:>10.4f} "
+            f"{r['hours_per_minute']:>7.3f} "
+            f"{r['hours_all_audio_per_minute']:>10.3f} {r['minutes_per_hour']:>10.2f}"
+        )
     if len(rows) > 1 and len(args.engines) == 1:
         print(f"speed-up {rows[-1]['workers']} vs {rows[0]['workers']} workers: "
               f"{rows[-1]['hours_per_minute'] / rows[0]['hours_per_minute']:.2f}x")
-    result = {"benchmark": "synth_speed", "cpu_count": os.cpu_count(), "machine": platform.machine(),
-              "hours_requested": args.hours, "rows": rows,
-              "note": "hours = primary audio (the audio of each cut); 'all audio' adds conditions (noisy, mixtures, ...)"}
+    result = {
+        "benchmark": "synth_speed",
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "hours_requested": args.hours,
+        "rows": rows,
+        "note": "hours = primary audio (the audio of each cut); 'all audio' adds conditions (noisy, mixtures, ...)",
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -139,7 +139,9 @@ def main() -> int:
         "audio_hours": stats["audio_seconds_now"] / 3600,
         "tokenize_wall_s": wall,
         "shard_phase_s": stats["tokenize_seconds_now"],
-        "audio_hours_per_minute": (stats["audio_seconds_now"] / 3600) / (wall / 60) if stats["shards_made_now"] else None,
+        "audio_hours_per_minute": (stats["audio_seconds_now"] / 3600) / (wall / 60)
+        if stats["shards_made_now"]
+        else None,
         "read_sequences": n,
         "read_frames": frames,
         "read_seconds": secs,
@@ -151,7 +153,9 @@ def main() -> int:
         "read_batched32_sequences_per_s": nb / secsb,
         "read_batched32_frames_per_s": framesb / secsb,
         "encoded_audio_hours": stats["encoded_seconds_now"] / 3600,
-        "encoded_audio_hours_per_minute": (stats["encoded_seconds_now"] / 3600) / (wall / 60) if stats["shards_made_now"] else None,
+        "encoded_audio_hours_per_minute": (stats["encoded_seconds_now"] / 3600) / (wall / 60)
+        if stats["shards_made_now"]
+        else None,
         "distinct_cuts": stats["distinct_cuts_now"],
         "read_split_shard_bytes": shard_bytes,
         "frames_total": tot,
@@ -163,10 +167,27 @@ def main() -> int:
     }
     print()
     print(f"{'measure':<44}{'value':>16}")
-    for key in ("codec", "jobs", "examples_made", "audio_hours", "tokenize_wall_s", "audio_hours_per_minute",
-                "encoded_audio_hours", "encoded_audio_hours_per_minute", "distinct_cuts",
-                "read_sequences_per_s", "read_frames_per_s", "read_batched32_sequences_per_s", "read_split_shard_bytes", "frames_total", "non_audio_frames",
-                "loss_positions_pad", "loss_positions_repeat", "skipped", "load_average_1min_at_end"):
+    for key in (
+        "codec",
+        "jobs",
+        "examples_made",
+        "audio_hours",
+        "tokenize_wall_s",
+        "audio_hours_per_minute",
+        "encoded_audio_hours",
+        "encoded_audio_hours_per_minute",
+        "distinct_cuts",
+        "read_sequences_per_s",
+        "read_frames_per_s",
+        "read_batched32_sequences_per_s",
+        "read_split_shard_bytes",
+        "frames_total",
+        "non_audio_frames",
+        "loss_positions_pad",
+        "loss_positions_repeat",
+        "skipped",
+        "load_average_1min_at_end",
+    ):
         v = res[key]
         v = f"{v:.4g}" if isinstance(v, float) else str(v)
         print(f"{key:<44}{v:>16}" if len(v) <= 16 else f"{key:<44}{v}")

@@ -40,8 +40,12 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    panels = [("mel", "mel loss"), ("adv", "generator adversarial loss"), (("d_real", "d_fake"), "discriminator logits"),
-              ("steps_per_s", "steps / s")]
+    panels = [
+        ("mel", "mel loss"),
+        ("adv", "generator adversarial loss"),
+        (("d_real", "d_fake"), "discriminator logits"),
+        ("steps_per_s", "steps / s"),
+    ]
     for ax, (key, title) in zip(axes, panels):
         for i, (rows, label) in enumerate(zip(runs, labels)):
             steps = [r["step"] for r in rows]

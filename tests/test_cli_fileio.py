@@ -74,14 +74,18 @@ def test_weight_files_round_trip_in_every_precision(tmp_path, precision):
         a, b = state[name], back[name]
         assert b.dtype == torch.float32 and b.shape == a.shape
         rows = a.reshape(a.shape[0], -1)
-        bound = {"float32": 0.0, "float16": 1e-3 * rows.abs().amax(1), "int8": rows.abs().amax(1) / 254 + 1e-6}[precision]
+        bound = {"float32": 0.0, "float16": 1e-3 * rows.abs().amax(1), "int8": rows.abs().amax(1) / 254 + 1e-6}[
+            precision
+        ]
         if precision == "int8" and name == "bias":  # 1-D: float16, not int8
             bound = 1e-3 * rows.abs().amax(1)
         assert bool(((b - a).reshape(a.shape[0], -1).abs() <= torch.as_tensor(bound).reshape(-1, 1) + 1e-7).all()), name
     from safetensors.torch import load_file
 
     stored = load_file(str(tmp_path / "m.safetensors"))
-    assert (stored["w"].dtype == torch.int8) == (precision == "int8") and (("w" + SCALE_SUFFIX) in stored) == (precision == "int8")
+    assert (stored["w"].dtype == torch.int8) == (precision == "int8") and (("w" + SCALE_SUFFIX) in stored) == (
+        precision == "int8"
+    )
 
 
 def test_a_truncated_weight_file_is_a_one_line_error(tmp_path):

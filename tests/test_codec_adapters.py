@@ -44,8 +44,13 @@ def tiny_xcodec():
         n_codebooks=2, codebook_size=32, codebook_dim=4, hidden_size=16, sampling_rate=16000,
     )
     hubert = transformers.HubertConfig(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=[8, 8, 8, 8, 8, 8, 8],
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=[8, 8, 8, 8, 8, 8, 8],
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
     )
     cfg = transformers.XcodecConfig(acoustic_model_config=dac, semantic_model_config=hubert, codebook_size=32,
                                     codebook_dim=32, kernel_size=3, channel_ratios=[1, 1], strides=[1, 1],

@@ -27,7 +27,10 @@ def test_encode_decode_eval_cli(codec_dir, tmp_path, capsys):
                  "--num-codebooks", "2"]) == 0
     codes = np.load(tmp_path / "c.npy")
     assert codes.shape == (2, 50) and codes.dtype == np.int64
-    assert main(["codec", "decode", str(tmp_path / "c.npy"), "--codec", str(codec_dir), "-o", str(tmp_path / "o.wav")]) == 0
+    assert (
+        main(["codec", "decode", str(tmp_path / "c.npy"), "--codec", str(codec_dir), "-o", str(tmp_path / "o.wav")])
+        == 0
+    )
     y, sr = sf.read(tmp_path / "o.wav")
     assert sr == 16000 and y.shape == (16000,)
     assert main(["codec", "eval", "--codec", str(codec_dir), "--data", str(tmp_path / "in.wav"),
@@ -41,10 +44,21 @@ def test_encode_decode_eval_cli(codec_dir, tmp_path, capsys):
 
 def test_cli_errors_are_one_line(codec_dir, tmp_path, capsys):
     np.save(tmp_path / "bad.npy", np.zeros((4, 3), dtype=np.float32))
-    assert main(["codec", "decode", str(tmp_path / "bad.npy"), "--codec", str(codec_dir), "-o", str(tmp_path / "o.wav")]) == 2
+    assert (
+        main(["codec", "decode", str(tmp_path / "bad.npy"), "--codec", str(codec_dir), "-o", str(tmp_path / "o.wav")])
+        == 2
+    )
     np.save(tmp_path / "big.npy", np.full((4, 3), 99, dtype=np.int64))
-    assert main(["codec", "decode", str(tmp_path / "big.npy"), "--codec", str(codec_dir), "-o", str(tmp_path / "o.wav")]) == 2
-    assert main(["codec", "encode", str(tmp_path / "missing.wav"), "--codec", str(codec_dir), "-o", str(tmp_path / "x.npy")]) == 2
+    assert (
+        main(["codec", "decode", str(tmp_path / "big.npy"), "--codec", str(codec_dir), "-o", str(tmp_path / "o.wav")])
+        == 2
+    )
+    assert (
+        main(
+            ["codec", "encode", str(tmp_path / "missing.wav"), "--codec", str(codec_dir), "-o", str(tmp_path / "x.npy")]
+        )
+        == 2
+    )
     assert main(["codec", "train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("unisono codec: error:") == 4

@@ -21,8 +21,20 @@ def teacher_dir(tmp_path_factory):
 
 def tiny(teacher_dir, **kw):
     torch.manual_seed(0)
-    return Codec(CodecConfig(encoder_channels=4, latent_dim=16, decoder_dim=32, decoder_blocks=1, num_codebooks=2,
-                             codebook_size=16, kmeans_iters=2, quantizer_dropout=0.0, semantic={"teacher": str(teacher_dir), "layer": -1}, **kw))
+    return Codec(
+        CodecConfig(
+            encoder_channels=4,
+            latent_dim=16,
+            decoder_dim=32,
+            decoder_blocks=1,
+            num_codebooks=2,
+            codebook_size=16,
+            kmeans_iters=2,
+            quantizer_dropout=0.0,
+            semantic={"teacher": str(teacher_dir), "layer": -1},
+            **kw,
+        )
+    )
 
 
 def test_semantic_distillation_trains_and_round_trips(teacher_dir, tmp_path):

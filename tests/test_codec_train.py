@@ -141,7 +141,11 @@ def test_a_new_decoder_on_frozen_codes(audio_dir, tmp_path):
     with pytest.raises(UnisonoError, match="freeze_encoder"):  # the whole codec may not change its decoder
         Trainer(load_config(None, other), audio_dir, run, progress=False).maybe_resume()
     with pytest.raises(UnisonoError, match="latent_dim"):  # the encoder may not change at all
-        bad = {**other, "model": {**other["model"], "latent_dim": 8}, "train": {**TINY["train"], "freeze_encoder": True}}
+        bad = {
+            **other,
+            "model": {**other["model"], "latent_dim": 8},
+            "train": {**TINY["train"], "freeze_encoder": True},
+        }
         Trainer(load_config(None, bad), audio_dir, run, progress=False).maybe_resume()
     tr = Trainer(load_config(None, {**other, "train": {**TINY["train"], "freeze_encoder": True}}), audio_dir, run,
                  progress=False)
@@ -246,7 +250,9 @@ def test_init_errors(audio_dir, tmp_path):
     with pytest.raises(UnisonoError, match="latent_dim"):  # the encoder may not change
         train(None, audio_dir, tmp_path / "b", {**TINY, "model": {"latent_dim": 8}}, steps=1, progress=False, init=base)
     with pytest.raises(UnisonoError, match="freeze_encoder"):  # a decoder change needs decoder-only training
-        train(None, audio_dir, tmp_path / "c", {**TINY, "model": {"decoder_dim": 24}}, steps=1, progress=False, init=base)
+        train(
+            None, audio_dir, tmp_path / "c", {**TINY, "model": {"decoder_dim": 24}}, steps=1, progress=False, init=base
+        )
     assert not (tmp_path / "b" / "model.safetensors").exists()
     with pytest.raises(UnisonoError, match="same directory"):
         train(None, audio_dir, base, TINY, steps=1, progress=False, init=base)
@@ -330,7 +336,9 @@ def test_bf16_discriminators_give_the_float32_losses_within_bf16_precision(audio
         hook = conv.register_forward_hook(lambda m, a, out, amp=cfg["train"]["amp"]: seen.append((amp, out.dtype)))
         logs.append(tr.train_step(tr.sampler.batch(2)))
         hook.remove()
-    assert {d for a, d in seen if a == "none"} == {torch.float32} and {d for a, d in seen if a == "bf16"} == {torch.bfloat16}
+    assert {d for a, d in seen if a == "none"} == {torch.float32} and {d for a, d in seen if a == "bf16"} == {
+        torch.bfloat16
+    }
     for k in ("disc", "adv", "fm", "mel"):
         a, b = float(logs[0][k]), float(logs[1][k])
         assert np.isfinite(b) and abs(a - b) <= 0.05 * abs(a) + 1e-3, (k, a, b)

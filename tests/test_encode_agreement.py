@@ -51,7 +51,10 @@ def test_inference_prompts_equal_the_training_examples_prefix(setting):
         other = maker.source(spec, cut, maker._rng("tts", cut.id, 0))
         # phones: the corpus's are in the voice's accent, the pipeline's in its language (en-us): compare where
         # they agree; a window of a prompt longer than 3 s is random in training, the start at inference
-        if cut.supervisions[0].custom["phones"] == io.phones(cut.supervisions[0].text) and other.duration <= spec.seconds:
+        if (
+            cut.supervisions[0].custom["phones"] == io.phones(cut.supervisions[0].text)
+            and other.duration <= spec.seconds
+        ):
             _check(pipe, maker, "tts", cut, {"text": cut.supervisions[0].text, "prompt": (_wav(other), 16000)})
             done.add("tts")
     for cut in (c for c in cuts if c.custom["kind"] == "noisy"):

@@ -291,7 +291,9 @@ def test_corpus_sound_classifier_and_train_prior(tmp_path):
 def test_aggregate_gives_mean_and_median_and_ignores_nan():
     from unisono.eval.harness import ItemResult, aggregate
 
-    items = [ItemResult(f"i{j}", {"wer": w, "_transcript": "x"}) for j, w in enumerate([1.0, 1.0, 1.25, 20.0, math.nan])]
+    items = [
+        ItemResult(f"i{j}", {"wer": w, "_transcript": "x"}) for j, w in enumerate([1.0, 1.0, 1.25, 20.0, math.nan])
+    ]
     agg = aggregate(items)
     assert set(agg) == {"wer"}  # values starting with "_" are extras, not metrics
     assert agg["wer"]["n"] == 4 and agg["wer"]["n_items"] == 5

@@ -90,7 +90,9 @@ def test_bleu_known_values():
     assert corpus_bleu(["dog runs fast"], [ref]) == 0.0
     # 6-word hypothesis: unigram precision 6/6, bigram 4/5, trigram 2/4, 4-gram 1/3; brevity exp(1 - 9/6)
     hyp = "a cat sits on a mat"
-    expected = math.exp(1 - 9 / 6) * math.exp((math.log(5 / 6) + math.log(3 / 5) + math.log(2 / 4) + math.log(1 / 3)) / 4)
+    expected = math.exp(1 - 9 / 6) * math.exp(
+        (math.log(5 / 6) + math.log(3 / 5) + math.log(2 / 4) + math.log(1 / 3)) / 4
+    )
     assert corpus_bleu([hyp], [ref]) == pytest.approx(expected, rel=1e-9)
     assert 0 < sentence_bleu("a cat on the mat", ref) < 1
     assert corpus_bleu([hyp], [[ref, hyp]]) == pytest.approx(1.0)  # best of several references

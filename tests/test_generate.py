@@ -262,7 +262,9 @@ def test_reduced_precision_package_with_a_default_prompt(pipe, tiny_checkpoint, 
                            precision=precision, codec_precision="float16", defaults={"prompt": voice})
     full, small_file = tiny_checkpoint / "model.safetensors", out / "model.safetensors"
     assert small_file.stat().st_size < ratio * full.stat().st_size
-    assert (out / "codec" / "model.safetensors").stat().st_size < 0.6 * (root / "codec" / "model.safetensors").stat().st_size
+    assert (out / "codec" / "model.safetensors").stat().st_size < 0.6 * (
+        root / "codec" / "model.safetensors"
+    ).stat().st_size
     small = Pipeline.from_pretrained(out)
     assert all(p.dtype == torch.float32 for p in small.lm.parameters())
     for (name, a), b in zip(pipe.lm.state_dict().items(), small.lm.state_dict().values()):

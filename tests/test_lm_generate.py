@@ -105,7 +105,9 @@ def test_sampling_several_streams_draws_as_one_stream_after_another(per_row):
         logits[:, m, w:] = float("-inf")
 
     def gens():
-        return [torch.Generator().manual_seed(10 + i) for i in range(b)] if per_row else torch.Generator().manual_seed(9)
+        return (
+            [torch.Generator().manual_seed(10 + i) for i in range(b)] if per_row else torch.Generator().manual_seed(9)
+        )
 
     for top_k, top_p in [(None, None), (3, None), (None, 0.7)]:
         g1, g2 = gens(), gens()

@@ -26,7 +26,11 @@ def setup_examples():
     exs = []
     # same caption length (one batch), plans of 3 and 6 tokens, audio of 4 and 6 frames: rows switch apart
     for cap, plan, n in [([3, 4, 5], [7, 8, 9], 4), ([10, 11, 12], [13, 14, 15, 16, 17, 18], 6)]:
-        segs = [Segment("bpe", ids=cap), Segment("bpe", ids=plan), Segment("codec", codes=torch.randint(0, CB, (K, n), generator=g))]
+        segs = [
+            Segment("bpe", ids=cap),
+            Segment("bpe", ids=plan),
+            Segment("codec", codes=torch.randint(0, CB, (K, n), generator=g)),
+        ]
         exs.append(build_example(v, tpls[TASK], segs))
     return v, tpls[TASK], exs
 

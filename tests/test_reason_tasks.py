@@ -59,7 +59,10 @@ def test_list_target_errors_and_single_item_list():
     assert one["x"].plan == () and one["x"].target.modality == "codec"
     with pytest.raises(UnisonoError, match="empty list"):
         parse_templates({"tasks": {"x": {**base, "target": []}}})
-    same = [{"name": "a", "modality": "bpe", "source": "plan.sound"}, {"name": "b", "modality": "bpe", "source": "text"}]
+    same = [
+        {"name": "a", "modality": "bpe", "source": "plan.sound"},
+        {"name": "b", "modality": "bpe", "source": "text"},
+    ]
     with pytest.raises(UnisonoError, match="differ in modality"):
         parse_templates({"tasks": {"x": {**base, "target": same}}})
     with pytest.raises(UnisonoError, match="needs a key"):
@@ -77,8 +80,10 @@ def test_packaged_templates_keep_the_plan(tmp_path):
 
 
 def scene_cut():
-    params = {"events": [{"event": "bell", "start": 2.1, "end": 3.04}, {"event": "dog_bark", "start": 0.4, "end": 1.26}],
-              "background": "pink noise"}
+    params = {
+        "events": [{"event": "bell", "start": 2.1, "end": 3.04}, {"event": "dog_bark", "start": 0.4, "end": 1.26}],
+        "background": "pink noise",
+    }
     return SimpleNamespace(custom={"kind": "scene", "params": params, "tasks": ["text_to_sound"]}, supervisions=[],
                            duration=5.0)
 
@@ -89,7 +94,10 @@ def test_plans_written_from_metadata_equal_the_expected_text():
     assert build_plan("sound", sound) == "1 event: 0.2-2.2 s dog bark (count 3, f0 420 Hz)"
     music = SimpleNamespace(custom={"params": {"instrument": "cello", "tempo_bpm": 96, "key": "F#", "mode": "dorian",
                                                "contour": "arch", "register": "low", "drums": False, "mood": "x"}})
-    assert build_plan("music", music) == "tempo 96 BPM; key F# dorian; instrument cello; contour arch; register low; no drums"
+    assert (
+        build_plan("music", music)
+        == "tempo 96 BPM; key F# dorian; instrument cello; contour arch; register low; no drums"
+    )
     assert build_plan("music", scene_cut()) is None and build_plan("sound", music) is None
     spec = load_templates()["text_to_sound_reasoning"].plan[0]
     assert source_value(spec, scene_cut()) == build_plan("sound", scene_cut())
@@ -172,8 +180,12 @@ def test_events_are_detected_in_time_order_and_scored_with_the_plan():
     found = detect_events(scene, sr, clf)
     assert [e[2] for e in found] == ["whistle", "bell", "whistle"]
     assert found[0][0] == pytest.approx(0.5, abs=0.05) and found[1][0] == pytest.approx(1.4, abs=0.05)
-    vals = score_output(["whistle", "bell", "whistle"], scene, sr, clf, plan="2 events: 0.5-0.9 s whistle; 1.4-1.8 s bell")
-    assert vals["event_order_acc"] == 1.0 and vals["plan_count_acc"] == 0.0 and vals["plan_recall"] == pytest.approx(2 / 3)
+    vals = score_output(
+        ["whistle", "bell", "whistle"], scene, sr, clf, plan="2 events: 0.5-0.9 s whistle; 1.4-1.8 s bell"
+    )
+    assert (
+        vals["event_order_acc"] == 1.0 and vals["plan_count_acc"] == 0.0 and vals["plan_recall"] == pytest.approx(2 / 3)
+    )
     assert score_output(["bell"], np.zeros(0, np.float32), sr, clf)["event_count_acc"] == 0.0
     two_hits = np.concatenate([gap, low, gap[:4000], low, gap, high, gap])  # one event of two hits, then another
     assert [e[2] for e in detect_events(two_hits, sr, clf)] == ["bell", "whistle"]

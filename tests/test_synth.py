@@ -67,7 +67,11 @@ def test_sentences_disjoint_and_voices_instruments_held_out(corpus):
     cuts = all_cuts(corpus)
     texts = {s: {c["supervisions"][0]["text"].lower() for c in cs if c["custom"]["kind"] != "singing"
                  and "speaker" in c["supervisions"][0]} for s, cs in cuts.items()}
-    assert not (texts["train"] & texts["valid"]) and not (texts["train"] & texts["test"]) and not (texts["valid"] & texts["test"])
+    assert (
+        not (texts["train"] & texts["valid"])
+        and not (texts["train"] & texts["test"])
+        and not (texts["valid"] & texts["test"])
+    )
     held_voices = {v.id for vs in V.HELD_OUT_BY_ENGINE.values() for v in vs}
     held_instr = set(music.HELD_OUT_INSTRUMENTS)
     for split in ("train", "valid"):

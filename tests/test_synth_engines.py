@@ -138,9 +138,12 @@ def test_a_mixed_corpus_records_engines_and_refuses_another_mix(tmp_path):
     mix = {"espeak": 1.0, **{e: 1.0 for e in usable}}
     stats = build.synthesize(tmp_path, hours=0.004, seed=4, workers=1, progress=False, engines=mix)
     assert set(stats["speech_engines"]["mix"]) == {"espeak", *usable}
-    seen = {V.VOICES_BY_ID[c["supervisions"][0]["speaker"]].engine
-            for s in build.SPLITS for c in map(json.loads, (tmp_path / "manifests" / s / "cuts.jsonl").read_text().splitlines())
-            if "speaker" in c["supervisions"][0]}
+    seen = {
+        V.VOICES_BY_ID[c["supervisions"][0]["speaker"]].engine
+        for s in build.SPLITS
+        for c in map(json.loads, (tmp_path / "manifests" / s / "cuts.jsonl").read_text().splitlines())
+        if "speaker" in c["supervisions"][0]
+    }
     assert seen & set(usable)
     for s in build.SPLITS:
         for line in (tmp_path / "manifests" / s / "cuts.jsonl").read_text().splitlines():

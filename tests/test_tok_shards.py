@@ -156,7 +156,9 @@ def test_reader_splits_shards_over_ranks_and_workers(tokenized):
     assert len(everything) == len(set(everything))
     parts = [[e["id"] + e["task"] for e in ShardReader(out, rank=r, world_size=3)] for r in range(3)]
     assert sorted(sum(parts, [])) == sorted(everything) and all(parts)
-    loader = torch.utils.data.DataLoader(ShardReader(out, tasks=["audio_qa", "caption"]), batch_size=None, num_workers=2)
+    loader = torch.utils.data.DataLoader(
+        ShardReader(out, tasks=["audio_qa", "caption"]), batch_size=None, num_workers=2
+    )
     got = [e["id"] + e["task"] for e in loader]
     want = [e["id"] + e["task"] for e in ShardReader(out, tasks=["audio_qa", "caption"])]
     assert sorted(got) == sorted(want) and len(got) == len(set(got))
@@ -208,8 +210,13 @@ def test_corrupt_inputs_are_skipped_with_a_reason(corpus, tmp_path):
         if r["id"] == "train-speech_edit-000":
             del r["custom"]["params"]["original_span"]
     (bad / "manifests" / "train" / "cuts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    stats = tk.tokenize_corpus(bad, tmp_path / "out", make_test_codec, tasks=["se", "text_to_sound", "caption", "speech_edit"],
-                               **{**OPTS, "splits": ("train",)})
+    stats = tk.tokenize_corpus(
+        bad,
+        tmp_path / "out",
+        make_test_codec,
+        tasks=["se", "text_to_sound", "caption", "speech_edit"],
+        **{**OPTS, "splits": ("train",)},
+    )
     skipped = {(s[1], s[2]): s[3] for s in stats["skipped"]}
     assert set(skipped) == {("se", "train-noisy-000"), ("text_to_sound", "train-sound-001"),
                             ("caption", "train-sound-001"), ("speech_edit", "train-speech_edit-000")}
@@ -310,8 +317,16 @@ def test_each_recording_is_encoded_once_per_run(corpus, tmp_path):
 def test_collate_pads_and_masks():
     from unisono.data.shards import collate_examples
 
-    exs = [{"id": str(i), "task": "asr", "frames": torch.full((3 + i, 2), 7), "loss_mask": torch.ones(3 + i, 2, dtype=torch.bool),
-            "cond_mask": torch.ones(3 + i, dtype=torch.bool)} for i in range(3)]
+    exs = [
+        {
+            "id": str(i),
+            "task": "asr",
+            "frames": torch.full((3 + i, 2), 7),
+            "loss_mask": torch.ones(3 + i, 2, dtype=torch.bool),
+            "cond_mask": torch.ones(3 + i, dtype=torch.bool),
+        }
+        for i in range(3)
+    ]
     b = collate_examples(exs, pad_id=0)
     assert b["frames"].shape == (3, 5, 2) and b["lengths"].tolist() == [3, 4, 5]
     assert (b["frames"][0, 3:] == 0).all() and (b["frames"][0, :3] == 7).all()
@@ -347,16 +362,30 @@ def test_reuse_a_vocabulary_and_add_a_task(corpus, tmp_path):
     extra.write_text(yaml.safe_dump({"version": 1, "tasks": {"aaa_describe": {
         "conditions": [{"modality": "codec", "source": "audio"}],
         "target": {"modality": "bpe", "source": "custom.caption"}}}}))
-    tk.tokenize_corpus(corpus, tmp_path / "b", make_test_codec, tasks=["asr", "aaa_describe"], templates_paths=[str(extra)],
-                       vocab_path=str(tmp_path / "a" / "vocab.json"), tokenizers_dir=str(tmp_path / "a" / "tokenizers"), **opts)
+    tk.tokenize_corpus(
+        corpus,
+        tmp_path / "b",
+        make_test_codec,
+        tasks=["asr", "aaa_describe"],
+        templates_paths=[str(extra)],
+        vocab_path=str(tmp_path / "a" / "vocab.json"),
+        tokenizers_dir=str(tmp_path / "a" / "tokenizers"),
+        **opts,
+    )
     new = Vocab.load(tmp_path / "b" / "vocab.json")
     base.check_compatible(new)
     assert all(new.task_id(t) == base.task_id(t) for t in base.tasks)
     assert new.task_id("aaa_describe") == NUM_SPECIAL + len(base.tasks)  # next free slot, not sorted first
     # fitting fresh tokenizers on other text against that vocabulary is refused
     with pytest.raises(UnisonoError, match="vocabulary mismatch"):
-        tk.tokenize_corpus(corpus, tmp_path / "c", make_test_codec, tasks=["asr"], vocab_path=str(tmp_path / "a" / "vocab.json"),
-                           **{**opts, "bpe_size": 280})
+        tk.tokenize_corpus(
+            corpus,
+            tmp_path / "c",
+            make_test_codec,
+            tasks=["asr"],
+            vocab_path=str(tmp_path / "a" / "vocab.json"),
+            **{**opts, "bpe_size": 280},
+        )
 
 
 def test_bad_text_other_rates_and_over_long_audio(corpus, tmp_path, monkeypatch):

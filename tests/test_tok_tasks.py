@@ -26,7 +26,9 @@ def random_segment(modality, g, n):
     if modality == "semantic":
         return Segment("semantic", ids=torch.randint(0, 16, (n,), generator=g).tolist())
     if modality == "midi":
-        return Segment("midi", ids=[("midi", 60), ("midi", 140), ("phones", 3), ("phones", 7), ("midi", 128), ("midi", 130)])
+        return Segment(
+            "midi", ids=[("midi", 60), ("midi", 140), ("phones", 3), ("phones", 7), ("midi", 128), ("midi", 130)]
+        )
     return Segment("text_emb", vectors=torch.randn(n, 8, generator=g))
 
 

@@ -264,7 +264,9 @@ def test_cli_reports_errors_without_traceback(setup, capsys):
 def test_resample_option_band_limits_and_is_validated():
     sr = 16000
     t = np.arange(sr) / sr
-    wav = torch.tensor(0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t), dtype=torch.float32)[None]
+    wav = torch.tensor(0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t), dtype=torch.float32)[
+        None
+    ]
     y = band_limit(wav, sr, 8000)
     assert y.shape == wav.shape
     spec = np.abs(np.fft.rfft(y[0, 2000:-2000].numpy()))

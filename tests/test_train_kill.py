@@ -20,7 +20,18 @@ train: {max_steps: 40, lr: 2.0e-3, warmup_steps: 5, max_frames: 64, pool_size: 1
 
 
 def _cmd(recipe, out):
-    return [sys.executable, "-m", "unisono", "train", "--config", str(recipe), "--toy", "--out", str(out), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "unisono",
+        "train",
+        "--config",
+        str(recipe),
+        "--toy",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def _env():

@@ -32,6 +32,8 @@ def test_train_on_shards_writes_a_pipeline_checkpoint(tiny_checkpoint, tmp_path)
     assert any("loss" in r for r in log)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = [EventAccumulator(str(p.parent), size_guidance={"audio": 0}).Reload() for p in (run / "tb").rglob("events.*")]
+    events = [
+        EventAccumulator(str(p.parent), size_guidance={"audio": 0}).Reload() for p in (run / "tb").rglob("events.*")
+    ]
     audio_tags = {t for ev in events for t in ev.Tags()["audio"]}
     assert any(t.startswith("samples/") for t in audio_tags), audio_tags

@@ -25,7 +25,12 @@ class CodecTestDouble:
     """
 
     def __init__(self, num_codebooks: int = 3, codebook_size: int = 64, sample_rate: int = SR, hop: int = 320):
-        self.num_codebooks, self.codebook_size, self.sample_rate, self.hop = num_codebooks, codebook_size, sample_rate, hop
+        self.num_codebooks, self.codebook_size, self.sample_rate, self.hop = (
+            num_codebooks,
+            codebook_size,
+            sample_rate,
+            hop,
+        )
         self.frame_rate = sample_rate / hop
         self.calls = 0
 
@@ -106,7 +111,9 @@ def make_corpus(root: str | Path, per_kind: int = 2, splits=("train", "valid"), 
                 rec = _rec(root, f"audio/{split}/{cid}.flac", _tone(dur, 150 + 40 * i + 10 * len(kind), rng, 0.01), cid)
                 custom = {"kind": kind, "tasks": tasks, "split": split, "params": {}}
                 for role in ROLES.get(kind, []):
-                    custom[role] = _rec(root, f"audio/{split}/{cid}.{role}.flac", _tone(dur + 0.1, 300, rng, 0.05), f"{cid}.{role}")
+                    custom[role] = _rec(
+                        root, f"audio/{split}/{cid}.{role}.flac", _tone(dur + 0.1, 300, rng, 0.05), f"{cid}.{role}"
+                    )
                 sup = {"id": cid, "recording_id": cid, "start": 0.0, "duration": rec["duration"], "channel": 0}
                 if speechy:
                     j = i % len(PHONES)
@@ -123,7 +130,10 @@ def make_corpus(root: str | Path, per_kind: int = 2, splits=("train", "valid"), 
                         custom["params"] = {"notes": [[60, 0.0, 0.25, "hel"], [64, 0.3, 0.6, "lo"]], "tempo_bpm": 100}
                         sup.update(text="hello", speaker="singer-0", language="en", custom={"phones": "h ə l ˈ oʊ"})
                     else:  # one note per word, as the built-in corpus sings
-                        custom["params"] = {"notes": [[60, 0.0, 0.25, "hello"], [64, 0.3, 0.6, "world"]], "tempo_bpm": 100}
+                        custom["params"] = {
+                            "notes": [[60, 0.0, 0.25, "hello"], [64, 0.3, 0.6, "world"]],
+                            "tempo_bpm": 100,
+                        }
                         sup.update(text="hello world", speaker="singer-0", language="en", custom={"phones": PHONES[0]})
                 if kind in ("music", "sound", "scene", "audio_edit"):
                     custom["caption"] = f"a short {kind} clip number {i}"
@@ -136,8 +146,13 @@ def make_corpus(root: str | Path, per_kind: int = 2, splits=("train", "valid"), 
                 if kind == "sound":
                     custom["params"] = {"event": "beep", "count": 1 + i}
                 if kind == "scene":
-                    custom["params"] = {"events": [{"event": "knock", "start": 0.1, "end": 0.3},
-                                                   {"event": "bell", "start": 0.35, "end": 0.5}], "background": "silence"}
+                    custom["params"] = {
+                        "events": [
+                            {"event": "knock", "start": 0.1, "end": 0.3},
+                            {"event": "bell", "start": 0.35, "end": 0.5},
+                        ],
+                        "background": "silence",
+                    }
                 if kind == "audio_edit":
                     custom["instruction"] = "add a knock at 0.2 s"
                     custom["params"] = {"events": [{"event": "knock", "start": 0.2, "end": 0.3}], "edit": "add",

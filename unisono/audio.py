@@ -33,7 +33,9 @@ def _to_numpy(wav) -> tuple[np.ndarray, bool]:
 
 
 def _like(x: np.ndarray, was_torch: bool):
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if was_torch else x.astype(np.float32, copy=False)
+    return (
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if was_torch else x.astype(np.float32, copy=False)
+    )
 
 
 def info(path: str | os.PathLike):
@@ -169,7 +171,9 @@ def _mel_filterbank_np(sample_rate: int, n_fft: int, n_mels: int, fmin: float, f
     return fb.astype(np.float32)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> torch.Tensor:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> torch.Tensor:
     """Triangular mel filters ``[n_mels, n_fft // 2 + 1]`` (HTK mel scale, equal-area)."""
     fmax = sample_rate / 2.0 if fmax is None else fmax
     return torch.from_numpy(_mel_filterbank_np(int(sample_rate), int(n_fft), int(n_mels), float(fmin), float(fmax)))

@@ -166,7 +166,9 @@ def _parse_segment(task: str, d: Any, where: str) -> SegmentSpec:
         raise UnisonoError(f"task {task!r}: each {where} must be a mapping with modality and source, got {d!r}")
     unknown = set(d) - _OPTION_KEYS
     if unknown:
-        raise UnisonoError(f"task {task!r}: unknown key(s) {sorted(unknown)} in a {where}; allowed: {sorted(_OPTION_KEYS)}")
+        raise UnisonoError(
+            f"task {task!r}: unknown key(s) {sorted(unknown)} in a {where}; allowed: {sorted(_OPTION_KEYS)}"
+        )
     for key in ("modality", "source"):
         if key not in d:
             raise UnisonoError(f"task {task!r}: a {where} lacks {key!r}")
@@ -453,8 +455,15 @@ def decode_example(vocab: Vocab, example: dict) -> tuple[str, list[Segment]]:
             segs.append(Segment("text_emb", vectors=example["text_emb"][vec_off : vec_off + n]))
             vec_off += n
         elif m == "midi":
-            segs.append(Segment("midi", ids=[(_mod_of(vocab, int(t)), int(vocab.to_local(_mod_of(vocab, int(t)), int(t))))
-                                             for t in body[:, 0]]))
+            segs.append(
+                Segment(
+                    "midi",
+                    ids=[
+                        (_mod_of(vocab, int(t)), int(vocab.to_local(_mod_of(vocab, int(t)), int(t))))
+                        for t in body[:, 0]
+                    ],
+                )
+            )
         else:
             segs.append(Segment(m, ids=vocab.to_local(m, body[:, 0]).tolist()))
     return task, segs

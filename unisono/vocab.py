@@ -181,7 +181,9 @@ class Vocab:
             raise UnisonoError(f"vocab.json lacks the field {e}; it was not written by unisono") from None
         # The stored layout must be exactly the one this code derives: anything else is a foreign file.
         if v.to_dict() != {**d, "fingerprints": v.fingerprints, "tasks": v.tasks}:
-            raise UnisonoError("vocab.json's ranges or specials do not match its sizes; the file was edited or is corrupt")
+            raise UnisonoError(
+                "vocab.json's ranges or specials do not match its sizes; the file was edited or is corrupt"
+            )
         return v
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -213,7 +215,9 @@ class Vocab:
         hint = "re-tokenize with the checkpoint's vocab.json (unisono tokenize --vocab) or train a new model"
         for key in ("fill", "num_codebooks", "codebook_size"):
             if a[key] != b[key]:
-                raise UnisonoError(f"vocabulary mismatch: {mine} has {key}={a[key]}, {what} have {key}={b[key]}; {hint}")
+                raise UnisonoError(
+                    f"vocabulary mismatch: {mine} has {key}={a[key]}, {what} have {key}={b[key]}; {hint}"
+                )
         for name in a["ranges"]:
             if a["ranges"][name] != b["ranges"][name]:
                 raise UnisonoError(

@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="{train,pack,encode,decode,eval}", required=True)
 
     t = sub.add_parser("train", help="train or resume a codec", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--config", help="YAML recipe (sections model/train/loss/discriminator); see unisono/configs/codec/ (configs/codec/ in a checkout)")
+    t.add_argument(
+        "--config",
+        help="YAML recipe (sections model/train/loss/discriminator); see unisono/configs/codec/ "
+        "(configs/codec/ in a checkout)",
+    )
     t.add_argument("--data", required=True, help="corpus dir, Lhotse cuts .jsonl(.gz), or a folder of wav/flac files")
     t.add_argument("--out", required=True, help="output dir; running again with the same dir resumes")
     t.add_argument("--init", metavar="CODEC_DIR",
@@ -40,8 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="override one config value (YAML syntax), e.g. --set train.batch_size=4")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    k = sub.add_parser("pack", help="a size-capped folder of FLAC files from a data source (training audio that travels)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    k = sub.add_parser(
+        "pack",
+        help="a size-capped folder of FLAC files from a data source (training audio that travels)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     k.add_argument("--data", required=True, help="corpus dir, Lhotse cuts .jsonl(.gz), or a folder of wav/flac files")
     k.add_argument("--out", required=True, help="new folder for the FLAC files (usable as 'codec train --data')")
     k.add_argument("--max-mib", type=float, default=40.0, help="size budget of the folder in MiB")
@@ -115,7 +122,9 @@ def main(args) -> int:
         from unisono.fileio import atomic_path
 
         wav, _ = load(args.input, sample_rate=codec.sample_rate, mono=True)
-        codes = codec.encode(wav[None], num_codebooks=args.num_codebooks) if args.num_codebooks else codec.encode(wav[None])
+        codes = (
+            codec.encode(wav[None], num_codebooks=args.num_codebooks) if args.num_codebooks else codec.encode(wav[None])
+        )
         if not str(args.output).endswith(".npy"):
             raise UnisonoError(f"-o {args.output}: the codes file must end with .npy")
         with atomic_path(args.output) as tmp:

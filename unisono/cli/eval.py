@@ -51,7 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doc", help="corpus mode: also write the report, introduced as the reference-ceiling table, here "
                    "(e.g. docs/reference_ceiling.md)")
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and the item cache")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="CPU threads (default: %(default)s)")
+    p.add_argument(
+        "--threads", type=int, default=min(2, os.cpu_count() or 1), help="CPU threads (default: %(default)s)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -87,7 +89,9 @@ def main(args: argparse.Namespace) -> int:
             pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
             systems = {"model": PipelineSystem(pipe, args.data, args.split, seed=args.seed), **systems,
                        "codec_resynthesis": CodecResynthesisSystem(pipe)}
-            system_ids["model"] = checkpoint_id(args.checkpoint) + (":int8" if args.int8 else ":int4" if args.int4 else "")
+            system_ids["model"] = checkpoint_id(args.checkpoint) + (
+                ":int8" if args.int8 else ":int4" if args.int4 else ""
+            )
             system_ids["codec_resynthesis"] = checkpoint_id(Path(args.checkpoint) / "codec") + \
                 f":K{pipe.vocab.num_codebooks}"
             templates = {**load_templates(), **pipe.templates}  # the checkpoint's own tasks, with their policy

@@ -16,7 +16,11 @@ stats.json and README.md. Deterministic for a seed; an interrupted run resumes w
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--out", required=True, help="output directory (created; run again to resume: options not given are the corpus's own)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory (created; run again to resume: options not given are the corpus's own)",
+    )
     p.add_argument("--hours", type=float, default=0.05, help="about how many hours of primary audio (default 0.05)")
     p.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same corpus (default 1)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),

@@ -37,22 +37,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory for tokenizers, vocab.json and shards")
     p.add_argument("--tasks", default="", help="comma-separated tasks (default: every task template)")
     p.add_argument("--splits", default="train,valid,test", help="comma-separated splits (default: %(default)s)")
-    p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="worker processes (default: %(default)s)")
+    p.add_argument(
+        "--jobs", type=int, default=min(4, os.cpu_count() or 1), help="worker processes (default: %(default)s)"
+    )
     p.add_argument("--shard-size", type=int, default=256, help="examples per shard (default: %(default)s)")
-    p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank (default: $RANK or 0)")
-    p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
-                   help="number of tokenizing processes; each makes every world-size-th shard (default: $WORLD_SIZE or 1)")
+    p.add_argument(
+        "--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's rank (default: $RANK or 0)"
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        default=int(os.environ.get("WORLD_SIZE", 1)),
+        help="number of tokenizing processes; each makes every world-size-th shard (default: $WORLD_SIZE or 1)",
+    )
     p.add_argument("--templates", action="append", default=[], help="extra task template YAML (repeatable)")
-    p.add_argument("--fill", choices=("pad", "repeat"), default="pad",
-                   help="how a non-audio token fills the K streams of its frame (default: %(default)s; see docs/tokens.md)")
+    p.add_argument(
+        "--fill",
+        choices=("pad", "repeat"),
+        default="pad",
+        help="how a non-audio token fills the K streams of its frame (default: %(default)s; see docs/tokens.md)",
+    )
     p.add_argument("--vocab", help="keep this vocab.json's layout (e.g. a checkpoint's, to fine-tune on new data or "
                    "new tasks); the --tasks it lacks take free slots, every other id stays; use with --tokenizers")
-    p.add_argument("--tokenizers", help="reuse these tokenizers (a SHARDS/tokenizers or checkpoint dir) instead of fitting")
-    p.add_argument("--num-codebooks", type=int, help="codebooks used per frame (default: the --vocab's, else all of the codec's)")
+    p.add_argument(
+        "--tokenizers", help="reuse these tokenizers (a SHARDS/tokenizers or checkpoint dir) instead of fitting"
+    )
+    p.add_argument(
+        "--num-codebooks", type=int, help="codebooks used per frame (default: the --vocab's, else all of the codec's)"
+    )
     p.add_argument("--bpe-size", type=int, default=2000, help="BPE vocabulary size (default: %(default)s)")
     p.add_argument("--semantic-units", type=int, default=500, help="k-means units for vc (default: %(default)s)")
-    p.add_argument("--semantic-features", choices=("auto", "hubert", "codec", "mel"), default="auto",
-                   help="features for the units: auto = hubert if --hubert is given, else the codec encoder, else log-mel")
+    p.add_argument(
+        "--semantic-features",
+        choices=("auto", "hubert", "codec", "mel"),
+        default="auto",
+        help="features for the units: auto = hubert if --hubert is given, else the codec encoder, else log-mel",
+    )
     p.add_argument("--hubert", help="local directory of a transformers HubertModel for semantic features")
     p.add_argument("--text-encoder", help="local text encoder dir (or 'package') for text_emb conditions")
     p.add_argument("--seed", type=int, default=0)

@@ -28,7 +28,9 @@ def _model_class(model_type: str):
         raise UnisonoError("loading a Hugging Face codec needs transformers: pip install 'unisono[codec]'") from None
     cls = getattr(transformers, ADAPTERS[model_type], None)
     if cls is None:
-        raise UnisonoError(f"the installed transformers {transformers.__version__} has no {ADAPTERS[model_type]}; upgrade transformers")
+        raise UnisonoError(
+            f"the installed transformers {transformers.__version__} has no {ADAPTERS[model_type]}; upgrade transformers"
+        )
     return cls
 
 
@@ -64,7 +66,9 @@ class HFCodec(nn.Module):
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         """Codes ``[B, K, T]`` (int64) of ``wav [B, 1, S]`` at ``sample_rate`` Hz."""
         if not isinstance(wav, torch.Tensor) or wav.dim() != 3 or wav.shape[1] != 1:
-            raise UnisonoError(f"encode expects a mono waveform tensor [B, 1, S], got {tuple(getattr(wav, 'shape', ()))}")
+            raise UnisonoError(
+                f"encode expects a mono waveform tensor [B, 1, S], got {tuple(getattr(wav, 'shape', ()))}"
+            )
         k = self._k(num_codebooks)
         wav = wav.float()
         m, t = self.model, self.model_type
@@ -114,5 +118,7 @@ def load_adapter(directory, model_type: str, map_location: str = "cpu") -> HFCod
     try:
         model = cls.from_pretrained(str(directory), local_files_only=True)
     except OSError as e:
-        raise UnisonoError(f"cannot load a {ADAPTERS[model_type]} from {directory} ({str(e).splitlines()[0]})") from None
+        raise UnisonoError(
+            f"cannot load a {ADAPTERS[model_type]} from {directory} ({str(e).splitlines()[0]})"
+        ) from None
     return HFCodec(model.to(map_location), model_type)

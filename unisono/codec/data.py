@@ -49,7 +49,9 @@ def list_audio(data, split: str = "train") -> list[AudioItem]:
     """Utterances of ``data`` (corpus dir, cuts manifest or audio folder); ``split`` is used for a corpus dir."""
     data = Path(data)
     if not data.exists():
-        raise UnisonoError(f"--data {data} does not exist; pass a corpus directory, a cuts.jsonl manifest or a folder of audio files")
+        raise UnisonoError(
+            f"--data {data} does not exist; pass a corpus directory, a cuts.jsonl manifest or a folder of audio files"
+        )
     if data.is_dir() and (data / "manifests").is_dir():
         manifest = data / "manifests" / split / "cuts.jsonl"
         if not manifest.exists():
@@ -75,7 +77,8 @@ def list_audio(data, split: str = "train") -> list[AudioItem]:
 
 
 def read_item(item: AudioItem, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> np.ndarray:
-    """Mono float32 samples ``[S]`` of ``item`` from ``offset`` s (relative to the item), resampled to ``sample_rate``."""
+    """Mono float32 samples ``[S]`` of ``item`` from ``offset`` s (relative to the item), resampled to
+    ``sample_rate`` Hz."""
     try:
         info = sf.info(str(item.path))
     except (RuntimeError, sf.LibsndfileError) as e:

@@ -70,7 +70,11 @@ def evaluate(codec, data, split: str = "test", num_codebooks=(1, 2, 4, 8), limit
             per_k[k].append(signal_metrics(est.astype(np.float64), ref.astype(np.float64), sr))
     rows = []
     for k, ms in per_k.items():
-        row = {"num_codebooks": k, "kbps": k * math.log2(codec.codebook_size) * codec.frame_rate / 1000, "items": len(ms)}
+        row = {
+            "num_codebooks": k,
+            "kbps": k * math.log2(codec.codebook_size) * codec.frame_rate / 1000,
+            "items": len(ms),
+        }
         for key in ("mel_distance", "si_sdr", "pesq_wb", "stoi"):
             vals = [m[key] for m in ms if key in m and not math.isnan(m[key])]
             if vals:

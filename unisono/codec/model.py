@@ -219,11 +219,14 @@ class Codec(nn.Module):
         if codes.shape[1] > self.num_codebooks or codes.shape[1] < 1:
             raise UnisonoError(f"codes have {codes.shape[1]} codebooks; this codec has {self.num_codebooks}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise UnisonoError(f"code values must be in [0, {self.codebook_size}); got {int(codes.min())}..{int(codes.max())}")
+            raise UnisonoError(
+                f"code values must be in [0, {self.codebook_size}); got {int(codes.min())}..{int(codes.max())}"
+            )
         return codes.long()
 
     def forward(self, wav: torch.Tensor, num_codebooks: int | None = None) -> dict:
-        """Training pass: ``{"audio": [B,1,S'], "codes", "commit_loss", "codebook_loss", "stats"[, "semantic_loss"]}``."""
+        """Training pass: ``{"audio": [B,1,S'], "codes", "commit_loss", "codebook_loss", "stats"
+        [, "semantic_loss"]}``."""
         z, feats = self._latents(wav)
         f0 = None
         if self.config.f0_codebook:
@@ -287,7 +290,9 @@ class Codec(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("semantic.teacher.")]
         if missing or unexpected:
-            raise UnisonoError(f"{d}/model.safetensors does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise UnisonoError(
+                f"{d}/model.safetensors does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         return model.eval()
 
     def num_parameters(self) -> int:

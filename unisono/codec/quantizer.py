@@ -25,7 +25,11 @@ from unisono.errors import UnisonoError
 def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
     """Plain k-means of ``x [N, D]`` into ``k`` centroids ``[k, D]`` (random restarts for empty clusters)."""
     n = x.shape[0]
-    idx = torch.randint(0, n, (k,), generator=generator, device=x.device) if n < k else torch.randperm(n, generator=generator, device=x.device)[:k]
+    idx = (
+        torch.randint(0, n, (k,), generator=generator, device=x.device)
+        if n < k
+        else torch.randperm(n, generator=generator, device=x.device)[:k]
+    )
     cent = x[idx].clone()
     for _ in range(iters):
         assign = torch.cdist(x, cent).argmin(dim=1)

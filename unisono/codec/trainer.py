@@ -11,8 +11,8 @@ Output directory layout::
 Running the same command again resumes from ``train_state.pt``. ``init=DIR`` (``--init``) starts a new run
 from the weights of a trained codec (its ``config.json`` is the run's model config, which the recipe's
 ``model`` section and ``--set`` may change as a resume may). ``train.max_seconds`` stops the run on a
-wall-clock budget (saved, resumable), ``train.preload`` reads all training audio into memory once, ``train.amp: bf16`` runs the discriminators in
-bfloat16, ``train.decoder_codebooks: N`` trains a frozen
+wall-clock budget (saved, resumable), ``train.preload`` reads all training audio into memory once,
+``train.amp: bf16`` runs the discriminators in bfloat16, ``train.decoder_codebooks: N`` trains a frozen
 encoder's decoder on the first N codebooks only (instead of random prefixes: the count a language model uses).
 
 ``train.freeze_encoder: true`` trains the decoder only: the encoder and the codebooks stay as they are, so
@@ -95,7 +95,9 @@ def load_config(path=None, overrides: dict | None = None, init=None, base_model:
             if section != "model":
                 unknown = set(values) - set(cfg[section])
                 if unknown:
-                    raise UnisonoError(f"unknown keys {sorted(unknown)} in section {section!r}; valid: {sorted(cfg[section])}")
+                    raise UnisonoError(
+                        f"unknown keys {sorted(unknown)} in section {section!r}; valid: {sorted(cfg[section])}"
+                    )
             cfg[section].update(values or {})
     CodecConfig.from_dict(cfg["model"])  # validate early
     if float(cfg["train"]["max_seconds"] or 0) < 0:
@@ -109,7 +111,9 @@ def _init_model_config(init) -> dict:
         raise UnisonoError(f"--init {init} is not a codec directory (needs config.json and model.safetensors)")
     model = json.loads(p.read_text())
     if model.pop("model_type", "unisono-codec") != "unisono-codec":
-        raise UnisonoError(f"--init {init} holds another kind of model; it must be a codec made by 'unisono codec train'")
+        raise UnisonoError(
+            f"--init {init} holds another kind of model; it must be a codec made by 'unisono codec train'"
+        )
     return model
 
 
@@ -156,8 +160,10 @@ class Trainer:
             raise UnisonoError(f"train.amp must be none or bf16, got {t['amp']!r}")
         n, lo = int(t["decoder_codebooks"]), 2 if self.codec.config.f0_codebook else 1
         if n and not (self.frozen and lo <= n <= self.codec.num_codebooks):
-            raise UnisonoError(f"train.decoder_codebooks={n}: needs train.freeze_encoder: true and a count from {lo} to "
-                               f"{self.codec.num_codebooks} (0: every prefix, with quantizer dropout)")
+            raise UnisonoError(
+                f"train.decoder_codebooks={n}: needs train.freeze_encoder: true and a count from {lo} to "
+                f"{self.codec.num_codebooks} (0: every prefix, with quantizer dropout)"
+            )
         trained = self.codec.decoder if self.frozen else self.codec
         self.opt_g = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=t["lr"],
                                        betas=tuple(t["betas"]))
@@ -247,7 +253,9 @@ class Trainer:
             state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
             state.update({k: v for k, v in self.codec.state_dict().items() if k.startswith("decoder.")})
         self.codec.load_state_dict(state)
-        log.info(f"codec train: started from {directory}" + (f" ({', '.join(sorted(changed))} changed)" if changed else ""))
+        log.info(
+            f"codec train: started from {directory}" + (f" ({', '.join(sorted(changed))} changed)" if changed else "")
+        )
 
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self, wav: torch.Tensor) -> dict:

@@ -29,7 +29,11 @@ def describe_example(vocab: Vocab, toks, example: dict, templates=None, max_toke
     templates = templates or load_templates()
     task, segs = decode_example(vocab, example)
     tpl = templates.get(task)
-    names = [s.name for s in tpl.segments] if tpl and len(tpl.segments) == len(segs) else [f"seg{i}" for i in range(len(segs))]
+    names = (
+        [s.name for s in tpl.segments]
+        if tpl and len(tpl.segments) == len(segs)
+        else [f"seg{i}" for i in range(len(segs))]
+    )
     frames, lm = example["frames"], example["loss_mask"]
     T, K = frames.shape
     lines = [f"{example['id']}  task={task}  frames={T}x{K}  loss frames={int(lm.any(1).sum())}"

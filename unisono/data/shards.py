@@ -97,7 +97,9 @@ def shard_metadata(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types for a damaged header
-        raise UnisonoError(f"shard {path} is unreadable ({e}); delete it and re-run `unisono tokenize` to redo it") from None
+        raise UnisonoError(
+            f"shard {path} is unreadable ({e}); delete it and re-run `unisono tokenize` to redo it"
+        ) from None
     if meta.get("format") != SHARD_FORMAT:
         raise UnisonoError(f"{path} is not a unisono shard (format {meta.get('format')!r})")
     for key in ("ids", "tasks", "skipped"):
@@ -111,7 +113,9 @@ def read_shard(path: str | os.PathLike) -> Iterator[dict]:
     try:
         t = load_file(str(path))
     except Exception as e:
-        raise UnisonoError(f"shard {path} is unreadable ({e}); delete it and re-run `unisono tokenize` to redo it") from None
+        raise UnisonoError(
+            f"shard {path} is unreadable ({e}); delete it and re-run `unisono tokenize` to redo it"
+        ) from None
     off = t["offsets"].tolist()
     eoff = t["emb_offsets"].tolist() if "emb_offsets" in t else None
     for i, (ex_id, task) in enumerate(zip(meta["ids"], meta["tasks"])):
@@ -216,7 +220,9 @@ class ShardReader(torch.utils.data.IterableDataset):
                 self.skipped[str(path)] = str(e)
                 continue
             if meta["vocab"] != self._hash:
-                raise UnisonoError(f"shard {path} was made with another vocabulary than {self.dir / 'vocab.json'}; re-tokenize")
+                raise UnisonoError(
+                    f"shard {path} was made with another vocabulary than {self.dir / 'vocab.json'}; re-tokenize"
+                )
             for ex in examples:
                 if self.tasks is not None and ex["task"] not in self.tasks:
                     continue

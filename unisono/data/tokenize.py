@@ -72,7 +72,9 @@ def cut_audio(obj, sample_rate: int) -> torch.Tensor:
     try:
         x = obj.load_audio()
     except Exception as e:  # lhotse / soundfile raise assorted errors for unreadable files
-        raise UnisonoError(f"cannot read audio of {obj.id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise UnisonoError(
+            f"cannot read audio of {obj.id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.dim() == 1:
         x = x[None]
@@ -150,7 +152,11 @@ class ExampleMaker:
         """
         key = f"{type(obj).__name__}:{obj.id}" + (f"@{spec.resample}Hz" if spec.resample else "")
         codes = self._codes_cache.get(key)
-        path = None if self.cache_dir is None else self.cache_dir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
+        path = (
+            None
+            if self.cache_dir is None
+            else self.cache_dir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
+        )
         if codes is None and path is not None and path.exists():
             codes = load_file(str(path))["codes"].long()
         if codes is None:
@@ -168,7 +174,9 @@ class ExampleMaker:
     def _value(self, spec, cut, variant):
         v = source_value(spec, cut, variant)
         if v is None or (isinstance(v, list) and not v) or (isinstance(v, str) and not v.strip()):
-            raise UnisonoError(f"cut {cut.id} lacks {spec.source}" + (" (only spaces)" if isinstance(v, str) and v else ""))
+            raise UnisonoError(
+                f"cut {cut.id} lacks {spec.source}" + (" (only spaces)" if isinstance(v, str) and v else "")
+            )
         return v
 
     def segment(self, spec, cut, variant: int, rng) -> Segment:
@@ -284,7 +292,9 @@ def plan_shards(cuts_by_split: dict, templates, selected, shard_size: int) -> li
                 else:
                     items.append([c.id, 0])
             for i in range(0, len(items), shard_size):
-                plan.append({"split": split, "task": task, "index": i // shard_size, "items": items[i : i + shard_size]})
+                plan.append(
+                    {"split": split, "task": task, "index": i // shard_size, "items": items[i : i + shard_size]}
+                )
     return plan
 
 
@@ -431,7 +441,10 @@ def _check_vocab(out: Path, vocab: Vocab, templates, selected, splits) -> None:
     missing = [t for t in selected if t not in vocab.tasks]
     if missing:
         raise UnisonoError(f"tasks {missing} are not in {out / 'vocab.json'}; tokenize into a new --out")
-    if any("semantic" in templates[t].modalities for t in selected) and not (out / "tokenizers" / "semantic.json").exists():
+    if (
+        any("semantic" in templates[t].modalities for t in selected)
+        and not (out / "tokenizers" / "semantic.json").exists()
+    ):
         raise UnisonoError(f"{out} was tokenized without semantic units; tokenize vc into a new --out")
 
 

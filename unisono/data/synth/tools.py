@@ -140,7 +140,9 @@ def espeak(text: str, voice: str, pitch: int, speed: int, sample_rate: int, ampl
     if not text.strip():
         raise UnisonoError("cannot synthesise empty text")
     exe = require("espeak-ng", "espeak-ng", "speech synthesis")
-    data = _run([exe, "-v", voice, "-p", str(int(pitch)), "-s", str(int(speed)), "-a", str(amplitude), "--stdout", text])
+    data = _run(
+        [exe, "-v", voice, "-p", str(int(pitch)), "-s", str(int(speed)), "-a", str(amplitude), "--stdout", text]
+    )
     x, sr = _parse_wav_int16(data)
     x = trim_silence(resample(x, sr, sample_rate), sample_rate)
     if x.size < sample_rate * 0.05:

@@ -35,7 +35,9 @@ def onset_envelope(wav, sample_rate: int) -> np.ndarray:
     return np.concatenate([[0.0], flux]).astype(np.float64)
 
 
-def estimate_tempo(wav, sample_rate: int, min_bpm: float = 40.0, max_bpm: float = 240.0, prior_bpm: float = 120.0) -> float:
+def estimate_tempo(
+    wav, sample_rate: int, min_bpm: float = 40.0, max_bpm: float = 240.0, prior_bpm: float = 120.0
+) -> float:
     """Tempo in beats per minute (``nan`` for audio without a periodic onset pattern)."""
     env = onset_envelope(wav, sample_rate)
     # smooth with a Gaussian (sigma 2 frames) so beats whose period is not a whole number of frames
@@ -141,7 +143,9 @@ def event_segments(wav, sample_rate: int, min_gap_s: float = 0.1, min_event_s: f
             if (b - a) * hop / EVAL_SAMPLE_RATE >= min_event_s]
 
 
-def count_events(wav, sample_rate: int, min_gap_s: float = 0.1, min_event_s: float = 0.03, range_db: float = 30.0) -> int:
+def count_events(
+    wav, sample_rate: int, min_gap_s: float = 0.1, min_event_s: float = 0.03, range_db: float = 30.0
+) -> int:
     """Number of sound events (:func:`event_segments`)."""
     return len(event_segments(wav, sample_rate, min_gap_s, min_event_s, range_db))
 

@@ -12,7 +12,9 @@ def _ngrams(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
-def corpus_bleu(hypotheses: list[str], references: list[list[str]] | list[str], max_n: int = 4, smooth: bool = False) -> float:
+def corpus_bleu(
+    hypotheses: list[str], references: list[list[str]] | list[str], max_n: int = 4, smooth: bool = False
+) -> float:
     """Corpus BLEU in [0, 1] of ``hypotheses`` against ``references`` (one string or a list per hypothesis).
 
     Clipped n-gram counts (n = 1..``max_n``) are summed over the corpus; brevity penalty uses, per

@@ -98,9 +98,9 @@ def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path 
     ``vocab``: a :class:`unisono.vocab.Vocab` or its ``vocab.json``; ``tokenizers`` (a directory) is copied;
     ``codec`` (a codec directory) is copied, or named in ``codec.json`` when ``link_codec``; ``templates`` are
     written as ``tasks.yaml``. ``precision`` (LM) and ``codec_precision`` (default: the same) store float weights
-    as ``float32``, ``float16`` or ``int8`` (:mod:`unisono.weights`). ``defaults`` maps input names to audio files (or arrays with their
-    rate) copied into ``defaults/``; ``generation`` (``{"audio": {...}, "text": {...}}``) becomes
-    ``generation.json``."""
+    as ``float32``, ``float16`` or ``int8`` (:mod:`unisono.weights`). ``defaults`` maps input names to audio
+    files (or arrays with their rate) copied into ``defaults/``; ``generation`` (``{"audio": {...}, "text":
+    {...}}``) becomes ``generation.json``."""
     out = Path(out)
     generation = check_option_defaults(generation or {}, "checkpoint generation defaults")
     if isinstance(lm, (str, Path)):

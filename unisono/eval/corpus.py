@@ -31,7 +31,7 @@ from unisono.errors import UnisonoError
 from unisono.eval.examples import save_example
 from unisono.eval.harness import aggregate, fingerprint, score_items
 from unisono.eval.metrics import Reference
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate
 from unisono.eval.report import evaluator_versions, write_html_report, write_report
 from unisono.fileio import read_json, write_json
 from unisono.tasks import TaskTemplate, band_limit, load_templates

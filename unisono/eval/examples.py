@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from unisono.audio import mel_spectrogram, save
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE
 from unisono.fileio import atomic_path
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -26,7 +26,7 @@ from unisono.audio import AUDIO_EXTENSIONS, load
 from unisono.errors import UnisonoError
 from unisono.eval.examples import save_example
 from unisono.eval.metrics import METRICS, Reference, finite_values, score
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE
 from unisono.eval.report import evaluator_versions, write_html_report, write_report
 from unisono.fileio import read_json, write_json
 

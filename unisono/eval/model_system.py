@@ -97,7 +97,7 @@ class CodecResynthesisSystem:
 
     def __call__(self, task: str, cut):
         # a metric's evaluator loads when the metric is used
-        from unisono.eval.metrics._common import at_rate  # noqa: PLC0415
+        from unisono.eval.metrics.common import at_rate  # noqa: PLC0415
 
         if task not in self.pipe.templates or self.pipe.templates[task].output != "audio":
             return None

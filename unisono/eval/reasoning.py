@@ -24,7 +24,7 @@ from collections import Counter
 
 import numpy as np
 
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate
 from unisono.reasoning import parse_sound_plan
 
 PAD_S = 0.25  # silence around each detected event before classifying it (as around the classifier's training clips)

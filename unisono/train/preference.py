@@ -74,7 +74,7 @@ class RankMetric:
 
 
 def _duration_error(wav: np.ndarray, ref) -> float:
-    from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
+    from unisono.eval.metrics.common import EVAL_SAMPLE_RATE
 
     if ref.audio is None:
         return math.nan
@@ -83,8 +83,8 @@ def _duration_error(wav: np.ndarray, ref) -> float:
 
 def class_probability(attribute: str, wav: np.ndarray, ref) -> float:
     """Probability the attribute classifier gives to the requested class (``ref.attributes[attribute]``)."""
-    from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
     from unisono.eval.metrics.classifier import get_classifier
+    from unisono.eval.metrics.common import EVAL_SAMPLE_RATE
     from unisono.eval.metrics.frechet import mel_stats_embedding
 
     clf = get_classifier(attribute)

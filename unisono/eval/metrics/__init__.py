@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unisono.errors import UnisonoError
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE
 
 Output = "np.ndarray | str"  # 16 kHz mono float audio [S], or text
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from unisono.audio import mel_spectrogram
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _FLATS = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B", "Fb": "E", "E#": "F", "B#": "C"}

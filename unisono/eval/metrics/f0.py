@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from unisono.errors import UnisonoError
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate
 
 F0_MODEL_NAME = "torchcrepe tiny (weighted-argmax decoding, seeded dither, 10 ms hop, periodicity threshold 0.5)"
 HOP_LENGTH = 160  # samples at 16 kHz = 10 ms

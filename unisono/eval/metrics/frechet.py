@@ -10,7 +10,7 @@ import numpy as np
 
 from unisono.audio import mel_spectrogram
 from unisono.errors import UnisonoError
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate
 
 EMBEDDING_NAME = "mel statistics (mean and std over time of 64 log-mel bands, 1024-point STFT at 16 kHz), 128-d"
 

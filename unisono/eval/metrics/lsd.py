@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate, pad_to_same
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate, pad_to_same
 
 
 def _power(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:

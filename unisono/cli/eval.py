@@ -9,6 +9,7 @@ from pathlib import Path
 
 from unisono.cli.generate import add_quant_arguments
 from unisono.errors import UnisonoError
+from unisono.eval.realsets import SETS, resolve_data
 from unisono.tasks import load_templates
 
 DESCRIPTION = """Score generated audio against references, offline, with the reference ceiling beside it.
@@ -23,6 +24,10 @@ Two modes:
       dereverberation, TSE, VC, editing) and a "train prior" baseline that ignores the item (captioning,
       QA, text-to-sound, text-to-music: answers, captions or clips drawn from the training split).
       With --checkpoint DIR the model generates each item from the same inputs and is scored beside them.
+  unisono eval --data tuxpaint --checkpoint DIR --out OUT
+      the same on a set of real recordings no model trains on, read where a package installed them: Tux
+      Paint's human English speech with its text (asr) and its captioned sound effects (caption,
+      text_to_sound); its manifests are written in OUT/sets/tuxpaint.
 
 Writes OUT/metrics.json, OUT/report.md and OUT/report.html (with audio players and spectrograms of a few
 examples). Every item's values are cached under OUT/items/: run the same
@@ -41,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated metrics for audio-dir mode (default: %(default)s)")
     p.add_argument("--text", help="reference texts for WER: JSON {name: text} or JSONL rows {id, text}")
     p.add_argument("--no-ceiling", action="store_true", help="do not score the reference audio itself (WER ceiling)")
-    p.add_argument("--data", help="corpus directory made by 'unisono synth' (corpus mode)")
+    p.add_argument("--data", help="corpus directory made by 'unisono synth', or the name of a set of real recordings "
+                   f"(corpus mode): {'; '.join(f'{k}: {v}' for k, v in SETS.items())}")
     p.add_argument("--split", default="test", help="corpus split to score (default: %(default)s)")
     p.add_argument("--tasks", default="all", help="comma-separated tasks, or 'all' (default: %(default)s)")
     p.add_argument("--n", type=int, default=None, help="at most this many cuts per task (seeded sample)")
@@ -76,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/metrics.json, {args.out}/report.md and {args.out}/report.html")
         return 0
     if args.data:
+        args.data = resolve_data(args.data, args.out)  # a set of real recordings: its manifests in OUT/sets/
         from unisono.eval.corpus import TrainPriorSystem, copy_input_system, evaluate_corpus, reference_system
 
         systems = {"reference": reference_system, "copy_input": copy_input_system}

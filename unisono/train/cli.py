@@ -14,6 +14,7 @@ from unisono.fileio import read_json
 from unisono.inference import PreparedPrompt, TaskIO
 from unisono.options import GenerationOptions
 from unisono.tasks import load_templates
+from unisono.train.settings import read_settings_file
 from unisono.vocab import Vocab
 
 DESCRIPTION = """Train the unisono language model.
@@ -44,17 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_recipe(path: str | Path) -> dict:
-    import yaml
-
-    from unisono.fileio import load_yaml
-
+    """The ``model`` and ``train`` sections of a training config (one-line errors for anything else)."""
     path = Path(path)
-    if not path.is_file():
-        raise UnisonoError(f"config {path} does not exist; see configs/lm/ for recipes")
-    try:
-        cfg = load_yaml(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UnisonoError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    cfg = read_settings_file(path, "see configs/lm/ for recipes")
     unknown = sorted(set(cfg) - {"model", "train"})
     if unknown:
         raise UnisonoError(f"config {path}: unknown sections {unknown}; use `model` and `train`")

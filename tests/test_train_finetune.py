@@ -20,13 +20,8 @@ from unisono.data.shards import shard_name, write_shard
 from unisono.errors import UnisonoError
 from unisono.lm import LMConfig, UnisonoLM
 from unisono.tasks import Segment, band_limit, build_example, load_templates, parse_templates
-from unisono.train.finetune import (
-    LoRALinear,
-    add_lora,
-    finetune,
-    freeze_layers,
-    merge_lora,
-)
+from unisono.train.finetune import FinetuneConfig, finetune, freeze_layers
+from unisono.train.lora import LoRALinear, add_lora, merge_lora
 from unisono.vocab import Vocab
 
 K, CB = 2, 16
@@ -113,8 +108,8 @@ def setup(tmp_path_factory):
 def _run(s, out, **kw):
     kw.setdefault("steps", 60)
     kw.setdefault("max_frames", 512)
-    return finetune(s["ckpt"], NEW, s["new"], s["root"] / out, templates=[s["tpl"]], replay=s["old"],
-                    progress=False, seed=0, **kw)
+    cfg = FinetuneConfig(task=NEW, templates=[str(s["tpl"])], replay=str(s["old"]), seed=0, **kw)
+    return finetune(s["ckpt"], s["new"], s["root"] / out, cfg, progress=False)
 
 
 # ----------------------------------------------------------------------------------- vocabulary
@@ -201,7 +196,7 @@ def test_freeze_layers_bounds():
 
 
 def test_frozen_layers_do_not_change(setup):
-    r = _run(setup, "frozen", freeze=1, steps=20)
+    r = _run(setup, "frozen", freeze_layers=1, steps=20)
     a, b = UnisonoLM.from_pretrained(setup["ckpt"]), UnisonoLM.from_pretrained(setup["root"] / "frozen")
     sa, sb = a.state_dict(), b.state_dict()
     for n in sa:
@@ -232,22 +227,26 @@ def test_new_task_is_learned_and_old_tasks_stay_within_margin(setup):
 # ----------------------------------------------------------------------------------------- errors
 def test_bad_inputs_are_one_line_errors(setup, tmp_path):
     s = setup
+
+    def cfg(task=NEW, templates=(s["tpl"],), **kw):
+        return FinetuneConfig(task=task, templates=[str(t) for t in templates], **kw)
+
     with pytest.raises(UnisonoError, match="already exists") as e:
-        finetune(s["ckpt"], "copy", s["new"], tmp_path / "o", templates=[s["tpl"]], progress=False)
+        finetune(s["ckpt"], s["new"], tmp_path / "o", cfg("copy"), progress=False)
     assert "\n" not in str(e.value)
     with pytest.raises(UnisonoError, match=f"no template for task '{NEW}'"):
-        finetune(s["ckpt"], NEW, s["new"], tmp_path / "o", templates=[], progress=False)
+        finetune(s["ckpt"], s["new"], tmp_path / "o", cfg(templates=()), progress=False)
     other = _write_shards(tmp_path / "other", Vocab.build(["copy", NEW], num_codebooks=K, codebook_size=32, bpe=8),
                           [NEW], n_train=4, n_valid=2)
     with pytest.raises(UnisonoError, match="vocabulary mismatch") as e:
-        finetune(s["ckpt"], NEW, other, tmp_path / "o", templates=[s["tpl"]], progress=False)
+        finetune(s["ckpt"], other, tmp_path / "o", cfg(), progress=False)
     assert "\n" not in str(e.value)
     with pytest.raises(UnisonoError, match=f"hold no task '{NEW}'"):
-        finetune(s["ckpt"], NEW, s["old"], tmp_path / "o", templates=[s["tpl"]], progress=False)
+        finetune(s["ckpt"], s["old"], tmp_path / "o", cfg(), progress=False)
     with pytest.raises(UnisonoError, match="one of --lora-rank and --freeze-layers"):
-        finetune(s["ckpt"], NEW, s["new"], tmp_path / "o", templates=[s["tpl"]], lora_rank=2, freeze=1, progress=False)
+        finetune(s["ckpt"], s["new"], tmp_path / "o", cfg(lora_rank=2, freeze_layers=1), progress=False)
     with pytest.raises(UnisonoError, match="not a complete unisono checkpoint"):
-        finetune(tmp_path, NEW, s["new"], tmp_path / "o", templates=[s["tpl"]], progress=False)
+        finetune(tmp_path, s["new"], tmp_path / "o", cfg(), progress=False)
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 
@@ -316,11 +315,81 @@ def test_superres_end_to_end_on_the_built_in_corpus(tiny_checkpoint, tmp_path):
     sv = Vocab.load(shards / "vocab.json")
     assert {t: sv.tasks[t] for t in base.tasks} == base.tasks and set(sv.tasks) == set(base.tasks) | {"superres"}
     assert sv.tasks["superres"] == min(set(range(64)) - set(base.tasks.values()))
-    r = finetune(ck, "superres", shards, tmp_path / "ck_sr", templates=[str(tpl)], lora_rank=2, steps=3,
-                 max_frames=512, progress=False)
+    r = finetune(ck, shards, tmp_path / "ck_sr", FinetuneConfig(task="superres", templates=[str(tpl)], lora_rank=2,
+                                                                steps=3, max_frames=512), progress=False)
     assert r["task_id"] == sv.task_id("superres") and "superres" in r["val_loss_after"]
     pipe = Pipeline.from_pretrained(tmp_path / "ck_sr")
     assert pipe.tasks["superres"].inputs == {"narrowband": "audio"}
     assert pipe.templates["superres"].conditions[0].resample == 8000
     out = pipe.generate("superres", narrowband=(np.zeros(4000, np.float32), 8000), max_duration=0.5)
     assert out.sample_rate == 16000 and out.wav.ndim == 1 and out.info["frames"] > 0
+
+
+# ------------------------------------------------------------------------------ settings and resume
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_finetune_config_from_yaml_resolves_paths_and_refuses_unknown_keys(tmp_path):
+    cfg = FinetuneConfig.load(REPO / "configs" / "finetune" / "superres_lora.yaml")
+    assert (cfg.task, cfg.lora_rank, cfg.replay_weight, cfg.steps, cfg.mode) == ("superres", 8, 0.25, 2000, "lora")
+    assert cfg.templates == [str(REPO / "configs" / "tasks" / "superres.yaml")]  # read from the file's folder
+    assert cfg.validate().step_settings().warmup_steps == 20
+    f = tmp_path / "ft.yaml"
+    f.write_text("task: negate\nreplay: old_shards\nlearning_rate: 1.0e-3\n")
+    with pytest.raises(UnisonoError, match=r"unknown keys \['learning_rate'\]") as e:
+        FinetuneConfig.load(f)
+    assert "\n" not in str(e.value) and str(f) in str(e.value)
+    f.write_text("task: negate\nreplay: old_shards\nnonfinite: ignore\n")
+    assert FinetuneConfig.load(f).replay == str(tmp_path / "old_shards")
+    with pytest.raises(UnisonoError, match="nonfinite must be 'skip' or 'stop'"):
+        FinetuneConfig.load(f).validate()
+    with pytest.raises(UnisonoError, match="no task to fine-tune"):
+        FinetuneConfig().validate()
+
+
+def test_cli_flags_override_the_config_file(tmp_path):
+    import argparse
+
+    from unisono.train.finetune import add_arguments, config_from_args
+
+    f = tmp_path / "ft.yaml"
+    f.write_text("task: negate\nlora_rank: 8\nsteps: 40\nlr: 2.0e-3\n")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--checkpoint", "c", "--shards", "s", "--out", "o", "--config", str(f)]
+    cfg = config_from_args(p.parse_args(base + ["--steps", "7"]))
+    assert (cfg.task, cfg.lora_rank, cfg.steps, cfg.lr) == ("negate", 8, 7, 2e-3)
+    cfg = config_from_args(p.parse_args(base + ["--freeze-layers", "1"]))  # a mode flag replaces the file's mode
+    assert (cfg.lora_rank, cfg.freeze_layers, cfg.mode) == (0, 1, "freeze")
+    assert config_from_args(p.parse_args(base[:6])) == FinetuneConfig()
+
+
+def test_an_interrupted_finetune_resumes_from_its_saved_step(setup, monkeypatch):
+    from unisono.train.loop import OptimStep
+
+    kw = dict(lora_rank=4, replay_weight=0.5, lr=3e-3, steps=12, save_every=5)
+    full = _run(setup, "res-full", **kw)
+    real, calls = OptimStep.__call__, {"n": 0}
+
+    def interrupted(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:  # in step 8: the state of step 5 is the last saved one
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(OptimStep, "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(setup, "res", **kw)
+    monkeypatch.undo()
+    out, state_dir = setup["root"] / "res", setup["root"] / "res.resume"
+    assert not out.exists() and torch.load(state_dir / "state.pt", weights_only=True)["optim"]["step"] == 5
+    with pytest.raises(UnisonoError, match=r"differs in \['lr'\]"):  # another run's state is not taken
+        _run(setup, "res", **{**kw, "lr": 1e-3})
+    r = _run(setup, "res", **kw)
+    assert full["resumed_from_step"] is None and r["resumed_from_step"] == 5
+    assert len(r["train_losses"]) == 12 and r["train_losses"] == full["train_losses"]  # the same batches
+    assert r["val_loss_before"] == full["val_loss_before"] and r["examples_seen"] == full["examples_seen"]
+    a, b = UnisonoLM.from_pretrained(setup["root"] / "res-full"), UnisonoLM.from_pretrained(out)
+    for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), n
+    assert not state_dir.exists()  # removed once the run completed

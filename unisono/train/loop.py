@@ -6,7 +6,8 @@
   micro-batch's mean loss weighted by its share of the step's loss tokens), bf16 autocast on a GPU,
   gradient-norm clipping, the non-finite policy (a NaN/Inf loss or gradient skips the update, or stops the
   run), the learning-rate schedule and an exponential moving average of the weights;
-- :func:`validation_loss`: mean token cross-entropy per task over frame-budget batches.
+- :func:`validation_loss`: mean token cross-entropy per task over frame-budget batches;
+- :class:`ResumeState`: the saved state of a single-process run, so an interrupted run continues.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from unisono.errors import UnisonoError
+from unisono.fileio import atomic_path
 from unisono.train.data import check_example, collate
 
 log = logging.getLogger("unisono")
@@ -271,3 +275,41 @@ def validation_loss(module: nn.Module, sources: dict, pad_id: int, max_frames: i
             res[task] = float(tot[0] / tot[1])
     module.train(was)
     return res
+
+
+# ------------------------------------------------------------------------------------------ resume
+class ResumeState:
+    """The resumable state of a single-process run (fine-tuning, DPO): one file ``directory/state.pt``,
+    replaced atomically at each save and removed when the run completes.
+
+    ``identity`` (plain values: the inputs and settings) is saved with the state; a saved state whose identity
+    differs is refused with a one-line error naming the settings that differ."""
+
+    FILE = "state.pt"
+
+    def __init__(self, directory: str | Path, identity: dict):
+        self.directory = Path(directory)
+        self.identity = identity
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.FILE
+
+    def load(self) -> dict | None:
+        """The saved state (a dict of tensors and plain values), or None when there is none."""
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        saved = state.get("identity", {})
+        differ = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))
+        if differ:
+            raise UnisonoError(f"{self.directory} holds the saved state of another run (it differs in {differ}); "
+                               "run with the same inputs and settings to resume, or delete it to start afresh")
+        return state
+
+    def save(self, state: dict) -> None:
+        with atomic_path(self.path) as p:
+            torch.save({**state, "identity": self.identity}, p)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

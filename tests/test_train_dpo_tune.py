@@ -299,7 +299,7 @@ def test_dpo_settings_from_yaml_and_flags_over_them(tmp_path):
 
 
 def test_an_interrupted_dpo_run_resumes_without_sampling_again(tiny_checkpoint, tmp_path, monkeypatch):
-    import unisono.train.preference as preference
+    from unisono.train import preference
     from unisono.train.loop import OptimStep
 
     corpus = corpus_of(tiny_checkpoint)

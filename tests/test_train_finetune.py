@@ -187,6 +187,43 @@ def test_merged_lora_equals_the_adapted_forward():
     assert (merged - adapted).abs().max() < 1e-3 * adapted.abs().max()
 
 
+def test_lora_linear_starts_as_its_base_and_merges_into_it():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    x = torch.randn(3, 6)
+    want = base(x).detach()
+    lora = LoRALinear(base, rank=2, alpha=4.0)
+    assert lora.scale == 2.0 and torch.equal(lora(x), want)  # B = 0: exactly the base layer
+    assert set(lora.state_dict()) == {"base.weight", "base.bias", "lora_a", "lora_b"}  # state of its own
+    assert [n for n, p in lora.named_parameters() if p.requires_grad] == ["lora_a", "lora_b"]
+    with torch.no_grad():
+        lora.lora_b.normal_()
+    adapted = lora(x).detach()
+    assert not torch.allclose(adapted, want)
+    assert torch.allclose(adapted, want + 2.0 * x @ lora.lora_a.T @ lora.lora_b.T, atol=1e-5)
+    merged = lora.merged()
+    assert merged is base and torch.allclose(merged(x), adapted, atol=1e-5)
+    with pytest.raises(UnisonoError, match="rank must be >= 1"):
+        LoRALinear(torch.nn.Linear(2, 2), 0)
+
+
+def test_an_adapted_model_saves_and_loads_its_adapters():
+    cfg = LMConfig(vocab_size=50, num_streams=2, pad_id=0, pattern="delay", d_model=32, n_layers=1, n_heads=2)
+    torch.manual_seed(2)
+    a = UnisonoLM.from_config(cfg)
+    add_lora(a, rank=2)
+    with torch.no_grad():
+        for m in a.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0.0, 0.1)
+    b = UnisonoLM.from_config(cfg)
+    add_lora(b, rank=2)
+    b.load_state_dict(a.state_dict())  # the resumable state of a LoRA run
+    frames = torch.randint(1, 50, (1, 5, 2))
+    assert torch.equal(a(frames), b(frames))
+    assert sum(k.endswith("lora_a") for k in a.state_dict()) == 4
+
+
 def test_freeze_layers_bounds():
     model = UnisonoLM.from_config(LMConfig(vocab_size=50, num_streams=2, pad_id=0, d_model=32, n_layers=2, n_heads=2))
     with pytest.raises(UnisonoError, match="0..2"):
@@ -367,7 +404,7 @@ def test_cli_flags_override_the_config_file(tmp_path):
 def test_an_interrupted_finetune_resumes_from_its_saved_step(setup, monkeypatch):
     from unisono.train.loop import OptimStep
 
-    kw = dict(lora_rank=4, replay_weight=0.5, lr=3e-3, steps=12, save_every=5)
+    kw = {"lora_rank": 4, "replay_weight": 0.5, "lr": 3e-3, "steps": 12, "save_every": 5}
     full = _run(setup, "res-full", **kw)
     real, calls = OptimStep.__call__, {"n": 0}
 

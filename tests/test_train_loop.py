@@ -6,9 +6,9 @@ import torch
 from unisono.errors import UnisonoError
 from unisono.lm import UnisonoLM
 from unisono.train.data import split_by_task
-from unisono.train.toydata import END, toy_examples, toy_stream_mask, toy_vocab_size
 from unisono.train.loop import lr_factor
-from unisono.train.trainer import Trainer, TrainConfig
+from unisono.train.toydata import END, toy_examples, toy_stream_mask, toy_vocab_size
+from unisono.train.trainer import TrainConfig, Trainer
 
 K, C = 3, 16
 
@@ -132,7 +132,7 @@ def test_accumulated_micro_batches_equal_one_step_on_the_whole_batch():
 
     ex = toy_examples(6, K, C, seed=4, max_len=7)
     counts = [int(e["loss_mask"].sum()) for e in ex]
-    assert len(set([sum(counts[:2]), sum(counts[2:])])) == 2  # the micro-batches differ in loss tokens
+    assert len({sum(counts[:2]), sum(counts[2:])}) == 2  # the micro-batches differ in loss tokens
     torch.manual_seed(0)
     base = UnisonoLM.from_config(model_cfg("delay"))
 
@@ -168,8 +168,13 @@ def test_a_non_finite_step_is_skipped_then_stops_the_run(caplog):
     m = _linear([2.0])
     step = _sgd_step(m, lr=0.5, max_skipped=1)
     one = torch.ones(1)
-    bad = lambda x: {"loss": m(x).sum() * float("nan")}  # noqa: E731
-    good = lambda x: {"loss": m(x).sum()}  # noqa: E731
+
+    def bad(x):
+        return {"loss": m(x).sum() * float("nan")}
+
+    def good(x):
+        return {"loss": m(x).sum()}
+
     with caplog.at_level("WARNING", logger="unisono"):
         r = step([one], bad, batch="copy:7")
     assert r.skipped and step.step == 0 and step.skipped_in_row == 1 and m.weight.item() == 2.0

@@ -42,9 +42,15 @@ from unisono.fileio import atomic_dir, write_json
 from unisono.lm import UnisonoLM
 from unisono.tasks import load_templates
 from unisono.train.data import TaskMixture, TokenBudgetBatcher, collate, crop_example
+from unisono.train.loop import (
+    NONFINITE_POLICIES,
+    OptimStep,
+    ResumeState,
+    StepSettings,
+    make_optimizer,
+    validation_loss,
+)
 from unisono.train.lora import add_lora, merge_lora
-from unisono.train.loop import NONFINITE_POLICIES, OptimStep, ResumeState, StepSettings, make_optimizer, \
-    validation_loss
 from unisono.train.settings import read_settings_file, resolve_paths, settings_from_dict
 from unisono.vocab import Vocab
 
@@ -225,7 +231,8 @@ def task_templates(ckpt: Path, ckpt_vocab: Vocab, cfg: FinetuneConfig) -> dict:
     tpl_files = [ckpt / TEMPLATES] if (ckpt / TEMPLATES).is_file() else []
     templates = load_templates(tpl_files + [Path(p) for p in cfg.templates])
     if cfg.task not in templates:
-        raise UnisonoError(f"no template for task {cfg.task!r} in {', '.join(map(str, cfg.templates)) or 'the built-in templates'}; "
+        where = ", ".join(map(str, cfg.templates)) or "the built-in templates"
+        raise UnisonoError(f"no template for task {cfg.task!r} in {where}; "
                            "pass the YAML file that defines it with --templates")
     return templates
 
@@ -245,14 +252,16 @@ class FinetuneData:
         vocab = self.vocab
 
         def source():
-            return (crop_example(ex, max_frames) for ex in ShardReader(directory, tasks=[task], vocab=vocab, shuffle=False))
+            reader = ShardReader(directory, tasks=[task], vocab=vocab, shuffle=False)
+            return (crop_example(ex, max_frames) for ex in reader)
 
         getattr(self, kind)[task] = source
 
 
 def shard_tasks(directory: Path, ckpt_vocab: Vocab, what: str) -> list[str]:
     """The checkpoint's tasks that the shards of ``directory`` hold (the shards checked against its vocabulary)."""
-    ckpt_vocab.check_compatible(Vocab.load(directory / "vocab.json"), what=f"{what} in {directory}", mine="the checkpoint")
+    ckpt_vocab.check_compatible(Vocab.load(directory / "vocab.json"), what=f"{what} in {directory}",
+                                mine="the checkpoint")
     return sorted({task_of_shard(p) for p in list_shards(directory)} & set(ckpt_vocab.tasks))
 
 
@@ -428,8 +437,8 @@ def make_report(ckpt: Path, cfg: FinetuneConfig, fd: FinetuneData, run: dict, af
 
 def format_report(r: dict) -> str:
     """A table of the report: the validation loss of each task before and after, and the change."""
-    lines = [f"{r['task']} (task id {r['task_id']}), {r['mode']}: {r['steps']} steps in {r['train_seconds']:.1f} s, "
-             f"{r['parameters_trainable']:,} of {r['parameters_total']:,} parameters trained",
+    lines = [(f"{r['task']} (task id {r['task_id']}), {r['mode']}: {r['steps']} steps in {r['train_seconds']:.1f} s, "
+              f"{r['parameters_trainable']:,} of {r['parameters_total']:,} parameters trained"),
              f"{'val loss':<20}{'before':>10}{'after':>10}{'change':>10}"]
     for t in sorted(r["val_loss_after"], key=lambda t: (t != r["task"], t)):
         b, a = r["val_loss_before"].get(t), r["val_loss_after"][t]
@@ -477,7 +486,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-batches", type=int, help=f"validation batches per task (default: {d.val_batches})")
     p.add_argument("--nonfinite", choices=NONFINITE_POLICIES, help="a NaN/Inf loss or gradient: skip the batch or "
                    f"stop the run (default: {d.nonfinite})")
-    p.add_argument("--save-every", type=int, help=f"steps between saved resumable states, 0 = none (default: {d.save_every})")
+    p.add_argument("--save-every", type=int,
+                   help=f"steps between saved resumable states, 0 = none (default: {d.save_every})")
     p.add_argument("--seed", type=int, help=f"(default: {d.seed})")
     p.add_argument("--device", help=f"auto, cpu or cuda (default: {d.device})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

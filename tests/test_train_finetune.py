@@ -8,6 +8,7 @@ every code c becomes 15 - c) from shards made with its vocabulary plus the new t
 from __future__ import annotations
 
 import functools
+import json
 import math
 from pathlib import Path
 
@@ -430,3 +431,19 @@ def test_an_interrupted_finetune_resumes_from_its_saved_step(setup, monkeypatch)
     for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), n
     assert not state_dir.exists()  # removed once the run completed
+
+
+def test_cli_runs_from_a_config_file(setup, capsys):
+    from unisono.cli import main
+
+    f = setup["root"] / "cfg" / "negate.yaml"
+    f.parent.mkdir(exist_ok=True)
+    f.write_text(f"task: {NEW}\ntemplates: [../{setup['tpl'].name}]\nlora_rank: 2\nsteps: 3\nmax_frames: 512\n"
+                 "save_every: 0\n")
+    out = setup["root"] / "cli-cfg"
+    assert main(["finetune", "--config", str(f), "--checkpoint", str(setup["ckpt"]), "--shards", str(setup["new"]),
+                 "--out", str(out), "--steps", "2", "--no-progress"]) == 0
+    r = json.loads((out / "finetune_report.json").read_text())
+    assert (r["task"], r["mode"], r["lora_rank"], r["steps"], len(r["train_losses"])) == (NEW, "lora", 2, 2, 2)
+    assert r["config"]["templates"] == [str(setup["tpl"].resolve())]
+    assert f"{NEW} (new)" in capsys.readouterr().out

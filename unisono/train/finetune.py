@@ -142,6 +142,8 @@ class FinetuneConfig:
     def validate(self) -> FinetuneConfig:
         if not self.task:
             raise UnisonoError("no task to fine-tune: give --task NAME (or `task:` in the --config file)")
+        if not isinstance(self.templates, list):
+            raise UnisonoError(f"templates must be a list of YAML files, got {self.templates!r}")
         if self.lora_rank and self.freeze_layers:
             raise UnisonoError("choose one of --lora-rank and --freeze-layers (LoRA already freezes every base weight)")
         if self.lora_rank < 0 or self.freeze_layers < 0:

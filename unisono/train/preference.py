@@ -15,6 +15,11 @@ The loop, for one task:
    examples) of a policy initialised from the checkpoint against the frozen checkpoint;
 7. **output**: a new packaged checkpoint (the input's tokenizers, codec and templates with the tuned weights)
    and ``dpo_report.json``: the metric's mean on held-out prompts before and after.
+
+A run is described by :class:`DPOSettings` (a strict YAML file: ``unisono dpo --config FILE``, configs/dpo/).
+Each update is :class:`unisono.train.loop.OptimStep` (clipping, the non-finite policy, the warm-up). The ranked
+pairs, then every ``save_every`` updates the training state, are saved in ``OUT.resume/``: the same run started
+again continues from there without sampling anew.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def train_base(vocab, shards: Path, out: Path, steps: int) -> Path:
 
 RUNS = [  # name, finetune keyword arguments
     ("lora r8", {"lora_rank": 8, "lr": 3e-3}),
-    ("freeze 1 layer", {"freeze": 1, "lr": 1e-3}),
+    ("freeze 1 layer", {"freeze_layers": 1, "lr": 1e-3}),
     ("full", {"lr": 1e-3}),
 ]
 
@@ -91,7 +91,7 @@ def main() -> int:
     import torch
     import yaml
 
-    from unisono.train.finetune import finetune
+    from unisono.train.finetune import FinetuneConfig, finetune
     from unisono.vocab import Vocab
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,8 +115,9 @@ def main() -> int:
         rows = []
         for name, kw in RUNS:
             for rw in (0.0, 0.5):
-                r = finetune(ckpt, NEW, new, root / "out", templates=[tpl], replay=old, replay_weight=rw,
-                             steps=args.steps, max_frames=512, progress=False, seed=0, **kw)
+                cfg = FinetuneConfig(task=NEW, templates=[str(tpl)], replay=str(old), replay_weight=rw,
+                                     steps=args.steps, max_frames=512, seed=0, **kw)
+                r = finetune(ckpt, new, root / "out", cfg, progress=False)
                 b, a = r["val_loss_before"], r["val_loss_after"]
                 rows.append({"run": name, "replay_weight": rw, **kw, "steps": args.steps, "seconds": r["train_seconds"],
                              "trainable": r["parameters_trainable"], "total": r["parameters_total"],

@@ -176,9 +176,10 @@ def test_preference_tuning_improves_the_rank_metric_and_writes_a_loadable_checkp
 
     corpus = corpus_of(tiny_checkpoint)
     out = tmp_path / "tuned"
-    s = DPOSettings(split="train", prompts=6, candidates=4, eval_split="train", eval_prompts=6, eval_samples=2,
-                    steps=20, lr=1e-3, beta=0.1, ce_weight=0.1, batch_size=6, max_duration=3.0, progress=False)
-    rep = run_dpo(tiny_checkpoint, TASK, "duration", corpus, out, s)
+    s = DPOSettings(task=TASK, rank_by="duration", split="train", prompts=6, candidates=4, eval_split="train",
+                    eval_prompts=6, eval_samples=2, steps=20, lr=1e-3, beta=0.1, ce_weight=0.1, batch_size=6,
+                    max_duration=3.0, progress=False)
+    rep = run_dpo(tiny_checkpoint, corpus, out, s)
     # the report on disk is the one returned; pairs were made and trained on
     assert json.loads((out / "dpo_report.json").read_text()) == json.loads(json.dumps(rep))
     assert rep["pairs"] >= 4 and rep["steps"] == 20 and len(rep["history"]) == 20
@@ -264,3 +265,67 @@ def test_existing_out_and_missing_corpus_are_refused(tiny_checkpoint, tmp_path, 
     assert "already exists" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
     assert _dpo(tiny_checkpoint, tmp_path / "nothing", tmp_path / "o2", "--task", "tts", "--rank-by", "duration") == 2
     assert "not a corpus" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ settings, resume
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_dpo_settings_from_yaml_and_flags_over_them(tmp_path):
+    import argparse
+
+    from unisono.errors import UnisonoError
+    from unisono.train.dpo_cli import add_arguments, settings_from_args
+
+    s = DPOSettings.load(REPO / "configs" / "dpo" / "tts_wer_spk.yaml").validate()
+    assert (s.task, s.rank_by, s.candidates, s.steps, s.nonfinite) == ("tts", "wer+spk", 4, 200, "skip")
+    assert rank_metric(s.rank_by, s.task).name == "wer+spk"
+    f = tmp_path / "d.yaml"
+    f.write_text("task: tts\nrank_by: duration\nsteps: 5\nbeta: 0.2\n")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--config", str(f), "--checkpoint", "c", "--data", "d", "--out", "o", "--steps", "3",
+                         "--no-progress"])
+    s = settings_from_args(args)
+    assert (s.task, s.rank_by, s.steps, s.beta, s.progress, s.candidates) == ("tts", "duration", 3, 0.2, False, 4)
+    f.write_text("task: tts\nrank_by: duration\nranking: wer\n")
+    with pytest.raises(UnisonoError, match=r"unknown keys \['ranking'\]") as e:
+        DPOSettings.load(f)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UnisonoError, match="needs a task and a ranking metric"):
+        DPOSettings(rank_by="wer").validate()
+    with pytest.raises(UnisonoError, match="nonfinite must be 'skip' or 'stop'"):
+        DPOSettings(task="tts", rank_by="wer", nonfinite="ignore").validate()
+
+
+def test_an_interrupted_dpo_run_resumes_without_sampling_again(tiny_checkpoint, tmp_path, monkeypatch):
+    from unisono.train import preference
+    from unisono.train.loop import OptimStep
+
+    corpus = corpus_of(tiny_checkpoint)
+    s = DPOSettings(task=TASK, rank_by="duration", split="train", prompts=4, candidates=3, eval_prompts=0, steps=6,
+                    save_every=2, lr=1e-3, batch_size=2, max_duration=2.0, progress=False)
+    full = run_dpo(tiny_checkpoint, corpus, tmp_path / "full", s)
+    real, calls = OptimStep.__call__, {"n": 0}
+
+    def interrupted(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # in step 5: the state of step 4 is the last saved one
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(OptimStep, "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_dpo(tiny_checkpoint, corpus, tmp_path / "b", s)
+    monkeypatch.undo()
+    state = torch.load(tmp_path / "b.resume" / "state.pt", weights_only=True)
+    assert [h["step"] for h in state["history"]] == [1, 2, 3, 4] and len(state["ranking"]["pairs"]) == full["pairs"]
+    assert not (tmp_path / "b").exists()
+    monkeypatch.setattr(preference, "rank_candidates", lambda *a, **k: pytest.fail("sampled again"))
+    rep = run_dpo(tiny_checkpoint, corpus, tmp_path / "b", s)
+    assert rep["history"] == full["history"] and rep["mean_pair_gap"] == full["mean_pair_gap"]
+    a, b = Pipeline.from_pretrained(tmp_path / "full").lm, Pipeline.from_pretrained(tmp_path / "b").lm
+    for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), n
+    assert not (tmp_path / "b.resume").exists()
+    assert (tmp_path / "b" / "dpo_pairs.jsonl").read_text() == (tmp_path / "full" / "dpo_pairs.jsonl").read_text()

@@ -8,6 +8,7 @@ every code c becomes 15 - c) from shards made with its vocabulary plus the new t
 from __future__ import annotations
 
 import functools
+import json
 import math
 from pathlib import Path
 
@@ -20,13 +21,8 @@ from unisono.data.shards import shard_name, write_shard
 from unisono.errors import UnisonoError
 from unisono.lm import LMConfig, UnisonoLM
 from unisono.tasks import Segment, band_limit, build_example, load_templates, parse_templates
-from unisono.train.finetune import (
-    LoRALinear,
-    add_lora,
-    finetune,
-    freeze_layers,
-    merge_lora,
-)
+from unisono.train.finetune import FinetuneConfig, finetune, freeze_layers
+from unisono.train.lora import LoRALinear, add_lora, merge_lora
 from unisono.vocab import Vocab
 
 K, CB = 2, 16
@@ -113,8 +109,8 @@ def setup(tmp_path_factory):
 def _run(s, out, **kw):
     kw.setdefault("steps", 60)
     kw.setdefault("max_frames", 512)
-    return finetune(s["ckpt"], NEW, s["new"], s["root"] / out, templates=[s["tpl"]], replay=s["old"],
-                    progress=False, seed=0, **kw)
+    cfg = FinetuneConfig(task=NEW, templates=[str(s["tpl"])], replay=str(s["old"]), seed=0, **kw)
+    return finetune(s["ckpt"], s["new"], s["root"] / out, cfg, progress=False)
 
 
 # ----------------------------------------------------------------------------------- vocabulary
@@ -192,6 +188,43 @@ def test_merged_lora_equals_the_adapted_forward():
     assert (merged - adapted).abs().max() < 1e-3 * adapted.abs().max()
 
 
+def test_lora_linear_starts_as_its_base_and_merges_into_it():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    x = torch.randn(3, 6)
+    want = base(x).detach()
+    lora = LoRALinear(base, rank=2, alpha=4.0)
+    assert lora.scale == 2.0 and torch.equal(lora(x), want)  # B = 0: exactly the base layer
+    assert set(lora.state_dict()) == {"base.weight", "base.bias", "lora_a", "lora_b"}  # state of its own
+    assert [n for n, p in lora.named_parameters() if p.requires_grad] == ["lora_a", "lora_b"]
+    with torch.no_grad():
+        lora.lora_b.normal_()
+    adapted = lora(x).detach()
+    assert not torch.allclose(adapted, want)
+    assert torch.allclose(adapted, want + 2.0 * x @ lora.lora_a.T @ lora.lora_b.T, atol=1e-5)
+    merged = lora.merged()
+    assert merged is base and torch.allclose(merged(x), adapted, atol=1e-5)
+    with pytest.raises(UnisonoError, match="rank must be >= 1"):
+        LoRALinear(torch.nn.Linear(2, 2), 0)
+
+
+def test_an_adapted_model_saves_and_loads_its_adapters():
+    cfg = LMConfig(vocab_size=50, num_streams=2, pad_id=0, pattern="delay", d_model=32, n_layers=1, n_heads=2)
+    torch.manual_seed(2)
+    a = UnisonoLM.from_config(cfg)
+    add_lora(a, rank=2)
+    with torch.no_grad():
+        for m in a.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0.0, 0.1)
+    b = UnisonoLM.from_config(cfg)
+    add_lora(b, rank=2)
+    b.load_state_dict(a.state_dict())  # the resumable state of a LoRA run
+    frames = torch.randint(1, 50, (1, 5, 2))
+    assert torch.equal(a(frames), b(frames))
+    assert sum(k.endswith("lora_a") for k in a.state_dict()) == 4
+
+
 def test_freeze_layers_bounds():
     model = UnisonoLM.from_config(LMConfig(vocab_size=50, num_streams=2, pad_id=0, d_model=32, n_layers=2, n_heads=2))
     with pytest.raises(UnisonoError, match="0..2"):
@@ -201,7 +234,7 @@ def test_freeze_layers_bounds():
 
 
 def test_frozen_layers_do_not_change(setup):
-    r = _run(setup, "frozen", freeze=1, steps=20)
+    r = _run(setup, "frozen", freeze_layers=1, steps=20)
     a, b = UnisonoLM.from_pretrained(setup["ckpt"]), UnisonoLM.from_pretrained(setup["root"] / "frozen")
     sa, sb = a.state_dict(), b.state_dict()
     for n in sa:
@@ -232,22 +265,26 @@ def test_new_task_is_learned_and_old_tasks_stay_within_margin(setup):
 # ----------------------------------------------------------------------------------------- errors
 def test_bad_inputs_are_one_line_errors(setup, tmp_path):
     s = setup
+
+    def cfg(task=NEW, templates=(s["tpl"],), **kw):
+        return FinetuneConfig(task=task, templates=[str(t) for t in templates], **kw)
+
     with pytest.raises(UnisonoError, match="already exists") as e:
-        finetune(s["ckpt"], "copy", s["new"], tmp_path / "o", templates=[s["tpl"]], progress=False)
+        finetune(s["ckpt"], s["new"], tmp_path / "o", cfg("copy"), progress=False)
     assert "\n" not in str(e.value)
     with pytest.raises(UnisonoError, match=f"no template for task '{NEW}'"):
-        finetune(s["ckpt"], NEW, s["new"], tmp_path / "o", templates=[], progress=False)
+        finetune(s["ckpt"], s["new"], tmp_path / "o", cfg(templates=()), progress=False)
     other = _write_shards(tmp_path / "other", Vocab.build(["copy", NEW], num_codebooks=K, codebook_size=32, bpe=8),
                           [NEW], n_train=4, n_valid=2)
     with pytest.raises(UnisonoError, match="vocabulary mismatch") as e:
-        finetune(s["ckpt"], NEW, other, tmp_path / "o", templates=[s["tpl"]], progress=False)
+        finetune(s["ckpt"], other, tmp_path / "o", cfg(), progress=False)
     assert "\n" not in str(e.value)
     with pytest.raises(UnisonoError, match=f"hold no task '{NEW}'"):
-        finetune(s["ckpt"], NEW, s["old"], tmp_path / "o", templates=[s["tpl"]], progress=False)
+        finetune(s["ckpt"], s["old"], tmp_path / "o", cfg(), progress=False)
     with pytest.raises(UnisonoError, match="one of --lora-rank and --freeze-layers"):
-        finetune(s["ckpt"], NEW, s["new"], tmp_path / "o", templates=[s["tpl"]], lora_rank=2, freeze=1, progress=False)
+        finetune(s["ckpt"], s["new"], tmp_path / "o", cfg(lora_rank=2, freeze_layers=1), progress=False)
     with pytest.raises(UnisonoError, match="not a complete unisono checkpoint"):
-        finetune(tmp_path, NEW, s["new"], tmp_path / "o", templates=[s["tpl"]], progress=False)
+        finetune(tmp_path, s["new"], tmp_path / "o", cfg(), progress=False)
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 
@@ -318,11 +355,97 @@ def test_superres_end_to_end_on_the_built_in_corpus(tiny_checkpoint, tmp_path):
     sv = Vocab.load(shards / "vocab.json")
     assert {t: sv.tasks[t] for t in base.tasks} == base.tasks and set(sv.tasks) == set(base.tasks) | {"superres"}
     assert sv.tasks["superres"] == min(set(range(64)) - set(base.tasks.values()))
-    r = finetune(ck, "superres", shards, tmp_path / "ck_sr", templates=[str(tpl)], lora_rank=2, steps=3,
-                 max_frames=512, progress=False)
+    r = finetune(ck, shards, tmp_path / "ck_sr", FinetuneConfig(task="superres", templates=[str(tpl)], lora_rank=2,
+                                                                steps=3, max_frames=512), progress=False)
     assert r["task_id"] == sv.task_id("superres") and "superres" in r["val_loss_after"]
     pipe = Pipeline.from_pretrained(tmp_path / "ck_sr")
     assert pipe.tasks["superres"].inputs == {"narrowband": "audio"}
     assert pipe.templates["superres"].conditions[0].resample == 8000
     out = pipe.generate("superres", narrowband=(np.zeros(4000, np.float32), 8000), max_duration=0.5)
     assert out.sample_rate == 16000 and out.wav.ndim == 1 and out.info["frames"] > 0
+
+
+# ------------------------------------------------------------------------------ settings and resume
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_finetune_config_from_yaml_resolves_paths_and_refuses_unknown_keys(tmp_path):
+    cfg = FinetuneConfig.load(REPO / "unisono" / "configs" / "finetune" / "superres_lora.yaml")
+    assert (cfg.task, cfg.lora_rank, cfg.replay_weight, cfg.steps, cfg.mode) == ("superres", 8, 0.25, 2000, "lora")
+    assert cfg.templates == [str(REPO / "unisono" / "configs" / "tasks" / "superres.yaml")]  # read from the file's folder
+    assert cfg.validate().step_settings().warmup_steps == 20
+    f = tmp_path / "ft.yaml"
+    f.write_text("task: negate\nreplay: old_shards\nlearning_rate: 1.0e-3\n")
+    with pytest.raises(UnisonoError, match=r"unknown keys \['learning_rate'\]") as e:
+        FinetuneConfig.load(f)
+    assert "\n" not in str(e.value) and str(f) in str(e.value)
+    f.write_text("task: negate\nreplay: old_shards\nnonfinite: ignore\n")
+    assert FinetuneConfig.load(f).replay == str(tmp_path / "old_shards")
+    with pytest.raises(UnisonoError, match="nonfinite must be 'skip' or 'stop'"):
+        FinetuneConfig.load(f).validate()
+    with pytest.raises(UnisonoError, match="no task to fine-tune"):
+        FinetuneConfig().validate()
+
+
+def test_cli_flags_override_the_config_file(tmp_path):
+    import argparse
+
+    from unisono.train.finetune import add_arguments, config_from_args
+
+    f = tmp_path / "ft.yaml"
+    f.write_text("task: negate\nlora_rank: 8\nsteps: 40\nlr: 2.0e-3\n")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--checkpoint", "c", "--shards", "s", "--out", "o", "--config", str(f)]
+    cfg = config_from_args(p.parse_args(base + ["--steps", "7"]))
+    assert (cfg.task, cfg.lora_rank, cfg.steps, cfg.lr) == ("negate", 8, 7, 2e-3)
+    cfg = config_from_args(p.parse_args(base + ["--freeze-layers", "1"]))  # a mode flag replaces the file's mode
+    assert (cfg.lora_rank, cfg.freeze_layers, cfg.mode) == (0, 1, "freeze")
+    assert config_from_args(p.parse_args(base[:6])) == FinetuneConfig()
+
+
+def test_an_interrupted_finetune_resumes_from_its_saved_step(setup, monkeypatch):
+    from unisono.train.loop import OptimStep
+
+    kw = {"lora_rank": 4, "replay_weight": 0.5, "lr": 3e-3, "steps": 12, "save_every": 5}
+    full = _run(setup, "res-full", **kw)
+    real, calls = OptimStep.__call__, {"n": 0}
+
+    def interrupted(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:  # in step 8: the state of step 5 is the last saved one
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(OptimStep, "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(setup, "res", **kw)
+    monkeypatch.undo()
+    out, state_dir = setup["root"] / "res", setup["root"] / "res.resume"
+    assert not out.exists() and torch.load(state_dir / "state.pt", weights_only=True)["optim"]["step"] == 5
+    with pytest.raises(UnisonoError, match=r"differs in \['lr'\]"):  # another run's state is not taken
+        _run(setup, "res", **{**kw, "lr": 1e-3})
+    r = _run(setup, "res", **kw)
+    assert full["resumed_from_step"] is None and r["resumed_from_step"] == 5
+    assert len(r["train_losses"]) == 12 and r["train_losses"] == full["train_losses"]  # the same batches
+    assert r["val_loss_before"] == full["val_loss_before"] and r["examples_seen"] == full["examples_seen"]
+    a, b = UnisonoLM.from_pretrained(setup["root"] / "res-full"), UnisonoLM.from_pretrained(out)
+    for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), n
+    assert not state_dir.exists()  # removed once the run completed
+
+
+def test_cli_runs_from_a_config_file(setup, capsys):
+    from unisono.cli import main
+
+    f = setup["root"] / "cfg" / "negate.yaml"
+    f.parent.mkdir(exist_ok=True)
+    f.write_text(f"task: {NEW}\ntemplates: [../{setup['tpl'].name}]\nlora_rank: 2\nsteps: 3\nmax_frames: 512\n"
+                 "save_every: 0\n")
+    out = setup["root"] / "cli-cfg"
+    assert main(["finetune", "--config", str(f), "--checkpoint", str(setup["ckpt"]), "--shards", str(setup["new"]),
+                 "--out", str(out), "--steps", "2", "--no-progress"]) == 0
+    r = json.loads((out / "finetune_report.json").read_text())
+    assert (r["task"], r["mode"], r["lora_rank"], r["steps"], len(r["train_losses"])) == (NEW, "lora", 2, 2, 2)
+    assert r["config"]["templates"] == [str(setup["tpl"].resolve())]
+    assert f"{NEW} (new)" in capsys.readouterr().out

@@ -14,6 +14,10 @@ from unisono.fileio import read_json
 from unisono.inference import PreparedPrompt, TaskIO
 from unisono.options import GenerationOptions
 from unisono.tasks import load_templates
+from unisono.train.data import split_by_task
+from unisono.train.settings import read_settings_file
+from unisono.train.toydata import PAD, toy_examples, toy_vocab_size
+from unisono.train.trainer import Trainer
 from unisono.vocab import Vocab
 
 DESCRIPTION = """Train the unisono language model.
@@ -44,17 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_recipe(path: str | Path) -> dict:
-    import yaml
-
-    from unisono.fileio import load_yaml
-
+    """The ``model`` and ``train`` sections of a training config (one-line errors for anything else)."""
     path = Path(path)
-    if not path.is_file():
-        raise UnisonoError(f"config {path} does not exist; see configs/lm/ for recipes")
-    try:
-        cfg = load_yaml(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UnisonoError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    cfg = read_settings_file(path, "see configs/lm/ for recipes")
     unknown = sorted(set(cfg) - {"model", "train"})
     if unknown:
         raise UnisonoError(f"config {path}: unknown sections {unknown}; use `model` and `train`")
@@ -63,8 +59,6 @@ def load_recipe(path: str | Path) -> dict:
 
 def model_dims_from_vocab(vocab_json: Path) -> dict:
     """``vocab_size``, ``num_streams`` (codebooks) and ``pad_id`` of the shards' vocabulary."""
-    from unisono.vocab import Vocab
-
     v = Vocab.load(vocab_json)
     return {"vocab_size": int(v.size), "num_streams": int(v.num_codebooks), "pad_id": int(v.pad_id)}
 
@@ -72,8 +66,6 @@ def model_dims_from_vocab(vocab_json: Path) -> dict:
 def shard_sources(shards: str | Path, tasks: list[str] | None, rank: int, world_size: int) -> dict:
     """One restartable source per task over the shards read by this rank (all tasks as one source when
     ``tasks`` is None)."""
-    from unisono.data.shards import ShardReader
-
     if tasks:
         return {t: (lambda t=t: ShardReader(shards, rank=rank, world_size=world_size, tasks=[t])) for t in tasks}
     return {"all": lambda: ShardReader(shards, rank=rank, world_size=world_size, tasks=None)}
@@ -121,8 +113,6 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
 
 
 def main(args: argparse.Namespace) -> int:
-    from unisono.train.trainer import Trainer
-
     recipe = load_recipe(args.config)
     mcfg, tcfg = recipe["model"], recipe["train"]
     if args.max_steps is not None:
@@ -131,9 +121,6 @@ def main(args: argparse.Namespace) -> int:
     weights = tcfg.get("task_weights") or None
     tasks = sorted(weights) if weights else None
     if args.toy:
-        from unisono.train.data import split_by_task
-        from unisono.train.toydata import PAD, toy_examples, toy_vocab_size
-
         k = int(mcfg.setdefault("num_streams", 4))
         mcfg.setdefault("vocab_size", toy_vocab_size(k, 64))
         mcfg.setdefault("pad_id", PAD)

@@ -130,7 +130,7 @@ class TokenBudgetBatcher:
     def _fill(self) -> None:
         self._pool_start = self.mixture.state_dict()
         pool = [next(self.mixture) for _ in range(self.pool_size)]
-        pool = [_crop(ex, self.max_frames) for ex in pool]
+        pool = [crop_example(ex, self.max_frames) for ex in pool]
         order = sorted(range(len(pool)), key=lambda i: (pool[i]["frames"].shape[0], i))
         batches, cur, cur_max = [], [], 0
         for i in order:
@@ -170,7 +170,8 @@ class TokenBudgetBatcher:
         self.pos = state["pos"]
 
 
-def _crop(ex: dict, max_frames: int) -> dict:
+def crop_example(ex: dict, max_frames: int) -> dict:
+    """``ex`` cut to its last ``max_frames`` frames (``frames``, ``loss_mask``, ``cond_mask``); as it is when shorter."""
     if ex["frames"].shape[0] <= max_frames:
         return ex
     out = dict(ex)

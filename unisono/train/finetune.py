@@ -3,13 +3,19 @@
 The new task takes a free task slot of the checkpoint's vocabulary (the task range has a fixed number
 of slots, so no id moves and the embedding table and output heads keep their size; the rows of the
 other ids are untouched). The model is trained on the new task's shards, optionally mixed with shards
-of the old tasks (``--replay``), in one of three modes:
+of the old tasks (``replay``), in one of three modes:
 
-- ``--lora-rank R``: low-rank adapters on the attention and MLP projections of the transformer(s);
-  every base weight is frozen except the new task token's embedding row; the adapters are merged
-  into the weights when saving (the output is a plain checkpoint, no adapter code needed to load it);
-- ``--freeze-layers N``: the first N transformer layers are frozen, the rest is trained;
+- ``lora_rank: R``: low-rank adapters (:mod:`unisono.train.lora`) on the attention and MLP projections of
+  the transformer(s); every base weight is frozen except the new task token's embedding row; the adapters
+  are merged into the weights when saving (the output is a plain checkpoint, no adapter code needed to load it);
+- ``freeze_layers: N``: the first N transformer layers are frozen, the rest is trained;
 - neither: full fine-tuning.
+
+A run is described by a :class:`FinetuneConfig` (a strict YAML file: ``unisono finetune --config FILE``,
+configs/finetune/; CLI flags override it). Each step is :class:`unisono.train.loop.OptimStep` (accumulation,
+clipping, the non-finite policy, the schedule). Every ``save_every`` steps the run's state is saved in
+``OUT.resume/``: the same command run again after an interruption continues from there (same batches, same
+result); it is removed when the run completes.
 
 Output: a packaged checkpoint (``Pipeline.from_pretrained(OUT)`` loads it and ``unisono generate
 --task NEW`` runs the new task) and ``OUT/finetune_report.json`` (steps, seconds, trainable parameters,
@@ -19,19 +25,36 @@ validation loss per task before and after).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
+import dataclasses
+import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from tqdm import tqdm
 
 from unisono.checkpoint import LM_PARTS, TEMPLATES, carried_parts, require_checkpoint, write_checkpoint
+from unisono.data.shards import ShardReader, list_shards, task_of_shard
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_dir, write_json
+from unisono.lm import UnisonoLM
+from unisono.tasks import load_templates
+from unisono.train.data import TaskMixture, TokenBudgetBatcher, collate, crop_example
+from unisono.train.loop import (
+    NONFINITE_POLICIES,
+    OptimStep,
+    ResumeState,
+    StepSettings,
+    make_optimizer,
+    validation_loss,
+)
+from unisono.train.lora import add_lora, merge_lora
+from unisono.train.settings import read_settings_file, resolve_paths, settings_from_dict
+from unisono.vocab import Vocab
+
+log = logging.getLogger("unisono")
 
 DESCRIPTION = """Fine-tune a checkpoint on a NEW task (a new task id and template; every existing id unchanged).
 
@@ -40,89 +63,111 @@ Sequence:
        unisono tokenize --data CORPUS --codec CKPT/codec --out NEW_SHARDS --vocab CKPT/vocab.json \\
            --tokenizers CKPT --templates configs/tasks/superres.yaml --tasks superres --splits train,valid
   2. fine-tune (LoRA rank 8, replaying the old tasks' shards for a quarter of the examples):
+       unisono finetune --config configs/finetune/superres_lora.yaml --checkpoint CKPT \\
+           --shards NEW_SHARDS --replay OLD_SHARDS --out CKPT_SR
+     or with flags only:
        unisono finetune --checkpoint CKPT --task superres --templates configs/tasks/superres.yaml \\
            --shards NEW_SHARDS --replay OLD_SHARDS --replay-weight 0.25 --lora-rank 8 --out CKPT_SR
   3. use it:  unisono generate superres --checkpoint CKPT_SR --narrowband speech_8k.wav -o wide.wav
 
+--config FILE: a YAML file of FinetuneConfig keys (configs/finetune/; an unknown key is an error; relative
+paths are read from the file's folder); a flag given on the command line overrides the file.
 Validation: the new task on NEW_SHARDS/valid; the old tasks on --val-shards (default: the valid split
 of --replay). The report (OUT/finetune_report.json) gives both before and after fine-tuning.
+Resuming: an interrupted run saves its state in OUT.resume/ every save_every steps; run the same command
+again to continue.
 """
 
-LORA_TARGETS = ("wqkv", "wo", "w13", "w2")  # the attention and MLP projections of unisono's transformer
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run is told besides its checkpoint, new-task shards and output.
+
+    ``task``: the NEW task's name; ``templates``: YAML files defining it; ``replay``: shards of the old
+    tasks mixed in for ``replay_weight`` of the examples; ``val_shards``: shards whose valid split measures
+    the old tasks (default ``replay``'s). Mode: ``lora_rank`` (``lora_alpha``, default the rank) or
+    ``freeze_layers`` or neither (full). ``lr`` None: 1e-3 with LoRA, 3e-4 otherwise; ``warmup`` steps
+    (at most half the steps), then cosine decay to ``min_lr_ratio``. ``max_frames``: padded frames per
+    micro-batch; ``grad_accum`` micro-batches per step. ``nonfinite``/``max_skipped``: the non-finite policy
+    (:class:`unisono.train.loop.StepSettings`). ``save_every``: steps between saved resumable states (0: none)."""
+
+    task: str = ""
+    templates: list[str] = field(default_factory=list)
+    replay: str | None = None
+    replay_weight: float = 0.25
+    val_shards: str | None = None
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    freeze_layers: int = 0
+    steps: int = 300
+    lr: float | None = None
+    warmup: int = 20
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    max_frames: int = 2048
+    pool_size: int = 64
+    val_batches: int = 8
+    nonfinite: str = "skip"
+    max_skipped: int = 10
+    save_every: int = 50
+    bf16: bool = True
+    seed: int = 0
+    device: str = "auto"
+
+    PATHS = ("templates", "replay", "val_shards")  # read from a settings file's folder when relative
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "finetune config") -> FinetuneConfig:
+        return settings_from_dict(cls, d, where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FinetuneConfig:
+        """The settings of YAML file ``path`` (unknown keys are one-line errors)."""
+        d = read_settings_file(path, "see configs/finetune/ for examples")
+        if isinstance(d.get("templates"), str):
+            d["templates"] = [d["templates"]]
+        return cls.from_dict(resolve_paths(d, cls.PATHS, Path(path).resolve().parent), f"finetune config {path}")
+
+    @property
+    def mode(self) -> str:
+        return "lora" if self.lora_rank else ("freeze" if self.freeze_layers else "full")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else (1e-3 if self.lora_rank else 3e-4)
+
+    def validate(self) -> FinetuneConfig:
+        if not self.task:
+            raise UnisonoError("no task to fine-tune: give --task NAME (or `task:` in the --config file)")
+        if not isinstance(self.templates, list):
+            raise UnisonoError(f"templates must be a list of YAML files, got {self.templates!r}")
+        if self.lora_rank and self.freeze_layers:
+            raise UnisonoError("choose one of --lora-rank and --freeze-layers (LoRA already freezes every base weight)")
+        if self.lora_rank < 0 or self.freeze_layers < 0:
+            raise UnisonoError("--lora-rank and --freeze-layers must be >= 0")
+        if not 0.0 <= self.replay_weight < 1.0:
+            raise UnisonoError(f"--replay-weight must lie in [0, 1), got {self.replay_weight}")
+        if self.steps < 1 or self.grad_accum < 1 or self.max_frames < 1 or self.val_batches < 1:
+            raise UnisonoError("--steps, grad_accum, --max-frames and --val-batches must be >= 1")
+        if self.save_every < 0:
+            raise UnisonoError(f"save_every must be >= 0 (0: no resumable state), got {self.save_every}")
+        self.step_settings()
+        return self
+
+    def step_settings(self) -> StepSettings:
+        """The optimisation step of this run (checked)."""
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise UnisonoError(f"finetune config: nonfinite must be 'skip' or 'stop', got {self.nonfinite!r}")
+        return StepSettings(lr=self.peak_lr, total_steps=self.steps, warmup_steps=min(self.warmup, self.steps // 2),
+                            min_lr_ratio=self.min_lr_ratio, grad_clip=self.grad_clip, nonfinite=self.nonfinite,
+                            max_skipped=self.max_skipped, bf16=self.bf16).validate("finetune config")
 
 
-# ------------------------------------------------------------------------------------------- LoRA
-class LoRALinear(nn.Module):
-    """``y = base(x) + (alpha / r) * x A^T B^T`` with ``A [r, in]`` random and ``B [out, r]`` zero, so the
-    layer starts as exactly ``base``. The base weight is frozen."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float | None = None):
-        super().__init__()
-        if rank < 1:
-            raise UnisonoError(f"--lora-rank must be >= 1, got {rank}")
-        self.base = base
-        base.weight.requires_grad_(False)
-        if base.bias is not None:
-            base.bias.requires_grad_(False)
-        self.rank = int(rank)
-        self.scale = float(alpha if alpha is not None else rank) / self.rank
-        w = base.weight
-        self.lora_a = nn.Parameter(torch.empty(self.rank, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, self.rank, device=w.device, dtype=w.dtype))
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + F.linear(F.linear(x, self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype)) * self.scale
-
-    def merged_weight(self) -> torch.Tensor:
-        """``W + (alpha / r) B A`` (``[out, in]``)."""
-        return self.base.weight + (self.lora_b.float() @ self.lora_a.float()).to(self.base.weight.dtype) * self.scale
-
-
-def _lora_parents(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
-    """``(parent, attribute, full name)`` of every linear projection that gets an adapter: ``wqkv``, ``wo``,
-    ``w13``, ``w2`` of unisono's own transformers, or every linear layer of a transformers backbone."""
-    found = []
-    for name, mod in model.named_modules():
-        for attr, child in mod.named_children():
-            if not isinstance(child, nn.Linear):
-                continue
-            full = f"{name}.{attr}" if name else attr
-            if attr in LORA_TARGETS or full.startswith("backbone.body."):
-                found.append((mod, attr, full))
-    return found
-
-
-def add_lora(model: nn.Module, rank: int, alpha: float | None = None) -> list[str]:
-    """Freeze every parameter of ``model`` and put a :class:`LoRALinear` on each projection; returns
-    their names."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    names = []
-    for parent, attr, full in _lora_parents(model):
-        setattr(parent, attr, LoRALinear(getattr(parent, attr), rank, alpha))
-        names.append(full)
-    if not names:
-        raise UnisonoError("this model has no attention/MLP projections to put LoRA adapters on")
-    return names
-
-
-@torch.no_grad()
-def merge_lora(model: nn.Module) -> int:
-    """Replace every :class:`LoRALinear` of ``model`` by a plain linear layer holding the merged weight;
-    returns how many were merged. The state dict then has the base model's keys again."""
-    n = 0
-    for name, mod in list(model.named_modules()):
-        for attr, child in list(mod.named_children()):
-            if isinstance(child, LoRALinear):
-                lin = child.base
-                lin.weight.copy_(child.merged_weight())
-                setattr(mod, attr, lin)
-                n += 1
-    return n
-
-
-def freeze_layers(model: nn.Module, n: int) -> list[str]:
+# --------------------------------------------------------------------------------------- model modes
+def freeze_layers(model: torch.nn.Module, n: int) -> list[str]:
     """Freeze the first ``n`` layers of the global transformer (and, with ``n`` = all layers, nothing
     more: embeddings, heads and a multiscale model's local transformer stay trainable)."""
     layers = getattr(model.backbone, "layers", None)
@@ -140,8 +185,21 @@ def freeze_layers(model: nn.Module, n: int) -> list[str]:
     return frozen
 
 
-# --------------------------------------------------------------------------------------- checks
-def _split_dir(shards: Path, split: str) -> Path | None:
+def adapt_model(model: UnisonoLM, cfg: FinetuneConfig, task_id: int) -> list[str]:
+    """Put ``model`` in ``cfg``'s mode (LoRA adapters + the new task's embedding row, frozen layers, or every
+    weight trainable); returns the names of the adapted projections (LoRA)."""
+    if cfg.lora_rank:
+        adapted = add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        model.train_only_embedding_rows([task_id])
+        return adapted
+    if cfg.freeze_layers:
+        freeze_layers(model, cfg.freeze_layers)
+    return []
+
+
+# ------------------------------------------------------------------------------------------ data
+def split_dir(shards: Path, split: str) -> Path | None:
+    """``shards/split`` when it holds shards (``vocab.json``); for ``train``, also ``shards`` itself."""
     d = shards / split
     if (d / "vocab.json").is_file():
         return d
@@ -150,11 +208,9 @@ def _split_dir(shards: Path, split: str) -> Path | None:
     return None
 
 
-def new_task_vocab(ckpt_vocab, shards_vocab, task: str, what: str):
+def new_task_vocab(ckpt_vocab: Vocab, shards_vocab: Vocab, task: str, what: str) -> Vocab:
     """The checkpoint's vocabulary with ``task`` added at the slot the shards gave it; every id of the
     checkpoint must mean the same in the shards (else a one-line error)."""
-    from unisono.vocab import Vocab
-
     if task in ckpt_vocab.tasks:
         raise UnisonoError(f"task {task!r} already exists in the checkpoint (id {ckpt_vocab.task_id(task)}); "
                            "fine-tune it with `unisono train --init-from`, or pick a new task name")
@@ -165,259 +221,249 @@ def new_task_vocab(ckpt_vocab, shards_vocab, task: str, what: str):
                            "tokenize with --vocab CKPT/vocab.json --tokenizers CKPT")
     if task not in shards_vocab.tasks:
         raise UnisonoError(f"{what} hold no task {task!r}; tokenize with --tasks {task} --templates FILE")
-    slot = shards_vocab.tasks[task]
-    tasks = dict(ckpt_vocab.tasks)
-    tasks[task] = slot
-    v = Vocab(ckpt_vocab._sizes(), ckpt_vocab.num_codebooks, ckpt_vocab.codebook_size, tasks, ckpt_vocab.fill,
-              ckpt_vocab.fingerprints)
-    return v
+    return Vocab.from_dict({**ckpt_vocab.to_dict(), "tasks": {**ckpt_vocab.tasks, task: shards_vocab.tasks[task]}})
 
 
-# ------------------------------------------------------------------------------------ evaluation
-@torch.no_grad()
-def validation_loss(model, sources: dict, pad_id: int, max_frames: int, max_batches: int, device) -> dict[str, float]:
-    """Mean token cross-entropy per task over at most ``max_batches`` frame-budget batches of each source."""
-    from unisono.train.data import collate
-
-    was = model.training
-    model.eval()
-    out = {}
-    for task in sorted(sources):
-        tot = cnt = 0.0
-        cur: list[dict] = []
-        batches = 0
-
-        def run(batch):
-            mb = collate(batch, pad_id)
-            r = model.loss(mb["frames"].to(device), mb["loss_mask"].to(device))
-            return float(r["stream_sum"].sum()), float(r["stream_count"].sum())
-
-        for ex in sources[task]():
-            longest = max([e["frames"].shape[0] for e in cur] + [ex["frames"].shape[0]])
-            if cur and (len(cur) + 1) * longest > max_frames:
-                s, c = run(cur)
-                tot, cnt, batches, cur = tot + s, cnt + c, batches + 1, []
-                if batches >= max_batches:
-                    break
-            cur.append(ex)
-        if cur and batches < max_batches:
-            s, c = run(cur)
-            tot, cnt = tot + s, cnt + c
-        if cnt:
-            out[task] = tot / cnt
-    model.train(was)
-    return out
-
-
-def _crop_examples(src, max_frames: int):
-    from unisono.train.data import _crop
-
-    return lambda: (_crop(ex, max_frames) for ex in src())
-
-
-# ------------------------------------------------------------------------------------------ run
-def finetune(
-    checkpoint,
-    task: str,
-    shards,
-    out,
-    templates: list | None = None,
-    replay=None,
-    replay_weight: float = 0.25,
-    val_shards=None,
-    lora_rank: int = 0,
-    lora_alpha: float | None = None,
-    freeze: int = 0,
-    steps: int = 300,
-    lr: float | None = None,
-    warmup: int = 20,
-    weight_decay: float = 0.0,
-    max_frames: int = 2048,
-    val_batches: int = 8,
-    seed: int = 0,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict:
-    """Fine-tune ``checkpoint`` on ``task`` (see the module doc); returns the report written to
-    ``out/finetune_report.json``."""
-    from tqdm import tqdm
-
-    from unisono.data.shards import ShardReader
-    from unisono.lm import UnisonoLM
-    from unisono.tasks import load_templates
-    from unisono.train.data import TaskMixture, TokenBudgetBatcher, collate
-    from unisono.train.trainer import lr_factor
-    from unisono.vocab import Vocab
-
-    ckpt, shards, out = Path(checkpoint), Path(shards), Path(out)
-    require_checkpoint(ckpt, "--checkpoint", LM_PARTS)
-    if lora_rank and freeze:
-        raise UnisonoError("choose one of --lora-rank and --freeze-layers (LoRA already freezes every base weight)")
-    if lora_rank < 0 or freeze < 0:
-        raise UnisonoError("--lora-rank and --freeze-layers must be >= 0")
-    if not 0.0 <= replay_weight < 1.0:
-        raise UnisonoError(f"--replay-weight must lie in [0, 1), got {replay_weight}")
-    if steps < 1:
-        raise UnisonoError(f"--steps must be >= 1, got {steps}")
-    if out.resolve() == ckpt.resolve():
-        raise UnisonoError("--out must differ from --checkpoint (the base checkpoint is kept as it is)")
-    ckpt_vocab = Vocab.load(ckpt / "vocab.json")
-    if task in ckpt_vocab.tasks:  # before anything else is read
-        raise UnisonoError(f"task {task!r} already exists in the checkpoint (id {ckpt_vocab.task_id(task)}); "
+def task_templates(ckpt: Path, ckpt_vocab: Vocab, cfg: FinetuneConfig) -> dict:
+    """The checkpoint's templates and ``cfg.templates``; one-line errors for a task the checkpoint already has
+    or one no template defines."""
+    if cfg.task in ckpt_vocab.tasks:  # before anything else is read
+        raise UnisonoError(f"task {cfg.task!r} already exists in the checkpoint (id {ckpt_vocab.task_id(cfg.task)}); "
                            "fine-tune it with `unisono train --init-from`, or pick a new task name")
     tpl_files = [ckpt / TEMPLATES] if (ckpt / TEMPLATES).is_file() else []
-    all_templates = load_templates(tpl_files + [Path(p) for p in (templates or [])])
-    if task not in all_templates:
-        raise UnisonoError(f"no template for task {task!r} in {', '.join(map(str, templates or [])) or 'the built-in templates'}; "
+    templates = load_templates(tpl_files + [Path(p) for p in cfg.templates])
+    if cfg.task not in templates:
+        where = ", ".join(map(str, cfg.templates)) or "the built-in templates"
+        raise UnisonoError(f"no template for task {cfg.task!r} in {where}; "
                            "pass the YAML file that defines it with --templates")
+    return templates
 
-    train_dir = _split_dir(shards, "train")
+
+@dataclass
+class FinetuneData:
+    """The run's vocabulary (the checkpoint's + the new task) and its sources (task -> zero-argument
+    callable yielding examples cropped to ``max_frames``): training (with ``weights``) and validation."""
+
+    vocab: Vocab
+    train: dict = field(default_factory=dict)
+    val: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    replay_tasks: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, directory: Path, task: str, max_frames: int) -> None:
+        vocab = self.vocab
+
+        def source():
+            reader = ShardReader(directory, tasks=[task], vocab=vocab, shuffle=False)
+            return (crop_example(ex, max_frames) for ex in reader)
+
+        getattr(self, kind)[task] = source
+
+
+def shard_tasks(directory: Path, ckpt_vocab: Vocab, what: str) -> list[str]:
+    """The checkpoint's tasks that the shards of ``directory`` hold (the shards checked against its vocabulary)."""
+    ckpt_vocab.check_compatible(Vocab.load(directory / "vocab.json"), what=f"{what} in {directory}",
+                                mine="the checkpoint")
+    return sorted({task_of_shard(p) for p in list_shards(directory)} & set(ckpt_vocab.tasks))
+
+
+def finetune_data(ckpt_vocab: Vocab, shards: Path, cfg: FinetuneConfig) -> FinetuneData:
+    """Check the shards (the new task's, the replayed and the validation ones) and make the sources."""
+    train_dir, valid_dir = split_dir(shards, "train"), split_dir(shards, "valid")
     if train_dir is None:
         raise UnisonoError(f"--shards {shards} holds no train split (train/vocab.json); make it with `unisono tokenize`")
-    vocab = new_task_vocab(ckpt_vocab, Vocab.load(train_dir / "vocab.json"), task, f"the shards in {train_dir}")
-    valid_dir = _split_dir(shards, "valid")
+    data = FinetuneData(new_task_vocab(ckpt_vocab, Vocab.load(train_dir / "vocab.json"), cfg.task,
+                                       f"the shards in {train_dir}"))
     if valid_dir is None:
         raise UnisonoError(f"--shards {shards} holds no valid split; tokenize with --splits train,valid so the new "
                            "task's validation loss can be measured")
-
-    # sources: the new task, the replayed old tasks, and their validation sets
-    def reader(d, tasks):
-        return lambda: ShardReader(d, tasks=tasks, vocab=vocab, shuffle=False)
-
-    train_src = {task: reader(train_dir, [task])}
-    val_src = {task: reader(valid_dir, [task])}
-    weights = {task: 1.0}
-    replay_tasks: list[str] = []
-    if replay is not None:
-        rdir = _split_dir(Path(replay), "train")
+    data.add("train", train_dir, cfg.task, cfg.max_frames)
+    data.add("val", valid_dir, cfg.task, cfg.max_frames)
+    data.weights[cfg.task] = 1.0
+    if cfg.replay is not None:
+        rdir = split_dir(Path(cfg.replay), "train")
         if rdir is None:
-            raise UnisonoError(f"--replay {replay} holds no train split of token shards")
-        rv = Vocab.load(rdir / "vocab.json")
-        ckpt_vocab.check_compatible(rv, what=f"the replay shards in {rdir}", mine="the checkpoint")
-        from unisono.data.shards import list_shards, task_of_shard
-
-        replay_tasks = sorted({task_of_shard(p) for p in list_shards(rdir)} & set(ckpt_vocab.tasks))
-        if not replay_tasks:
-            raise UnisonoError(f"--replay {replay} holds no shards of the checkpoint's tasks")
-        if replay_weight > 0:
-            for t in replay_tasks:
-                train_src[t] = reader(rdir, [t])
-                weights[t] = replay_weight / (1.0 - replay_weight) / len(replay_tasks)
+            raise UnisonoError(f"--replay {cfg.replay} holds no train split of token shards")
+        data.replay_tasks = shard_tasks(rdir, ckpt_vocab, "the replay shards")
+        if not data.replay_tasks:
+            raise UnisonoError(f"--replay {cfg.replay} holds no shards of the checkpoint's tasks")
+        for t in data.replay_tasks if cfg.replay_weight > 0 else []:
+            data.add("train", rdir, t, cfg.max_frames)
+            data.weights[t] = cfg.replay_weight / (1.0 - cfg.replay_weight) / len(data.replay_tasks)
     old_val_dir = None
-    if val_shards is not None:
-        old_val_dir = _split_dir(Path(val_shards), "valid") or _split_dir(Path(val_shards), "train")
+    if cfg.val_shards is not None:
+        old_val_dir = split_dir(Path(cfg.val_shards), "valid") or split_dir(Path(cfg.val_shards), "train")
         if old_val_dir is None:
-            raise UnisonoError(f"--val-shards {val_shards} holds no token shards")
-    elif replay is not None:
-        old_val_dir = _split_dir(Path(replay), "valid")
-    if old_val_dir is not None:
-        ov = Vocab.load(old_val_dir / "vocab.json")
-        ckpt_vocab.check_compatible(ov, what=f"the validation shards in {old_val_dir}", mine="the checkpoint")
-        from unisono.data.shards import list_shards, task_of_shard
+            raise UnisonoError(f"--val-shards {cfg.val_shards} holds no token shards")
+    elif cfg.replay is not None:
+        old_val_dir = split_dir(Path(cfg.replay), "valid")
+    for t in shard_tasks(old_val_dir, ckpt_vocab, "the validation shards") if old_val_dir else []:
+        data.add("val", old_val_dir, t, cfg.max_frames)
+    return data
 
-        for t in sorted({task_of_shard(p) for p in list_shards(old_val_dir)} & set(ckpt_vocab.tasks)):
-            val_src[t] = reader(old_val_dir, [t])
-    train_src = {t: _crop_examples(s, max_frames) for t, s in train_src.items()}
-    val_src = {t: _crop_examples(s, max_frames) for t, s in val_src.items()}
 
-    # the model
-    torch.manual_seed(seed)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+# ------------------------------------------------------------------------------------------ training
+def pick_device(name: str) -> torch.device:
+    """``auto`` (a GPU when one is visible, else the CPU), ``cpu`` or ``cuda[:N]``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UnisonoError(f"--device {name} asked for, but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def load_base(ckpt: Path, vocab: Vocab, device: torch.device) -> UnisonoLM:
+    """The checkpoint's language model on ``device``, checked against the run's vocabulary."""
     model = UnisonoLM.from_pretrained(ckpt)
     if model.cfg.vocab_size != vocab.size or model.cfg.num_streams != vocab.num_codebooks:
         raise UnisonoError(f"{ckpt}: the model (V={model.cfg.vocab_size}, K={model.cfg.num_streams}) does not match its "
                            f"vocab.json (V={vocab.size}, K={vocab.num_codebooks})")
-    model.to(dev)
-    params_total = model.num_parameters()
-    t0 = time.perf_counter()
-    before = validation_loss(model, val_src, vocab.pad_id, max_frames, val_batches, dev)
-    eval_s = time.perf_counter() - t0
+    return model.to(device)
 
-    mode = "lora" if lora_rank else ("freeze" if freeze else "full")
-    adapted: list[str] = []
-    if lora_rank:
-        adapted = add_lora(model, lora_rank, lora_alpha)
-        model.train_only_embedding_rows([vocab.task_id(task)])
-    elif freeze:
-        freeze_layers(model, freeze)
-    model.to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = model.trainable_parameters()
-    if lr is None:
-        lr = 1e-3 if lora_rank else 3e-4
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and n != "tok_emb.weight"]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.dim() < 2 or n == "tok_emb.weight")]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, min(warmup, steps // 2), steps, 0.1))
-    batcher = TokenBudgetBatcher(TaskMixture(train_src, weights, seed=seed), max_frames, pool_size=64, seed=seed)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext())
 
+def train_steps(model: UnisonoLM, optim: OptimStep, batcher: TokenBudgetBatcher, cfg: FinetuneConfig, pad_id: int,
+                resume: ResumeState, run: dict, progress: bool) -> None:
+    """Optimisation steps until ``cfg.steps`` updates are made, saving the resumable state every
+    ``cfg.save_every`` updates. ``run`` (the report's running values: ``losses``, ``seen``, ``train_seconds``)
+    is updated in place."""
+    dev = next(model.parameters()).device
     model.train()
-    losses: list[float] = []
-    seen: dict[str, int] = {}
-    t1 = time.perf_counter()
-    bar = tqdm(total=steps, desc=f"finetune {task} ({mode})", unit="step", disable=not progress, file=sys.stderr)
-    for step in range(steps):
-        mb = collate(next(batcher), vocab.pad_id)
-        for t in mb["tasks"]:
-            seen[t] = seen.get(t, 0) + 1
-        with autocast:
-            r = model.loss(mb["frames"].to(dev), mb["loss_mask"].to(dev))
-        loss = r["loss"]
-        if not torch.isfinite(loss):
-            raise UnisonoError(f"non-finite loss at fine-tuning step {step + 1}; lower --lr")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+    bar = tqdm(total=cfg.steps, initial=optim.step, desc=f"finetune {cfg.task} ({cfg.mode})", unit="step",
+               disable=not progress, file=sys.stderr)
+    t0 = time.perf_counter() - run["train_seconds"]
+    while optim.step < cfg.steps:
+        mbs = [collate(next(batcher), pad_id) for _ in range(cfg.grad_accum)]
+        for t in (t for mb in mbs for t in mb["tasks"]):
+            run["seen"][t] = run["seen"].get(t, 0) + 1
+        where = "; ".join(f"{t}:{i}" for mb in mbs for t, i in zip(mb["tasks"], mb["ids"]))
+        r = optim(mbs, lambda mb: model.loss(mb["frames"].to(dev), mb["loss_mask"].to(dev)),
+                  weights=[float(mb["loss_mask"].sum()) for mb in mbs], batch=where)
+        if r.skipped:
+            continue
+        run["losses"].append(r.loss)
+        run["train_seconds"] = time.perf_counter() - t0
+        if cfg.save_every and optim.step % cfg.save_every == 0 and optim.step < cfg.steps:
+            resume.save({**run, "model": model.state_dict(), "optim": optim.state_dict(), "data": batcher.state_dict(),
+                         "torch_rng": torch.get_rng_state()})
         bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.set_postfix(loss=f"{r.loss:.3f}")
     bar.close()
-    train_s = time.perf_counter() - t1
 
-    if lora_rank:
+
+def restore(state: dict, model: UnisonoLM, optim: OptimStep, batcher: TokenBudgetBatcher) -> dict:
+    """Load a saved state into the run's objects; returns the report's running values."""
+    model.load_state_dict(state["model"])
+    optim.load_state_dict(state["optim"])
+    batcher.load_state_dict(state["data"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resuming fine-tuning after step %d", optim.step)
+    return {k: state[k] for k in ("losses", "seen", "train_seconds", "before", "eval_seconds_before")}
+
+
+# ------------------------------------------------------------------------------------------ run
+def finetune(checkpoint, data, out, config: FinetuneConfig | None = None, progress: bool = True) -> dict:
+    """Fine-tune ``checkpoint`` on ``config.task`` with the new task's shards ``data`` (see the module doc);
+    write the packaged checkpoint to ``out`` and return the report written to ``out/finetune_report.json``."""
+    cfg = (config or FinetuneConfig()).validate()
+    ckpt, shards, out = Path(checkpoint), Path(data), Path(out)
+    require_checkpoint(ckpt, "--checkpoint", LM_PARTS)
+    if out.resolve() == ckpt.resolve():
+        raise UnisonoError("--out must differ from --checkpoint (the base checkpoint is kept as it is)")
+    ckpt_vocab = Vocab.load(ckpt / "vocab.json")
+    templates = task_templates(ckpt, ckpt_vocab, cfg)
+    fd = finetune_data(ckpt_vocab, shards, cfg)
+    dev = pick_device(cfg.device)
+    identity = {"checkpoint": str(ckpt.resolve()), "data": str(shards.resolve()),
+                **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}}
+    resume = ResumeState(out.with_name(out.name + ".resume"), identity)
+    state = resume.load()
+
+    torch.manual_seed(cfg.seed)
+    model = load_base(ckpt, fd.vocab, dev)
+    params_total = model.num_parameters()
+    adapted = adapt_model(model, cfg, fd.vocab.task_id(cfg.task))
+    model.to(dev)
+    opt = make_optimizer(model.named_parameters(), cfg.peak_lr, cfg.weight_decay, no_decay=("tok_emb.weight",))
+    optim = OptimStep(model, opt, cfg.step_settings(), dev)
+    batcher = TokenBudgetBatcher(TaskMixture(fd.train, fd.weights, seed=cfg.seed), cfg.max_frames, cfg.pool_size,
+                                 seed=cfg.seed)
+    if state is not None:
+        run = restore(state, model, optim, batcher)
+    else:
+        t0 = time.perf_counter()
+        before = validate(model, fd, cfg, optim)
+        run = {"losses": [], "seen": {}, "train_seconds": 0.0, "before": before,
+               "eval_seconds_before": time.perf_counter() - t0}
+    run["resumed_from_step"] = optim.step if state is not None else None
+    train_steps(model, optim, batcher, cfg, fd.vocab.pad_id, resume, run, progress)
+    if cfg.lora_rank:
         merge_lora(model)
-    after = validation_loss(model, val_src, vocab.pad_id, max_frames, val_batches, dev)
-
-    old = sorted(t for t in before if t != task)
-    report = {
-        "checkpoint": str(ckpt), "task": task, "task_id": vocab.task_id(task), "mode": mode,
-        "lora_rank": lora_rank or None, "lora_layers": len(adapted) or None, "freeze_layers": freeze or None,
-        "steps": steps, "lr": lr, "max_frames": max_frames, "replay_tasks": replay_tasks if replay_weight > 0 else [],
-        "replay_weight": replay_weight if replay_tasks else 0.0, "examples_seen": seen,
-        "train_seconds": round(train_s, 2), "eval_seconds_before": round(eval_s, 2), "device": str(dev),
-        "parameters_total": params_total, "parameters_trainable": n_trainable,
-        "train_loss_first": losses[0], "train_loss_last": float(sum(losses[-10:]) / len(losses[-10:])),
-        "val_loss_before": before, "val_loss_after": after,
-        "new_task_val_loss": {"before": before.get(task), "after": after.get(task)},
-        "old_tasks_val_loss_relative_change": {t: (after[t] - before[t]) / before[t] for t in old if t in after},
-    }
-    kept = {n: t for n, t in all_templates.items() if n in vocab.tasks}
+    after = validate(model, fd, cfg, optim)
+    report = make_report(ckpt, cfg, fd, run, after, adapted, params_total, model.trainable_parameters(), dev)
+    kept = {n: t for n, t in templates.items() if n in fd.vocab.tasks}
     with atomic_dir(out) as tmp:  # the packaged checkpoint, renamed into place when complete
-        write_checkpoint(tmp, model.to("cpu"), vocab, templates=kept, **carried_parts(ckpt))
+        write_checkpoint(tmp, model.to("cpu"), fd.vocab, templates=kept, **carried_parts(ckpt))
         write_json(tmp / "finetune_report.json", report)
+    resume.clear()
     return report
 
 
-def print_report(r: dict, file=None) -> None:
-    file = file or sys.stdout
-    print(f"{r['task']} (task id {r['task_id']}), {r['mode']}: {r['steps']} steps in {r['train_seconds']:.1f} s, "
-          f"{r['parameters_trainable']:,} of {r['parameters_total']:,} parameters trained", file=file)
-    print(f"{'val loss':<20}{'before':>10}{'after':>10}{'change':>10}", file=file)
+def validate(model: UnisonoLM, fd: FinetuneData, cfg: FinetuneConfig, optim: OptimStep) -> dict[str, float]:
+    """Validation loss per task (nats per token) of the new task's and the old tasks' validation sources."""
+    return validation_loss(model, fd.val, fd.vocab.pad_id, cfg.max_frames, cfg.val_batches,
+                           next(model.parameters()).device, autocast=optim.autocast,
+                           num_streams=fd.vocab.num_codebooks)
+
+
+def make_report(ckpt: Path, cfg: FinetuneConfig, fd: FinetuneData, run: dict, after: dict, adapted: list[str],
+                params_total: int, params_trainable: int, dev: torch.device) -> dict:
+    """The content of ``finetune_report.json``."""
+    before, task, losses = run["before"], cfg.task, run["losses"]
+    old = sorted(t for t in before if t != task)
+    return {
+        "checkpoint": str(ckpt), "task": task, "task_id": fd.vocab.task_id(task), "mode": cfg.mode,
+        "lora_rank": cfg.lora_rank or None, "lora_layers": len(adapted) or None,
+        "freeze_layers": cfg.freeze_layers or None, "steps": cfg.steps, "lr": cfg.peak_lr,
+        "max_frames": cfg.max_frames, "replay_tasks": fd.replay_tasks if cfg.replay_weight > 0 else [],
+        "replay_weight": cfg.replay_weight if fd.replay_tasks else 0.0, "examples_seen": run["seen"],
+        "train_seconds": round(run["train_seconds"], 2), "eval_seconds_before": round(run["eval_seconds_before"], 2),
+        "device": str(dev), "parameters_total": params_total, "parameters_trainable": params_trainable,
+        "train_loss_first": losses[0], "train_loss_last": float(sum(losses[-10:]) / len(losses[-10:])),
+        "train_losses": losses, "resumed_from_step": run["resumed_from_step"],
+        "val_loss_before": before, "val_loss_after": after,
+        "new_task_val_loss": {"before": before.get(task), "after": after.get(task)},
+        "old_tasks_val_loss_relative_change": {t: (after[t] - before[t]) / before[t] for t in old if t in after},
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def format_report(r: dict) -> str:
+    """A table of the report: the validation loss of each task before and after, and the change."""
+    lines = [(f"{r['task']} (task id {r['task_id']}), {r['mode']}: {r['steps']} steps in {r['train_seconds']:.1f} s, "
+              f"{r['parameters_trainable']:,} of {r['parameters_total']:,} parameters trained"),
+             f"{'val loss':<20}{'before':>10}{'after':>10}{'change':>10}"]
     for t in sorted(r["val_loss_after"], key=lambda t: (t != r["task"], t)):
         b, a = r["val_loss_before"].get(t), r["val_loss_after"][t]
         ch = f"{100 * (a - b) / b:+.1f}%" if b else ""
-        print(f"{t + (' (new)' if t == r['task'] else ''):<20}{b if b is not None else float('nan'):>10.4f}{a:>10.4f}{ch:>10}",
-              file=file)
+        name = t + (" (new)" if t == r["task"] else "")
+        lines.append(f"{name:<20}{b if b is not None else float('nan'):>10.4f}{a:>10.4f}{ch:>10}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------- CLI
+FLAGS = {  # argparse destination -> FinetuneConfig field, for the flags that override --config
+    "task": "task", "replay": "replay", "replay_weight": "replay_weight", "val_shards": "val_shards",
+    "lora_rank": "lora_rank", "lora_alpha": "lora_alpha", "freeze_layers": "freeze_layers", "steps": "steps",
+    "lr": "lr", "warmup": "warmup", "max_frames": "max_frames", "val_batches": "val_batches", "seed": "seed",
+    "device": "device", "nonfinite": "nonfinite", "save_every": "save_every", "grad_accum": "grad_accum",
+}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = FinetuneConfig()
+    p.add_argument("--config", help="YAML file of fine-tuning settings (configs/finetune/); flags override it")
     p.add_argument("--checkpoint", required=True, help="the trained checkpoint to start from (a packaged checkpoint dir)")
-    p.add_argument("--task", required=True, help="name of the NEW task (must not exist in the checkpoint)")
+    p.add_argument("--task", help="name of the NEW task (must not exist in the checkpoint)")
     p.add_argument("--templates", action="append", default=[], help="YAML file defining the new task's template "
                    "(repeatable), e.g. configs/tasks/superres.yaml")
     p.add_argument("--shards", required=True, help="the new task's shards (train/ and valid/), made by `unisono tokenize "
@@ -425,31 +471,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output checkpoint directory (packaged; loadable by Pipeline.from_pretrained)")
     p.add_argument("--replay", help="shards of the old tasks to mix in (their train split; their valid split is "
                    "used for the old tasks' validation loss)")
-    p.add_argument("--replay-weight", type=float, default=0.25,
-                   help="fraction of training examples drawn from --replay (default: %(default)s)")
+    p.add_argument("--replay-weight", type=float,
+                   help=f"fraction of training examples drawn from --replay (default: {d.replay_weight})")
     p.add_argument("--val-shards", help="shards whose valid split measures the old tasks (default: --replay's)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on the attention/MLP "
+    mode.add_argument("--lora-rank", type=int, help="LoRA adapters of this rank on the attention/MLP "
                       "projections, base weights frozen, merged when saving (default: off)")
-    mode.add_argument("--freeze-layers", type=int, default=0, help="freeze the first N transformer layers "
+    mode.add_argument("--freeze-layers", type=int, help="freeze the first N transformer layers "
                       "(default: 0; with neither option every weight is trained)")
     p.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: the rank, i.e. scale 1)")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default: {d.steps})")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 with LoRA, 3e-4 otherwise)")
-    p.add_argument("--warmup", type=int, default=20, help="warm-up steps (default: %(default)s)")
-    p.add_argument("--max-frames", type=int, default=2048, help="padded frames per batch (default: %(default)s)")
-    p.add_argument("--val-batches", type=int, default=8, help="validation batches per task (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--warmup", type=int, help=f"warm-up steps (default: {d.warmup})")
+    p.add_argument("--grad-accum", type=int, help=f"micro-batches per step (default: {d.grad_accum})")
+    p.add_argument("--max-frames", type=int, help=f"padded frames per micro-batch (default: {d.max_frames})")
+    p.add_argument("--val-batches", type=int, help=f"validation batches per task (default: {d.val_batches})")
+    p.add_argument("--nonfinite", choices=NONFINITE_POLICIES, help="a NaN/Inf loss or gradient: skip the batch or "
+                   f"stop the run (default: {d.nonfinite})")
+    p.add_argument("--save-every", type=int,
+                   help=f"steps between saved resumable states, 0 = none (default: {d.save_every})")
+    p.add_argument("--seed", type=int, help=f"(default: {d.seed})")
+    p.add_argument("--device", help=f"auto, cpu or cuda (default: {d.device})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """``--config`` (or the defaults) with every flag given on the command line applied over it."""
+    cfg = FinetuneConfig.load(args.config) if args.config else FinetuneConfig()
+    given = {f: getattr(args, dest) for dest, f in FLAGS.items() if getattr(args, dest) is not None}
+    if args.templates:
+        given["templates"] = list(args.templates)
+    if "lora_rank" in given:  # a mode flag replaces the file's mode
+        given.setdefault("freeze_layers", 0)
+    if "freeze_layers" in given:
+        given.setdefault("lora_rank", 0)
+    return dataclasses.replace(cfg, **given)
+
+
 def main(args) -> int:
-    r = finetune(args.checkpoint, args.task, args.shards, args.out, templates=args.templates, replay=args.replay,
-                 replay_weight=args.replay_weight, val_shards=args.val_shards, lora_rank=args.lora_rank,
-                 lora_alpha=args.lora_alpha, freeze=args.freeze_layers, steps=args.steps, lr=args.lr,
-                 warmup=args.warmup, max_frames=args.max_frames, val_batches=args.val_batches, seed=args.seed,
-                 device=args.device, progress=not args.no_progress)
-    print_report(r)
+    r = finetune(args.checkpoint, args.shards, args.out, config_from_args(args), progress=not args.no_progress)
+    print(format_report(r))
     print(f"checkpoint: {args.out} (report: {Path(args.out) / 'finetune_report.json'})")
     return 0

@@ -15,6 +15,11 @@ The loop, for one task:
    examples) of a policy initialised from the checkpoint against the frozen checkpoint;
 7. **output**: a new packaged checkpoint (the input's tokenizers, codec and templates with the tuned weights)
    and ``dpo_report.json``: the metric's mean on held-out prompts before and after.
+
+A run is described by :class:`DPOSettings` (a strict YAML file: ``unisono dpo --config FILE``, configs/dpo/).
+Each update is :class:`unisono.train.loop.OptimStep` (clipping, the non-finite policy, the warm-up). The ranked
+pairs, then every ``save_every`` updates the training state, are saved in ``OUT.resume/``: the same run started
+again continues from there without sampling anew.
 """
 
 from __future__ import annotations
@@ -26,18 +31,33 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from unisono.checkpoint import carried_parts, write_checkpoint
 from unisono.errors import UnisonoError
+from unisono.eval.corpus import (
+    build_items,
+    load_corpus_cuts,
+    select_cuts,
+    to_output,
+    train_attribute_classifiers,
+)
+from unisono.eval.metrics import EVAL_SAMPLE_RATE, score
+from unisono.eval.metrics.classifier import get_classifier
+from unisono.eval.metrics.frechet import mel_stats_embedding
+from unisono.eval.model_system import PipelineSystem
 from unisono.fileio import atomic_dir, write_json, write_jsonl
 from unisono.inference import Decoded, Pipeline
 from unisono.options import GenerationOptions
 from unisono.tasks import load_templates
+from unisono.train.dpo import dpo_objective
+from unisono.train.loop import OptimStep, ResumeState, StepSettings, make_optimizer
+from unisono.train.settings import read_settings_file, resolve_paths, settings_from_dict
 
 EMPTY_OUTPUT_SECONDS = 0.1  # an empty output is scored as this much silence
 EVAL_SEED_OFFSET = 1_000_003  # held-out samples use seeds far from the training candidates'
@@ -74,8 +94,6 @@ class RankMetric:
 
 
 def _duration_error(wav: np.ndarray, ref) -> float:
-    from unisono.eval.metrics.common import EVAL_SAMPLE_RATE
-
     if ref.audio is None:
         return math.nan
     return abs(wav.shape[-1] - ref.audio.shape[-1]) / EVAL_SAMPLE_RATE
@@ -83,10 +101,6 @@ def _duration_error(wav: np.ndarray, ref) -> float:
 
 def class_probability(attribute: str, wav: np.ndarray, ref) -> float:
     """Probability the attribute classifier gives to the requested class (``ref.attributes[attribute]``)."""
-    from unisono.eval.metrics.classifier import get_classifier
-    from unisono.eval.metrics.common import EVAL_SAMPLE_RATE
-    from unisono.eval.metrics.frechet import mel_stats_embedding
-
     clf = get_classifier(attribute)
     true = ref.attributes.get(attribute)
     if true is None or str(true) not in clf.classes:
@@ -153,9 +167,6 @@ def rank_metric(name: str, template=None) -> RankMetric:
 
 def score_output(metric: RankMetric, wav, sample_rate: int, ref) -> float:
     """Score one output ``wav [S]`` at ``sample_rate`` Hz against the harness reference ``ref``."""
-    from unisono.eval.corpus import to_output
-    from unisono.eval.metrics import score
-
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if wav.size == 0:
         if metric.name == "duration":
@@ -228,9 +239,6 @@ def collect_prompts(pipe, task: str, corpus_dir, split: str, n: int | None, seed
     """Up to ``n`` prompts of ``task`` from ``split`` of ``corpus_dir`` (a seeded sample, sorted by cut id).
 
     With ``metric``, only cuts it can score (:meth:`RankMetric.scorable`): no candidate is made in vain."""
-    from unisono.eval.corpus import build_items, load_corpus_cuts, select_cuts
-    from unisono.eval.model_system import PipelineSystem
-
     cuts = load_corpus_cuts(corpus_dir, split)
     chosen = select_cuts(cuts, task, None, seed)
     if not chosen:
@@ -296,52 +304,157 @@ def candidate_example(pipe, task: str, conditions: list, cand: Candidate, exampl
     return pipe.io(task).example(conditions, cand.decoded, example_id)
 
 
+# ------------------------------------------------------------------------------------------ settings
+@dataclass
+class DPOSettings:
+    """Everything ``unisono dpo`` can be told besides its checkpoint, corpus and output (the CLI flags, and
+    the keys of a ``--config`` YAML file: configs/dpo/). ``task`` and ``rank_by`` are required.
+
+    ``warmup`` None: ``max(1, min(10, steps // 10))`` steps of linear warm-up, then a constant ``lr``.
+    ``nonfinite``/``max_skipped``: the non-finite policy (:class:`unisono.train.loop.StepSettings`).
+    ``save_every``: training steps between saved resumable states (0: only the ranked pairs are saved).
+    ``device`` ``auto``: a GPU when one is visible."""
+
+    task: str = ""
+    rank_by: str = ""
+    split: str = "train"
+    prompts: int = 64
+    candidates: int = 4
+    eval_split: str = "valid"
+    eval_prompts: int = 16
+    eval_samples: int = 2
+    beta: float = 0.1
+    ce_weight: float = 0.1
+    lr: float = 1e-5
+    warmup: int | None = None
+    steps: int = 100
+    batch_size: int = 8
+    grad_clip: float = 1.0
+    nonfinite: str = "skip"
+    max_skipped: int = 10
+    save_every: int = 50
+    min_gap: float = 0.0
+    seed: int = 0
+    top_k: int = 30
+    top_p: float = 1.0
+    temperature: float = 1.0
+    guidance_scale: float = 1.0
+    max_duration: float = 10.0
+    classifiers: str | None = None
+    device: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+    command: str | None = None
+
+    NOT_IDENTITY = ("eval_split", "eval_prompts", "eval_samples", "classifiers", "device", "overwrite", "progress",
+                    "command")  # settings a resumed run may change
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "dpo settings") -> DPOSettings:
+        return settings_from_dict(cls, d, where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> DPOSettings:
+        """The settings of YAML file ``path`` (unknown keys are one-line errors; a relative ``classifiers``
+        directory is read from the file's folder)."""
+        d = read_settings_file(path, "see configs/dpo/ for examples")
+        return cls.from_dict(resolve_paths(d, ("classifiers",), Path(path).resolve().parent), f"dpo config {path}")
+
+    def validate(self) -> DPOSettings:
+        if not self.task or not self.rank_by:
+            raise UnisonoError("DPO needs a task and a ranking metric: give --task and --rank-by (or `task:` and "
+                               "`rank_by:` in the --config file)")
+        if self.candidates < 2:
+            raise UnisonoError(f"--candidates must be at least 2 (a pair needs two samples), got {self.candidates}")
+        if self.prompts < 1:
+            raise UnisonoError(f"--prompts must be at least 1, got {self.prompts}")
+        if self.eval_prompts < 0 or self.eval_samples < 1:
+            raise UnisonoError("--eval-prompts must be >= 0 and --eval-samples >= 1")
+        if self.steps < 1 or self.batch_size < 1:
+            raise UnisonoError(f"--steps and --batch-size must be positive, got {self.steps} and {self.batch_size}")
+        if not self.beta > 0:
+            raise UnisonoError(f"--beta must be positive, got {self.beta}")
+        if self.ce_weight < 0 or self.min_gap < 0 or self.save_every < 0:
+            raise UnisonoError("--ce-weight, --min-gap and save_every must be >= 0")
+        if not self.lr > 0:
+            raise UnisonoError(f"--lr must be positive, got {self.lr}")
+        self.step_settings()
+        return self
+
+    def step_settings(self) -> StepSettings:
+        """The optimisation step: ``lr`` after a linear warm-up, no decay (checked)."""
+        warm = self.warmup if self.warmup is not None else max(1, min(10, self.steps // 10))
+        return StepSettings(lr=self.lr, total_steps=self.steps, warmup_steps=warm, min_lr_ratio=1.0,
+                            grad_clip=self.grad_clip, nonfinite=self.nonfinite, max_skipped=self.max_skipped,
+                            bf16=False).validate("dpo settings")
+
+    def resolved_device(self) -> str:
+        """``device`` with ``auto`` resolved; a one-line error for a GPU that is not there."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UnisonoError(f"--device {self.device} asked for, but no CUDA device is available; use --device cpu")
+        return self.device
+
+
 # ------------------------------------------------------------------------------------------ training
-def train_dpo(policy, reference, pairs: list[tuple[dict, dict]], steps: int, lr: float, beta: float,
-              ce_weight: float, batch_size: int, seed: int = 0, grad_clip: float = 1.0,
-              progress: bool = True) -> list[dict]:
-    """``steps`` AdamW steps of :func:`dpo_objective` over ``pairs`` (chosen, rejected) in seeded shuffled
-    epochs of ``batch_size`` pairs; ``policy`` is updated in place. Returns one log row per step."""
-    from tqdm import tqdm
+def pair_batches(n_pairs: int, batch_size: int, rng: random.Random, order: list[int]):
+    """An endless stream of batches of pair indices: seeded shuffled epochs (``order`` holds what is left of
+    the current epoch, changed in place so a saved copy resumes the stream)."""
+    while True:
+        batch = []
+        while len(batch) < min(batch_size, n_pairs):
+            if not order:
+                order.extend(range(n_pairs))
+                rng.shuffle(order)
+            batch.append(order.pop())
+        yield batch
 
-    from unisono.train.dpo import dpo_objective
 
+def train_dpo(policy, reference, pairs: list[tuple[dict, dict]], s: DPOSettings,
+              resume: ResumeState | None = None, saved: dict | None = None) -> list[dict]:
+    """``s.steps`` AdamW updates (:class:`unisono.train.loop.OptimStep`) of :func:`dpo_objective` over ``pairs``
+    (chosen, rejected) in seeded shuffled epochs of ``s.batch_size`` pairs; ``policy`` is updated in place.
+    Every ``s.save_every`` updates the state goes to ``resume`` (with ``saved``, the ranking, beside it); a
+    ``saved`` state that holds training continues from there. Returns one log row per update."""
     if not pairs:
         raise UnisonoError("no preference pairs to train on")
     reference.eval()
     for p in reference.parameters():
         p.requires_grad_(False)
     policy.eval()  # no dropout: at step 0 the policy's log-probs equal the reference's
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    warm = max(1, min(10, steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    rng = random.Random(seed)
-    order: list[int] = []
-    history = []
-    bar = tqdm(range(steps), desc="dpo", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        batch = []
-        while len(batch) < min(batch_size, len(pairs)):
-            if not order:
-                order = list(range(len(pairs)))
-                rng.shuffle(order)
-            batch.append(pairs[order.pop()])
-        out = dpo_objective(policy, reference, [c for c, _ in batch], [r for _, r in batch], beta=beta,
-                            ce_weight=ce_weight)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        gnorm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-        if not math.isfinite(float(out["loss"].detach())) or not math.isfinite(gnorm):
-            raise UnisonoError(f"DPO step {step + 1}: the loss or its gradient is not finite; lower --lr or --beta")
-        opt.step()
-        sched.step()
-        row = {"step": step + 1, "loss": float(out["loss"].detach()), "margin": float(out["margin"]),
-               "accuracy": float(out["accuracy"]), "grad_norm": gnorm}
+    dev = next(policy.parameters()).device
+    opt = make_optimizer(policy.named_parameters(), s.lr, 0.0, betas=(0.9, 0.95))
+    optim = OptimStep(policy, opt, s.step_settings(), dev)
+    rng, order, history = random.Random(s.seed), [], []
+    if saved is not None and "policy" in saved:
+        policy.load_state_dict(saved["policy"])
+        optim.load_state_dict(saved["optim"])
+        rng.setstate(saved["rng"])
+        order, history = list(saved["order"]), list(saved["history"])
+    batches = pair_batches(len(pairs), s.batch_size, rng, order)
+    bar = tqdm(total=s.steps, initial=optim.step, desc="dpo", disable=not s.progress, dynamic_ncols=True)
+    while optim.step < s.steps:
+        batch = [pairs[i] for i in next(batches)]
+
+        def forward(b):
+            return dpo_objective(policy, reference, [c for c, _ in b], [r for _, r in b], s.beta, s.ce_weight)
+
+        r = optim([batch], forward)
+        if r.skipped:
+            continue
+        out = r.outputs[0]
+        row = {"step": optim.step, "loss": r.loss, "margin": float(out["margin"]),
+               "accuracy": float(out["accuracy"]), "grad_norm": r.grad_norm}
         if "ce" in out:
             row["ce"] = float(out["ce"])
         history.append(row)
+        if resume is not None and s.save_every and optim.step % s.save_every == 0 and optim.step < s.steps:
+            resume.save({**(saved or {}), "policy": policy.state_dict(), "optim": optim.state_dict(),
+                         "rng": rng.getstate(), "order": list(order), "history": history})
+        bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", margin=f"{row['margin']:.3f}", acc=f"{row['accuracy']:.2f}")
+    bar.close()
     return history
 
 
@@ -349,8 +462,6 @@ def train_dpo(policy, reference, pairs: list[tuple[dict, dict]], steps: int, lr:
 def metric_mean(pipe, task: str, prompts: list[Prompt], metric: RankMetric, seeds: list[int],
                 progress: bool = False, desc: str = "eval") -> dict:
     """The metric's mean over ``len(seeds)`` fresh samples of every prompt (``nan`` scores left out)."""
-    from tqdm import tqdm
-
     values, per_prompt = [], {}
     for p in tqdm(prompts, desc=desc, disable=not progress, dynamic_ncols=True):
         cands = sample_candidates(pipe, task, p, seeds)
@@ -361,54 +472,58 @@ def metric_mean(pipe, task: str, prompts: list[Prompt], metric: RankMetric, seed
             "n_unscored": len(prompts) * len(seeds) - len(values), "per_prompt": per_prompt}
 
 
+def before_and_after(pipe, tuned, prompts: list[Prompt], metric: RankMetric, s: DPOSettings) -> dict:
+    """The metric's mean on the held-out ``prompts`` under the input and the tuned pipeline, with the same
+    seeds (far from the training candidates')."""
+    evaluation = {"split": s.eval_split, "prompts": len(prompts), "samples_per_prompt": s.eval_samples}
+    if prompts:
+        seeds = [s.seed + EVAL_SEED_OFFSET + j for j in range(s.eval_samples)]
+        before = metric_mean(pipe, s.task, prompts, metric, seeds, s.progress, "eval before")
+        after = metric_mean(tuned, s.task, prompts, metric, seeds, s.progress, "eval after")
+        evaluation.update(before=before, after=after, change=after["mean"] - before["mean"],
+                          improved=bool(metric.better(after["mean"], before["mean"])))
+    return evaluation
+
+
+# ------------------------------------------------------------------------------------------ ranking
+def rank_candidates(pipe, prompts: list[Prompt], metric: RankMetric, s: DPOSettings) -> dict:
+    """Sample ``s.candidates`` outputs per prompt, score them and pair the best with the worst. Returns the
+    ranking (plain values and tensors, saved for a resumed run): ``pairs`` (chosen, rejected training
+    examples), ``rows`` (one per prompt, for ``dpo_pairs.jsonl``), ``scores`` and ``index`` (prompt, chosen,
+    rejected) and the ``seconds`` spent."""
+    t0 = time.time()
+    seeds = [s.seed + j for j in range(s.candidates)]
+    all_cands: list[list[Candidate]] = []
+    for p in tqdm(prompts, desc=f"sample+score ({s.rank_by})", disable=not s.progress, dynamic_ncols=True):
+        cands = sample_candidates(pipe, s.task, p, seeds)
+        for c in cands:
+            c.score = score_output(metric, c.wav, pipe.sample_rate, p.ref)
+            c.wav = np.zeros(0, np.float32)  # scored: only the codes are needed from here on
+        all_cands.append(cands)
+    scores = [[c.score for c in cs] for cs in all_cands]
+    idx = make_pairs(scores, metric.higher_is_better, s.min_gap)
+    if not idx:
+        raise UnisonoError(f"no preference pairs: on every prompt the {s.candidates} candidates tied on "
+                           f"{s.rank_by!r} (or could not be scored); use more --candidates, more --prompts or "
+                           "another --rank-by")
+    pairs, rows = [], []
+    paired = {i: (c, r) for i, c, r in idx}
+    for i, (p, cands) in enumerate(zip(prompts, all_cands)):
+        row = {"cut": p.cut_id, "seeds": seeds, "scores": [c.score if math.isfinite(c.score) else None for c in cands],
+               "frames": [int(c.codes.shape[-1]) for c in cands], "ended": [c.ended for c in cands]}
+        if i in paired:
+            cj, rj = paired[i]
+            conds = condition_segments(pipe, s.task, p.inputs)
+            pairs.append((candidate_example(pipe, s.task, conds, cands[cj], f"{p.cut_id}:chosen:{seeds[cj]}"),
+                          candidate_example(pipe, s.task, conds, cands[rj], f"{p.cut_id}:rejected:{seeds[rj]}")))
+            row.update(chosen=cj, rejected=rj)
+        rows.append(row)
+    return {"pairs": pairs, "rows": rows, "scores": scores, "index": [list(x) for x in idx],
+            "seconds": time.time() - t0}
+
+
 # ------------------------------------------------------------------------------------------ the command
-@dataclass
-class DPOSettings:
-    """Everything ``unisono dpo`` can be told (the CLI flags, as an API)."""
-
-    split: str = "train"
-    prompts: int = 64
-    candidates: int = 4
-    eval_split: str = "valid"
-    eval_prompts: int = 16
-    eval_samples: int = 2
-    beta: float = 0.1
-    ce_weight: float = 0.1
-    lr: float = 1e-5
-    steps: int = 100
-    batch_size: int = 8
-    min_gap: float = 0.0
-    seed: int = 0
-    top_k: int = 30
-    top_p: float = 1.0
-    temperature: float = 1.0
-    guidance_scale: float = 1.0
-    max_duration: float = 10.0
-    classifiers: str | None = None
-    device: str = "cpu"
-    overwrite: bool = False
-    progress: bool = True
-    command: str | None = None
-
-    def validate(self) -> DPOSettings:
-        if self.candidates < 2:
-            raise UnisonoError(f"--candidates must be at least 2 (a pair needs two samples), got {self.candidates}")
-        if self.prompts < 1:
-            raise UnisonoError(f"--prompts must be at least 1, got {self.prompts}")
-        if self.eval_prompts < 0 or self.eval_samples < 1:
-            raise UnisonoError("--eval-prompts must be >= 0 and --eval-samples >= 1")
-        if self.steps < 1 or self.batch_size < 1:
-            raise UnisonoError(f"--steps and --batch-size must be positive, got {self.steps} and {self.batch_size}")
-        if not self.lr > 0:
-            raise UnisonoError(f"--lr must be positive, got {self.lr}")
-        if not self.beta > 0:
-            raise UnisonoError(f"--beta must be positive, got {self.beta}")
-        if self.ce_weight < 0 or self.min_gap < 0:
-            raise UnisonoError("--ce-weight and --min-gap must be >= 0")
-        return self
-
-
-def _load(directory, device: str):
+def load_pipeline(directory, device: str) -> Pipeline:
     """A pipeline whose LM runs on ``device``; the codec (encoding inputs, decoding candidates for the CPU
     evaluators) stays on the CPU."""
     pipe = Pipeline.from_pretrained(directory, device="cpu")
@@ -416,115 +531,90 @@ def _load(directory, device: str):
     return pipe
 
 
-def run_dpo(checkpoint, task: str, rank_by: str, data, out, settings: DPOSettings | None = None) -> dict:
-    """Preference-tune ``checkpoint`` on ``task`` ranked by ``rank_by``; write the tuned checkpoint and
-    ``dpo_report.json`` to ``out`` (atomically: built in ``out.partial``, renamed when complete)."""
-    from tqdm import tqdm
-
-    from unisono.eval.corpus import train_attribute_classifiers
-
-    s = (settings or DPOSettings()).validate()
-    t_start = time.time()
-    checkpoint, data, out = Path(checkpoint), Path(data), Path(out)
+def check_dpo_paths(checkpoint: Path, data: Path, out: Path, s: DPOSettings) -> None:
+    """One-line errors, before any work, for a corpus that is not one, an existing ``out`` or ``out`` equal to
+    the checkpoint."""
     if not (data / "manifests").is_dir():
         raise UnisonoError(f"{data} is not a corpus made by `unisono synth` (no manifests/ directory)")
     if out.exists() and any(out.iterdir()) and not s.overwrite:
         raise UnisonoError(f"{out} already exists; choose another --out or pass --overwrite")
     if out.resolve() == checkpoint.resolve():
         raise UnisonoError("--out must differ from --checkpoint (the input is the frozen reference)")
-    if s.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UnisonoError(f"--device {s.device} asked for, but no CUDA device is available; use --device cpu")
-    pipe = _load(checkpoint, s.device)
-    metric = rank_metric(rank_by, pipe.io(task).template)  # the checkpoint's own template: its metrics
-    _audio_target(pipe, task)
+
+
+def run_dpo(checkpoint, data, out, settings: DPOSettings) -> dict:
+    """Preference-tune ``checkpoint`` on ``settings.task`` ranked by ``settings.rank_by`` with prompts of corpus
+    ``data``; write the tuned checkpoint, ``dpo_report.json`` and ``dpo_pairs.jsonl`` to ``out`` (atomically:
+    built in ``out.partial``, renamed when complete). An interrupted run's state (the ranked pairs, then the
+    training every ``save_every`` steps) is kept in ``out.resume/``: the same call continues from it."""
+    s = settings.validate()
+    t_start = time.time()
+    checkpoint, data, out = Path(checkpoint), Path(data), Path(out)
+    check_dpo_paths(checkpoint, data, out, s)
+    device = s.resolved_device()
+    pipe = load_pipeline(checkpoint, device)
+    metric = rank_metric(s.rank_by, pipe.io(s.task).template)  # the checkpoint's own template: its metrics
+    _audio_target(pipe, s.task)
     options = GenerationOptions(top_k=s.top_k, top_p=s.top_p, temperature=s.temperature,
                                 guidance_scale=s.guidance_scale, max_duration=s.max_duration).validate()
+    identity = {"checkpoint": str(checkpoint.resolve()), "data": str(data.resolve()),
+                **{k: v for k, v in asdict(s).items() if k not in DPOSettings.NOT_IDENTITY}}
+    resume = ResumeState(out.with_name(out.name + ".resume"), identity)
+    saved = resume.load()
     clf_dir = Path(s.classifiers) if s.classifiers else out.with_name(out.name + ".classifiers")
     with contextlib.ExitStack() as stack:
         if metric.classifier is not None and not s.classifiers:  # trained here for this run only
             stack.callback(shutil.rmtree, clf_dir, ignore_errors=True)
         tmp = stack.enter_context(atomic_dir(out))  # the tuned checkpoint, renamed into place when complete
-        prompts = collect_prompts(pipe, task, data, s.split, s.prompts, s.seed, options, metric)
-        eval_prompts = (collect_prompts(pipe, task, data, s.eval_split, s.eval_prompts, s.seed, options, metric)
+        prompts = collect_prompts(pipe, s.task, data, s.split, s.prompts, s.seed, options, metric) if saved is None \
+            else []
+        eval_prompts = (collect_prompts(pipe, s.task, data, s.eval_split, s.eval_prompts, s.seed, options, metric)
                         if s.eval_prompts else [])
         clf_info = None
         if metric.classifier is not None:
             clf_info = train_attribute_classifiers(data, clf_dir, [metric.classifier], progress=s.progress)
-
-        # -- candidates, scores, pairs
-        t0 = time.time()
-        seeds = [s.seed + j for j in range(s.candidates)]
-        all_cands: list[list[Candidate]] = []
-        for p in tqdm(prompts, desc=f"sample+score ({rank_by})", disable=not s.progress, dynamic_ncols=True):
-            cands = sample_candidates(pipe, task, p, seeds)
-            for c in cands:
-                c.score = score_output(metric, c.wav, pipe.sample_rate, p.ref)
-                c.wav = np.zeros(0, np.float32)  # scored: only the codes are needed from here on
-            all_cands.append(cands)
-        t_rank = time.time() - t0
-        idx = make_pairs([[c.score for c in cs] for cs in all_cands], metric.higher_is_better, s.min_gap)
-        if not idx:
-            raise UnisonoError(f"no preference pairs: on every prompt the {s.candidates} candidates tied on "
-                               f"{rank_by!r} (or could not be scored); use more --candidates, more --prompts or "
-                               "another --rank-by")
-        pairs, rows = [], []
-        paired = {i: (c, r) for i, c, r in idx}
-        for i, (p, cands) in enumerate(zip(prompts, all_cands)):
-            row = {"cut": p.cut_id, "seeds": seeds, "scores": [c.score if math.isfinite(c.score) else None
-                                                              for c in cands],
-                   "frames": [int(c.codes.shape[-1]) for c in cands], "ended": [c.ended for c in cands]}
-            if i in paired:
-                cj, rj = paired[i]
-                conds = condition_segments(pipe, task, p.inputs)
-                pairs.append((candidate_example(pipe, task, conds, cands[cj], f"{p.cut_id}:chosen:{seeds[cj]}"),
-                              candidate_example(pipe, task, conds, cands[rj], f"{p.cut_id}:rejected:{seeds[rj]}")))
-                row.update(chosen=cj, rejected=rj)
-            rows.append(row)
-        scored = [c.score for cs in all_cands for c in cs if math.isfinite(c.score)]
-
-        # -- training
+        if saved is None:
+            saved = {"ranking": rank_candidates(pipe, prompts, metric, s)}
+            resume.save(saved)
+        ranking = saved["ranking"]
         t0 = time.time()
         torch.manual_seed(s.seed)
         policy = copy.deepcopy(pipe.lm)
-        history = train_dpo(policy, pipe.lm, pairs, s.steps, s.lr, s.beta, s.ce_weight, s.batch_size, s.seed,
-                            progress=s.progress)
+        history = train_dpo(policy, pipe.lm, [tuple(p) for p in ranking["pairs"]], s, resume, saved)
         t_train = time.time() - t0
-
-        # -- the tuned checkpoint, loaded back as any user would
         write_checkpoint(tmp, policy, pipe.vocab, templates=pipe.templates, **carried_parts(checkpoint))
-        tuned = _load(tmp, s.device)
-
-        # -- held-out evaluation, same seeds before and after
         t0 = time.time()
-        evaluation = {"split": s.eval_split, "prompts": len(eval_prompts), "samples_per_prompt": s.eval_samples}
-        if eval_prompts:
-            eseeds = [s.seed + EVAL_SEED_OFFSET + j for j in range(s.eval_samples)]
-            before = metric_mean(pipe, task, eval_prompts, metric, eseeds, s.progress, "eval before")
-            after = metric_mean(tuned, task, eval_prompts, metric, eseeds, s.progress, "eval after")
-            evaluation.update(before=before, after=after, change=after["mean"] - before["mean"],
-                              improved=bool(metric.better(after["mean"], before["mean"])))
-        t_eval = time.time() - t0
-
-        report = {
-            "task": task, "rank_by": rank_by, "metric": metric.description,
-            "higher_is_better": metric.higher_is_better, "checkpoint": str(checkpoint.resolve()),
-            "corpus": str(data.resolve()), "split": s.split, "prompts": len(prompts), "candidates": s.candidates,
-            "candidates_scored": len(scored), "candidates_unscored": len(prompts) * s.candidates - len(scored),
-            "train_candidates_mean": float(np.mean(scored)) if scored else None,
-            "pairs": len(pairs), "prompts_without_pair": len(prompts) - len(pairs),
-            "mean_pair_gap": float(np.mean([abs(all_cands[i][c].score - all_cands[i][r].score) for i, c, r in idx])),
-            "steps": s.steps, "beta": s.beta, "ce_weight": s.ce_weight, "lr": s.lr, "batch_size": s.batch_size,
-            "seed": s.seed, "sampling": {"top_k": s.top_k, "top_p": s.top_p, "temperature": s.temperature,
-                                         "guidance_scale": s.guidance_scale, "max_duration": s.max_duration},
-            "final": history[-1], "history": history, "eval": evaluation, "classifiers": clf_info,
-            "seconds": {"sample_and_score": round(t_rank, 2), "train": round(t_train, 2),
-                        "eval": round(t_eval, 2), "total": round(time.time() - t_start, 2)},
-            "device": s.device, "command": s.command,
-        }
-        write_jsonl(tmp / "dpo_pairs.jsonl", _finite(rows))
-        report = _finite(report)
+        evaluation = before_and_after(pipe, load_pipeline(tmp, device), eval_prompts, metric, s)
+        seconds = {"sample_and_score": round(ranking["seconds"], 2), "train": round(t_train, 2),
+                   "eval": round(time.time() - t0, 2), "total": round(time.time() - t_start, 2)}
+        report = _finite(dpo_report(checkpoint, data, s, metric, device, ranking, history, evaluation, clf_info,
+                                    seconds))
+        write_jsonl(tmp / "dpo_pairs.jsonl", _finite(ranking["rows"]))
         write_json(tmp / "dpo_report.json", report)
+    resume.clear()
     return report
+
+
+def dpo_report(checkpoint: Path, data: Path, s: DPOSettings, metric: RankMetric, device: str, ranking: dict,
+               history: list[dict], evaluation: dict, clf_info, seconds: dict) -> dict:
+    """The content of ``dpo_report.json``."""
+    scores = ranking["scores"]
+    scored = [x for row in scores for x in row if math.isfinite(x)]
+    n_prompts = len(ranking["rows"])
+    return {
+        "task": s.task, "rank_by": s.rank_by, "metric": metric.description,
+        "higher_is_better": metric.higher_is_better, "checkpoint": str(checkpoint.resolve()),
+        "corpus": str(data.resolve()), "split": s.split, "prompts": n_prompts, "candidates": s.candidates,
+        "candidates_scored": len(scored), "candidates_unscored": n_prompts * s.candidates - len(scored),
+        "train_candidates_mean": float(np.mean(scored)) if scored else None,
+        "pairs": len(ranking["pairs"]), "prompts_without_pair": n_prompts - len(ranking["pairs"]),
+        "mean_pair_gap": float(np.mean([abs(scores[i][c] - scores[i][r]) for i, c, r in ranking["index"]])),
+        "steps": s.steps, "beta": s.beta, "ce_weight": s.ce_weight, "lr": s.lr, "batch_size": s.batch_size,
+        "seed": s.seed, "sampling": {"top_k": s.top_k, "top_p": s.top_p, "temperature": s.temperature,
+                                     "guidance_scale": s.guidance_scale, "max_duration": s.max_duration},
+        "final": history[-1], "history": history, "eval": evaluation, "classifiers": clf_info,
+        "seconds": seconds, "device": device, "command": s.command,
+    }
 
 
 def describe_metrics() -> str:

@@ -17,13 +17,12 @@ continues with the same batches, random numbers and optimizer state (the same lo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +30,22 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path, write_json
 from unisono.lm.config import LMConfig
 from unisono.lm.model import UnisonoLM
 from unisono.train.data import Source, TaskMixture, TokenBudgetBatcher, check_example, collate
+from unisono.train.loop import OptimStep, StepSettings, make_optimizer, validation_loss
+from unisono.train.settings import settings_from_dict
+
+log = logging.getLogger("unisono")
 
 
 @dataclass
@@ -74,30 +82,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UnisonoError(f"train config: unknown keys {unknown}; known keys are {sorted(known)}")
         d = dict(d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
-        cfg = cls(**d)
+        cfg = settings_from_dict(cls, d, "train config")
         if cfg.grad_accum < 1 or cfg.max_steps < 1:
             raise UnisonoError("train config: grad_accum and max_steps must be >= 1")
-        if cfg.nonfinite not in ("skip", "stop"):
-            raise UnisonoError(f"train config: nonfinite must be 'skip' or 'stop', got {cfg.nonfinite!r}")
         if not 0.0 <= cfg.cond_dropout <= 1.0:
             raise UnisonoError(f"train config: cond_dropout must be in [0, 1], got {cfg.cond_dropout}")
+        cfg.step_settings()
         return cfg
 
-
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup to 1 over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    span = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    def step_settings(self) -> StepSettings:
+        """The optimisation step this configuration describes (checked)."""
+        return StepSettings(lr=self.lr, total_steps=self.max_steps, warmup_steps=self.warmup_steps,
+                            min_lr_ratio=self.min_lr_ratio, grad_clip=self.grad_clip, nonfinite=self.nonfinite,
+                            max_skipped=self.max_skipped, ema_decay=self.ema_decay,
+                            bf16=self.bf16).validate("train config")
 
 
 class _LossModule(nn.Module):
@@ -117,24 +118,22 @@ def dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-class EMA:
-    """Exponential moving average of the parameters (fp32 copies)."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for n, p in model.named_parameters():
-            self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
-
-    def state_dict(self) -> dict:
-        return self.shadow
-
-    def load_state_dict(self, sd: dict) -> None:
-        for n in self.shadow:
-            self.shadow[n].copy_(sd[n])
+def stream_and_task_losses(micro_batches: list[dict], outputs: list[dict], num_streams: int) -> dict:
+    """``loss_stream/<k>`` and ``loss_task/<task>``: mean token cross-entropy per stream and per task of a
+    step's micro-batches, from the model's loss outputs (``stream_sum``/``stream_count [K]``,
+    ``example_sum``/``example_count [B]``)."""
+    s_sum, s_cnt = torch.zeros(num_streams), torch.zeros(num_streams)
+    task_sum: dict[str, float] = {}
+    task_cnt: dict[str, float] = {}
+    for mb, out in zip(micro_batches, outputs):
+        s_sum += out["stream_sum"].cpu()
+        s_cnt += out["stream_count"].cpu()
+        for task, es, ec in zip(mb["tasks"], out["example_sum"].cpu().tolist(), out["example_count"].cpu().tolist()):
+            task_sum[task] = task_sum.get(task, 0.0) + es
+            task_cnt[task] = task_cnt.get(task, 0.0) + ec
+    m = {f"loss_stream/{j}": float(s_sum[j] / s_cnt[j]) for j in range(num_streams) if s_cnt[j] > 0}
+    m.update({f"loss_task/{t}": task_sum[t] / task_cnt[t] for t in sorted(task_sum) if task_cnt[t] > 0})
+    return m
 
 
 class Trainer:
@@ -163,20 +162,19 @@ class Trainer:
         self.out = Path(out_dir)
         self.vocab_json = vocab_json
         self.checkpoint_extras: list[Path] = []  # files or directories copied into every checkpoint
-        self.skipped_nonfinite = 0  # consecutive batches skipped for a non-finite loss
         self.skipped_batches: list[str] = []  # every skipped batch (tasks:ids) of this process
         self.sample_fn = sample_fn
         self.rank, self.world, self.local_rank = dist_info()
         if self.cfg.fsdp and self.cfg.ema_decay:
             raise UnisonoError("train config: ema_decay is not supported with fsdp: true; use DDP (fsdp: false) for EMA")
-        if self.world > 1 and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
-        self.device = self._pick_device()
         if self.cfg.stream_weights is not None and len(self.cfg.stream_weights) != self.mcfg.num_streams:
             raise UnisonoError(
                 f"train config: stream_weights has {len(self.cfg.stream_weights)} values for {self.mcfg.num_streams} streams"
             )
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        self.device = self._pick_device()
         if callable(train_sources) and not isinstance(train_sources, dict):
             train_sources = train_sources(self.rank, self.world)
         if val_sources is not None and callable(val_sources) and not isinstance(val_sources, dict):
@@ -184,49 +182,40 @@ class Trainer:
         self.val_sources = val_sources or {}
 
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
-        if init_from is not None:
-            self.model = UnisonoLM.from_pretrained(init_from)
-            self.mcfg = self.model.cfg
-        else:
-            self.model = UnisonoLM.from_config(self.mcfg)
+        self.model = UnisonoLM.from_pretrained(init_from) if init_from is not None else UnisonoLM.from_config(self.mcfg)
+        self.mcfg = self.model.cfg
         self.model.to(self.device)
-        self.mixture = TaskMixture(train_sources, self.cfg.task_weights, seed=self.cfg.seed * 1000 + self.rank)
-        self.batcher = TokenBudgetBatcher(self.mixture, self.cfg.max_frames, self.cfg.pool_size,
-                                          seed=self.cfg.seed * 1000 + self.rank)
-        self.gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 17 + self.rank)  # condition dropout
-        self.ema = EMA(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
-
-        self.wrapped: nn.Module = _LossModule(self.model, self.cfg.stream_weights)
-        if self.world > 1:
-            if self.cfg.fsdp:
-                from torch.distributed.fsdp import fully_shard
-
-                for layer in getattr(self.model.backbone, "layers", []):
-                    fully_shard(layer)
-                fully_shard(self.wrapped)
-            else:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-
-                ids = [self.device.index] if self.device.type == "cuda" else None
-                self.wrapped = DDP(self.wrapped, device_ids=ids, broadcast_buffers=False)
-        params = [p for p in self.wrapped.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.cfg.lr, betas=self.cfg.betas,
-        )
-        c = self.cfg
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_factor(s, c.warmup_steps, c.max_steps, c.min_lr_ratio)
-        )
-        self.step = 0
+        seed = self.cfg.seed * 1000 + self.rank
+        self.mixture = TaskMixture(train_sources, self.cfg.task_weights, seed=seed)
+        self.batcher = TokenBudgetBatcher(self.mixture, self.cfg.max_frames, self.cfg.pool_size, seed=seed)
+        self.gen = torch.Generator().manual_seed(seed + 17)  # condition dropout
+        self.wrapped = self._wrap()
+        opt = make_optimizer(self.wrapped.named_parameters(), self.cfg.lr, self.cfg.weight_decay, self.cfg.betas)
+        self.optim = OptimStep(self.wrapped, opt, self.cfg.step_settings(), self.device, ema_model=self.model,
+                               distributed=self.world > 1)
         self.writer = None
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda" and self.cfg.bf16
-            else contextlib.nullcontext()
-        )
+
+    @property
+    def step(self) -> int:
+        """Updates made so far (the optimisation step's counter)."""
+        return self.optim.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.optim.step = int(value)
+
+    def _wrap(self) -> nn.Module:
+        """The loss as a module's ``forward``, under DDP or FSDP2 when several processes run."""
+        wrapped: nn.Module = _LossModule(self.model, self.cfg.stream_weights)
+        if self.world == 1:
+            return wrapped
+        if self.cfg.fsdp:
+            for layer in getattr(self.model.backbone, "layers", []):
+                fully_shard(layer)
+            fully_shard(wrapped)
+            return wrapped
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(wrapped, device_ids=ids, broadcast_buffers=False)
 
     # -- setup -------------------------------------------------------------------------------
     def _pick_device(self) -> torch.device:
@@ -247,7 +236,7 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            print("tensorboard is not installed; logging to log.jsonl only (pip install 'unisono[lm]')")
+            log.warning("tensorboard is not installed; logging to log.jsonl only (pip install 'unisono[lm]')")
             self.cfg.tensorboard = False
             return
         # purge_step drops events a killed run logged after the checkpoint it resumes from
@@ -256,13 +245,11 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def _full_state_dicts(self) -> tuple[dict, dict]:
         if self.world > 1 and self.cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            msd, osd = get_state_dict(self.wrapped, self.opt, options=opts)
+            msd, osd = get_state_dict(self.wrapped, self.optim.opt, options=opts)
             msd = {k.removeprefix("model."): v for k, v in msd.items()}
             return msd, osd
-        return self.model.state_dict(), self.opt.state_dict()
+        return self.model.state_dict(), self.optim.opt.state_dict()
 
     def save(self) -> Path:
         ckdir = self.out / "checkpoints"
@@ -280,14 +267,14 @@ class Trainer:
                     shutil.copytree(extra, tmp / extra.name)
                 elif extra.is_file():
                     shutil.copy2(extra, tmp / extra.name)
-            if self.ema is not None:
-                self.model.save_pretrained(tmp / "ema", self.vocab_json, state_dict=self.ema.state_dict())
+            if self.optim.ema is not None:
+                self.model.save_pretrained(tmp / "ema", self.vocab_json, state_dict=self.optim.ema.state_dict())
             (tmp / "training_state").mkdir()
         self._barrier()
         state = {
             "step": self.step,
             "optimizer": osd if (self.rank == 0 or not self.cfg.fsdp) else None,
-            "scheduler": self.sched.state_dict(),
+            "scheduler": self.optim.sched.state_dict(),
             "data": self.batcher.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -325,8 +312,6 @@ class Trainer:
         ck = self.latest_checkpoint()
         if ck is None:
             return False
-        from safetensors.torch import load_file
-
         sfile = ck / "training_state" / f"rank{self.rank}.pt"
         if not sfile.is_file():
             raise UnisonoError(f"{ck} has no training state for rank {self.rank}; resume with the same number of processes")
@@ -338,25 +323,23 @@ class Trainer:
         msd = load_file(str(ck / "model.safetensors"))
         osd = state["optimizer"]
         if self.world > 1 and self.cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
             if self.rank != 0:
                 osd = torch.load(ck / "training_state" / "rank0.pt", map_location="cpu", weights_only=True)["optimizer"]
-            set_state_dict(self.wrapped, self.opt, model_state_dict={f"model.{k}": v for k, v in msd.items()},
+            set_state_dict(self.wrapped, self.optim.opt, model_state_dict={f"model.{k}": v for k, v in msd.items()},
                            optim_state_dict=osd, options=StateDictOptions(full_state_dict=True))
         else:
             self.model.load_state_dict(msd)
-            self.opt.load_state_dict(osd)
-        self.sched.load_state_dict(state["scheduler"])
+            self.optim.opt.load_state_dict(osd)
+        self.optim.sched.load_state_dict(state["scheduler"])
         self.batcher.load_state_dict(state["data"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.gen.set_state(state["dropout_gen"])
-        if self.ema is not None:
+        if self.optim.ema is not None:
             ema_file = ck / "ema" / "model.safetensors"
             if ema_file.is_file():
-                self.ema.load_state_dict(load_file(str(ema_file)))
+                self.optim.ema.load_state_dict(load_file(str(ema_file)))
         self.step = state["step"]
         return True
 
@@ -380,112 +363,32 @@ class Trainer:
         return float((counts * w).sum())
 
     def train_step(self) -> dict:
+        """One optimisation step on ``grad_accum`` micro-batches; its metrics, or ``{"skipped": True, "batch":
+        "task:id; ..."}`` when the non-finite policy skipped it."""
         t_start = time.perf_counter()
         self.wrapped.train()
         mbs = self._micro_batches()
-        total_w = sum(self._loss_weight(mb) for mb in mbs)
-        k = self.mcfg.num_streams
-        s_sum = torch.zeros(k)
-        s_cnt = torch.zeros(k)
-        task_sum: dict[str, float] = {}
-        task_cnt: dict[str, float] = {}
-        loss_total = 0.0
-        frames = 0
-        for i, mb in enumerate(mbs):
-            sync = i == len(mbs) - 1 or not hasattr(self.wrapped, "no_sync")
-            ctx = contextlib.nullcontext() if sync else self.wrapped.no_sync()
-            with ctx, self.autocast:
-                out = self.wrapped(mb["frames"].to(self.device), mb["loss_mask"].to(self.device))
-                scaled = out["loss"] * (out["weight"] / max(total_w, 1e-8))
-            scaled.backward()
-            loss_total += float(scaled.detach())
-            s_sum += out["stream_sum"].cpu()
-            s_cnt += out["stream_count"].cpu()
-            for task, es, ec in zip(mb["tasks"], out["example_sum"].cpu().tolist(), out["example_count"].cpu().tolist()):
-                task_sum[task] = task_sum.get(task, 0.0) + es
-                task_cnt[task] = task_cnt.get(task, 0.0) + ec
-            frames += mb["num_frames"]
-        clip = self.cfg.grad_clip if self.cfg.grad_clip and self.cfg.grad_clip > 0 else float("inf")
-        gnorm = float(torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), clip))
-        bad = torch.tensor([0.0 if math.isfinite(loss_total) and math.isfinite(gnorm) else 1.0])
-        if self.world > 1:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every rank skips (or stops) together
-        if bad.item():
-            self.opt.zero_grad(set_to_none=True)
-            where = "; ".join(f"{t}:{i}" for mb in mbs for t, i in zip(mb["tasks"], mb["ids"]))
-            what = f"non-finite loss or gradient (loss {loss_total}, grad norm {gnorm}) at step {self.step + 1} in the batch [{where}]"
-            self.skipped_nonfinite += 1
-            if self.cfg.nonfinite == "stop" or self.skipped_nonfinite > self.cfg.max_skipped:
-                why = "train.nonfinite is 'stop'" if self.cfg.nonfinite == "stop" else \
-                    f"{self.skipped_nonfinite} batches in a row were skipped"
-                raise UnisonoError(f"{what}; stopping ({why}); the last checkpoint is intact: lower the learning "
-                                   "rate or check these examples, then run again to resume")
-            if self.rank == 0:
-                print(f"warning: skipped a {what}", file=sys.stderr)
+        where = "; ".join(f"{t}:{i}" for mb in mbs for t, i in zip(mb["tasks"], mb["ids"]))
+        r = self.optim(mbs, lambda mb: self.wrapped(mb["frames"].to(self.device), mb["loss_mask"].to(self.device)),
+                       weights=[self._loss_weight(mb) for mb in mbs], batch=where)
+        if r.skipped:
             return {"skipped": True, "batch": where}
-        self.skipped_nonfinite = 0
-        lr = self.opt.param_groups[0]["lr"]
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.model)
-        self.step += 1
+        frames = sum(mb["num_frames"] for mb in mbs)
         dt = time.perf_counter() - t_start
-        m = {"step": self.step, "loss": loss_total, "lr": lr, "grad_norm": gnorm,
+        k = self.mcfg.num_streams
+        m = {"step": self.step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm,
              "frames_per_s": frames * self.world / dt, "tokens_per_s": frames * k * self.world / dt}
-        for j in range(k):
-            if s_cnt[j] > 0:
-                m[f"loss_stream/{j}"] = float(s_sum[j] / s_cnt[j])
-        for task in sorted(task_sum):
-            if task_cnt[task] > 0:
-                m[f"loss_task/{task}"] = task_sum[task] / task_cnt[task]
+        m.update(stream_and_task_losses(mbs, r.outputs, k))
         return m
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Validation loss per task (every token of ``eval_batches`` batches per task, summed over ranks).
-
-        Every rank runs the same number of forward passes (ranks with fewer batches repeat a batch
-        without counting it), as FSDP's collective forward needs.
-        """
-        self.wrapped.eval()
-        res = {}
-        for task in sorted(self.val_sources):
-            batches: list[list[dict]] = []
-            cur: list[dict] = []
-            for ex in self.val_sources[task]():
-                check_example(ex, self.mcfg.num_streams)
-                longest = max([e["frames"].shape[0] for e in cur] + [ex["frames"].shape[0]])
-                if cur and (len(cur) + 1) * longest > self.cfg.max_frames:
-                    batches.append(cur)
-                    cur = []
-                    if len(batches) >= self.cfg.eval_batches:
-                        break
-                cur.append(ex)
-            if cur and len(batches) < self.cfg.eval_batches:
-                batches.append(cur)
-            n = torch.tensor([len(batches)], dtype=torch.long)
-            if self.world > 1:
-                dist.all_reduce(n, op=dist.ReduceOp.MAX)
-            tot = torch.zeros(2, dtype=torch.float64)
-            for i in range(int(n)):
-                if batches:
-                    mb = collate(batches[min(i, len(batches) - 1)], self.mcfg.pad_id)
-                else:  # this rank has no data for the task: a dummy pass with no loss tokens
-                    frames = torch.full((1, 2, self.mcfg.num_streams), self.mcfg.pad_id, dtype=torch.long)
-                    mb = {"frames": frames, "loss_mask": torch.zeros_like(frames, dtype=torch.bool)}
-                with self.autocast:
-                    out = self.wrapped(mb["frames"].to(self.device), mb["loss_mask"].to(self.device))
-                if i < len(batches):
-                    tot[0] += float(out["stream_sum"].sum())
-                    tot[1] += float(out["stream_count"].sum())
-            if self.world > 1:
-                dist.all_reduce(tot)
-            if tot[1] > 0:
-                res[f"val_loss/{task}"] = float(tot[0] / tot[1])
-        self.wrapped.train()
-        return res
+        """Validation loss per task (``val_loss/<task>``: every token of ``eval_batches`` batches per task,
+        summed over ranks; :func:`unisono.train.loop.validation_loss`)."""
+        res = validation_loss(self.wrapped, self.val_sources, self.mcfg.pad_id, self.cfg.max_frames,
+                              self.cfg.eval_batches, self.device, loss_fn=self.wrapped, autocast=self.optim.autocast,
+                              num_streams=self.mcfg.num_streams, distributed=self.world > 1)
+        return {f"val_loss/{task}": v for task, v in res.items()}
 
     def _log(self, m: dict) -> None:
         if self.rank != 0:
@@ -520,8 +423,6 @@ class Trainer:
         self._open_writer()
         bar = None
         if progress and self.rank == 0:
-            from tqdm import tqdm
-
             bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="train", unit="step")
         last: dict = {}
         try:

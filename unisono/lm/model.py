@@ -195,6 +195,11 @@ class UnisonoLM(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def max_frames(self) -> int:
+        """Frames (prompt + generated) that fit the global transformer's ``max_seq_len`` positions under this
+        model's codebook pattern (see :class:`LMConfig`)."""
+        raise NotImplementedError
+
     # -- pieces shared by the patterns -------------------------------------------------------
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames [B, T, K] -> [B, T, D]``: sum of the K token embeddings of each position."""
@@ -630,6 +635,9 @@ class DelayLM(UnisonoLM):
 
     pattern = "delay"
 
+    def max_frames(self) -> int:
+        return self.cfg.max_seq_len - self.cfg.num_streams
+
     def features(self, frames, select=None):
         b, t, kk = frames.shape
         seq = delay_interleave(frames, self.cfg.pad_id)  # [B, S, K]
@@ -682,6 +690,9 @@ class FlatLM(UnisonoLM):
     """``flat``: the K codes of each frame one after another in one stream (T * K positions)."""
 
     pattern = "flat"
+
+    def max_frames(self) -> int:
+        return self.cfg.max_seq_len // self.cfg.num_streams - 1
 
     def features(self, frames, select=None):
         b, t, kk = frames.shape
@@ -738,6 +749,9 @@ class MultiscaleLM(UnisonoLM):
 
     def _head_in_dim(self) -> int:
         return self._ld
+
+    def max_frames(self) -> int:
+        return self.cfg.max_seq_len - 1
 
     def features(self, frames, select=None):
         b, t, kk = frames.shape

@@ -3,9 +3,11 @@ frame cap of each pattern, the one per-token cross entropy, the typed decode sta
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unisono.errors import UnisonoError
 from unisono.lm import PATTERNS, LMConfig, UnisonoLM
+from unisono.train.dpo import sequence_logprobs
 
 V, K, PAD = 40, 3, 0
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,3 +36,46 @@ def test_max_frames_per_pattern(pattern, frames):
     if pattern != "flat":  # one frame more needs more positions than the model has
         with pytest.raises(UnisonoError, match="max_seq_len"):
             m.generate(prompt, frames - 1, temperature=0.0)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_token_cross_entropy_is_the_masked_cross_entropy_of_the_forward_logits(pattern):
+    m = small(pattern)
+    g = torch.Generator().manual_seed(2)
+    frames = torch.randint(1, V, (2, 5, K), generator=g)
+    mask = torch.rand(2, 5, K, generator=g) < 0.5
+    mask[:, :, 2] = False  # a stream without loss tokens
+    mask[1] = False  # a row without loss tokens
+    mask[0, 3, 2] = True
+    with torch.no_grad():
+        ce = m.token_cross_entropy(frames, mask)
+        logits = m(frames)  # [B, T, K, V]
+    assert ce.shape == (2, 5, K) and ce.dtype == torch.float32
+    want = F.cross_entropy(logits[mask], frames[mask], reduction="none")
+    torch.testing.assert_close(ce[mask], want, atol=1e-5, rtol=1e-5)
+    assert bool((ce[mask] > 0).all()) and bool((ce[~mask] == 0).all())
+    # the owners of the reductions: the weighted mean of loss(), the per-row sums of DPO
+    w = torch.tensor([1.0, 0.5, 2.0])
+    with torch.no_grad():
+        r = m.loss(frames, mask, w.tolist())
+        lp = sequence_logprobs(m, frames, mask, w.tolist())
+    wm = w.expand_as(mask)[mask]
+    torch.testing.assert_close(r["loss"], (want * wm).sum() / wm.sum())
+    torch.testing.assert_close(r["example_sum"], torch.stack([ce[0].sum(), ce.new_zeros(())]))
+    torch.testing.assert_close(lp, -(ce * w).sum(dim=(1, 2)))
+    assert float(lp[1]) == 0.0
+    with pytest.raises(UnisonoError, match="must have the shape of frames"):
+        m.token_cross_entropy(frames, mask[:, :4])
+
+
+def test_token_cross_entropy_by_hand():
+    """Two streams, one frame, logits set by hand through the heads: CE = logsumexp(logits) - logit[target]."""
+    m = small("multiscale")
+    frames = torch.tensor([[[5, 7, 9]]])
+    with torch.no_grad():
+        feats = m.features(frames)[0, 0]  # [K, D]
+        logits = torch.stack([m.head(feats[k], k) for k in range(K)])  # [K, V]
+        ce = m.token_cross_entropy(frames, torch.tensor([[[True, False, True]]]))
+    by_hand = [float(torch.logsumexp(logits[k], 0) - logits[k, frames[0, 0, k]]) for k in (0, 2)]
+    assert ce[0, 0, 1] == 0.0
+    assert ce[0, 0, [0, 2]].tolist() == pytest.approx(by_hand, abs=1e-5)

@@ -227,6 +227,29 @@ class UnisonoLM(nn.Module):
         f = self.features(frames)
         return torch.stack([self.head(f[:, :, k], k) for k in range(self.cfg.num_streams)], dim=2)
 
+    def token_cross_entropy(self, frames: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+        """Per-token cross-entropy (nats, float32) ``[B, T, K]`` of ``frames [B, T, K]`` under the model, at the
+        tokens where ``loss_mask [B, T, K]`` is True; 0 elsewhere (not computed). Differentiable; the one owner of
+        the token losses (:meth:`loss`, :func:`unisono.train.dpo.sequence_logprobs`)."""
+        _check_frames(frames, self.cfg)
+        if self.int8 and torch.is_grad_enabled():
+            raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; load the float "
+                              "checkpoint to train it")
+        if loss_mask.shape != frames.shape:
+            raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
+        loss_mask = loss_mask.bool()
+        select = loss_mask.any(-1)  # [B, T] frames with at least one loss token
+        feats = self.features(frames, select)  # [N, K, Dh]
+        tgt, m = frames[select], loss_mask[select]  # [N, K]
+        ce = feats.new_zeros(m.shape, dtype=torch.float32)  # [N, K]
+        for k in range(self.cfg.num_streams):
+            sel = m[:, k]
+            if bool(sel.any()):
+                ce[sel, k] = F.cross_entropy(self.head(feats[:, k][sel], k).float(), tgt[:, k][sel], reduction="none")
+        out = ce.new_zeros(frames.shape)
+        out[select] = ce
+        return out
+
     def loss(self, frames: torch.Tensor, loss_mask: torch.Tensor,
              stream_weights: list[float] | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Cross-entropy over ``loss_mask [B, T, K]``.
@@ -235,38 +258,26 @@ class UnisonoLM(nn.Module):
         ``weight`` (the denominator), ``stream_sum``/``stream_count [K]`` and ``example_sum``/``example_count [B]`` (unweighted sums of
         token cross-entropies, for logging per stream and per task).
         """
-        _check_frames(frames, self.cfg)
-        if self.int8 and torch.is_grad_enabled():
-            raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; load the float "
-                              "checkpoint to train it")
-        if loss_mask.shape != frames.shape:
-            raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
-        kk = self.cfg.num_streams
+        ce = self.token_cross_entropy(frames, loss_mask)  # [B, T, K]
         loss_mask = loss_mask.bool()
-        select = loss_mask.any(-1)  # [B, T] frames with at least one loss token
-        rows = select.nonzero()[:, 0]  # example index of each selected frame
-        feats = self.features(frames, select)  # [N, K, Dh]
-        tgt, m = frames[select], loss_mask[select]  # [N, K]
+        kk, dev = self.cfg.num_streams, ce.device
         w = torch.ones(kk) if stream_weights is None else torch.as_tensor(stream_weights, dtype=torch.float32)
-        w = w.to(feats.device)
-        total = feats.new_zeros((), dtype=torch.float32)
-        denom = feats.new_zeros((), dtype=torch.float32)
-        s_sum = torch.zeros(kk, device=feats.device)
-        s_cnt = torch.zeros(kk, device=feats.device)
-        e_sum = torch.zeros(frames.shape[0], device=feats.device)
-        e_cnt = torch.zeros(frames.shape[0], device=feats.device)
+        w = w.to(dev)
+        total = ce.new_zeros(())
+        denom = ce.new_zeros(())
+        s_sum, s_cnt = torch.zeros(kk, device=dev), torch.zeros(kk, device=dev)
+        e_sum, e_cnt = torch.zeros(frames.shape[0], device=dev), torch.zeros(frames.shape[0], device=dev)
         for k in range(kk):
-            sel = m[:, k]
+            sel = loss_mask[..., k]  # [B, T]
             if not bool(sel.any()):
                 continue
-            logits = self.head(feats[:, k][sel], k).float()
-            ce = F.cross_entropy(logits, tgt[:, k][sel], reduction="none")
-            total = total + w[k] * ce.sum()
-            denom = denom + w[k] * ce.numel()
-            s_sum[k] = ce.detach().sum()
-            s_cnt[k] = ce.numel()
-            e_sum.index_add_(0, rows[sel], ce.detach())
-            e_cnt.index_add_(0, rows[sel], torch.ones_like(ce))
+            ce_k, rows = ce[..., k][sel], sel.nonzero()[:, 0]  # [n_k] in (row, frame) order, each token's row
+            total = total + w[k] * ce_k.sum()
+            denom = denom + w[k] * ce_k.numel()
+            s_sum[k] = ce_k.detach().sum()
+            s_cnt[k] = ce_k.numel()
+            e_sum.index_add_(0, rows, ce_k.detach())
+            e_cnt.index_add_(0, rows, torch.ones_like(ce_k))
         loss = total / denom.clamp_min(1e-8)
         return {"loss": loss, "weight": denom.detach(), "stream_sum": s_sum, "stream_count": s_cnt,
                 "example_sum": e_sum, "example_count": e_cnt}

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from unisono.errors import UnisonoError
 from unisono.lm import PATTERNS, LMConfig, UnisonoLM
+from unisono.lm.quant import quantize_inference
 from unisono.train.dpo import sequence_logprobs
 
 V, K, PAD = 40, 3, 0
@@ -79,3 +80,21 @@ def test_token_cross_entropy_by_hand():
     by_hand = [float(torch.logsumexp(logits[k], 0) - logits[k, frames[0, 0, k]]) for k in (0, 2)]
     assert ce[0, 0, 1] == 0.0
     assert ce[0, 0, [0, 2]].tolist() == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_quantized_heads_are_declared_and_the_config_is_not_mutated():
+    cfg = LMConfig(vocab_size=V, num_streams=K, pad_id=PAD, pattern="delay", d_model=32, n_layers=1, n_heads=2)
+    before = cfg.to_dict()
+    m = UnisonoLM.from_config(cfg)
+    assert m.cfg == cfg and cfg.to_dict() == before
+    assert m.head_q is None and m.head_scale is None and m.linear_bits == 32 and not m.int8
+    assert m.head_weights() == (m.head_w,)
+    assert "head_q" not in m.state_dict()
+    quantize_inference(m, 8)
+    assert m.linear_bits == 8 and m.int8
+    assert m.head_q.shape == (K, V, 32) and m.head_q.dtype == torch.int8 and m.head_scale.shape == (K, V)
+    q, sc = m.head_weights()
+    assert q is m.head_q and sc is m.head_scale and "head_q" not in m.state_dict()
+    feats = torch.randn(4, 32)
+    torch.testing.assert_close(m.head(feats, 1), feats @ (q[1].float() * sc[1].float()[:, None]).t(),
+                               atol=1e-2, rtol=1e-2)

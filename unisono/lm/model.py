@@ -16,6 +16,7 @@ embeddings of the K tokens at a position are summed) and each stream has its own
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from unisono.fileio import atomic_path, write_json
 from unisono.lm.config import LMConfig
 from unisono.lm.layers import Transformer
 from unisono.lm.patterns import delay_indices, delay_interleave
-from unisono.lm.quant import int8_matmul
+from unisono.lm.quant import int8_matmul, int8_rows, linear_rows
 from unisono.lm.sampling import cfg_mix, sample_next
 
 FORMAT_VERSION = 1
@@ -120,7 +121,6 @@ class UnisonoLM(nn.Module):
     """Base class; build one with ``UnisonoLM.from_config(cfg)`` or ``UnisonoLM.from_pretrained(dir)``."""
 
     pattern: str = ""
-    linear_bits: int = 32  # the transformer's linear layers: 32 (float), or 8 / 4 after quantize_inference
 
     @property
     def int8(self) -> bool:
@@ -129,21 +129,26 @@ class UnisonoLM(nn.Module):
 
     def __init__(self, cfg: LMConfig):
         super().__init__()
-        self.cfg = cfg
         if cfg.backbone_dir is not None or cfg.backbone_config is not None:
             self.backbone = HFBackbone(cfg.backbone_dir, cfg.backbone_config)
-            cfg.backbone_config = self.backbone.hf_config
-            cfg.backbone_dir = None  # the weights now live in this model's checkpoint
+            # the weights now live in this model's checkpoint: its config carries the backbone's config, no dir
+            # (a copy: the caller's config is left as it was)
+            cfg = dataclasses.replace(cfg, backbone_config=self.backbone.hf_config, backbone_dir=None)
         else:
             self.backbone = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_mult,
                                         cfg.max_seq_len, cfg.rope_theta, cfg.dropout, cfg.norm_eps)
-            self.backbone.dim = cfg.d_model
+        self.cfg = cfg
         d = self.backbone.dim
         self.dim = d
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bos = nn.Parameter(torch.zeros(d))
         self.head_dim_in = self._head_in_dim()
         self.head_w = nn.Parameter(torch.empty(cfg.num_streams, cfg.vocab_size, self.head_dim_in))
+        # the transformer's linear layers: 32 (float), or 8 / 4 bits after unisono.lm.quant.quantize_inference,
+        # which also fills the int8 heads head_q [K, V, D_head] and head_scale [K, V] (set_quantized)
+        self.linear_bits = 32
+        self.register_buffer("head_q", None, persistent=False)
+        self.register_buffer("head_scale", None, persistent=False)
         # rows of tok_emb that learn when the rest of the embedding is frozen (fine-tuning); None: all rows
         self.free_embedding_rows: list[int] | None = None
         self._init_weights()
@@ -210,11 +215,23 @@ class UnisonoLM(nn.Module):
         bos = self.bos.to(x.dtype).expand(x.shape[0], 1, -1)
         return torch.cat([bos, x], dim=1)
 
+    def set_quantized(self, bits: int) -> None:
+        """Record that the linear layers now hold ``bits``-bit weights (8 or 4; done by
+        :func:`unisono.lm.quant.quantize_inference`) and give the output heads int8 rows: ``head_q [K, V, D_head]``
+        int8 and ``head_scale [K, V]``, used by :meth:`head` and generation from then on."""
+        qs = [int8_rows(w) for w in self.head_w.detach()]
+        self.head_q = torch.stack([q for q, _ in qs])
+        self.head_scale = torch.stack([sc for _, sc in qs])
+        self.linear_bits = bits
+
+    def head_weights(self) -> tuple[torch.Tensor, ...]:
+        """Every stream's output head as rows for :func:`unisono.lm.quant.linear_rows`: ``(head_w [K, V, D_head],)``
+        float, or ``(head_q [K, V, D_head] int8, head_scale [K, V])`` once quantized."""
+        return (self.head_q, self.head_scale) if self.int8 else (self.head_w,)
+
     def head(self, feats: torch.Tensor, k: int) -> torch.Tensor:
         """Stream ``k``'s logits: ``feats [..., D_head] -> [..., V]``."""
-        if self.int8:
-            return int8_matmul(feats, self.head_q[k], self.head_scale[k])
-        return F.linear(feats, self.head_w[k].to(feats.dtype))
+        return linear_rows(feats, tuple(w[k] for w in self.head_weights()))
 
     def features(self, frames: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
         """Head inputs aligned with frames: ``[B, T, K, D_head]`` (``[N, K, D_head]`` for ``select [B, T]``)."""

@@ -189,6 +189,7 @@ class Trainer:
             self.mcfg = self.model.cfg
         else:
             self.model = UnisonoLM.from_config(self.mcfg)
+            self.mcfg = self.model.cfg  # resolved (a transformers backbone's config in place of its directory)
         self.model.to(self.device)
         self.mixture = TaskMixture(train_sources, self.cfg.task_weights, seed=self.cfg.seed * 1000 + self.rank)
         self.batcher = TokenBudgetBatcher(self.mixture, self.cfg.max_frames, self.cfg.pool_size,

@@ -27,7 +27,7 @@ from unisono import audio as A
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.inference.types import AudioOutput, TextOutput, input_name, task_spec
-from unisono.lm.model import Phase
+from unisono.lm.decoding import Phase
 from unisono.options import GenerationOptions
 from unisono.tasks import (
     MAX_FRAMES_PER_PHONE,

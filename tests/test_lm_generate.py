@@ -145,8 +145,8 @@ def test_delay_samples_the_streams_of_a_step_together_as_it_would_one_by_one(mon
     runs.append(dict(phases=[Phase(phased, 2, end_frame=end_frame, max_frames=4),
                              Phase(mask, END, start_frame=torch.full((K,), 3))], top_k=6, seed=[7, 8, 9]))
     together = [m.generate(prompt, 12, **kw) for kw in runs]
-    one_by_one = DelayLM.decode
-    monkeypatch.setattr(DelayLM, "decode", lambda self, pr, n, pick, end, pick_streams=None:
-                        one_by_one(self, pr, n, pick, end, None))
+    one_by_one = DelayLM.decode_step
+    monkeypatch.setattr(DelayLM, "decode_step", lambda self, state, pick, pick_streams=None:
+                        one_by_one(self, state, pick, None))
     for kw, a in zip(runs, together):
         assert torch.equal(a, m.generate(prompt, 12, **kw)), kw

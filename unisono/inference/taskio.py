@@ -27,7 +27,7 @@ from unisono import audio as A
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.inference.types import AudioOutput, TextOutput, input_name, task_spec
-from unisono.lm.model import Phase
+from unisono.lm.decoding import Phase
 from unisono.options import GenerationOptions
 from unisono.tasks import (
     MAX_FRAMES_PER_PHONE,
@@ -242,13 +242,8 @@ class TaskIO:
         return min_new, max_new + len(tpl.plan) * (PLAN_MAX_TOKENS + 2)  # a plan, its end and the next start
 
     def max_frames(self) -> int:
-        """Frames (prompt + generated) that fit the model's positions, per codebook pattern."""
-        cfg = self.lm.cfg
-        if cfg.pattern == "flat":
-            return cfg.max_seq_len // cfg.num_streams - 1
-        if cfg.pattern == "delay":
-            return cfg.max_seq_len - cfg.num_streams
-        return cfg.max_seq_len - 1
+        """Frames (prompt + generated) that fit the model's positions (:meth:`unisono.lm.UnisonoLM.max_frames`)."""
+        return self.lm.max_frames()
 
     # -- sampling
     def sample(self, prepared: list[PreparedPrompt], options: GenerationOptions, seeds: list[int] | None = None,

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from unisono.errors import UnisonoError
 
 PATTERNS = ("multiscale", "delay", "flat")
@@ -70,6 +72,17 @@ class LMConfig:
                 raise UnisonoError("model config: the multiscale pattern needs local_layers >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise UnisonoError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+
+    def check_frames(self, frames: torch.Tensor, what: str = "frames") -> None:
+        """Raise :class:`UnisonoError` unless ``frames`` is ``[B, T, K]`` of integer ids of this vocabulary."""
+        if frames.dim() != 3 or frames.shape[-1] != self.num_streams:
+            raise UnisonoError(f"{what} must be [B, T, K={self.num_streams}], got {tuple(frames.shape)}")
+        if frames.dtype not in (torch.int64, torch.int32):
+            raise UnisonoError(f"{what} must hold integer token ids, got {frames.dtype}")
+        if frames.numel() and (int(frames.min()) < 0 or int(frames.max()) >= self.vocab_size):
+            raise UnisonoError(
+                f"{what} hold ids outside the vocabulary [0, {self.vocab_size}); were they made with another vocab.json?"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

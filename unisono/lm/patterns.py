@@ -30,6 +30,15 @@ def delay_interleave(frames: torch.Tensor, pad_id: int) -> torch.Tensor:
     return seq
 
 
+def delay_position(frames: torch.Tensor, s: int, pad_id: int) -> torch.Tensor:
+    """Position ``s`` of :func:`delay_interleave` of ``frames [B, T, K]`` alone: ``[B, K]``, stream k of frame
+    ``s - k`` (``pad_id`` where ``s - k`` is outside ``0 .. T - 1``)."""
+    t_all, kk = frames.shape[1], frames.shape[2]
+    k = torch.arange(kk, device=frames.device)
+    t = s - k
+    return frames[:, t.clamp(0, t_all - 1), k].masked_fill(((t < 0) | (t >= t_all))[None, :], pad_id)
+
+
 def delay_deinterleave(seq: torch.Tensor, num_streams: int) -> torch.Tensor:
     """Inverse of :func:`delay_interleave`: ``seq [B, S, K, ...] -> frames [B, S - K + 1, K, ...]``.
 

@@ -19,6 +19,7 @@ int4 weights run on a CPU only.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unisono.errors import UnisonoError
@@ -44,6 +45,14 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.
     else:
         y = x2 @ (q.to(COMPUTE_DTYPE) * scale[:, None]).t()
     return y.to(x.dtype).reshape(*shape[:-1], q.shape[0])
+
+
+def linear_rows(x: torch.Tensor, rows: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``x [..., D]`` times weight rows -> ``[..., N]`` in ``x``'s dtype; ``rows`` is ``(w [N, D],)`` float or
+    ``(q [N, D] int8, scale [N])`` (:func:`int8_rows`)."""
+    if len(rows) == 2:
+        return int8_matmul(x, *rows)
+    return F.linear(x, rows[0].to(x.dtype))
 
 
 class Int8Linear(nn.Module):
@@ -111,9 +120,9 @@ class Int4Linear(nn.Module):
 def quantize_inference(model: nn.Module, bits: int = 8) -> nn.Module:
     """Replace every bias-free ``nn.Linear`` of ``model`` (the transformer's, a multiscale model's local
     transformer's, a transformers backbone's) by :class:`Int8Linear` (``bits=8``) or, where the kernel
-    takes the shape, :class:`Int4Linear` (``bits=4``), and give the output heads int8 rows (buffers
-    ``head_q [K, V, D]``, ``head_scale [K, V]``, used by ``head()`` and ``generate()``). In place; returns
-    ``model`` (``model.linear_bits`` says what it holds). For inference only."""
+    takes the shape, :class:`Int4Linear` (``bits=4``), and give the output heads int8 rows
+    (``model.set_quantized``: buffers ``head_q [K, V, D]``, ``head_scale [K, V]``, used by ``head()`` and
+    ``generate()``). In place; returns ``model`` (``model.linear_bits`` says what it holds). For inference only."""
     if bits not in (4, 8):
         raise UnisonoError(f"weights quantize to 8 or 4 bits, got {bits}")
     if model.int8:
@@ -129,12 +138,7 @@ def quantize_inference(model: nn.Module, bits: int = 8) -> nn.Module:
                 n += 1
     if n == 0:
         raise UnisonoError("the model has no bias-free linear layers to quantize")
-    head_w = getattr(model, "head_w", None)
-    if head_w is not None:  # the output heads [K, V, D]: int8 rows [K, V, D] and scales [K, V]
-        qs = [int8_rows(w) for w in head_w]
-        model.register_buffer("head_q", torch.stack([q for q, _ in qs]), persistent=False)
-        model.register_buffer("head_scale", torch.stack([s for _, s in qs]), persistent=False)
-    model.linear_bits = bits
+    model.set_quantized(bits)  # int8 output heads, and the record of the linear layers' bits
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -20,23 +20,17 @@ from unisono.errors import UnisonoError
 
 def sequence_logprobs(model, frames: torch.Tensor, loss_mask: torch.Tensor,
                       stream_weights: list[float] | None = None) -> torch.Tensor:
-    """``[B]`` summed log-probabilities of the tokens under ``loss_mask [B, T, K]`` (differentiable)."""
+    """``[B]`` summed log-probabilities of the tokens under ``loss_mask [B, T, K]`` (differentiable): minus the
+    model's :meth:`~unisono.lm.UnisonoLM.token_cross_entropy`, stream k weighted by ``stream_weights[k]``."""
+    ce = model.token_cross_entropy(frames, loss_mask)  # [B, T, K], 0 off the mask
     loss_mask = loss_mask.bool()
-    if loss_mask.shape != frames.shape:
-        raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
-    select = loss_mask.any(-1)
-    rows = select.nonzero()[:, 0]
-    feats = model.features(frames, select)  # [N, K, D]
-    tgt, m = frames[select], loss_mask[select]
-    out = feats.new_zeros(frames.shape[0], dtype=torch.float32)
+    out = ce.new_zeros(frames.shape[0])
     for k in range(frames.shape[-1]):
-        sel = m[:, k]
+        sel = loss_mask[..., k]  # [B, T]
         if not bool(sel.any()):
             continue
-        logits = model.head(feats[:, k][sel], k).float()
-        lp = -F.cross_entropy(logits, tgt[:, k][sel], reduction="none")
         w = 1.0 if stream_weights is None else float(stream_weights[k])
-        out = out.index_add(0, rows[sel], w * lp)
+        out = out.index_add(0, sel.nonzero()[:, 0], w * -ce[..., k][sel])
     return out
 
 

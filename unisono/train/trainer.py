@@ -183,7 +183,7 @@ class Trainer:
 
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
         self.model = UnisonoLM.from_pretrained(init_from) if init_from is not None else UnisonoLM.from_config(self.mcfg)
-        self.mcfg = self.model.cfg
+        self.mcfg = self.model.cfg  # resolved (a transformers backbone's config in place of its directory)
         self.model.to(self.device)
         seed = self.cfg.seed * 1000 + self.rank
         self.mixture = TaskMixture(train_sources, self.cfg.task_weights, seed=seed)

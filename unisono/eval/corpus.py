@@ -16,6 +16,7 @@ from the training split without listening), the trivial baseline of QA and capti
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 from collections import Counter
@@ -337,6 +338,36 @@ def system_serves(name: str, tpl) -> bool:
     return True
 
 
+def _score_system(name: str, fn, task: str, usable: list, metrics: list[str], out_dir: Path, sys_id: str,
+                  examples: int, progress: bool, result: dict, example_rows: dict) -> dict:
+    """One system's aggregated values on one task's items; its skipped items go into ``result``, its first
+    ``examples`` outputs into ``example_rows`` (saved under ``out_dir/examples``)."""
+    kept: dict = {}  # the example items' outputs, so that they are not generated twice
+    example_ids = {ref.item_id for ref, _ in usable[:examples]}
+
+    def make(c, item_id):
+        out = to_output(fn(task, c))
+        if item_id in example_ids:
+            kept[item_id] = out
+        return out
+
+    items = [(ref, functools.partial(make, gcut, ref.item_id), fingerprint(sys_id, task, ref.item_id))
+             for ref, gcut in usable]
+    skipped: dict[str, str] = {}
+    res = score_items(items, metrics, out_dir / "items" / name / task, desc=f"{task}: {name}", progress=progress,
+                      skipped=skipped)
+    if skipped:
+        result.setdefault("skipped", {}).setdefault(task, {})[name] = skipped
+    for ref, gcut in usable[:examples]:
+        if ref.item_id in skipped:
+            continue
+        out = kept[ref.item_id] if ref.item_id in kept else to_output(fn(task, gcut))
+        if out is not None:
+            ex = example_rows.setdefault(task, {}).setdefault(ref.item_id, {"reference_text": ref.text})
+            ex.setdefault("outputs", []).append(save_example(out_dir, task, ref.item_id, name, out))
+    return aggregate(res)
+
+
 def evaluate_corpus(
     corpus_dir: str | Path,
     out_dir: str | Path,
@@ -402,39 +433,9 @@ def evaluate_corpus(
         table = {}
         for name, fn in systems.items():
             usable = pairs if system_serves(name, tpl) else []
-            if not usable:
-                continue
-            sys_id = system_ids.get(name, name)
-            kept: dict = {}  # the example items' outputs, so that they are not generated twice
-            example_ids = {ref.item_id for ref, _ in usable[:examples]}
-
-            def make(fn=fn, c=None, item_id=None, task=task, kept=kept, example_ids=example_ids):
-                out = to_output(fn(task, c))
-                if item_id in example_ids:
-                    kept[item_id] = out
-                return out
-
-            items = [(ref, (lambda c=gcut, i=ref.item_id: make(c=c, item_id=i)), fingerprint(sys_id, task, ref.item_id))
-                     for ref, gcut in usable]
-            skipped: dict[str, str] = {}
-            res = score_items(
-                items,
-                metrics,
-                out_dir / "items" / name / task,
-                desc=f"{task}: {name}",
-                progress=progress,
-                skipped=skipped,
-            )
-            table[name] = aggregate(res)
-            if skipped:
-                result.setdefault("skipped", {}).setdefault(task, {})[name] = skipped
-            for ref, gcut in usable[:examples]:
-                if ref.item_id in skipped:
-                    continue
-                out = kept[ref.item_id] if ref.item_id in kept else to_output(fn(task, gcut))
-                if out is not None:
-                    ex = example_rows.setdefault(task, {}).setdefault(ref.item_id, {"reference_text": ref.text})
-                    ex.setdefault("outputs", []).append(save_example(out_dir, task, ref.item_id, name, out))
+            if usable:
+                table[name] = _score_system(name, fn, task, usable, metrics, out_dir, system_ids.get(name, name),
+                                            examples, progress, result, example_rows)
         result["tasks"][task] = {"systems": table, "n_cuts": len(chosen), "n_items": len(pairs)}
 
     result["evaluators"] = evaluator_versions(sorted(metrics_used))

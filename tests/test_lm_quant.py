@@ -69,9 +69,9 @@ def test_quantized_model_predicts_what_the_float_model_predicts(pattern):
     diff = float((p - p8).abs().max())
     assert 0 < diff < 0.02
     with torch.no_grad():
-        l, l8 = float(lm.loss(frames, torch.ones_like(frames, dtype=torch.bool))["loss"]), \
+        full, quant = float(lm.loss(frames, torch.ones_like(frames, dtype=torch.bool))["loss"]), \
             float(lm8.loss(frames, torch.ones_like(frames, dtype=torch.bool))["loss"])
-    assert abs(l - l8) / l < 0.01
+    assert abs(full - quant) / full < 0.01
 
 
 @pytest.mark.parametrize("bits", [8, 4])

@@ -274,8 +274,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_dpo_settings_from_yaml_and_flags_over_them(tmp_path):
     import argparse
 
+    from unisono.cli.dpo import add_arguments, settings_from_args
     from unisono.errors import UnisonoError
-    from unisono.train.dpo_cli import add_arguments, settings_from_args
 
     s = DPOSettings.load(REPO / "configs" / "dpo" / "tts_wer_spk.yaml").validate()
     assert (s.task, s.rank_by, s.candidates, s.steps, s.nonfinite) == ("tts", "wer+spk", 4, 200, "skip")

@@ -372,7 +372,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_finetune_config_from_yaml_resolves_paths_and_refuses_unknown_keys(tmp_path):
     cfg = FinetuneConfig.load(REPO / "unisono" / "configs" / "finetune" / "superres_lora.yaml")
     assert (cfg.task, cfg.lora_rank, cfg.replay_weight, cfg.steps, cfg.mode) == ("superres", 8, 0.25, 2000, "lora")
-    assert cfg.templates == [str(REPO / "unisono" / "configs" / "tasks" / "superres.yaml")]  # read from the file's folder
+    assert cfg.templates == [
+        str(REPO / "unisono" / "configs" / "tasks" / "superres.yaml")
+    ]  # read from the file's folder
     assert cfg.validate().step_settings().warmup_steps == 20
     f = tmp_path / "ft.yaml"
     f.write_text("task: negate\nreplay: old_shards\nlearning_rate: 1.0e-3\n")
@@ -390,7 +392,7 @@ def test_finetune_config_from_yaml_resolves_paths_and_refuses_unknown_keys(tmp_p
 def test_cli_flags_override_the_config_file(tmp_path):
     import argparse
 
-    from unisono.train.finetune import add_arguments, config_from_args
+    from unisono.cli.finetune import add_arguments, config_from_args
 
     f = tmp_path / "ft.yaml"
     f.write_text("task: negate\nlora_rank: 8\nsteps: 40\nlr: 2.0e-3\n")

@@ -25,9 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("unisono.cli.generate", "run a task of a checkpoint: text/audio in, audio/text out"),
     "serve": ("unisono.cli.serve", "HTTP API (OpenAPI) and web page for a checkpoint"),
     "eval": ("unisono.cli.eval", "score audio against references (WER, speaker similarity, PESQ, ...)"),
-    "train": ("unisono.train.cli", "train the language model on token shards (one process or torchrun)"),
-    "finetune": ("unisono.train.finetune", "teach a checkpoint a new task (new task id; LoRA, frozen layers or full)"),
-    "dpo": ("unisono.train.dpo_cli", "preference-tune a checkpoint (DPO) on its own samples ranked by an evaluator"),
+    "train": ("unisono.cli.train", "train the language model on token shards (one process or torchrun)"),
+    "finetune": ("unisono.cli.finetune", "teach a checkpoint a new task (new task id; LoRA, frozen layers or full)"),
+    "dpo": ("unisono.cli.dpo", "preference-tune a checkpoint (DPO) on its own samples ranked by an evaluator"),
     "recipe": ("unisono.cli.recipe", "corpus -> codec -> tokens -> model -> evaluation in one resumable command"),
 }
 

@@ -56,8 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the per-task sample (default: %(default)s)")
     p.add_argument("--checkpoint", help="corpus mode: also generate and score with this checkpoint")
     p.add_argument("--whisper-base", action="store_true",
-                   help="corpus mode: a second judge: every task scored by WER is also scored by multilingual "
-                        "Whisper base (wer_base, cer_base, english_prob: how sure it is that the speech is English)")
+                   help="corpus mode: a second judge: every audio output scored by WER is also scored by multilingual "
+                        "Whisper base (wer_base, cer_base, english_prob: how sure it is that the speech is English), "
+                        "and ASR gets a second ceiling row (reference_whisper_base)")
     add_quant_arguments(p)
     p.add_argument("--doc", help="corpus mode: also write the report, introduced as the reference-ceiling table, here "
                    "(e.g. docs/reference_ceiling.md)")
@@ -88,12 +89,20 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.data:
         args.data = resolve_data(args.data, args.out)  # a set of real recordings: its manifests in OUT/sets/
-        from unisono.eval.corpus import TrainPriorSystem, copy_input_system, evaluate_corpus, reference_system
+        from unisono.eval.corpus import (
+            WHISPER_BASE_SYSTEM,
+            TrainPriorSystem,
+            copy_input_system,
+            evaluate_corpus,
+            reference_system,
+        )
 
         systems = {"reference": reference_system, "copy_input": copy_input_system}
         if (Path(args.data) / "manifests" / "train" / "cuts.jsonl").exists():
             systems["train_prior"] = TrainPriorSystem(args.data, seed=args.seed)
         system_ids, templates = {}, None
+        if args.whisper_base:  # the ASR ceiling by the second judge
+            systems[WHISPER_BASE_SYSTEM] = functools.partial(reference_system, recogniser="base")
         if enhancer.available() is None:  # DeepFilterNet3: a baseline row for the enhancement tasks
             systems["deepfilternet3"] = enhancer.DeepFilterNet3()
             system_ids["deepfilternet3"] = systems["deepfilternet3"].version

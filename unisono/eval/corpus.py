@@ -211,13 +211,16 @@ def to_output(x) -> np.ndarray | str | None:
     raise UnisonoError(f"a generation function must return (wav, sample_rate), a str or None; got {type(x).__name__}")
 
 
-def reference_system(task: str, cut):
+WHISPER_BASE_SYSTEM = "reference_whisper_base"
+
+
+def reference_system(task: str, cut, recogniser: str = "tiny.en"):
     """The ceiling: the reference itself (for ASR, the recogniser's transcript of the reference audio)."""
     if task == "asr":
         # a metric's evaluator loads when the metric is used
         from unisono.eval.metrics.wer import transcribe  # noqa: PLC0415
 
-        return transcribe(cut_audio(cut), EVAL_SAMPLE_RATE)
+        return transcribe(cut_audio(cut), EVAL_SAMPLE_RATE, recogniser)
     if task == "caption":
         return None  # no offline captioner: the ground-truth caption would score a vacuous 1.0
     if task == "audio_qa":
@@ -331,6 +334,8 @@ def system_serves(name: str, tpl) -> bool:
         return tpl.serves_cuts_of in ("caption", "audio_qa", "text_to_sound", "text_to_music")
     if name == "reference":
         return tpl.output == "audio" or tpl.target.source_kind == "text"  # no offline captioner or answerer
+    if name == WHISPER_BASE_SYSTEM:  # the ASR ceiling by the second judge
+        return tpl.output == "text" and "wer" in tpl.metrics
     if name == "deepfilternet3":  # an enhancement baseline: noisy input speech, scored by PESQ
         return tpl.baseline_input is not None and "pesq" in tpl.metrics
     if name == "codec_resynthesis":
@@ -384,7 +389,9 @@ def evaluate_corpus(
     second_judges: dict[str, str] | None = None,
 ) -> dict:
     """Score each system's outputs for each task of ``split`` of ``corpus_dir``; write metrics.json + report.md.
-    ``second_judges`` (``{"wer": "wer_base"}``): a task scored by the first metric is scored by the second too.
+    ``second_judges`` (``{"wer": "wer_base"}``): a task with audio output scored by the first metric is scored by
+    the second too (a text output, e.g. ASR's, is scored as it is: its second judge is a system,
+    :data:`WHISPER_BASE_SYSTEM`).
 
     ``systems``: name -> generation function (e.g. ``{"model": fn, "reference": reference_system,
     "copy_input": copy_input_system}``). ``system_ids``: name -> a string identifying the system's
@@ -428,7 +435,8 @@ def evaluate_corpus(
             continue
         pairs = [p for c in chosen for p in build_items(tpl, c, prompts)]
         metrics = [m for m in tpl.metrics if has_train or m not in CLASSIFIERS]
-        metrics += [extra for m, extra in (second_judges or {}).items() if m in metrics and extra not in metrics]
+        if tpl.output == "audio":  # a text output is scored as it is: the second judge is its own system row
+            metrics += [extra for m, extra in (second_judges or {}).items() if m in metrics and extra not in metrics]
         metrics_used.update(metrics)
         table = {}
         for name, fn in systems.items():

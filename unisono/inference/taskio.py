@@ -180,7 +180,9 @@ class TaskIO:
             try:
                 notes = json.loads(value)
             except ValueError:
-                raise UnisonoError(f"{name!r} must be JSON notes [[midi_pitch, start_s, end_s, syllable], ...]") from None
+                raise UnisonoError(
+                    f"{name!r} must be JSON notes [[midi_pitch, start_s, end_s, syllable], ...]"
+                ) from None
             return self.encoder.midi_segment(notes, lyric_phones), None
         return self.encoder.text_segment(spec, value, what=f"input {name!r}"), None
 

@@ -81,14 +81,15 @@ class LMConfig:
             raise UnisonoError(f"{what} must hold integer token ids, got {frames.dtype}")
         if frames.numel() and (int(frames.min()) < 0 or int(frames.max()) >= self.vocab_size):
             raise UnisonoError(
-                f"{what} hold ids outside the vocabulary [0, {self.vocab_size}); were they made with another vocab.json?"
+                f"{what} hold ids outside the vocabulary [0, {self.vocab_size}); "
+                "were they made with another vocab.json?"
             )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LMConfig":
+    def from_dict(cls, d: dict[str, Any]) -> LMConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known - {"model_type", "format_version"})
         if unknown:

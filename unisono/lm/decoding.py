@@ -417,8 +417,10 @@ def guided_prompt(model: UnisonoLM, prompt: torch.Tensor, uncond: torch.Tensor |
         model.cfg.check_frames(uncond, "uncond_prompt_frames")
         uncond = uncond.long().to(prompt.device)
         if uncond.shape != prompt.shape:
-            raise UnisonoError(f"uncond_prompt_frames {tuple(uncond.shape)} must match prompt_frames "
-                               f"{tuple(prompt.shape)}; replace the condition tokens by pad_id instead of removing them")
+            raise UnisonoError(
+                f"uncond_prompt_frames {tuple(uncond.shape)} must match prompt_frames "
+                f"{tuple(prompt.shape)}; replace the condition tokens by pad_id instead of removing them"
+            )
     return torch.cat([prompt, uncond], dim=0)
 
 

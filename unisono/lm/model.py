@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 from unisono.errors import UnisonoError
@@ -34,6 +35,7 @@ from unisono.lm.decoding import NEVER, DecodeState, Generation, Phase, Picker, S
 from unisono.lm.layers import Transformer
 from unisono.lm.patterns import delay_indices, delay_interleave, delay_position
 from unisono.lm.quant import int8_rows, linear_rows
+from unisono.weights import load_weights
 
 FORMAT_VERSION = 1
 
@@ -47,7 +49,7 @@ class HFBackbone(nn.Module):
     def __init__(self, model_dir: str | None = None, hf_config: dict | None = None):
         super().__init__()
         try:
-            from transformers import AutoConfig, AutoModelForCausalLM
+            from transformers import AutoConfig, AutoModelForCausalLM  # noqa: PLC0415 (optional: transformers)
         except ImportError as e:  # pragma: no cover - transformers is a dependency of the lm extra
             raise UnisonoError("the HF backbone needs transformers: pip install 'unisono[lm]'") from e
         if hf_config is not None:
@@ -68,7 +70,7 @@ class HFBackbone(nn.Module):
         self.dim = model.config.hidden_size
 
     def new_cache(self, batch, max_len, device, dtype):
-        from transformers import DynamicCache
+        from transformers import DynamicCache  # noqa: PLC0415 (optional: transformers)
 
         return DynamicCache()
 
@@ -116,7 +118,7 @@ class UnisonoLM(nn.Module):
 
     # -- construction ------------------------------------------------------------------------
     @staticmethod
-    def from_config(cfg: LMConfig | dict) -> "UnisonoLM":
+    def from_config(cfg: LMConfig | dict) -> UnisonoLM:
         if isinstance(cfg, dict):
             cfg = LMConfig.from_dict(cfg)
         return {"multiscale": MultiscaleLM, "delay": DelayLM, "flat": FlatLM}[cfg.pattern](cfg)
@@ -214,7 +216,9 @@ class UnisonoLM(nn.Module):
             raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; load the float "
                               "checkpoint to train it")
         if loss_mask.shape != frames.shape:
-            raise UnisonoError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}")
+            raise UnisonoError(
+                f"loss_mask {tuple(loss_mask.shape)} must have the shape of frames {tuple(frames.shape)}"
+            )
         loss_mask = loss_mask.bool()
         select = loss_mask.any(-1)  # [B, T] frames with at least one loss token
         feats = self.features(frames, select)  # [N, K, Dh]
@@ -233,8 +237,8 @@ class UnisonoLM(nn.Module):
         """Cross-entropy over ``loss_mask [B, T, K]``.
 
         Returns ``loss`` (weighted mean over the masked tokens: ``sum_k w_k CE_k / sum_k w_k n_k``),
-        ``weight`` (the denominator), ``stream_sum``/``stream_count [K]`` and ``example_sum``/``example_count [B]`` (unweighted sums of
-        token cross-entropies, for logging per stream and per task).
+        ``weight`` (the denominator), ``stream_sum``/``stream_count [K]`` and ``example_sum``/``example_count [B]``
+        (unweighted sums of token cross-entropies, for logging per stream and per task).
         """
         ce = self.token_cross_entropy(frames, loss_mask)  # [B, T, K]
         loss_mask = loss_mask.bool()
@@ -352,8 +356,6 @@ class UnisonoLM(nn.Module):
     def save_pretrained(self, out_dir: str | os.PathLike, vocab_json: str | os.PathLike | None = None,
                         state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (+ a copy of ``vocab_json``) into ``out_dir``."""
-        from safetensors.torch import save_file
-
         if self.int8 and state_dict is None:
             raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; save the float model "
                               "instead")
@@ -372,10 +374,8 @@ class UnisonoLM(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "UnisonoLM":
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> UnisonoLM:
         """Load a checkpoint directory written by :meth:`save_pretrained`."""
-        from unisono.weights import load_weights
-
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             raise UnisonoError(f"{path} is not a unisono checkpoint (needs config.json and model.safetensors)")
@@ -389,7 +389,8 @@ class UnisonoLM(nn.Module):
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise UnisonoError(
-                f"{path}/model.safetensors does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                f"{path}/model.safetensors does not match config.json (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]})"
             )
         return model.to(map_location)
 
@@ -490,7 +491,7 @@ class MultiscaleLM(UnisonoLM):
                                  cfg.rope_theta, cfg.dropout, cfg.norm_eps)
         for p in (self.ctx_proj.weight, self.local_emb.weight, self.local_bos):
             nn.init.normal_(p, 0.0, cfg.init_std)
-        for name, p in self.local.named_parameters():
+        for p in self.local.parameters():
             if p.dim() >= 2:
                 nn.init.normal_(p, 0.0, cfg.init_std)
 

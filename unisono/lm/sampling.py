@@ -70,7 +70,9 @@ def race_noise(shape: torch.Size, generator, widths: list[int] | None, device) -
             return torch.stack([torch.empty(shape[1:], device=device).exponential_(generator=g) for g in generator])
         if len(shape) == 2:
             return torch.empty(shape, device=device).exponential_(generator=generator)
-        return torch.empty(shape[1], shape[0], shape[2], device=device).exponential_(generator=generator).transpose(0, 1)
+        return (
+            torch.empty(shape[1], shape[0], shape[2], device=device).exponential_(generator=generator).transpose(0, 1)
+        )
     b, total = shape[0], sum(widths)
     if per_row:
         flat = torch.cat([torch.empty(total, device=device).exponential_(generator=g) for g in generator])

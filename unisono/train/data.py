@@ -10,7 +10,7 @@ sees exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -23,11 +23,14 @@ Source = Callable[[], Iterable[dict]]  # a factory: each call starts the source 
 def check_example(ex: dict, num_streams: int | None = None) -> None:
     for key in ("id", "task", "frames", "loss_mask"):
         if key not in ex:
-            raise UnisonoError(f"training example {ex.get('id', '?')!r} has no {key!r}; was it made by the task templates?")
+            raise UnisonoError(
+                f"training example {ex.get('id', '?')!r} has no {key!r}; was it made by the task templates?"
+            )
     f, m = ex["frames"], ex["loss_mask"]
     if f.dim() != 2 or m.shape != f.shape:
         raise UnisonoError(
-            f"example {ex['id']!r}: frames must be [T, K] and loss_mask the same shape, got {tuple(f.shape)} and {tuple(m.shape)}"
+            f"example {ex['id']!r}: frames must be [T, K] and loss_mask the same shape, got {tuple(f.shape)} "
+            f"and {tuple(m.shape)}"
         )
     if num_streams is not None and f.shape[1] != num_streams:
         raise UnisonoError(f"example {ex['id']!r} has {f.shape[1]} streams but the model has {num_streams}")
@@ -171,7 +174,8 @@ class TokenBudgetBatcher:
 
 
 def crop_example(ex: dict, max_frames: int) -> dict:
-    """``ex`` cut to its last ``max_frames`` frames (``frames``, ``loss_mask``, ``cond_mask``); as it is when shorter."""
+    """``ex`` cut to its last ``max_frames`` frames (``frames``, ``loss_mask``, ``cond_mask``); as it is when
+    shorter."""
     if ex["frames"].shape[0] <= max_frames:
         return ex
     out = dict(ex)
@@ -201,7 +205,11 @@ def collate(batch: list[dict], pad_id: int, cond_dropout: float = 0.0,
     k = batch[0]["frames"].shape[1]
     frames = torch.full((len(batch), t, k), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), t, k), dtype=torch.bool)
-    drops = torch.rand(len(batch), generator=generator) < cond_dropout if cond_dropout > 0 else torch.zeros(len(batch), dtype=torch.bool)
+    drops = (
+        torch.rand(len(batch), generator=generator) < cond_dropout
+        if cond_dropout > 0
+        else torch.zeros(len(batch), dtype=torch.bool)
+    )
     for i, ex in enumerate(batch):
         n = ex["frames"].shape[0]
         f = ex["frames"].long()

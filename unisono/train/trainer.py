@@ -24,9 +24,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -81,7 +82,7 @@ class TrainConfig:
     max_skipped: int = 10  # consecutive skipped batches after which the run stops anyway
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
@@ -166,10 +167,13 @@ class Trainer:
         self.sample_fn = sample_fn
         self.rank, self.world, self.local_rank = dist_info()
         if self.cfg.fsdp and self.cfg.ema_decay:
-            raise UnisonoError("train config: ema_decay is not supported with fsdp: true; use DDP (fsdp: false) for EMA")
+            raise UnisonoError(
+                "train config: ema_decay is not supported with fsdp: true; use DDP (fsdp: false) for EMA"
+            )
         if self.cfg.stream_weights is not None and len(self.cfg.stream_weights) != self.mcfg.num_streams:
             raise UnisonoError(
-                f"train config: stream_weights has {len(self.cfg.stream_weights)} values for {self.mcfg.num_streams} streams"
+                f"train config: stream_weights has {len(self.cfg.stream_weights)} values for "
+                f"{self.mcfg.num_streams} streams"
             )
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
@@ -234,7 +238,7 @@ class Trainer:
         if self.rank != 0 or not self.cfg.tensorboard or self.writer is not None:
             return
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (optional: tensorboard)
         except ImportError:
             log.warning("tensorboard is not installed; logging to log.jsonl only (pip install 'unisono[lm]')")
             self.cfg.tensorboard = False
@@ -314,11 +318,14 @@ class Trainer:
             return False
         sfile = ck / "training_state" / f"rank{self.rank}.pt"
         if not sfile.is_file():
-            raise UnisonoError(f"{ck} has no training state for rank {self.rank}; resume with the same number of processes")
+            raise UnisonoError(
+                f"{ck} has no training state for rank {self.rank}; resume with the same number of processes"
+            )
         state = torch.load(sfile, map_location="cpu", weights_only=True)
         if state["world_size"] != self.world:
             raise UnisonoError(
-                f"{ck} was written by {state['world_size']} processes, this run has {self.world}; resume with the same number"
+                f"{ck} was written by {state['world_size']} processes, this run has {self.world}; "
+                "resume with the same number"
             )
         msd = load_file(str(ck / "model.safetensors"))
         osd = state["optimizer"]
@@ -409,10 +416,14 @@ class Trainer:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:
-            raise UnisonoError(f"cannot write to the run directory {self.out} ({e.strerror}); choose a writable --out") from None
+            raise UnisonoError(
+                f"cannot write to the run directory {self.out} ({e.strerror}); choose a writable --out"
+            ) from None
         resumed = self.resume()
         if self.rank == 0:
-            write_json(self.out / "train_config.json", {"model": self.mcfg.to_dict(), "train": dataclasses.asdict(self.cfg)})
+            write_json(
+                self.out / "train_config.json", {"model": self.mcfg.to_dict(), "train": dataclasses.asdict(self.cfg)}
+            )
             if resumed:
                 # drop log rows written after the checkpoint (by the run that was killed)
                 log = self.out / "log.jsonl"

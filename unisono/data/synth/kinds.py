@@ -97,21 +97,9 @@ def make_noisy(job: Job, rng: np.random.Generator) -> list[Made]:
     snr = float(rng.choice([-5, 0, 5, 10, 15, 20]))
     noisy, _ = effects.mix_at_snr(clean, noise, snr)
     clean, noisy = effects.peak_safe(clean, noisy)
-    return [
-        Made(
-            "",
-            "noisy",
-            ["se"],
-            clean,
-            sent,
-            voice.id,
-            sent,
-            _lang(voice.id),
-            roles={"noisy": noisy},
-            caption=f"Speech with {kind} noise at {snr:g} dB SNR.",
-            params={**params, "noise": kind, "snr_db": snr},
-        )
-    ]
+    return [Made("", "noisy", ["se"], clean, sent, voice.id, sent, _lang(voice.id), roles={"noisy": noisy},
+                 caption=f"Speech with {kind} noise at {snr:g} dB SNR.",
+                 params={**params, "noise": kind, "snr_db": snr})]
 
 
 def make_reverb(job: Job, rng: np.random.Generator) -> list[Made]:
@@ -120,21 +108,9 @@ def make_reverb(job: Job, rng: np.random.Generator) -> list[Made]:
     room = sorted(effects.ROOMS)[int(rng.integers(len(effects.ROOMS)))]
     wet, dry = effects.reverberate(clean, SAMPLE_RATE, room)
     dry, wet = effects.peak_safe(dry, wet)
-    return [
-        Made(
-            "",
-            "reverb",
-            ["dereverb"],
-            dry,
-            sent,
-            voice.id,
-            sent,
-            _lang(voice.id),
-            roles={"reverberant": wet},
-            caption=f"Speech in a {room} room.",
-            params={**params, "room": room, "reverberance": effects.ROOMS[room][0]},
-        )
-    ]
+    return [Made("", "reverb", ["dereverb"], dry, sent, voice.id, sent, _lang(voice.id), roles={"reverberant": wet},
+                 caption=f"Speech in a {room} room.",
+                 params={**params, "room": room, "reverberance": effects.ROOMS[room][0]})]
 
 
 def make_mixture(job: Job, rng: np.random.Generator) -> list[Made]:

@@ -1,8 +1,9 @@
-"""``unisono train``: train the language model on token shards (one process, or under torchrun)."""
+"""Setting up a training run of the language model: its config file, its data sources (token shards, or the
+built-in toy tasks), the model's sizes from the shards' vocabulary, and the audio sampler that logs what the
+model says as it learns. ``unisono train`` (:mod:`unisono.cli.train`) is this plus printing."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -19,32 +20,6 @@ from unisono.train.settings import read_settings_file
 from unisono.train.toydata import PAD, toy_examples, toy_vocab_size
 from unisono.train.trainer import Trainer
 from unisono.vocab import Vocab
-
-DESCRIPTION = """Train the unisono language model.
-
-The config is a YAML file with two sections: `model` (pattern, sizes; vocab_size, num_streams and
-pad_id are read from the shards' vocab.json when absent) and `train` (steps, learning rate, frame
-budget per micro-batch, task weights, condition dropout, EMA...). See configs/lm/ and docs/lm.md.
-
-Resuming is automatic: run the same command again with the same --out and training continues from
-the newest complete checkpoint in RUN/checkpoints, with the same loss curve as an uninterrupted run.
-
-Many processes (DDP, or FSDP2 with `train.fsdp: true`):
-  torchrun --nproc_per_node 8 -m unisono train --config configs/lm/small.yaml --shards DIR --out RUN
-"""
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML recipe with `model` and `train` sections (configs/lm/*.yaml)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--shards", help="directory of token shards (with vocab.json), made by `unisono tokenize`")
-    src.add_argument("--toy", action="store_true",
-                     help="train on built-in synthetic copy/count tasks (a smoke test that needs no data)")
-    p.add_argument("--val-shards", help="directory of validation shards (validation loss per task)")
-    p.add_argument("--out", required=True, help="run directory: checkpoints, log.jsonl, tb/ (TensorBoard)")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
-    p.add_argument("--init-from", help="start from the weights of this checkpoint directory (fine-tuning)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def load_recipe(path: str | Path) -> dict:
@@ -112,15 +87,20 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
     return sample
 
 
-def main(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.config)
+def make_trainer(config: str | Path, out: str | Path, shards: str | Path | None = None,
+                 val_shards: str | Path | None = None, toy: bool = False, max_steps: int | None = None,
+                 init_from: str | Path | None = None) -> Trainer:
+    """A :class:`Trainer` for the config file ``config`` on ``shards`` (model sizes from their vocab.json;
+    each checkpoint carries their tokenizers and codec reference, so it loads in ``Pipeline``) or, with
+    ``toy``, on the built-in synthetic tasks."""
+    recipe = load_recipe(config)
     mcfg, tcfg = recipe["model"], recipe["train"]
-    if args.max_steps is not None:
-        tcfg["max_steps"] = args.max_steps
+    if max_steps is not None:
+        tcfg["max_steps"] = max_steps
     vocab_json = None
     weights = tcfg.get("task_weights") or None
     tasks = sorted(weights) if weights else None
-    if args.toy:
+    if toy:
         k = int(mcfg.setdefault("num_streams", 4))
         mcfg.setdefault("vocab_size", toy_vocab_size(k, 64))
         mcfg.setdefault("pad_id", PAD)
@@ -129,28 +109,26 @@ def main(args: argparse.Namespace) -> int:
         val_src = split_by_task(toy_examples(32, k, cb, seed=1))
         if weights:
             tcfg["task_weights"] = {t: w for t, w in weights.items() if t in train_src}
-    else:
-        shards = Path(args.shards)
-        if not shards.is_dir():
-            raise UnisonoError(f"--shards {shards} is not a directory; make shards with `unisono tokenize`")
-        if (shards / "vocab.json").is_file():
-            vocab_json = shards / "vocab.json"
-            for key, val in model_dims_from_vocab(vocab_json).items():
-                if key in mcfg and mcfg[key] != val:
-                    raise UnisonoError(f"model config says {key}={mcfg[key]} but {vocab_json} says {val}")
-                mcfg[key] = val
-        train_src = lambda r, w: shard_sources(shards, tasks, r, w)  # noqa: E731
-        val_src = (lambda r, w: shard_sources(args.val_shards, tasks, r, w)) if args.val_shards else None  # noqa: E731
-    trainer = Trainer(mcfg, tcfg, args.out, train_src, val_src, vocab_json=vocab_json, init_from=args.init_from)
-    if not args.toy and tcfg.get("sample_every"):
-        trainer.sample_fn = audio_sampler(Path(args.shards), Path(args.val_shards) if args.val_shards else None)
-    if not args.toy:  # each checkpoint carries the tokenizers and the codec reference: Pipeline-loadable
-        trainer.checkpoint_extras = [p for p in (Path(args.shards) / "tokenizers", Path(args.shards) / "codec.json")
-                                     if p.exists()]
-    if trainer.rank == 0:
-        print(f"model: {trainer.model.pattern}, {trainer.model.num_parameters() / 1e6:.2f}M parameters; "
-              f"device {trainer.device}, {trainer.world} process(es); run dir {args.out}")
-    last = trainer.train(progress=not args.no_progress)
-    if trainer.rank == 0 and last:
-        print(f"step {last['step']}: loss {last['loss']:.4f}; checkpoint {trainer.latest_checkpoint()}")
-    return 0
+        return Trainer(mcfg, tcfg, out, train_src, val_src, vocab_json=None, init_from=init_from)
+    shards = Path(shards) if shards is not None else None
+    if shards is None or not shards.is_dir():
+        raise UnisonoError(f"--shards {shards} is not a directory; make shards with `unisono tokenize`")
+    if (shards / "vocab.json").is_file():
+        vocab_json = shards / "vocab.json"
+        for key, val in model_dims_from_vocab(vocab_json).items():
+            if key in mcfg and mcfg[key] != val:
+                raise UnisonoError(f"model config says {key}={mcfg[key]} but {vocab_json} says {val}")
+            mcfg[key] = val
+
+    def train_src(r, w):
+        return shard_sources(shards, tasks, r, w)
+
+    def val_src(r, w):
+        return shard_sources(val_shards, tasks, r, w)
+
+    trainer = Trainer(mcfg, tcfg, out, train_src, val_src if val_shards else None, vocab_json=vocab_json,
+                      init_from=init_from)
+    if tcfg.get("sample_every"):
+        trainer.sample_fn = audio_sampler(shards, Path(val_shards) if val_shards else None)
+    trainer.checkpoint_extras = [p for p in (shards / "tokenizers", shards / "codec.json") if p.exists()]
+    return trainer

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="YAML recipe (sections model/train/loss/discriminator); see unisono/configs/codec/ "
         "(configs/codec/ in a checkout)",
     )
-    t.add_argument("--data", required=True, help="corpus dir, Lhotse cuts .jsonl(.gz), or a folder of wav/flac files")
+    t.add_argument("--data", required=True, action="append",
+                   help="corpus dir, Lhotse cuts .jsonl(.gz), Lhotse Shar folder, or a folder of wav/flac files; "
+                        "repeatable (their audio together)")
     t.add_argument("--out", required=True, help="output dir; running again with the same dir resumes")
     t.add_argument("--init", metavar="CODEC_DIR",
                    help="start a new run from this trained codec's weights and config (the recipe's model section "
@@ -49,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a size-capped folder of FLAC files from a data source (training audio that travels)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    k.add_argument("--data", required=True, help="corpus dir, Lhotse cuts .jsonl(.gz), or a folder of wav/flac files")
+    k.add_argument("--data", required=True, action="append",
+                   help="corpus dir, Lhotse cuts .jsonl(.gz), Lhotse Shar folder, or a folder of wav/flac files; "
+                        "repeatable")
     k.add_argument("--out", required=True, help="new folder for the FLAC files (usable as 'codec train --data')")
     k.add_argument("--max-mib", type=float, default=40.0, help="size budget of the folder in MiB")
     k.add_argument("--split", default="train", help="split of a corpus dir")

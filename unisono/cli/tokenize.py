@@ -6,10 +6,9 @@ import argparse
 import functools
 import os
 import sys
-from collections import Counter
 
 from unisono.data import tokenize
-from unisono.data.tokenize import load_codec_dir, tokenize_corpus
+from unisono.data.tokenize import load_codec_dir, skip_summary, tokenize_corpus
 from unisono.errors import UnisonoError
 
 DESCRIPTION = tokenize.__doc__
@@ -25,18 +24,22 @@ def print_stats(stats: dict, file=None) -> None:
           f"{stats['encoded_seconds_now'] / 3600:.3f} h passed to the codec) "
           f"in {stats['tokenize_seconds_now']:.1f} s", file=file)
     if stats["skipped"]:
-        reasons = Counter(r[3][:100] for r in stats["skipped"])
-        print(f"skipped {len(stats['skipped'])} item(s) (see stats.json); most common reasons:", file=file)
-        for why, n in reasons.most_common(5):
-            print(f"  {n} x {why}", file=file)
+        summary = skip_summary(stats["skipped"])
+        print(f"skipped {len(stats['skipped'])} item(s) for {len(summary)} reason(s) (all in stats.json):", file=file)
+        for why, n, cut_id in summary[:8]:
+            print(f"  {n} x {why} (e.g. {cut_id})", file=file)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="corpus directory made by `unisono synth` (with manifests/)")
+    p.add_argument("--data", required=True, action="append", metavar="[SPLIT=]PATH",
+                   help="a corpus made by `unisono synth`, a Lhotse cuts manifest (.jsonl, .jsonl.gz) or a Lhotse Shar "
+                        "folder; repeatable; SPLIT=PATH gives a source to one split (a Lhotse source without one is "
+                        "split into train and valid; docs/own-data.md)")
     p.add_argument("--codec", required=True, help="codec directory (loaded with unisono.codec.load_codec)")
     p.add_argument("--out", required=True, help="output directory for tokenizers, vocab.json and shards")
     p.add_argument("--tasks", default="", help="comma-separated tasks (default: every task template)")
-    p.add_argument("--splits", default="train,valid,test", help="comma-separated splits (default: %(default)s)")
+    p.add_argument("--splits", default="train,valid,test",
+                   help="comma-separated splits; one the data lacks is left out with a note (default: %(default)s)")
     p.add_argument(
         "--jobs", type=int, default=min(4, os.cpu_count() or 1), help="worker processes (default: %(default)s)"
     )

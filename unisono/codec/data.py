@@ -22,21 +22,28 @@ from unisono.errors import UnisonoError
 
 @dataclass
 class AudioItem:
-    """One utterance: ``path`` (absolute), ``start`` and ``duration`` in seconds (``duration`` None = whole)."""
+    """One utterance: ``path`` (absolute), ``start`` and ``duration`` in seconds (``duration`` None = whole); or a
+    Lhotse ``cut`` whose audio is not a plain file (a Shar folder's), read through Lhotse."""
 
-    path: Path
+    path: Path | None
     start: float = 0.0
     duration: float | None = None
     id: str = ""
+    cut: object | None = None
 
 
-def _items_from_cuts(manifest: Path, root: Path) -> list[AudioItem]:
+def _items_from_cuts(cuts, root: Path) -> list[AudioItem]:
+    """Items of Lhotse ``cuts`` (a manifest path, or cuts): files by path (relative ones under ``root``), other
+    audio (a Shar folder's) through the cut."""
     from lhotse import CutSet  # noqa: PLC0415 (lhotse: not on the GPU image)
 
     items = []
-    for cut in CutSet.from_file(manifest):
+    for cut in CutSet.from_file(cuts) if isinstance(cuts, Path) else cuts:
         rec = getattr(cut, "recording", None)
-        if rec is None or not rec.sources or rec.sources[0].type != "file":
+        if rec is None or not rec.sources:
+            continue
+        if rec.sources[0].type != "file":
+            items.append(AudioItem(None, 0.0, float(cut.duration), cut.id, cut=cut))
             continue
         p = Path(rec.sources[0].source)
         if not p.is_absolute():
@@ -46,7 +53,10 @@ def _items_from_cuts(manifest: Path, root: Path) -> list[AudioItem]:
 
 
 def list_audio(data, split: str = "train") -> list[AudioItem]:
-    """Utterances of ``data`` (corpus dir, cuts manifest or audio folder); ``split`` is used for a corpus dir."""
+    """Utterances of ``data``: a corpus dir (its ``split``), a Lhotse cuts manifest or Shar folder, an audio
+    folder or file; or a list of these (their items together)."""
+    if not isinstance(data, (str, Path)):
+        return [item for d in data for item in list_audio(d, split)]
     data = Path(data)
     if not data.exists():
         raise UnisonoError(
@@ -64,6 +74,10 @@ def list_audio(data, split: str = "train") -> list[AudioItem]:
         # paths in a corpus manifest are relative to the corpus dir (DIR/manifests/split/cuts.jsonl)
         root = data.parent.parent.parent if data.parent.parent.name == "manifests" else data.parent
         items = _items_from_cuts(data, root)
+    elif data.is_dir() and any(data.glob("cuts.*.jsonl*")):  # a Lhotse Shar folder
+        from lhotse import CutSet  # noqa: PLC0415 (lhotse: not on the GPU image)
+
+        items = _items_from_cuts(CutSet.from_shar(in_dir=data), data)
     elif data.is_dir():
         items = [AudioItem(p.resolve(), id=p.stem) for p in sorted(data.rglob("*"))
                  if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
@@ -79,6 +93,11 @@ def list_audio(data, split: str = "train") -> list[AudioItem]:
 def read_item(item: AudioItem, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> np.ndarray:
     """Mono float32 samples ``[S]`` of ``item`` from ``offset`` s (relative to the item), resampled to
     ``sample_rate`` Hz."""
+    if item.cut is not None:
+        cut = item.cut.truncate(offset=offset, duration=duration) if offset or duration is not None else item.cut
+        x = np.asarray(cut.load_audio(), dtype=np.float32).mean(axis=0)
+        sr = int(cut.sampling_rate)
+        return resample(x, sr, sample_rate) if sr != sample_rate else x
     try:
         info = sf.info(str(item.path))
     except (RuntimeError, sf.LibsndfileError) as e:
@@ -117,7 +136,7 @@ class SegmentSampler:
     def _duration(self, i: int) -> float:
         if i not in self._dur:
             it = self.items[i]
-            self._dur[i] = it.duration if it.duration is not None else sf.info(str(it.path)).duration
+            self._dur[i] = it.duration if it.duration is not None or it.path is None else sf.info(str(it.path)).duration
         return self._dur[i]
 
     def _read(self, i: int, offset: float, duration: float) -> np.ndarray:
@@ -177,7 +196,7 @@ def pack_audio(items: list[AudioItem], out, max_bytes: int, sample_rate: int, se
         x = read_item(items[i], sample_rate)
         if x.size == 0:
             continue
-        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in (items[i].id or items[i].path.stem))
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in (items[i].id or Path(items[i].path).stem))
         path = tmp / f"{n:06d}-{name}.flac"
         save(path, x, sample_rate)
         size = path.stat().st_size

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import random
@@ -28,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from unisono.audio import resample
-from unisono.data.manifests import load_cuts
+from unisono.data.own import english, load_split
 from unisono.data.shards import shard_metadata, shard_name, vocab_hash, write_shard
 from unisono.data.sources import choose_prompt, source_value, speaker_of
 from unisono.encode import SegmentEncoder
@@ -43,6 +44,9 @@ from unisono.text.tokenizers import TokenizerSet
 from unisono.vocab import Vocab
 
 SPEECH_KINDS = ("speech", "noisy", "reverb", "mixture", "vc_pair", "speech_edit")
+
+
+log = logging.getLogger("unisono")
 
 
 # ----------------------------------------------------------------------------------- codec
@@ -173,6 +177,10 @@ class ExampleMaker:
 
     def _value(self, spec, cut, variant):
         v = source_value(spec, cut, variant)
+        sup = cut.supervisions[0] if cut.supervisions else None
+        if v is None and spec.source_kind == "phones" and sup is not None and sup.text and not english(sup):
+            raise UnisonoError(f"cut {cut.id}: its text is in {sup.language!r} and unisono's phones are English "
+                               "(espeak-ng en-us)")
         if v is None or (isinstance(v, list) and not v) or (isinstance(v, str) and not v.strip()):
             raise UnisonoError(
                 f"cut {cut.id} lacks {spec.source}" + (" (only spaces)" if isinstance(v, str) and v else "")
@@ -317,7 +325,8 @@ def _maker(split: str) -> ExampleMaker:
         toks = TokenizerSet.load(Path(cfg["out"]) / "tokenizers", codec=codec)
         vocab = Vocab.load(Path(cfg["out"]) / "vocab.json")
         templates = load_templates(cfg["templates"])
-        _STATE[split] = ExampleMaker(templates, vocab, toks, codec, load_cuts(cfg["data"], split), cfg["seed"],
+        cuts = load_split(cfg["data"], split, templates)
+        _STATE[split] = ExampleMaker(templates, vocab, toks, codec, cuts, cfg["seed"],
                                      cache_dir=Path(cfg["out"]) / ".codes" / split)
     return _STATE[split]
 
@@ -412,7 +421,10 @@ def _write_vocab(out: Path, data, codec_factory, cuts_by_split: dict, templates,
     if vs.tokenizers_dir:
         toks = _load_tokenizers(vs.tokenizers_dir, codec)
     else:
-        train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_cuts(data, "train")
+        train_cuts = cuts_by_split["train"] if "train" in cuts_by_split else load_split(data, "train", templates)
+        if not train_cuts:
+            raise UnisonoError("fitting the tokenizers needs a train split: give one (--data train=PATH) or reuse "
+                               "tokenizers with --tokenizers")
         toks = fit_tokenizers(train_cuts, templates, selected, codec, vs.bpe_size, vs.semantic_units,
                               vs.semantic_features, vs.hubert_dir, text_encoder=vs.text_encoder, seed=vs.seed)
     vocab = _vocab_for(toks, templates, selected, K, codec, vs)
@@ -424,6 +436,25 @@ def _write_vocab(out: Path, data, codec_factory, cuts_by_split: dict, templates,
     for s in splits:
         vocab.save(out / s / "vocab.json")
     vocab.save(out / "vocab.json")  # written last: its presence means the tokenizers are complete
+
+
+def data_list(data) -> list[str]:
+    """``data`` (one source or several, see :mod:`unisono.data.own`) as a list of strings (for the workers)."""
+    return [str(data)] if isinstance(data, (str, os.PathLike)) else [str(d) for d in data]
+
+
+def _load_splits(data, splits, templates) -> dict[str, list]:
+    """The cuts of each split that the sources have (one-line notes for the others); a clear error for none."""
+    out = {}
+    for s in splits:
+        cuts = load_split(data, s, templates)
+        if cuts:
+            out[s] = cuts
+        else:
+            log.info(f"unisono tokenize: no {s} split in {', '.join(data_list(data))}; left out")
+    if not out:
+        raise UnisonoError(f"no cuts in splits {', '.join(splits)} of {', '.join(data_list(data))}")
+    return out
 
 
 def _wait_for_vocab(out: Path, rank: int, wait_s: float) -> None:
@@ -531,7 +562,6 @@ def tokenize_corpus(
     settings = VocabSettings(fill, vocab_path, tokenizers_dir, num_codebooks, bpe_size, semantic_units,
                              semantic_features, hubert_dir, text_encoder, seed)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     templates = load_templates(templates_paths)
     selected = sorted(tasks) if tasks else sorted(templates)
     unknown = [t for t in selected if t not in templates]
@@ -539,7 +569,9 @@ def tokenize_corpus(
         raise UnisonoError(f"unknown task(s) {unknown}; known: {', '.join(sorted(templates))}")
     if not 0 <= rank < world_size:
         raise UnisonoError(f"--rank must lie in 0..{world_size - 1}")
-    cuts_by_split = {s: load_cuts(data, s) for s in splits}
+    cuts_by_split = _load_splits(data, splits, templates)
+    splits = tuple(s for s in splits if s in cuts_by_split)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if rank > 0:
         _wait_for_vocab(out, rank, wait_s)
@@ -552,7 +584,7 @@ def tokenize_corpus(
     mine = [job for i, job in enumerate(plan) if i % world_size == rank]
     _clean_stale_tmp(out, mine)
     todo = [j for j in mine if not (out / j["split"] / shard_name(j["task"], j["index"])).exists()]
-    cfg = {"out": str(out), "data": str(data), "codec_factory": codec_factory, "templates": templates_paths,
+    cfg = {"out": str(out), "data": data_list(data), "codec_factory": codec_factory, "templates": templates_paths,
            "seed": settings.seed}
     bar = tqdm(total=sum(len(j["items"]) for j in todo), unit="item", disable=not progress,
                desc=f"tokenize{'' if world_size == 1 else f' rank {rank}'}", file=sys.stderr)
@@ -579,4 +611,17 @@ def tokenize_corpus(
         "skipped": skipped_all,
     }
     write_json(out / ("stats.json" if world_size == 1 else f"stats.rank{rank}.json"), stats)
+    if world_size == 1 and not sum(c.get("examples", 0) for c in per_task.values()):
+        reasons = "; ".join(f"{n} x {why} (e.g. {cid})" for why, n, cid in skip_summary(skipped_all)[:3])
+        raise UnisonoError(f"no example was made ({len(skipped_all)} skipped: {reasons or 'no cut serves the tasks'}); "
+                           f"see {out / 'stats.json'}")
     return stats
+
+
+def skip_summary(skipped: list) -> list[tuple[str, int, str]]:
+    """``(reason, count, an example cut id)`` of skipped items ``[split, task, cut_id, why]``, most common first;
+    the reasons are grouped with their cut ids taken out."""
+    groups: dict[str, list] = {}
+    for _split, task, cid, why in skipped:
+        groups.setdefault(f"{task}: {str(why).replace(str(cid), '<cut>')[:200]}", []).append(cid)
+    return sorted(((why, len(ids), ids[0]) for why, ids in groups.items()), key=lambda r: (-r[1], r[0]))

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from eval_audio import espeak
 from lhotse import CutSet, Recording, SupervisionSegment
 from lhotse.cut import MonoCut
@@ -143,3 +144,25 @@ def test_codec_training_reads_shar_and_manifests_together(own_sources):
     assert part.shape[0] == 4800 and np.abs(part - a[3200:8000]).max() < 1e-3
     batch = SegmentSampler(items, 16000, 8000, seed=0).batch(3)
     assert tuple(batch.shape) == (3, 1, 8000) and float(batch.abs().max()) > 0
+
+
+def test_export_round_trips_through_lhotse(own_sources, tiny_checkpoint, tmp_path, capsys):
+    from unisono.codec import load_codec
+
+    out = tmp_path / "shar"
+    assert main(["export", "--data", f"train={own_sources / 'cuts.jsonl.gz'}", "--codec",
+                 str(tiny_checkpoint / "codec"), "--out", str(out), "--no-progress"]) == 0
+    back = list(CutSet.from_shar(in_dir=out))
+    assert sorted(c.id for c in back) == sorted(c.id for c in CutSet.from_file(own_sources / "cuts.jsonl.gz"))
+    codec = load_codec(tiny_checkpoint / "codec")
+    cut = next(c for c in back if c.id == "ben-1")
+    codes = cut.load_custom("codes")  # [T, K] as Lhotse loads it
+    wav = cut.load_audio()
+    assert codes.shape[1] == codec.num_codebooks and abs(codes.shape[0] - cut.duration * codec.frame_rate) <= 1
+    again = codec.encode(torch.from_numpy(resample(wav[0], cut.sampling_rate, 16000))[None, None])[0].T.numpy()
+    n = min(len(codes), len(again))
+    assert abs(len(codes) - len(again)) <= 1 and (codes[:n] == again[:n]).mean() > 0.9  # the codes of that audio
+    assert cut.supervisions[0].text == "The old clock stopped at noon." and cut.supervisions[0].speaker == "ben"
+    # an existing folder is refused before anything is written
+    assert main(["export", "--data", str(own_sources / "cuts.jsonl.gz"), "--codec", str(tiny_checkpoint / "codec"),
+                 "--out", str(out), "--no-progress"]) == 2

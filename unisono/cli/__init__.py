@@ -20,6 +20,7 @@ from unisono.errors import UnisonoError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("unisono.cli.synth", "make the built-in multi-task corpus offline (speech, music, sounds, pairs)"),
     "tokenize": ("unisono.cli.tokenize", "corpus manifests -> tokenizers, vocab.json and token shards for every task"),
+    "export": ("unisono.cli.export", "a split's cuts with their codec codes (and audio) as a Lhotse Shar"),
     "inspect": ("unisono.cli.inspect", "print token shards in readable form (phones, text, notes, audio code counts)"),
     "codec": ("unisono.cli.codec", "neural audio codec: train, encode, decode, eval"),
     "generate": ("unisono.cli.generate", "run a task of a checkpoint: text/audio in, audio/text out"),

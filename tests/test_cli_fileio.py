@@ -117,3 +117,34 @@ def test_a_commands_library_notes_reach_stderr_once(tmp_path, monkeypatch, capsy
     assert cli.main(["noisy", "--word", "two"]) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["note: one", "note: two"] and captured.out == ""
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored after)."""
+    import os
+
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750),
+                                                      (0o077, 0o600, 0o700)])
+def test_atomic_files_and_dirs_respect_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
+    import numpy as np
+    import torch
+
+    from unisono import audio
+    from unisono.weights import save_weights
+
+    umask(mask)
+    assert fileio.current_umask() == mask
+    fileio.write_json(tmp_path / "a.json", {"a": 1})
+    save_weights({"w": torch.ones(3)}, tmp_path / "m.safetensors")
+    audio.save(tmp_path / "x.wav", np.zeros(160, np.float32), 16000)
+    with fileio.atomic_dir(tmp_path / "d") as d:
+        fileio.write_text(d / "inner.txt", "x")
+    for name in ("a.json", "m.safetensors", "x.wav", "d/inner.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == file_mode, name
+    assert (tmp_path / "d").stat().st_mode & 0o777 == dir_mode

@@ -22,12 +22,24 @@ import yaml
 from unisono.errors import UnisonoError
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be, so no other thread sees it change)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    ``suffix`` defaults to the destination's suffix so that writers which infer the format from the
-    file name (soundfile, for example) still work.
+    The file gets the mode ``open()`` would give it (``0666`` less the umask: ``0644`` under umask 022), not the
+    ``0600`` of :func:`tempfile.mkstemp`. ``suffix`` defaults to the destination's suffix so that writers which
+    infer the format from the file name (soundfile, for example) still work.
     """
     path = Path(path)
     parent = path.parent
@@ -44,6 +56,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes 0600 (so do writers that write a temporary file of their own): the mode open() gives
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

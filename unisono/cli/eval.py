@@ -12,6 +12,7 @@ from unisono.cli.generate import add_quant_arguments
 from unisono.errors import UnisonoError
 from unisono.eval import enhancer
 from unisono.eval.realsets import SETS, resolve_data
+from unisono.fileio import check_writable
 from unisono.tasks import load_templates
 
 DESCRIPTION = """Score generated audio against references, offline, with the reference ceiling beside it.
@@ -72,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
+    check_writable(args.out, "dir", "--out")
+    if args.doc:
+        check_writable(args.doc, flag="--doc")
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -6,6 +6,7 @@ import sys
 import time
 
 from unisono.errors import UnisonoError
+from unisono.fileio import check_writable
 
 DESCRIPTION = """Run one task of a trained checkpoint. Inputs are given as --NAME VALUE: text as a string, audio
 as a file path (WAV/FLAC/OGG, any sample rate). Audio outputs are written to -o (WAV or FLAC); text outputs
@@ -88,6 +89,8 @@ def main(args, rest: list[str] | None = None) -> int:
     from unisono import audio
     from unisono.inference import AudioOutput, Pipeline
 
+    if args.output:
+        check_writable(args.output, flag="-o")
     pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
     if args.list or not args.task:
         for spec in pipe.tasks.values():

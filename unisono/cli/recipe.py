@@ -21,7 +21,7 @@ import yaml
 
 from unisono.cli import main as cli_main
 from unisono.errors import UnisonoError
-from unisono.fileio import load_yaml, read_json, write_json
+from unisono.fileio import check_writable, load_yaml, read_json, write_json
 from unisono.inference import Pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package: recipes work from a wheel
@@ -151,6 +151,8 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    if not args.dry_run:
+        check_writable(args.out, "dir", "--out")
     report = run(args.recipe, args.out, stages, dry_run=args.dry_run)
     if report:
         print("stage times (s): " + ", ".join(f"{k} {v.get('seconds', '?')}" for k, v in report.items()))

@@ -44,9 +44,11 @@ class HFBackbone(nn.Module):
     """The decoder layers of a transformers ``AutoModelForCausalLM`` used as the global transformer.
 
     Inputs are embeddings (``inputs_embeds``); the LLM's own token embeddings and LM head are not used.
+    Refused at construction: a model whose positions see later ones (an encoder such as BERT), and one with
+    fewer positions (``max_position_embeddings``) than ``max_seq_len``.
     """
 
-    def __init__(self, model_dir: str | None = None, hf_config: dict | None = None):
+    def __init__(self, model_dir: str | None = None, hf_config: dict | None = None, max_seq_len: int | None = None):
         super().__init__()
         try:
             from transformers import AutoConfig, AutoModelForCausalLM  # noqa: PLC0415 (optional: transformers)
@@ -68,6 +70,35 @@ class HFBackbone(nn.Module):
         if emb is not None:  # unused: inputs arrive as embeddings of the unisono vocabulary
             emb.weight.requires_grad_(False)
         self.dim = model.config.hidden_size
+        self._check(max_seq_len)
+
+    def _check(self, max_seq_len: int | None) -> None:
+        cfg = self.body.config
+        name = getattr(cfg, "model_type", type(self.body).__name__)
+        if getattr(cfg, "is_encoder_decoder", False) or not self.is_causal():
+            raise UnisonoError(f"the backbone {name} is not causal (its positions see later ones, as an encoder such "
+                               "as BERT's do); use a decoder LLM (Llama, Qwen2, GPT-2, ...)")
+        limit = getattr(cfg, "max_position_embeddings", None)
+        if max_seq_len is not None and isinstance(limit, int) and limit < max_seq_len:
+            raise UnisonoError(f"the backbone {name} has {limit} positions (max_position_embeddings), fewer than the "
+                               f"model config's max_seq_len {max_seq_len}; set max_seq_len <= {limit}")
+
+    @torch.no_grad()
+    def is_causal(self) -> bool:
+        """Whether each position's output is blind to later positions: two runs on 3 random inputs that differ in the
+        last one give the same first two outputs."""
+        p = next(self.body.parameters())
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, self.dim, generator=g).to(p.device, p.dtype)
+        y = x.clone()
+        y[:, -1] = torch.randn(self.dim, generator=g).to(p.device, p.dtype)
+        was_training = self.body.training
+        self.body.eval()
+        try:
+            a, b = (self.forward(v)[:, :2].float() for v in (x, y))
+        finally:
+            self.body.train(was_training)
+        return bool(torch.allclose(a, b, atol=1e-5, rtol=1e-4))
 
     def new_cache(self, batch, max_len, device, dtype):
         from transformers import DynamicCache  # noqa: PLC0415 (optional: transformers)
@@ -93,7 +124,7 @@ class UnisonoLM(nn.Module):
     def __init__(self, cfg: LMConfig):
         super().__init__()
         if cfg.backbone_dir is not None or cfg.backbone_config is not None:
-            self.backbone = HFBackbone(cfg.backbone_dir, cfg.backbone_config)
+            self.backbone = HFBackbone(cfg.backbone_dir, cfg.backbone_config, cfg.max_seq_len)
             # the weights now live in this model's checkpoint: its config carries the backbone's config, no dir
             # (a copy: the caller's config is left as it was)
             cfg = dataclasses.replace(cfg, backbone_config=self.backbone.hf_config, backbone_dir=None)

@@ -17,6 +17,7 @@ embeddings of the K tokens at a position are summed) and each stream has its own
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -35,6 +36,7 @@ from unisono.lm.decoding import NEVER, DecodeState, Generation, Phase, Picker, S
 from unisono.lm.layers import Transformer
 from unisono.lm.patterns import delay_indices, delay_interleave, delay_position
 from unisono.lm.quant import int8_rows, linear_rows
+from unisono.vocab import LAYOUT_KEY, Vocab
 from unisono.weights import load_weights
 
 FORMAT_VERSION = 1
@@ -385,8 +387,11 @@ class UnisonoLM(nn.Module):
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | os.PathLike, vocab_json: str | os.PathLike | None = None,
-                        state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (+ a copy of ``vocab_json``) into ``out_dir``."""
+                        state_dict: dict[str, torch.Tensor] | None = None, vocab: Vocab | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ a copy of ``vocab_json``) into ``out_dir``. The weights'
+        metadata records the layout fingerprint of the vocabulary (``vocab``, else ``vocab_json`` where it is a unisono
+        vocabulary) under :data:`unisono.vocab.LAYOUT_KEY`, so that a loader notices a ``vocab.json`` changed
+        beside them."""
         if self.int8 and state_dict is None:
             raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; save the float model "
                               "instead")
@@ -394,8 +399,14 @@ class UnisonoLM(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         sd = state_dict if state_dict is not None else self.state_dict()
         sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
+        meta = {"format": "pt", "unisono_format_version": str(FORMAT_VERSION)}
+        if vocab is None and vocab_json is not None and Path(vocab_json).is_file():
+            with contextlib.suppress(UnisonoError):  # a toy file that is not a unisono vocabulary: copied, no stamp
+                vocab = Vocab.load(vocab_json)
+        if vocab is not None:
+            meta[LAYOUT_KEY] = vocab.layout_fingerprint()
         with atomic_path(out / "model.safetensors") as tmp:
-            save_file(sd, str(tmp), metadata={"format": "pt", "unisono_format_version": str(FORMAT_VERSION)})
+            save_file(sd, str(tmp), metadata=meta)
         cfgd = self.cfg.to_dict()
         cfgd.update(model_type="unisono-lm", format_version=FORMAT_VERSION)
         write_json(out / "config.json", cfgd)

@@ -253,6 +253,36 @@ def test_cli_generate_audio_and_text(tiny_checkpoint, tmp_path, capsys):
     assert not (tmp_path / "x.wav").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["tts", "--text", "hi", "--tpo-k", "5", "-o", "OUT/o.wav"], "unknown option --tpo-k (did you mean --top-k?)"),
+    (["tts", "--txt", "hi", "-o", "OUT/o.wav"], "does not take ['txt'] (did you mean 'text'?)"),
+    (["tts", "--text", "-o", "OUT/o.wav"], "--text has no value"),
+    (["tts", "hi", "-o", "OUT/o.wav"], "could not read 'hi'"),
+    (["no_such_task", "--text", "hi"], "unknown task 'no_such_task'; this checkpoint can do: asr,"),
+    (["tts", "--text", "hi"], "task tts makes audio: give an output file with -o"),
+    (["tts", "--text", "hi", "-o", "OUT/o.mp3"], "the file must end with one of .wav, .flac, .ogg"),
+    (["se", "--noisy", "OUT/missing.wav", "-o", "OUT/o.wav"], "--noisy OUT/missing.wav: no such audio file"),
+    (["tts", "--text", "hi", "--top-p", "0", "-o", "OUT/o.wav"], "top_p must be in (0, 1]"),
+    (["tts", "--text", "hi", "--revise", "-1", "-o", "OUT/o.wav"], "--revise must be >= 0"),
+    (["--list", "--tpo-k", "5"], "unknown option --tpo-k (did you mean --top-k?)"),
+    (["--list", "--text", "hi"], "unknown argument(s) --text: task inputs need a task (and no --list)"),
+])
+def test_generate_checks_every_argument_before_loading_anything(tmp_path, monkeypatch, capsys, argv, message):
+    """An unknown flag, a misspelled input, a missing file or a bad option is reported at once (it came after
+    the model had loaded, ~6 s): the checkpoint's tasks are read from its vocab.json and tasks.yaml only."""
+    from unisono.cli import main
+
+    def load(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", load)
+    argv = [a.replace("OUT", str(tmp_path)) for a in argv]
+    assert main(["generate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message.replace("OUT", str(tmp_path)) in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_server_on_the_real_pipeline(pipe):
     import base64
     import io

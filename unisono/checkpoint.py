@@ -31,6 +31,7 @@ from unisono import audio
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json, write_json, write_text
 from unisono.options import check_option_defaults
+from unisono.tasks import load_templates
 from unisono.vocab import LAYOUT_KEY, Vocab
 from unisono.weights import load_weights, read_metadata, restamp_weights, save_weights
 
@@ -79,6 +80,16 @@ def check_layout(directory, vocab: Vocab | None = None) -> None:
         raise UnisonoError(f"{d}: vocab.json is not the vocabulary the model was written with (layout fingerprint "
                            f"{got}, the weights record {stamp}): task ids, ranges or tokenizers changed; put back "
                            "the checkpoint's own vocab.json")
+
+
+def task_templates(directory) -> dict:
+    """``{name: TaskTemplate}`` of the tasks checkpoint ``directory`` knows: its ``tasks.yaml`` (the built-in
+    templates for a checkpoint without one) restricted to the tasks its ``vocab.json`` has an id for. Reads those
+    two files only (no weights), so a command can check a request before it loads the model."""
+    d = Path(directory)
+    templates = load_templates([d / TEMPLATES] if (d / TEMPLATES).exists() else None)
+    known = Vocab.load(d / "vocab.json").tasks
+    return {name: tpl for name, tpl in templates.items() if name in known}
 
 
 def codec_dir(directory) -> Path:

@@ -14,6 +14,7 @@ folder.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -159,14 +160,14 @@ def usage_lines(model: Path) -> list[str]:
     if specs:
         task = next((t for t in EXAMPLE_TASKS if t in specs), sorted(specs)[0])
         spec = specs[task]
-        words = ["unisono", "generate", task, "--checkpoint", str(model)]
+        words = ["unisono", "generate", task, "--checkpoint", shlex.quote(str(model))]
         for name, kind in spec.inputs.items():
             if not (model / C.DEFAULTS / f"{name}.wav").exists():  # an input with a default may be left out
                 value = "0.5,1.0" if name.endswith("_span") else EXAMPLE_TEXT.get(name, "TEXT")
                 words += [f"--{name}", value if kind == "text" else "INPUT.wav"]
         words += ["-o", "out.wav"] if spec.output == "audio" else []
         lines.append("use it: " + " ".join(words))
-    lines.append(f"its tasks and their inputs: unisono generate --checkpoint {model} --list")
+    lines.append(f"its tasks and their inputs: unisono generate --checkpoint {shlex.quote(str(model))} --list")
     return lines
 
 

@@ -170,10 +170,12 @@ def _unwritable(tmp_path, case: str, kind: str, name: str):
 
 
 @pytest.mark.parametrize("case", ["exists", "below_a_file", "read_only"])
-@pytest.mark.parametrize("command", ["generate", "encode", "decode", "synth", "tokenize"])
+@pytest.mark.parametrize("command", ["generate", "encode", "decode", "synth", "tokenize", "finetune", "dpo"])
 def test_an_unwritable_output_is_refused_before_any_work(tmp_path, monkeypatch, capsys, command, case):
-    """``generate -o``, ``codec encode/decode -o``, ``synth --out``, ``tokenize --out``: a one-line error, exit 2,
-    and the work (loading the model or codec, synthesis, tokenizing) never starts."""
+    """``generate -o``, ``codec encode/decode -o``, ``synth --out``, ``tokenize --out``, ``finetune/dpo --out``: a
+    one-line error, exit 2, and the work (loading the model or codec, synthesis, tokenizing, tuning) never starts."""
+    import unisono.cli.dpo
+    import unisono.cli.finetune
     import unisono.cli.synth
     import unisono.cli.tokenize
     import unisono.codec
@@ -187,16 +189,20 @@ def test_an_unwritable_output_is_refused_before_any_work(tmp_path, monkeypatch, 
     monkeypatch.setattr(unisono.codec, "load_codec", work)
     monkeypatch.setattr(unisono.cli.synth, "synthesize", work)
     monkeypatch.setattr(unisono.cli.tokenize, "tokenize_corpus", work)
-    kind = "dir" if command in ("synth", "tokenize") else "file"
-    out = _unwritable(tmp_path, case, kind, {"encode": "out.npy", "synth": "corpus", "tokenize": "shards"}.get(
-        command, "out.wav"))
+    monkeypatch.setattr(unisono.cli.finetune, "finetune", work)
+    monkeypatch.setattr(unisono.cli.dpo, "run_dpo", work)
+    kind = "file" if command in ("generate", "encode", "decode") else "dir"
+    out = _unwritable(tmp_path, case, kind, {"encode": "out.npy", "generate": "out.wav", "decode": "out.wav"}.get(
+        command, "out_dir"))
     if out is None:
         pytest.skip("this process writes into a read-only directory and into /sys")
     argv = {"generate": ["generate", "tts", "--text", "hi", "-o", str(out)],
             "encode": ["codec", "encode", str(tmp_path / "in.wav"), "--codec", str(tmp_path), "-o", str(out)],
             "decode": ["codec", "decode", str(tmp_path / "c.npy"), "--codec", str(tmp_path), "-o", str(out)],
             "synth": ["synth", "--out", str(out)],
-            "tokenize": ["tokenize", "--data", str(tmp_path), "--codec", str(tmp_path), "--out", str(out)]}[command]
+            "tokenize": ["tokenize", "--data", str(tmp_path), "--codec", str(tmp_path), "--out", str(out)],
+            "finetune": ["finetune", "--checkpoint", str(tmp_path), "--shards", str(tmp_path), "--out", str(out)],
+            "dpo": ["dpo", "--checkpoint", str(tmp_path), "--data", str(tmp_path), "--out", str(out)]}[command]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

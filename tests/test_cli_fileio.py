@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,103 @@ def test_a_commands_library_notes_reach_stderr_once(tmp_path, monkeypatch, capsy
     assert cli.main(["noisy", "--word", "two"]) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["note: one", "note: two"] and captured.out == ""
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored after)."""
+    import os
+
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750),
+                                                      (0o077, 0o600, 0o700)])
+def test_atomic_files_and_dirs_respect_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
+    import numpy as np
+    import torch
+
+    from unisono import audio
+    from unisono.weights import save_weights
+
+    umask(mask)
+    assert fileio.current_umask() == mask
+    fileio.write_json(tmp_path / "a.json", {"a": 1})
+    save_weights({"w": torch.ones(3)}, tmp_path / "m.safetensors")
+    audio.save(tmp_path / "x.wav", np.zeros(160, np.float32), 16000)
+    with fileio.atomic_dir(tmp_path / "d") as d:
+        fileio.write_text(d / "inner.txt", "x")
+    for name in ("a.json", "m.safetensors", "x.wav", "d/inner.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == file_mode, name
+    assert (tmp_path / "d").stat().st_mode & 0o777 == dir_mode
+
+
+def _unwritable(tmp_path, case: str, kind: str, name: str):
+    """An output path that cannot be written (``None`` where this process writes anyway)."""
+    if case == "exists":  # a directory where a file goes, a file where a directory goes
+        (tmp_path / name).mkdir() if kind == "file" else (tmp_path / name).write_text("x")
+        return tmp_path / name
+    if case == "below_a_file":
+        (tmp_path / "plain.txt").write_text("x")
+        return tmp_path / "plain.txt" / "sub" / name
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    for folder in (locked, Path("/sys")):  # root writes into a 0555 folder, not into sysfs
+        try:
+            (folder / ".unisono-probe").write_text("x")
+        except OSError:
+            return folder / "new" / name
+    return None
+
+
+@pytest.mark.parametrize("case", ["exists", "below_a_file", "read_only"])
+@pytest.mark.parametrize("command", ["generate", "encode", "decode", "synth", "tokenize", "finetune", "dpo"])
+def test_an_unwritable_output_is_refused_before_any_work(tmp_path, monkeypatch, capsys, command, case):
+    """``generate -o``, ``codec encode/decode -o``, ``synth --out``, ``tokenize --out``, ``finetune/dpo --out``: a
+    one-line error, exit 2, and the work (loading the model or codec, synthesis, tokenizing, tuning) never starts."""
+    import unisono.cli.dpo
+    import unisono.cli.finetune
+    import unisono.cli.synth
+    import unisono.cli.tokenize
+    import unisono.codec
+    from unisono.cli import main
+    from unisono.inference import Pipeline
+
+    def work(*a, **k):
+        raise AssertionError("the work started before the output was checked")
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", work)
+    monkeypatch.setattr(unisono.codec, "load_codec", work)
+    monkeypatch.setattr(unisono.cli.synth, "synthesize", work)
+    monkeypatch.setattr(unisono.cli.tokenize, "tokenize_corpus", work)
+    monkeypatch.setattr(unisono.cli.finetune, "finetune", work)
+    monkeypatch.setattr(unisono.cli.dpo, "run_dpo", work)
+    kind = "file" if command in ("generate", "encode", "decode") else "dir"
+    out = _unwritable(tmp_path, case, kind, {"encode": "out.npy", "generate": "out.wav", "decode": "out.wav"}.get(
+        command, "out_dir"))
+    if out is None:
+        pytest.skip("this process writes into a read-only directory and into /sys")
+    argv = {"generate": ["generate", "tts", "--text", "hi", "-o", str(out)],
+            "encode": ["codec", "encode", str(tmp_path / "in.wav"), "--codec", str(tmp_path), "-o", str(out)],
+            "decode": ["codec", "decode", str(tmp_path / "c.npy"), "--codec", str(tmp_path), "-o", str(out)],
+            "synth": ["synth", "--out", str(out)],
+            "tokenize": ["tokenize", "--data", str(tmp_path), "--codec", str(tmp_path), "--out", str(out)],
+            "finetune": ["finetune", "--checkpoint", str(tmp_path), "--shards", str(tmp_path), "--out", str(out)],
+            "dpo": ["dpo", "--checkpoint", str(tmp_path), "--data", str(tmp_path), "--out", str(out)]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    why = {"exists": "is a directory" if kind == "file" else "is a file", "below_a_file": "is a file, not a directory",
+           "read_only": "is not writable"}[case]
+    assert str(out) in err and why in err.replace(str(out), "OUT"), err
+
+
+def test_atomic_writes_onto_a_directory_or_below_a_file_are_one_line_errors(tmp_path):
+    with pytest.raises(UnisonoError, match="is a directory"):
+        fileio.write_text(tmp_path, "x")
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(UnisonoError, match="cannot create directory"):
+        fileio.write_text(tmp_path / "plain" / "a.txt", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]

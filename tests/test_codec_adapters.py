@@ -98,3 +98,44 @@ def test_unknown_model_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(UnisonoError, match="supported"):
         load_codec(tmp_path)
+
+
+def test_another_models_weights_under_a_config_are_refused(tmp_path):
+    """DAC weights under an Encodec config.json would load as a randomly initialised Encodec: a one-line error."""
+    import shutil
+
+    tiny_dac().save_pretrained(str(tmp_path / "dac"))
+    tiny_encodec().save_pretrained(str(tmp_path / "enc"))
+    shutil.copy(tmp_path / "enc" / "config.json", tmp_path / "dac" / "config.json")
+    with pytest.raises(UnisonoError, match="do not belong to its config.json's EncodecModel") as e:
+        load_codec(tmp_path / "dac")
+    assert "missing" in str(e.value) and "unexpected" in str(e.value) and "\n" not in str(e.value)
+    # a model of another size (twice the codebook entries) under the same config
+    cfg = transformers.EncodecConfig(**{**tiny_encodec().config.to_dict(), "codebook_size": 64})
+    transformers.EncodecModel(cfg).save_pretrained(str(tmp_path / "big"))
+    shutil.copy(tmp_path / "enc" / "config.json", tmp_path / "big" / "config.json")
+    with pytest.raises(UnisonoError, match="other shapes") as e:
+        load_codec(tmp_path / "big")
+    assert "\n" not in str(e.value)
+
+
+def test_a_truncated_weights_file_is_a_one_line_error(tmp_path):
+    tiny_encodec().save_pretrained(str(tmp_path / "enc"))
+    w = tmp_path / "enc" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(UnisonoError, match="truncated") as e:
+        load_codec(tmp_path / "enc")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_input_shorter_than_a_frame_gives_one_frame(kind):
+    """DAC's (and Xcodec's) convolutions fail on fewer samples than their kernels: the input is padded to a frame."""
+    torch.manual_seed(0)
+    codec = HFCodec(BUILDERS[kind]().eval(), kind)
+    for n in (1, 5, codec.hop_length - 1):
+        codes = codec.encode(0.1 * torch.ones(2, 1, n))
+        assert codes.shape == (2, codec.num_codebooks, 1), (n, codes.shape)
+        assert codec.decode(codes).shape[:2] == (2, 1)
+    with pytest.raises(UnisonoError, match="0 samples"):
+        codec.encode(torch.zeros(1, 1, 0))

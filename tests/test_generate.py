@@ -142,6 +142,90 @@ def test_incomplete_or_tampered_checkpoint_is_refused(tiny_checkpoint, tmp_path)
         Pipeline.from_pretrained(tmp_path / "nothing")
 
 
+def _swap_tasks(vocab_json, a="tts", b="vc"):
+    import json
+
+    d = json.loads(vocab_json.read_text())
+    d["tasks"][a], d["tasks"][b] = d["tasks"][b], d["tasks"][a]
+    vocab_json.write_text(json.dumps(d))
+
+
+def test_a_vocab_json_with_swapped_task_ids_is_refused(tiny_checkpoint, tmp_path):
+    """The weights record the layout they were written with: a vocab.json whose task ids were swapped (a valid
+    file, every range as before) is refused with one line by the pipeline and by the fine-tuning loaders."""
+    import shutil
+
+    from unisono import checkpoint as C
+    from unisono.vocab import LAYOUT_KEY, Vocab
+    from unisono.weights import read_metadata
+
+    ckpt = tmp_path / "swapped"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    assert read_metadata(ckpt / "model.safetensors")[LAYOUT_KEY] == Vocab.load(ckpt).layout_fingerprint()
+    _swap_tasks(ckpt / "vocab.json")
+    Vocab.load(ckpt)  # the file itself is valid
+    with pytest.raises(UnisonoError, match="not the vocabulary the model was written with") as e:
+        Pipeline.from_pretrained(ckpt)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UnisonoError, match="task ids, ranges or tokenizers changed"):
+        C.carried_parts(ckpt)  # fine-tuning and preference tuning read a checkpoint so
+    with pytest.raises(UnisonoError, match="vocabulary mismatch|not the vocabulary"):
+        Pipeline.package(ckpt, tiny_checkpoint.parent / "shards", tmp_path / "repackaged")
+    shutil.copy(tiny_checkpoint / "vocab.json", ckpt / "vocab.json")
+    assert {"tts", "vc"} <= set(Pipeline.from_pretrained(ckpt).tasks)
+
+
+def test_weights_without_a_layout_fingerprint_still_load(tiny_checkpoint, tmp_path):
+    """Checkpoints made before the fingerprint (the shipped model among them) load as before."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from unisono import checkpoint as C
+    from unisono.vocab import LAYOUT_KEY
+    from unisono.weights import read_metadata
+
+    assert LAYOUT_KEY not in read_metadata(C.DEFAULT_CHECKPOINT / "model.safetensors")
+    assert C.require_checkpoint(C.DEFAULT_CHECKPOINT) == C.DEFAULT_CHECKPOINT
+    old = tmp_path / "old"
+    shutil.copytree(tiny_checkpoint, old)
+    meta = {k: v for k, v in read_metadata(old / "model.safetensors").items() if k != LAYOUT_KEY}
+    save_file(load_file(old / "model.safetensors"), old / "model.safetensors", metadata=meta)
+    assert Pipeline.from_pretrained(old).tasks
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16", "int8"])
+def test_every_checkpoint_writer_records_the_layout(tmp_path, precision):
+    """write_checkpoint (from a model or from a trained LM directory, in every precision) and save_pretrained with
+    a vocab.json stamp the layout of the vocabulary written beside the weights."""
+    import torch
+
+    from unisono import checkpoint as C
+    from unisono.lm import LMConfig, UnisonoLM
+    from unisono.vocab import LAYOUT_KEY, Vocab
+    from unisono.weights import read_metadata
+
+    vocab = Vocab.build(["asr", "tts"], num_codebooks=2, codebook_size=16, phones=10)
+    other = Vocab.build(["asr", "tts", "vc"], num_codebooks=2, codebook_size=16, phones=10)
+    assert vocab.layout_fingerprint() != other.layout_fingerprint()
+    torch.manual_seed(0)
+    lm = UnisonoLM.from_config(LMConfig(vocab_size=vocab.size, num_streams=2, pad_id=vocab.pad_id, d_model=16,
+                                        n_layers=1, n_heads=2, max_seq_len=64))
+    vocab.save(tmp_path / "vocab.json")
+    lm.save_pretrained(tmp_path / "lm", vocab_json=tmp_path / "vocab.json")
+    for name, src in (("from_model", lm), ("from_dir", tmp_path / "lm")):
+        out = tmp_path / name
+        out.mkdir()
+        C.write_checkpoint(out, src, vocab, None, None, {}, precision=precision)
+        assert read_metadata(out / "model.safetensors")[LAYOUT_KEY] == vocab.layout_fingerprint(), name
+        assert C.require_checkpoint(out, parts=C.LM_PARTS) == out
+        other.save(out / "vocab.json")
+        with pytest.raises(UnisonoError, match="not the vocabulary"):
+            C.require_checkpoint(out, parts=C.LM_PARTS)
+    with pytest.raises(UnisonoError, match="not the vocabulary"):  # another layout is not stamped onto the weights
+        C.write_checkpoint(tmp_path / "from_model", tmp_path / "lm", other, None, None, {})
+
+
 def test_audio_alias_names_the_only_audio_input(pipe):
     out = pipe.generate("se", seed=0, max_duration=0.2, audio=(np.full(3200, 0.05, np.float32), 16000))
     assert isinstance(out, AudioOutput)
@@ -167,6 +251,36 @@ def test_cli_generate_audio_and_text(tiny_checkpoint, tmp_path, capsys):
     assert "give an output file with -o" in capsys.readouterr().err
     assert main(["generate", "se", "--checkpoint", str(tmp_path / "none"), "--noisy", str(spk), "-o", "x.wav"]) == 2
     assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tts", "--text", "hi", "--tpo-k", "5", "-o", "OUT/o.wav"], "unknown option --tpo-k (did you mean --top-k?)"),
+    (["tts", "--txt", "hi", "-o", "OUT/o.wav"], "does not take ['txt'] (did you mean 'text'?)"),
+    (["tts", "--text", "-o", "OUT/o.wav"], "--text has no value"),
+    (["tts", "hi", "-o", "OUT/o.wav"], "could not read 'hi'"),
+    (["no_such_task", "--text", "hi"], "unknown task 'no_such_task'; this checkpoint can do: asr,"),
+    (["tts", "--text", "hi"], "task tts makes audio: give an output file with -o"),
+    (["tts", "--text", "hi", "-o", "OUT/o.mp3"], "the file must end with one of .wav, .flac, .ogg"),
+    (["se", "--noisy", "OUT/missing.wav", "-o", "OUT/o.wav"], "--noisy OUT/missing.wav: no such audio file"),
+    (["tts", "--text", "hi", "--top-p", "0", "-o", "OUT/o.wav"], "top_p must be in (0, 1]"),
+    (["tts", "--text", "hi", "--revise", "-1", "-o", "OUT/o.wav"], "--revise must be >= 0"),
+    (["--list", "--tpo-k", "5"], "unknown option --tpo-k (did you mean --top-k?)"),
+    (["--list", "--text", "hi"], "unknown argument(s) --text: task inputs need a task (and no --list)"),
+])
+def test_generate_checks_every_argument_before_loading_anything(tmp_path, monkeypatch, capsys, argv, message):
+    """An unknown flag, a misspelled input, a missing file or a bad option is reported at once (it came after
+    the model had loaded, ~6 s): the checkpoint's tasks are read from its vocab.json and tasks.yaml only."""
+    from unisono.cli import main
+
+    def load(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", load)
+    argv = [a.replace("OUT", str(tmp_path)) for a in argv]
+    assert main(["generate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message.replace("OUT", str(tmp_path)) in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_server_on_the_real_pipeline(pipe):

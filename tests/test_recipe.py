@@ -48,6 +48,62 @@ def test_bad_recipe_and_stage_are_clear_errors(tmp_path, capsys):
     assert "unknown stage(s) ['dance']" in capsys.readouterr().err
 
 
+def _fake_checkpoint(model: Path, tasks: list[str], defaults: tuple[str, ...] = ()) -> Path:
+    """The files of a checkpoint that say what it can do (vocab.json; built-in task templates), others empty."""
+    from unisono.vocab import Vocab
+
+    (model / "tokenizers").mkdir(parents=True)
+    Vocab.build(tasks, num_codebooks=2, codebook_size=16).save(model / "vocab.json")
+    for name in ("config.json", "model.safetensors"):
+        (model / name).write_text("")
+    for name in defaults:
+        (model / "defaults").mkdir(exist_ok=True)
+        (model / "defaults" / f"{name}.wav").write_bytes(b"")
+    return model
+
+
+def test_the_recipe_ends_saying_where_the_model_is_and_how_to_use_it(tmp_path, monkeypatch, capsys):
+    from unisono.cli import recipe
+
+    out = tmp_path / "run"
+    model = _fake_checkpoint(out / "model", ["asr", "se", "tts"])
+    monkeypatch.setattr(recipe, "run", lambda *a, **k: {"package": {"seconds": 1.0}})
+    assert main(["recipe", "tiny", "--out", str(out), "--stages", "package"]) == 0
+    printed = capsys.readouterr().out
+    assert f"the model: {model}" in printed
+    assert f'use it: unisono generate tts --checkpoint {model} --text "Hello there." --prompt INPUT.wav -o out.wav' \
+        in printed
+    assert f"unisono generate --checkpoint {model} --list" in printed
+
+
+def test_the_usage_example_fits_the_models_tasks_and_defaults(tmp_path):
+    from unisono.cli.recipe import usage_lines
+
+    asr = _fake_checkpoint(tmp_path / "asr", ["asr", "caption"])
+    assert f"use it: unisono generate asr --checkpoint {asr} --speech INPUT.wav" in usage_lines(asr)
+    tts = _fake_checkpoint(tmp_path / "tts", ["tts"], defaults=("prompt",))  # the default voice: no --prompt
+    assert f'use it: unisono generate tts --checkpoint {tts} --text "Hello there." -o out.wav' in usage_lines(tts)
+
+
+def test_the_eval_summary_says_n_a_and_why_instead_of_nan():
+    """The tiny recipe's eval (2 items a task) printed ``fd nan``: a value without a mean is "n/a (reason)"."""
+    import math
+
+    from unisono.cli.eval import summary_lines
+
+    result = {"tasks": {
+        "text_to_sound": {"systems": {"model": {"fd": {"mean": math.nan, "n": 0, "n_items": 2},
+                                                "mel": {"mean": 1.25, "n": 2, "n_items": 2}}}},
+        "asr": {"systems": {"model": {"wer": {"mean": math.nan, "median": math.nan, "n": 0, "n_items": 0}},
+                            "reference": {"wer": {"mean": math.nan, "n": 0, "n_items": 2}}}}},
+        "skipped": {"asr": {"model": {"asr_1": "the output is empty (0 samples)", "asr_2": "x"}}}}
+    lines = summary_lines(result)
+    assert not any("nan" in line for line in lines), lines
+    assert "fd n/a (the Frechet distance needs at least 3 items, got 2), mel 1.250" in lines[0]
+    assert "wer n/a (2 item(s) skipped, e.g. the output is empty (0 samples); none scored)" in lines[1]
+    assert "wer n/a (no item gave a finite value (2 scored))" in lines[2]
+
+
 @pytest.mark.slow
 def test_tiny_recipe_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
@@ -56,6 +112,8 @@ def test_tiny_recipe_end_to_end_and_resume(tmp_path, capsys):
     assert "model" in metrics["tasks"]["se"]["systems"]
     for stage in STAGES:
         assert (out / "stages" / f"{stage}.json").exists()
-    capsys.readouterr()
+    first = capsys.readouterr().out
+    assert f"the model: {out / 'model'}" in first and "use it: unisono generate " in first
+    assert " nan" not in first
     assert main(["recipe", "tiny", "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("done already") == len(STAGES)

@@ -13,6 +13,11 @@ A checkpoint is a directory::
 plus any reports a command adds (``finetune_report.json``, ``dpo_report.json``). Every command that makes a
 checkpoint writes it with :func:`write_checkpoint` inside :func:`unisono.fileio.atomic_dir`, so a reader never
 sees a half-written one.
+
+``model.safetensors`` records the layout fingerprint of the vocabulary it was written with
+(:meth:`unisono.vocab.Vocab.layout_fingerprint`, metadata key :data:`unisono.vocab.LAYOUT_KEY`);
+:func:`require_checkpoint` refuses a checkpoint whose ``vocab.json`` no longer matches it (task ids swapped, a
+range resized, other tokenizers). Weights without the fingerprint (checkpoints made before it) load as before.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from unisono import audio
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json, write_json, write_text
 from unisono.options import check_option_defaults
-from unisono.weights import load_weights, save_weights
+from unisono.tasks import load_templates
+from unisono.vocab import LAYOUT_KEY, Vocab
+from unisono.weights import load_weights, read_metadata, restamp_weights, save_weights
 
 # The shipped model (used when no checkpoint is given).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "unisono-small"
@@ -56,7 +63,33 @@ def require_checkpoint(directory, what: str = "checkpoint", parts: tuple[str, ..
         if not (d / need).exists():
             raise UnisonoError(f"{d} is not a complete unisono checkpoint: {need} is missing "
                                "(make one with `unisono train` + `unisono package`, or Pipeline.package)")
+    if "model.safetensors" in parts and "vocab.json" in parts:
+        check_layout(d)
     return d
+
+
+def check_layout(directory, vocab: Vocab | None = None) -> None:
+    """Refuse a checkpoint whose ``vocab.json`` (or ``vocab``) is not the layout its weights were written with
+    (the fingerprint in ``model.safetensors``' metadata); weights without a fingerprint pass."""
+    d = Path(directory)
+    stamp = read_metadata(d / "model.safetensors").get(LAYOUT_KEY)
+    if stamp is None:
+        return
+    got = (vocab or Vocab.load(d / "vocab.json")).layout_fingerprint()
+    if got != stamp:
+        raise UnisonoError(f"{d}: vocab.json is not the vocabulary the model was written with (layout fingerprint "
+                           f"{got}, the weights record {stamp}): task ids, ranges or tokenizers changed; put back "
+                           "the checkpoint's own vocab.json")
+
+
+def task_templates(directory) -> dict:
+    """``{name: TaskTemplate}`` of the tasks checkpoint ``directory`` knows: its ``tasks.yaml`` (the built-in
+    templates for a checkpoint without one) restricted to the tasks its ``vocab.json`` has an id for. Reads those
+    two files only (no weights), so a command can check a request before it loads the model."""
+    d = Path(directory)
+    templates = load_templates([d / TEMPLATES] if (d / TEMPLATES).exists() else None)
+    known = Vocab.load(d / "vocab.json").tasks
+    return {name: tpl for name, tpl in templates.items() if name in known}
 
 
 def codec_dir(directory) -> Path:
@@ -80,12 +113,15 @@ def templates_yaml(templates: dict) -> str:
     return yaml.safe_dump({"version": 1, "tasks": tasks}, sort_keys=False, allow_unicode=True)
 
 
-def copy_weights(src: Path, dst: Path, precision: str) -> None:
-    """Copy a safetensors file, storing its float tensors in ``precision`` (see :mod:`unisono.weights`)."""
-    if precision == "float32":
+def copy_weights(src: Path, dst: Path, precision: str, metadata: dict[str, str] | None = None) -> None:
+    """Copy a safetensors file, storing its float tensors in ``precision`` (see :mod:`unisono.weights`; float32:
+    as they are stored), its metadata kept and ``metadata`` added."""
+    if precision == "float32" and not metadata:
         shutil.copy2(src, dst)
+    elif precision == "float32":
+        restamp_weights(src, dst, metadata)
     else:
-        save_weights(load_weights(src), dst, precision)
+        save_weights(load_weights(src), dst, precision, {**read_metadata(src), **(metadata or {})})
 
 
 def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path | None, templates: dict,
@@ -95,7 +131,8 @@ def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path 
 
     ``tokenizers`` or ``codec`` None: not written (a trained LM fine-tuned before packaging).
     ``lm``: a :class:`unisono.lm.UnisonoLM` or a directory holding its ``config.json`` + ``model.safetensors``;
-    ``vocab``: a :class:`unisono.vocab.Vocab` or its ``vocab.json``; ``tokenizers`` (a directory) is copied;
+    ``vocab``: a :class:`unisono.vocab.Vocab` or its ``vocab.json`` (its layout fingerprint goes into the weights'
+    metadata; weights from a directory that record another layout are refused); ``tokenizers`` (a directory) is copied;
     ``codec`` (a codec directory) is copied, or named in ``codec.json`` when ``link_codec``; ``templates`` are
     written as ``tasks.yaml``. ``precision`` (LM) and ``codec_precision`` (default: the same) store float weights
     as ``float32``, ``float16`` or ``int8`` (:mod:`unisono.weights`). ``defaults`` maps input names to audio
@@ -103,17 +140,17 @@ def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path 
     {...}}``) becomes ``generation.json``."""
     out = Path(out)
     generation = check_option_defaults(generation or {}, "checkpoint generation defaults")
+    vocab = Vocab.load(vocab) if isinstance(vocab, (str, Path)) else vocab
+    layout = {LAYOUT_KEY: vocab.layout_fingerprint()}  # the weights record the layout written beside them
     if isinstance(lm, (str, Path)):
+        check_layout(lm, vocab)  # weights written with another layout are not relabelled
         shutil.copy2(Path(lm) / "config.json", out / "config.json")
-        copy_weights(Path(lm) / "model.safetensors", out / "model.safetensors", precision)
+        copy_weights(Path(lm) / "model.safetensors", out / "model.safetensors", precision, layout)
     else:
-        lm.save_pretrained(out)
+        lm.save_pretrained(out, vocab=vocab)
         if precision != "float32":
-            save_weights(load_weights(out / "model.safetensors"), out / "model.safetensors", precision)
-    if isinstance(vocab, (str, Path)):
-        shutil.copy2(vocab, out / "vocab.json")
-    else:
-        vocab.save(out / "vocab.json")
+            copy_weights(out / "model.safetensors", out / "model.safetensors", precision)
+    vocab.save(out / "vocab.json")
     if tokenizers is not None:
         shutil.copytree(tokenizers, out / TOKENIZERS)
     if codec is None:

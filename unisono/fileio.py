@@ -22,28 +22,72 @@ import yaml
 from unisono.errors import UnisonoError
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be, so no other thread sees it change)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(path: str | os.PathLike, kind: str = "file", flag: str = "output") -> Path:
+    """``path`` as a Path, checked (before any work) to be writable as a ``kind`` (``"file"`` or ``"dir"``) output:
+    a file output is not an existing directory, a directory output not an existing file, and the nearest existing
+    folder on the way is a folder this process can create files in (tried, so it holds for root and read-only file
+    systems too). ``flag`` names the option in the one-line error (``-o``, ``--out``)."""
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise UnisonoError(f"{flag} {path} is a directory; give a file name")
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise UnisonoError(f"{flag} {path} is a file; give a directory")
+    folder = path if kind == "dir" else path.parent
+    while not folder.exists() and not folder.is_symlink():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UnisonoError(f"cannot write {flag} {path}: {folder} is a file, not a directory; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".unisono-write-check-", dir=folder)
+    except OSError as e:
+        raise UnisonoError(f"cannot write {flag} {path}: {folder} is not writable ({e.strerror}); "
+                           "choose another path") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    ``suffix`` defaults to the destination's suffix so that writers which infer the format from the
-    file name (soundfile, for example) still work.
+    The file gets the mode ``open()`` would give it (``0666`` less the umask: ``0644`` under umask 022), not the
+    ``0600`` of :func:`tempfile.mkstemp`. ``suffix`` defaults to the destination's suffix so that writers which
+    infer the format from the file name (soundfile, for example) still work.
     """
     path = Path(path)
     parent = path.parent
+    if path.is_dir():
+        raise UnisonoError(f"cannot write {path}: it is a directory; choose a file name")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UnisonoError(f"cannot create directory {parent}: {e.strerror}; choose a writable output path") from e
     if suffix is None:
         suffix = path.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=parent)
+    except OSError as e:
+        raise UnisonoError(f"cannot write {path}: {e.strerror}; choose a writable output path") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes 0600 (so do writers that write a temporary file of their own): the mode open() gives
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -27,6 +27,8 @@ streams hold ``<pad>`` (never trained on); with ``fill="repeat"`` it is copied i
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,8 @@ FORMAT_VERSION = 1
 NUM_SPECIAL = 128
 NUM_TASK_SLOTS = 64
 FILL_MODES = ("pad", "repeat")
+# the safetensors metadata key under which a model's weights record the layout they were trained with
+LAYOUT_KEY = "unisono_vocab_layout"
 
 # Modalities whose tokens are discrete ids in a range of their own, in layout order.
 TOKEN_MODALITIES = ("phones", "bpe", "midi", "semantic")
@@ -185,6 +189,12 @@ class Vocab:
                 "vocab.json's ranges or specials do not match its sizes; the file was edited or is corrupt"
             )
         return v
+
+    def layout_fingerprint(self) -> str:
+        """16 hex digits that change with any id's meaning: ranges, specials, task ids, fill, codebooks and the
+        tokenizer fingerprints (a model's weights record it under :data:`LAYOUT_KEY`)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def save(self, path: str | os.PathLike) -> Path:
         write_json(path, self.to_dict())

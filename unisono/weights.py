@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from unisono.errors import UnisonoError
@@ -45,24 +46,48 @@ def encode_state(state: dict[str, torch.Tensor], precision: str = "float32") -> 
     return out
 
 
-def save_weights(state: dict[str, torch.Tensor], path, precision: str = "float32") -> None:
-    """Write ``state`` to the safetensors file ``path`` (atomically) in ``precision``."""
+def save_weights(state: dict[str, torch.Tensor], path, precision: str = "float32",
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write ``state`` to the safetensors file ``path`` (atomically) in ``precision``, with ``metadata`` (strings)
+    added to the file's own."""
 
     encoded = encode_state(state, precision)
     with atomic_path(path) as tmp:
-        save_file(encoded, str(tmp), metadata={"format": "pt", "unisono_precision": precision})
+        save_file(encoded, str(tmp), metadata={"format": "pt", **(metadata or {}), "unisono_precision": precision})
 
 
-def load_weights(path, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, int8 ones dequantized, every float tensor as float32."""
+def restamp_weights(src, dst, metadata: dict[str, str]) -> None:
+    """Copy the safetensors file ``src`` to ``dst`` (atomically) with its tensors as they are stored and
+    ``metadata`` added to (or replacing keys of) its metadata."""
+    raw = _read(src, lambda p: load_file(p))
+    with atomic_path(dst) as tmp:
+        save_file(raw, str(tmp), metadata={**read_metadata(src), **metadata})
+
+
+def read_metadata(path) -> dict[str, str]:
+    """The metadata of a safetensors file (its header only is read)."""
+
+    def header(p):
+        with safe_open(p, framework="pt") as f:
+            return dict(f.metadata() or {})
+
+    return _read(path, header)
+
+
+def _read(path, reader):
     path = Path(path)
     try:
-        raw = load_file(str(path), device=str(device))
+        return reader(str(path))
     except FileNotFoundError:
         raise UnisonoError(f"{path} does not exist") from None
     except Exception as e:  # truncated or not a safetensors file
         raise UnisonoError(f"{path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                            "the file is truncated or corrupt: copy it again") from None
+
+
+def load_weights(path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, int8 ones dequantized, every float tensor as float32."""
+    raw = _read(path, lambda p: load_file(p, device=str(device)))
     out = {}
     for name, v in raw.items():
         if name.endswith(SCALE_SUFFIX):

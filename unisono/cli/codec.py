@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unisono.audio import AUDIO_EXTENSIONS
 from unisono.errors import UnisonoError
+from unisono.fileio import check_writable
 
 DESCRIPTION = """Neural audio codec commands.
 
@@ -94,9 +96,26 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
+def check_outputs(args) -> None:
+    """The output of ``args.action`` checked before any work: writable, and of a kind the action writes."""
+    if args.action in ("train", "pack"):
+        check_writable(args.out, "dir", "--out")
+    elif args.action == "encode":
+        if not str(args.output).endswith(".npy"):
+            raise UnisonoError(f"-o {args.output}: the codes file must end with .npy")
+        check_writable(args.output, flag="-o")
+    elif args.action == "decode":
+        if Path(args.output).suffix.lower() not in AUDIO_EXTENSIONS:
+            raise UnisonoError(f"-o {args.output}: the audio file must end with one of {', '.join(AUDIO_EXTENSIONS)}")
+        check_writable(args.output, flag="-o")
+    elif args.action == "eval" and args.json:
+        check_writable(args.json, flag="--json")
+
+
 def main(args) -> int:
     import torch
 
+    check_outputs(args)
     if args.action == "train":
         from unisono.codec.trainer import train
 
@@ -129,8 +148,6 @@ def main(args) -> int:
         codes = (
             codec.encode(wav[None], num_codebooks=args.num_codebooks) if args.num_codebooks else codec.encode(wav[None])
         )
-        if not str(args.output).endswith(".npy"):
-            raise UnisonoError(f"-o {args.output}: the codes file must end with .npy")
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, codes[0].cpu().numpy().astype(np.int64))

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 
+from unisono.fileio import check_writable
 from unisono.train.preference import DPOSettings, describe_metrics, run_dpo
 
 DESCRIPTION = """Preference-tune a packaged checkpoint with DPO on its own ranked samples.
@@ -96,6 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> DPOSettings:
 
 
 def main(args) -> int:
+    check_writable(args.out, "dir", "--out")
     s = settings_from_args(args)
     rep = run_dpo(args.checkpoint, args.data, args.out, s)
     ev = rep["eval"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 from unisono.cli.generate import add_quant_arguments
 from unisono.errors import UnisonoError
 from unisono.eval import enhancer
+from unisono.eval.harness import FD_MIN_ITEMS
 from unisono.eval.realsets import SETS, resolve_data
+from unisono.fileio import check_writable
 from unisono.tasks import load_templates
 
 DESCRIPTION = """Score generated audio against references, offline, with the reference ceiling beside it.
@@ -72,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
+    check_writable(args.out, "dir", "--out")
+    if args.doc:
+        check_writable(args.doc, flag="--doc")
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -140,8 +146,38 @@ def main(args: argparse.Namespace) -> int:
     raise UnisonoError("nothing to score: give --audio-dir GEN --ref-dir REF, or --data CORPUS (see --help)")
 
 
-def _print_summary(result: dict) -> None:
+def no_value_reason(name: str, stat: dict, skipped: dict | None = None) -> str:
+    """Why value ``name`` has no mean (``stat``: its aggregate; ``skipped``: the system's skipped items on the task,
+    ``{item_id: reason}``)."""
+    n_items = int(stat.get("n_items", 0))
+    if name == "fd":
+        return f"the Frechet distance needs at least {FD_MIN_ITEMS} items, got {n_items}"
+    if skipped:
+        first = next(iter(skipped.values()))
+        return f"{len(skipped)} item(s) skipped, e.g. {first}" + ("" if n_items else "; none scored")
+    return f"no item gave a finite value ({n_items} scored)" if n_items else "no item was scored"
+
+
+def summary_cell(name: str, stat: dict, skipped: dict | None = None) -> str:
+    """``"wer 0.123"``, or ``"fd n/a (why)"`` where there is no mean."""
+    mean = stat.get("mean")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return f"{name} n/a ({no_value_reason(name, stat, skipped)})"
+    return f"{name} {mean:.3f}"
+
+
+def summary_lines(result: dict) -> list[str]:
+    """One line per task and system: its values' means (n/a with the reason where there is none)."""
+    skipped = result.get("skipped") or {}
+    lines = []
     for task, t in result["tasks"].items():
         for system, vals in t["systems"].items():
-            cells = ", ".join(f"{k} {v['mean']:.3f}" for k, v in vals.items())
-            print(f"{task:14s} {system:15s} {cells}")
+            sk = skipped.get(task, {}).get(system) if isinstance(skipped.get(task), dict) else None
+            cells = ", ".join(summary_cell(k, v, sk) for k, v in vals.items())
+            lines.append(f"{task:14s} {system:15s} {cells}")
+    return lines
+
+
+def _print_summary(result: dict) -> None:
+    for line in summary_lines(result):
+        print(line)

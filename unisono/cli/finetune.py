@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from unisono.fileio import check_writable
 from unisono.train.finetune import FinetuneConfig, finetune, format_report
 from unisono.train.loop import NONFINITE_POLICIES
 
@@ -98,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 
 
 def main(args) -> int:
+    check_writable(args.out, "dir", "--out")
     r = finetune(args.checkpoint, args.shards, args.out, config_from_args(args), progress=not args.no_progress)
     print(format_report(r))
     print(f"checkpoint: {args.out} (report: {Path(args.out) / 'finetune_report.json'})")

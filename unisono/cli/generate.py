@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
 import time
+from pathlib import Path
 
+from unisono import checkpoint as C
+from unisono.audio import AUDIO_EXTENSIONS
 from unisono.errors import UnisonoError
+from unisono.fileio import check_writable
+from unisono.inference.types import check_input_names, task_spec
+from unisono.options import default_options
 
 DESCRIPTION = """Run one task of a trained checkpoint. Inputs are given as --NAME VALUE: text as a string, audio
 as a file path (WAV/FLAC/OGG, any sample rate). Audio outputs are written to -o (WAV or FLAC); text outputs
@@ -72,15 +79,68 @@ def add_arguments(p) -> None:
                         "the caption misses an event or instrument of the request (audio tasks; default 0)")
 
 
+OPTION_FIELDS = ("top_k", "top_p", "temperature", "guidance_scale", "seed", "max_duration")
+
+
 def parse_inputs(rest: list[str]) -> dict[str, str]:
     inputs: dict[str, str] = {}
     i = 0
     while i < len(rest):
         key = rest[i]
-        if not key.startswith("--") or i + 1 >= len(rest):
+        if not key.startswith("--") or len(key) < 3:
             raise UnisonoError(f"inputs are given as --NAME VALUE; could not read {key!r}")
+        if i + 1 >= len(rest) or rest[i + 1].startswith("--"):
+            raise UnisonoError(f"{key} has no value; inputs are given as --NAME VALUE")
         inputs[key[2:].replace("-", "_")] = rest[i + 1]
         i += 2
+    return inputs
+
+
+def check_option_spelling(args, rest: list[str], inputs: set[str]) -> None:
+    """Refuse a ``--FLAG`` among the free-form task inputs that is no input name but close to an option of the
+    command (``--tpo-k``: did you mean ``--top-k``?)."""
+    options = [f"--{k.replace('_', '-')}" for k in vars(args) if k not in ("task", "command_line")]
+    for token in rest:
+        name = token[2:].replace("-", "_")
+        if token.startswith("--") and name not in inputs:
+            flag = "--" + name.replace("_", "-")
+            close = difflib.get_close_matches(flag, options + [f"--{n}" for n in sorted(inputs)], n=1)
+            if close and close[0] in options:
+                raise UnisonoError(f"unknown option {flag} (did you mean {close[0]}?); see unisono generate --help")
+
+
+def check_request(args, rest: list[str]) -> dict[str, str]:
+    """Every argument checked before anything heavy loads (the model, the codec): the output path, the task
+    against the checkpoint's tasks (read from its vocab.json and tasks.yaml), the task inputs (a misspelled
+    option named as such), audio input files, the sampling options. Returns the inputs."""
+    if args.revise < 0:
+        raise UnisonoError(f"--revise must be >= 0, got {args.revise}")
+    if args.output:
+        check_writable(args.output, flag="-o")
+    templates = C.task_templates(C.require_checkpoint(args.checkpoint or C.DEFAULT_CHECKPOINT))
+    specs = {name: task_spec(tpl) for name, tpl in templates.items()}
+    known = set(specs[args.task].inputs) if args.task in specs else {n for s in specs.values() for n in s.inputs}
+    check_option_spelling(args, rest, known | {"audio"})
+    if args.list or not args.task:
+        if rest:
+            raise UnisonoError(f"unknown argument(s) {' '.join(rest)}: task inputs need a task (and no --list); "
+                               "see unisono generate --help")
+        return {}
+    inputs = parse_inputs(rest)
+    if args.task not in specs:
+        raise UnisonoError(f"unknown task {args.task!r}; this checkpoint can do: {', '.join(sorted(specs))}")
+    spec = specs[args.task]
+    inputs = check_input_names(spec, inputs)
+    for name, value in inputs.items():
+        if spec.inputs[name] == "audio" and not Path(value).is_file():
+            raise UnisonoError(f"--{name} {value}: no such audio file")
+    if spec.output == "audio" and not args.output:
+        raise UnisonoError(f"task {args.task} makes audio: give an output file with -o out.wav")
+    if spec.output == "audio" and Path(args.output).suffix.lower() not in AUDIO_EXTENSIONS:
+        raise UnisonoError(f"-o {args.output}: task {args.task} makes audio; the file must end with one of "
+                           f"{', '.join(AUDIO_EXTENSIONS)}")
+    changes = {k: getattr(args, k) for k in OPTION_FIELDS if getattr(args, k) is not None}
+    default_options(spec.output).with_(**changes).validate()
     return inputs
 
 
@@ -88,6 +148,7 @@ def main(args, rest: list[str] | None = None) -> int:
     from unisono import audio
     from unisono.inference import AudioOutput, Pipeline
 
+    inputs = check_request(args, rest or [])
     pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
     if args.list or not args.task:
         for spec in pipe.tasks.values():
@@ -96,19 +157,13 @@ def main(args, rest: list[str] | None = None) -> int:
         return 0
     if args.task not in pipe.tasks:
         raise UnisonoError(f"unknown task {args.task!r}; this checkpoint can do: {', '.join(pipe.tasks)}")
-    inputs = parse_inputs(rest or [])
     options = pipe.default_options(args.task)
-    changes = {k: getattr(args, k) for k in ("top_k", "top_p", "temperature", "guidance_scale", "seed", "max_duration")
-               if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in OPTION_FIELDS if getattr(args, k) is not None}
     options = options.with_(**changes).validate()
     spec = pipe.tasks[args.task]
-    if spec.output == "audio" and not args.output:
-        raise UnisonoError(f"task {args.task} makes audio: give an output file with -o out.wav")
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    if args.revise < 0:
-        raise UnisonoError(f"--revise must be >= 0, got {args.revise}")
     with tqdm(desc=f"generating {args.task}", unit="frame", file=sys.stderr, leave=False) as bar:
         def progress(done, total):
             bar.total = total

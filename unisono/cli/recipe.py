@@ -14,19 +14,26 @@ folder.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
 import yaml
 
+from unisono import checkpoint as C
 from unisono.cli import main as cli_main
 from unisono.errors import UnisonoError
-from unisono.fileio import load_yaml, read_json, write_json
+from unisono.fileio import check_writable, load_yaml, read_json, write_json
 from unisono.inference import Pipeline
+from unisono.inference.types import task_spec
+from unisono.tasks import load_templates
+from unisono.vocab import Vocab
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package: recipes work from a wheel
 
 STAGES = ("synth", "codec", "tokenize", "train", "package", "eval")
+EXAMPLE_TASKS = ("tts", "text_to_sound", "asr", "se")  # the first of these a model knows is shown as an example
+EXAMPLE_TEXT = {"text": '"Hello there."', "caption": '"A dog barks, then a bell rings."'}
 DESCRIPTION = __doc__
 
 
@@ -142,6 +149,28 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
     return report
 
 
+def usage_lines(model: Path) -> list[str]:
+    """Where the recipe's model is and how to use it: a ready ``unisono generate`` line for one of its tasks (read
+    from its ``vocab.json`` and ``tasks.yaml``; nothing is loaded)."""
+    lines = [f"the model: {model} (a checkpoint: language model, codec, tokenizers and tasks in one folder; "
+             f"Python: Pipeline.from_pretrained({str(model)!r}))"]
+    templates = load_templates([model / C.TEMPLATES] if (model / C.TEMPLATES).exists() else None)
+    known = Vocab.load(model / "vocab.json").tasks
+    specs = {name: task_spec(tpl) for name, tpl in templates.items() if name in known}
+    if specs:
+        task = next((t for t in EXAMPLE_TASKS if t in specs), sorted(specs)[0])
+        spec = specs[task]
+        words = ["unisono", "generate", task, "--checkpoint", shlex.quote(str(model))]
+        for name, kind in spec.inputs.items():
+            if not (model / C.DEFAULTS / f"{name}.wav").exists():  # an input with a default may be left out
+                value = "0.5,1.0" if name.endswith("_span") else EXAMPLE_TEXT.get(name, "TEXT")
+                words += [f"--{name}", value if kind == "text" else "INPUT.wav"]
+        words += ["-o", "out.wav"] if spec.output == "audio" else []
+        lines.append("use it: " + " ".join(words))
+    lines.append(f"its tasks and their inputs: unisono generate --checkpoint {shlex.quote(str(model))} --list")
+    return lines
+
+
 def add_arguments(p) -> None:
     p.add_argument("recipe", help="a shipped recipe (tiny, cpu, small: unisono/configs/recipes/) or a YAML file")
     p.add_argument("--out", required=True, help="run directory (run again with the same --out to resume)")
@@ -151,7 +180,15 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    if not args.dry_run:
+        check_writable(args.out, "dir", "--out")
     report = run(args.recipe, args.out, stages, dry_run=args.dry_run)
     if report:
         print("stage times (s): " + ", ".join(f"{k} {v.get('seconds', '?')}" for k, v in report.items()))
+    model = Path(args.out) / "model"
+    if not args.dry_run and C.is_checkpoint(model):
+        for line in usage_lines(model):
+            print(line)
+        if (Path(args.out) / "eval" / "report.md").exists():
+            print(f"its evaluation: {Path(args.out) / 'eval' / 'report.md'}")
     return 0

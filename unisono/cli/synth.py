@@ -6,6 +6,7 @@ import os
 
 from unisono.data.synth import voices
 from unisono.data.synth.build import synthesize
+from unisono.fileio import check_writable
 
 DESCRIPTION = """Make a multi-task audio corpus offline, from real synthesizers: speech from espeak-ng
 (30 voices, 4 of them heard in the test split only) and natural voices (Kokoro: 25 blends, Piper: 1,
@@ -40,6 +41,7 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
+    check_writable(args.out, "dir", "--out")
     mix = voices.parse_engine_mix(args.engines) if args.engines is not None else None
     stats = synthesize(args.out, hours=args.hours, seed=args.seed, workers=args.workers, progress=not args.quiet,
                        engines=mix, sound_font=args.sound_font,

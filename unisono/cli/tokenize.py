@@ -10,6 +10,7 @@ import sys
 from unisono.data import tokenize
 from unisono.data.tokenize import load_codec_dir, skip_summary, tokenize_corpus
 from unisono.errors import UnisonoError
+from unisono.fileio import check_writable
 
 DESCRIPTION = tokenize.__doc__
 
@@ -85,6 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     if args.shard_size < 1 or args.jobs < 1:
         raise UnisonoError("--shard-size and --jobs must be >= 1")
+    check_writable(args.out, "dir", "--out")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     stats = tokenize_corpus(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from unisono.errors import UnisonoError
 
@@ -55,6 +56,7 @@ class HFCodec(nn.Module):
         if model_type == "encodec":  # the codebooks used at the highest target bandwidth
             self.num_codebooks = int(max(cfg.target_bandwidths) * 1000 // (cfg.frame_rate * 10))
         self.codebook_size = int(cfg.codebook_size)
+        self.hop_length = max(1, round(self.sample_rate / self.frame_rate))  # samples per frame
 
     def _k(self, num_codebooks) -> int:
         k = self.num_codebooks if num_codebooks is None else int(num_codebooks)
@@ -64,13 +66,18 @@ class HFCodec(nn.Module):
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
-        """Codes ``[B, K, T]`` (int64) of ``wav [B, 1, S]`` at ``sample_rate`` Hz."""
+        """Codes ``[B, K, T]`` (int64) of ``wav [B, 1, S]`` at ``sample_rate`` Hz; a waveform shorter than one frame
+        (``hop_length`` samples) is padded with silence to one (DAC's and Xcodec's convolutions need it)."""
         if not isinstance(wav, torch.Tensor) or wav.dim() != 3 or wav.shape[1] != 1:
             raise UnisonoError(
                 f"encode expects a mono waveform tensor [B, 1, S], got {tuple(getattr(wav, 'shape', ()))}"
             )
+        if wav.shape[-1] == 0:
+            raise UnisonoError("encode got an empty waveform (0 samples)")
         k = self._k(num_codebooks)
         wav = wav.float()
+        if wav.shape[-1] < self.hop_length:
+            wav = F.pad(wav, (0, self.hop_length - wav.shape[-1]))
         m, t = self.model, self.model_type
         if t == "encodec":
             out = m.encode(wav, bandwidth=max(m.config.target_bandwidths))
@@ -114,11 +121,21 @@ class HFCodec(nn.Module):
 def load_adapter(directory, model_type: str, map_location: str = "cpu") -> HFCodec:
     """Load a Hugging Face codec of ``model_type`` from the local ``directory``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cls = _model_class(model_type)
+    cls, name = _model_class(model_type), ADAPTERS[model_type]
     try:
-        model = cls.from_pretrained(str(directory), local_files_only=True)
+        model, info = cls.from_pretrained(str(directory), local_files_only=True, output_loading_info=True)
     except OSError as e:
-        raise UnisonoError(
-            f"cannot load a {ADAPTERS[model_type]} from {directory} ({str(e).splitlines()[0]})"
-        ) from None
+        raise UnisonoError(f"cannot load a {name} from {directory} ({_first_line(e)})") from None
+    except Exception as e:  # safetensors' errors for a truncated file; weights of other shapes (RuntimeError)
+        raise UnisonoError(f"cannot load a {name} from {directory}: its weights are truncated, corrupt or of other "
+                           f"shapes than its config.json ({_first_line(e)}); copy the model again") from None
+    wrong = {k: sorted(info.get(f"{k}_keys") or []) for k in ("missing", "unexpected", "mismatched")}
+    if any(wrong.values()) or info.get("error_msgs"):
+        found = ", ".join(f"{len(v)} {k} (e.g. {v[0]})" for k, v in wrong.items() if v) or "load errors"
+        raise UnisonoError(f"{directory}: the weights do not belong to its config.json's {name} ({found}); they "
+                           "would load as random weights: use the weights saved with this config")
     return HFCodec(model.to(map_location), model_type)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__

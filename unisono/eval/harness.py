@@ -127,6 +127,9 @@ def score_items(
     return results
 
 
+FD_MIN_ITEMS = 3  # the set-level Frechet distance needs this many items with embeddings (else its mean is nan)
+
+
 def aggregate(results: list[ItemResult]) -> dict:
     """``{value_name: {"mean": float, "median": float, "n": valid count, "n_items": items}}`` over the items
     (nan ignored). The median is there because a few items can carry a mean: a recogniser that loops on
@@ -143,7 +146,7 @@ def aggregate(results: list[ItemResult]) -> dict:
     with_emb = [r for r in results if "_emb_out" in r.values]
     if with_emb:
         out["fd"] = {"mean": math.nan, "n": 0, "n_items": len(results)}
-        if len(with_emb) >= 3:
+        if len(with_emb) >= FD_MIN_ITEMS:
             # a metric's evaluator loads when the metric is used
             from unisono.eval.metrics.frechet import frechet_distance  # noqa: PLC0415
 

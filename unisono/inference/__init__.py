@@ -9,8 +9,10 @@ from unisono.inference.types import (
            InputKind,
            TaskSpec,
            TextOutput,
+           check_input_names,
            input_name,
+           task_spec,
 )
 
 __all__ = ["AudioOutput", "Decoded", "GenerationCancelled", "InputKind", "Pipeline", "PreparedPrompt", "TaskIO",
-           "TaskSpec", "TextOutput", "input_name", "target_phases", "until_end"]
+           "TaskSpec", "TextOutput", "check_input_names", "input_name", "target_phases", "task_spec", "until_end"]

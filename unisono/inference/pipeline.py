@@ -101,7 +101,7 @@ class Pipeline:
         for key, fp in toks.fingerprints().items():
             if key in vocab.fingerprints and vocab.fingerprints[key] != fp:
                 raise UnisonoError(f"{d}: tokenizers/{key} does not match vocab.json (fingerprint differs)")
-        templates = load_templates([d / C.TEMPLATES] if (d / C.TEMPLATES).exists() else None)
+        templates = C.task_templates(d)
         lm = lm.to(device)
         if bits:
             quantize_inference(lm, bits)

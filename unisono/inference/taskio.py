@@ -26,7 +26,7 @@ import torch
 from unisono import audio as A
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
-from unisono.inference.types import AudioOutput, TextOutput, input_name, task_spec
+from unisono.inference.types import AudioOutput, TextOutput, check_input_names, input_name, task_spec
 from unisono.lm.decoding import Phase
 from unisono.options import GenerationOptions
 from unisono.tasks import (
@@ -111,16 +111,9 @@ class TaskIO:
 
     # -- inputs
     def check_inputs(self, inputs: dict) -> dict:
-        """``inputs`` with ``audio`` renamed to the task's only audio input; unknown names refused."""
-        names = self.spec.inputs
-        audio_names = [n for n, k in names.items() if k == "audio"]
-        if "audio" in inputs and "audio" not in names and len(audio_names) == 1:
-            inputs = {**inputs, audio_names[0]: inputs["audio"]}
-            del inputs["audio"]
-        unknown = sorted(set(inputs) - set(names))
-        if unknown:
-            raise UnisonoError(f"task {self.task!r} does not take {unknown}; it takes {list(names)}")
-        return inputs
+        """``inputs`` with ``audio`` renamed to the task's only audio input; unknown names refused
+        (:func:`unisono.inference.types.check_input_names`)."""
+        return check_input_names(self.spec, inputs)
 
     def load_audio(self, name: str, value) -> torch.Tensor:
         """An audio input (a file path, ``(wav, sample_rate)`` or a float array at the codec's rate) ->

@@ -13,6 +13,7 @@ comes back (sampling options: :class:`unisono.options.GenerationOptions`). A pip
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -84,3 +85,19 @@ def task_spec(template) -> TaskSpec:
         if c.mask_span:
             inputs[f"{c.name}_span"] = "text"
     return TaskSpec(template.name, template.description, inputs, template.output)
+
+
+def check_input_names(spec: TaskSpec, inputs: dict) -> dict:
+    """``inputs`` with ``audio`` renamed to the task's only audio input; an unknown name is refused (with the
+    closest input name where one is close)."""
+    names = spec.inputs
+    audio_names = [n for n, k in names.items() if k == "audio"]
+    if "audio" in inputs and "audio" not in names and len(audio_names) == 1:
+        inputs = {**inputs, audio_names[0]: inputs["audio"]}
+        del inputs["audio"]
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(names), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnisonoError(f"task {spec.name!r} does not take {unknown}{hint}; it takes {list(names)}")
+    return inputs

@@ -17,6 +17,7 @@ embeddings of the K tokens at a position are summed) and each stream has its own
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -35,6 +36,7 @@ from unisono.lm.decoding import NEVER, DecodeState, Generation, Phase, Picker, S
 from unisono.lm.layers import Transformer
 from unisono.lm.patterns import delay_indices, delay_interleave, delay_position
 from unisono.lm.quant import int8_rows, linear_rows
+from unisono.vocab import LAYOUT_KEY, Vocab
 from unisono.weights import load_weights
 
 FORMAT_VERSION = 1
@@ -44,9 +46,11 @@ class HFBackbone(nn.Module):
     """The decoder layers of a transformers ``AutoModelForCausalLM`` used as the global transformer.
 
     Inputs are embeddings (``inputs_embeds``); the LLM's own token embeddings and LM head are not used.
+    Refused at construction: a model whose positions see later ones (an encoder such as BERT), and one with
+    fewer positions (``max_position_embeddings``) than ``max_seq_len``.
     """
 
-    def __init__(self, model_dir: str | None = None, hf_config: dict | None = None):
+    def __init__(self, model_dir: str | None = None, hf_config: dict | None = None, max_seq_len: int | None = None):
         super().__init__()
         try:
             from transformers import AutoConfig, AutoModelForCausalLM  # noqa: PLC0415 (optional: transformers)
@@ -68,6 +72,35 @@ class HFBackbone(nn.Module):
         if emb is not None:  # unused: inputs arrive as embeddings of the unisono vocabulary
             emb.weight.requires_grad_(False)
         self.dim = model.config.hidden_size
+        self._check(max_seq_len)
+
+    def _check(self, max_seq_len: int | None) -> None:
+        cfg = self.body.config
+        name = getattr(cfg, "model_type", type(self.body).__name__)
+        if getattr(cfg, "is_encoder_decoder", False) or not self.is_causal():
+            raise UnisonoError(f"the backbone {name} is not causal (its positions see later ones, as an encoder such "
+                               "as BERT's do); use a decoder LLM (Llama, Qwen2, GPT-2, ...)")
+        limit = getattr(cfg, "max_position_embeddings", None)
+        if max_seq_len is not None and isinstance(limit, int) and limit < max_seq_len:
+            raise UnisonoError(f"the backbone {name} has {limit} positions (max_position_embeddings), fewer than the "
+                               f"model config's max_seq_len {max_seq_len}; set max_seq_len <= {limit}")
+
+    @torch.no_grad()
+    def is_causal(self) -> bool:
+        """Whether each position's output is blind to later positions: two runs on 3 random inputs that differ in the
+        last one give the same first two outputs."""
+        p = next(self.body.parameters())
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, self.dim, generator=g).to(p.device, p.dtype)
+        y = x.clone()
+        y[:, -1] = torch.randn(self.dim, generator=g).to(p.device, p.dtype)
+        was_training = self.body.training
+        self.body.eval()
+        try:
+            a, b = (self.forward(v)[:, :2].float() for v in (x, y))
+        finally:
+            self.body.train(was_training)
+        return bool(torch.allclose(a, b, atol=1e-5, rtol=1e-4))
 
     def new_cache(self, batch, max_len, device, dtype):
         from transformers import DynamicCache  # noqa: PLC0415 (optional: transformers)
@@ -93,7 +126,7 @@ class UnisonoLM(nn.Module):
     def __init__(self, cfg: LMConfig):
         super().__init__()
         if cfg.backbone_dir is not None or cfg.backbone_config is not None:
-            self.backbone = HFBackbone(cfg.backbone_dir, cfg.backbone_config)
+            self.backbone = HFBackbone(cfg.backbone_dir, cfg.backbone_config, cfg.max_seq_len)
             # the weights now live in this model's checkpoint: its config carries the backbone's config, no dir
             # (a copy: the caller's config is left as it was)
             cfg = dataclasses.replace(cfg, backbone_config=self.backbone.hf_config, backbone_dir=None)
@@ -354,8 +387,11 @@ class UnisonoLM(nn.Module):
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | os.PathLike, vocab_json: str | os.PathLike | None = None,
-                        state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (+ a copy of ``vocab_json``) into ``out_dir``."""
+                        state_dict: dict[str, torch.Tensor] | None = None, vocab: Vocab | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ a copy of ``vocab_json``) into ``out_dir``. The weights'
+        metadata records the layout fingerprint of the vocabulary (``vocab``, else ``vocab_json`` where it is a unisono
+        vocabulary) under :data:`unisono.vocab.LAYOUT_KEY`, so that a loader notices a ``vocab.json`` changed
+        beside them."""
         if self.int8 and state_dict is None:
             raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; save the float model "
                               "instead")
@@ -363,8 +399,14 @@ class UnisonoLM(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         sd = state_dict if state_dict is not None else self.state_dict()
         sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
+        meta = {"format": "pt", "unisono_format_version": str(FORMAT_VERSION)}
+        if vocab is None and vocab_json is not None and Path(vocab_json).is_file():
+            with contextlib.suppress(UnisonoError):  # a toy file that is not a unisono vocabulary: copied, no stamp
+                vocab = Vocab.load(vocab_json)
+        if vocab is not None:
+            meta[LAYOUT_KEY] = vocab.layout_fingerprint()
         with atomic_path(out / "model.safetensors") as tmp:
-            save_file(sd, str(tmp), metadata={"format": "pt", "unisono_format_version": str(FORMAT_VERSION)})
+            save_file(sd, str(tmp), metadata=meta)
         cfgd = self.cfg.to_dict()
         cfgd.update(model_type="unisono-lm", format_version=FORMAT_VERSION)
         write_json(out / "config.json", cfgd)

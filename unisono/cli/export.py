@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from unisono.data import export
 from unisono.data.tokenize import load_codec_dir
+from unisono.errors import UnisonoError
+from unisono.fileio import check_writable
 
 DESCRIPTION = export.__doc__ + """
 examples:
@@ -26,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    if Path(args.out).exists():
+        raise UnisonoError(f"--out {args.out} exists; export into a new folder")
+    check_writable(args.out, "dir", "--out")
     codec = load_codec_dir(args.codec).eval()
     res = export.export_shar(args.data, codec, args.out, args.split, args.num_codebooks, args.shard_size,
                              progress=not args.no_progress)

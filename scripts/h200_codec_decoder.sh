@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Codec training on one GPU as one run that stops on a wall-clock budget (docs/codec.md, "Adversarial decoder
 # training on a GPU"): by default adversarial decoder-only training of the shipped codec; with
-# CONFIG=configs/codec/h200_codec.yaml INIT= a whole new codec.
+# CONFIG=unisono/configs/codec/h200_codec.yaml INIT= a whole new codec (the real path, not the checkout's configs/ link).
 #
 #   bash scripts/h200_codec_decoder.sh PACK OUT [SECONDS] [VARIANTS]
 #
@@ -11,7 +11,7 @@
 # SECONDS   training budget of each variant (default 420); the variants run at the same time on the one GPU, which
 #           shares it among them (the step is GPU-bound: 3 variants made 3.5 steps/s each, one alone 9.5-11)
 # VARIANTS  space-separated NAME:SET,SET,... (default "main:", the config as it is): each a `--set` list on
-#           configs/codec/h200_decoder.yaml, e.g. "a:loss.mel=45 b:train.lr=5e-4,train.disc_lr=5e-4"; at most 2
+#           unisono/configs/codec/h200_decoder.yaml, e.g. "a:loss.mel=45 b:train.lr=5e-4,train.disc_lr=5e-4"; at most 2
 #           variants with SPEED=1 (the default), 3 with SPEED=0: $OUT may return 8 files
 #
 # The GPU machine's Python lacks soundfile and soxr: wheels in .whl/ (see docs/codec.md) are installed first if present
@@ -25,7 +25,7 @@ OUT=${2:?usage: h200_codec_decoder.sh PACK OUT [SECONDS] [VARIANTS]}
 SECONDS_BUDGET=${3:-420}
 VARIANTS=${4:-"main:"}
 INIT=${INIT-unisono/assets/unisono-small/codec}  # the codec to start from; INIT= (empty): a new codec
-CONFIG=${CONFIG:-configs/codec/h200_decoder.yaml}
+CONFIG=${CONFIG:-unisono/configs/codec/h200_decoder.yaml}
 INIT_ARGS=()
 if [ -n "$INIT" ]; then INIT_ARGS=(--init "$INIT"); fi
 DEVICE=${DEVICE:-cuda}

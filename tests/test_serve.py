@@ -71,6 +71,21 @@ def test_bad_requests_get_clear_4xx(client, body, status, message):
     assert r.status_code == status and message in r.json()["error"]
 
 
+def test_an_input_the_checkpoint_has_a_default_for_may_be_left_out():
+    """``tts`` without a prompt uses the checkpoint's default voice (defaults/prompt.wav), as the CLI and the
+    API do: the task lists the prompt as optional and the request reaches the pipeline without it."""
+    pipe = TonePipeline()
+    with TestClient(create_app(pipe)) as c:
+        r = c.post("/generate", json={"task": "tts", "text": "hello"})
+        assert r.status_code == 200, r.text
+        assert pipe.seen[-1] == {"text": "hello"}
+        tts = {t["name"]: t for t in c.get("/tasks").json()["tasks"]}["tts"]
+        assert tts["optional"] == ["prompt"]
+    with TestClient(create_app(TonePipeline(default_inputs={}))) as c:  # no default voice: the prompt is needed
+        r = c.post("/generate", json={"task": "tts", "text": "hello"})
+        assert r.status_code == 422 and "needs the audio input 'prompt'" in r.json()["error"]
+
+
 def test_paths_in_requests_never_reach_the_file_system(client, tmp_path, monkeypatch):
     """An audio input is bytes (base64 or an upload), never a path: a path to a real, valid WAV on the
     server is refused, and no file is opened while the request is handled."""

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import io
-import json
 import queue
 import struct
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,47 +28,12 @@ from fastapi.staticfiles import StaticFiles
 
 from unisono.errors import UnisonoError
 from unisono.inference import AudioOutput, GenerationCancelled, TextOutput
-from unisono.options import GenerationOptions, default_options
+from unisono.options import GenerationOptions
 
+from .parse import BadRequest, ParsedRequest, ServerLimits, kind_defaults, parse_request, served_tasks, task_defaults
 from .scheduler import BatchScheduler, QueueFull
 
 STATIC = Path(__file__).parent / "static"
-OPTION_NAMES = [f.name for f in fields(GenerationOptions)]
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    max_body_bytes: int = 16 * 1024 * 1024  # whole request
-    max_input_seconds: float = 30.0  # each audio input
-    max_output_seconds: float = 30.0  # max_duration a request may ask for
-    max_text_chars: int = 2000  # each text input
-    max_queue: int = 32  # requests waiting or running
-    max_batch: int = 8
-    batch_window_s: float = 0.01
-    timeout_s: float = 120.0
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
-
-
-def _decode_audio(name: str, data: bytes, limits: ServerLimits) -> tuple[np.ndarray, int]:
-    if not data:
-        raise BadRequest(400, f"audio input {name!r} is empty; upload a WAV or FLAC file")
-    try:
-        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception:
-        raise BadRequest(400, f"audio input {name!r} could not be decoded; upload a WAV, FLAC or OGG file") from None
-    if wav.shape[0] == 0:
-        raise BadRequest(400, f"audio input {name!r} has no samples")
-    if wav.shape[0] / sr > limits.max_input_seconds:
-        raise BadRequest(413, f"audio input {name!r} is {wav.shape[0] / sr:.1f} s long; the limit is "
-                              f"{limits.max_input_seconds:g} s")
-    if not np.all(np.isfinite(wav)):
-        raise BadRequest(400, f"audio input {name!r} contains NaN or Inf samples")
-    return np.ascontiguousarray(wav.mean(axis=1), dtype=np.float32), int(sr)
 
 
 def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
@@ -115,20 +78,12 @@ def _stream_chunks(job, chunks: queue.Queue, sample_rate: int, timeout_s: float)
             job.cancel.set()
 
 
-def _kind_defaults(pipeline, kind: str) -> GenerationOptions:
-    """The default options of ``pipeline``'s tasks with ``kind`` outputs (the one source: its
-    ``default_options``, else :func:`unisono.options.default_options`)."""
-    getter = getattr(pipeline, "default_options", None)
-    tasks = [t for t, spec in pipeline.tasks.items() if spec.output == kind]
-    return getter(tasks[0]) if getter and tasks else default_options(kind)
-
-
 def _request_schema(pipeline) -> dict:
     names: dict[str, str] = {}
     for spec in pipeline.tasks.values():
         for name, kind in spec.inputs.items():
             names[name] = kind
-    audio, text = _kind_defaults(pipeline, "audio"), _kind_defaults(pipeline, "text")
+    audio, text = kind_defaults(pipeline, "audio"), kind_defaults(pipeline, "text")
     props: dict[str, Any] = {"task": {"type": "string", "enum": sorted(pipeline.tasks), "description": "task name"}}
     for name, kind in sorted(names.items()):
         props[name] = {"type": "string", "maxLength": 50_000_000,
@@ -149,157 +104,6 @@ def _request_schema(pipeline) -> dict:
             "multipart/form-data": {"schema": {"type": "object", "required": ["task"], "properties": form_props}},
         },
     }
-
-
-@dataclass
-class ParsedRequest:
-    """One ``POST /generate`` request, checked: the task, its decoded inputs (text, or ``(wav [T] float32,
-    sample_rate Hz)``), the options, and how to answer."""
-
-    task: str
-    inputs: dict[str, Any]
-    options: GenerationOptions
-    response_format: str
-    stream: bool
-
-
-def task_defaults(pipeline, limits: ServerLimits, task: str | None) -> GenerationOptions:
-    """The default options of ``task`` (or of the audio tasks), with ``max_duration`` within the server's limit."""
-    getter = getattr(pipeline, "default_options", None)
-    opts = getter(task) if getter and task else _kind_defaults(pipeline, "audio")
-    return opts.with_(max_duration=min(opts.max_duration, limits.max_output_seconds))
-
-
-async def read_body(request: Request, limits: ServerLimits) -> bytes:
-    """The request body, refused (413) as soon as it is over ``limits.max_body_bytes``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise BadRequest(413, f"request body of {int(declared)} bytes is over the limit of {limits.max_body_bytes}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise BadRequest(413, f"request body is over the limit of {limits.max_body_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_fields(request: Request, body: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The request's fields and uploaded files, from a JSON or multipart body."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw: dict[str, Any] = {}
-    files: dict[str, bytes] = {}
-    if ctype == "application/json":
-        try:
-            raw = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest(400, "the body is not valid JSON") from None
-        if not isinstance(raw, dict):
-            raise BadRequest(422, "the JSON body must be an object such as {\"task\": \"tts\", \"text\": \"...\"}")
-    elif ctype == "multipart/form-data":
-        request._body = body  # let Starlette parse the bytes we already read (and bounded)
-        try:
-            form = await request.form(max_files=16, max_fields=64)
-        except Exception:
-            raise BadRequest(400, "the multipart body could not be parsed") from None
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                files[key] = await value.read()
-            else:
-                raw[key] = value
-    else:
-        raise BadRequest(415, "send the request as application/json or multipart/form-data")
-    return raw, files
-
-
-def _number(name: str, value: Any, want: type) -> int | float:
-    """``value`` as a finite number of type ``want`` (a whole number when ``want`` is int)."""
-    try:
-        if isinstance(value, bool) or value is None:
-            raise ValueError
-        number = float(value)
-        if want is int and (not np.isfinite(number) or number != int(number)):
-            raise ValueError
-        if not np.isfinite(number) or abs(number) > 2**31:
-            raise ValueError
-        return want(number)
-    except (TypeError, ValueError):
-        raise BadRequest(422, f"{name} must be a {'whole ' if want is int else ''}number") from None
-
-
-def _parse_options(raw: dict[str, Any], defaults: GenerationOptions, limits: ServerLimits) -> GenerationOptions:
-    """The generation options named in ``raw`` (removed from it) over ``defaults``, validated."""
-    opts = {name: _number(name, raw.pop(name), type(getattr(defaults, name))) for name in OPTION_NAMES if name in raw}
-    try:
-        return defaults.with_(**opts).validate(limits.max_output_seconds)
-    except UnisonoError as e:
-        raise BadRequest(422, str(e)) from None
-
-
-def _audio_input(name: str, raw: dict[str, Any], files: dict[str, bytes], limits: ServerLimits):
-    """Audio input ``name`` from an upload or a base64 JSON string (removed from ``raw``/``files``); None if absent."""
-    if name in files:
-        data = files.pop(name)
-    elif name in raw:
-        value = raw.pop(name)
-        if not isinstance(value, str):
-            raise BadRequest(422, f"audio input {name!r} must be a base64 string in JSON, or a file upload")
-        try:
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(422, f"audio input {name!r} is not valid base64") from None
-    else:
-        return None
-    return _decode_audio(name, data, limits)
-
-
-def _text_input(name: str, raw: dict[str, Any], limits: ServerLimits) -> str | None:
-    """Text input ``name`` (removed from ``raw``); None if absent or blank."""
-    if name not in raw:
-        return None
-    value = raw.pop(name)
-    if not isinstance(value, str):
-        raise BadRequest(422, f"text input {name!r} must be a string")
-    if len(value) > limits.max_text_chars:
-        raise BadRequest(413, f"text input {name!r} has {len(value)} characters; the limit is {limits.max_text_chars}")
-    return value if value.strip() else None
-
-
-def _parse_inputs(task: str, spec, raw: dict[str, Any], files: dict[str, bytes], limits: ServerLimits) -> dict:
-    """The task's inputs, each checked; a missing required input or a field the task does not take is a 422."""
-    inputs: dict[str, Any] = {}
-    for name, kind in spec.inputs.items():
-        value = _audio_input(name, raw, files, limits) if kind == "audio" else _text_input(name, raw, limits)
-        if value is not None:
-            inputs[name] = value
-        elif name not in spec.optional:
-            raise BadRequest(422, f"task {task!r} needs the {kind} input {name!r}")
-    leftover = sorted(set(raw) | set(files))
-    if leftover:
-        raise BadRequest(422, f"task {task!r} does not take {', '.join(map(repr, leftover))}; it takes "
-                              f"{', '.join(spec.inputs)}")
-    return inputs
-
-
-async def parse_request(request: Request, pipeline, limits: ServerLimits) -> ParsedRequest:
-    """A ``POST /generate`` request read and checked before any work starts (:class:`BadRequest` if not)."""
-    raw, files = await _read_fields(request, await read_body(request, limits))
-    task = raw.pop("task", None)
-    if not isinstance(task, str) or not task:
-        raise BadRequest(422, f"'task' is required; one of: {', '.join(sorted(pipeline.tasks))}")
-    if task not in pipeline.tasks:
-        raise BadRequest(422, f"unknown task {task!r}; one of: {', '.join(sorted(pipeline.tasks))}")
-    response_format = raw.pop("response_format", "wav")
-    if response_format not in ("wav", "json"):
-        raise BadRequest(422, "response_format must be 'wav' or 'json'")
-    stream = raw.pop("stream", False)
-    if isinstance(stream, str):
-        stream = stream.lower() in ("1", "true", "yes", "on")
-    if not isinstance(stream, bool):
-        raise BadRequest(422, "stream must be true or false")
-    options = _parse_options(raw, task_defaults(pipeline, limits, task), limits)
-    inputs = _parse_inputs(task, pipeline.tasks[task], raw, files, limits)
-    return ParsedRequest(task, inputs, options, response_format, stream)
 
 
 async def _wait(job, limits: ServerLimits):
@@ -345,8 +149,10 @@ GENERATE_RESPONSES = {
 }
 
 
-def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "unisono") -> FastAPI:
-    """A FastAPI app serving ``pipeline`` (see :mod:`unisono.inference.types` for the pipeline interface)."""
+def create_app(pipeline, limits: ServerLimits | None = None, title: str = "unisono") -> FastAPI:
+    """A FastAPI app serving ``pipeline`` (see :mod:`unisono.inference.types` for the pipeline interface)
+    within ``limits`` (default :class:`ServerLimits`)."""
+    limits = limits or ServerLimits()
     scheduler = BatchScheduler(pipeline, limits.max_queue, limits.max_batch, limits.batch_window_s)
 
     @contextlib.asynccontextmanager
@@ -370,7 +176,7 @@ def create_app(pipeline, limits: ServerLimits = ServerLimits(), title: str = "un
     @app.get("/tasks", summary="The tasks this model can do, with their inputs and default options")
     def tasks() -> dict:
         listed = [{**s.to_json(), "defaults": asdict(task_defaults(pipeline, limits, name))}
-                  for name, s in pipeline.tasks.items()]
+                  for name, s in served_tasks(pipeline).items()]
         return {"tasks": listed, "sample_rate": pipeline.sample_rate,
                 "defaults": asdict(task_defaults(pipeline, limits, None)), "limits": asdict(limits)}
 

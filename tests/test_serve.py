@@ -14,7 +14,10 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from serve_helpers import LiveServer, TonePipeline, fuzz_no_5xx
 
+from unisono.errors import UnisonoError
+from unisono.options import OPTION_NAMES, GenerationOptions
 from unisono.serve import ServerLimits, create_app
+from unisono.serve.schema import OPTION_BOUNDS
 
 
 def wav_b64(seconds=0.5, sr=16000):
@@ -129,6 +132,37 @@ def test_openapi_schema_is_valid_and_fuzzing_finds_no_5xx():
     app = create_app(TonePipeline(), ServerLimits(max_body_bytes=100_000))
     validate(app.openapi())
     assert fuzz_no_5xx(app, max_examples=40) == []
+
+
+def test_openapi_describes_each_task_with_the_limits_the_server_enforces():
+    """One body schema per task (the inputs it needs and takes), text limited to ``max_text_chars``, option
+    defaults of the task with ``max_duration`` clamped to ``max_output_seconds``, option ranges as enforced."""
+    pipe = TonePipeline(default_inputs={})
+    limits = ServerLimits(max_text_chars=200, max_output_seconds=5.0)
+    body = create_app(pipe, limits).openapi()["paths"]["/generate"]["post"]["requestBody"]["content"]
+    branches = {b["properties"]["task"]["const"]: b for b in body["application/json"]["schema"]["oneOf"]}
+    assert set(branches) == set(pipe.tasks)
+    assert branches["tts"]["required"] == ["task", "text", "prompt"]
+    assert set(branches["se"]["properties"]) - set(OPTION_NAMES) == {"task", "audio", "response_format", "stream"}
+    assert branches["asr"]["properties"]["response_format"]["enum"] == ["json"]
+    assert branches["tts"]["properties"]["text"]["maxLength"] == 200
+    duration = branches["tts"]["properties"]["max_duration"]
+    assert duration["default"] == 5.0 and duration["maximum"] == 5.0
+    form = {b["properties"]["task"]["const"]: b for b in body["multipart/form-data"]["schema"]["oneOf"]}
+    assert form["se"]["properties"]["audio"]["format"] == "binary"
+    with_default = create_app(TonePipeline(), limits).openapi()["paths"]["/generate"]["post"]["requestBody"]
+    tts = next(b for b in with_default["content"]["application/json"]["schema"]["oneOf"]
+               if b["properties"]["task"]["const"] == "tts")
+    assert tts["required"] == ["task", "text"] and "Optional" in tts["properties"]["prompt"]["description"]
+    step_in = {"minimum": 0, "maximum": 0, "exclusiveMinimum": 1e-6}
+    step_out = {"minimum": -1e-6, "maximum": 1e-6, "exclusiveMinimum": 0}
+    for name, bounds in OPTION_BOUNDS.items():  # each bound is the one GenerationOptions.validate applies
+        for key, edge in bounds.items():
+            if abs(edge) == 2**31:  # the parser's limit on every number
+                continue
+            GenerationOptions().with_(**{name: edge + step_in[key]}).validate()
+            with pytest.raises(UnisonoError):
+                GenerationOptions().with_(**{name: edge + step_out[key]}).validate()
 
 
 def test_queue_full_is_503_and_timeouts_cancel():

@@ -16,9 +16,8 @@ import io
 import queue
 import struct
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -28,10 +27,10 @@ from fastapi.staticfiles import StaticFiles
 
 from unisono.errors import UnisonoError
 from unisono.inference import AudioOutput, GenerationCancelled, TextOutput
-from unisono.options import GenerationOptions
 
-from .parse import BadRequest, ParsedRequest, ServerLimits, kind_defaults, parse_request, served_tasks, task_defaults
+from .parse import BadRequest, ParsedRequest, ServerLimits, parse_request, served_tasks, task_defaults
 from .scheduler import BatchScheduler, QueueFull
+from .schema import request_schema
 
 STATIC = Path(__file__).parent / "static"
 
@@ -76,34 +75,6 @@ def _stream_chunks(job, chunks: queue.Queue, sample_rate: int, timeout_s: float)
     finally:
         if not job.future.done():
             job.cancel.set()
-
-
-def _request_schema(pipeline) -> dict:
-    names: dict[str, str] = {}
-    for spec in pipeline.tasks.values():
-        for name, kind in spec.inputs.items():
-            names[name] = kind
-    audio, text = kind_defaults(pipeline, "audio"), kind_defaults(pipeline, "text")
-    props: dict[str, Any] = {"task": {"type": "string", "enum": sorted(pipeline.tasks), "description": "task name"}}
-    for name, kind in sorted(names.items()):
-        props[name] = {"type": "string", "maxLength": 50_000_000,
-                       "description": "text" if kind == "text" else "audio file (WAV/FLAC/OGG), base64-encoded"}
-    for f in fields(GenerationOptions):
-        typ = "integer" if f.type in ("int", int) else "number"
-        a, t = getattr(audio, f.name), getattr(text, f.name)
-        props[f.name] = {"type": typ, "default": a,
-                         "description": f"default {a} for audio outputs" + ("" if a == t else f", {t} for text")}
-    props["response_format"] = {"type": "string", "enum": ["wav", "json"], "default": "wav"}
-    props["stream"] = {"type": "boolean", "default": False, "description": "chunked WAV response"}
-    json_schema = {"type": "object", "required": ["task"], "properties": props, "additionalProperties": False}
-    form_props = {k: ({**v, "format": "binary"} if names.get(k) == "audio" else v) for k, v in props.items()}
-    return {
-        "required": True,
-        "content": {
-            "application/json": {"schema": json_schema},
-            "multipart/form-data": {"schema": {"type": "object", "required": ["task"], "properties": form_props}},
-        },
-    }
 
 
 async def _wait(job, limits: ServerLimits):
@@ -190,7 +161,7 @@ def create_app(pipeline, limits: ServerLimits | None = None, title: str = "uniso
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.post("/generate", summary="Run a task", openapi_extra={"requestBody": _request_schema(pipeline)},
+    @app.post("/generate", summary="Run a task", openapi_extra={"requestBody": request_schema(pipeline, limits)},
               responses=GENERATE_RESPONSES)
     async def generate(request: Request):
         req = await parse_request(request, pipeline, limits)

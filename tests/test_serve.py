@@ -37,6 +37,8 @@ def test_health_and_tasks(client):
     assert client.get("/health").json()["status"] == "ok"
     tasks = {t["name"]: t for t in client.get("/tasks").json()["tasks"]}
     assert tasks["tts"]["inputs"] == {"text": "text", "prompt": "audio"} and tasks["asr"]["output"] == "text"
+    assert tasks["tts"]["title"] == "Text to speech" and tasks["tts"]["example"]["text"]
+    assert all(set(t["input_help"]) == set(t["inputs"]) and t["summary"] for t in tasks.values())
 
 
 def test_generate_json_multipart_and_formats(client):

@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from unisono.errors import UnisonoError
 from unisono.inference import AudioOutput, GenerationCancelled, TextOutput
 
+from .catalog import task_guide
 from .parse import BadRequest, ParsedRequest, ServerLimits, parse_request, served_tasks, task_defaults
 from .scheduler import BatchScheduler, QueueFull
 from .schema import request_schema
@@ -144,10 +145,14 @@ def create_app(pipeline, limits: ServerLimits | None = None, title: str = "uniso
     def health() -> dict:
         return {"status": "ok", "queued": scheduler.pending, "tasks": len(pipeline.tasks)}
 
-    @app.get("/tasks", summary="The tasks this model can do, with their inputs and default options")
+    @app.get("/tasks", summary="The tasks this model can do: inputs (each explained), default options, an example")
     def tasks() -> dict:
-        listed = [{**s.to_json(), "defaults": asdict(task_defaults(pipeline, limits, name))}
-                  for name, s in served_tasks(pipeline).items()]
+        listed = []
+        for name, spec in served_tasks(pipeline).items():
+            guide = task_guide(spec)
+            listed.append({**spec.to_json(), "defaults": asdict(task_defaults(pipeline, limits, name)),
+                           "title": guide["title"], "summary": guide["summary"], "input_help": guide["inputs"],
+                           "example": guide["example"]})
         return {"tasks": listed, "sample_rate": pipeline.sample_rate,
                 "defaults": asdict(task_defaults(pipeline, limits, None)), "limits": asdict(limits)}
 

@@ -57,6 +57,12 @@ def test_generate_json_multipart_and_formats(client):
     r = client.post("/generate", json={"task": "tts", "text": "hello", "stream": True})
     streamed, sr = sf.read(io.BytesIO(r.content))  # header sizes are open-ended; libsndfile reads to the end
     assert sr == 16000 and streamed.size > 0
+    flac = client.post("/generate", json={"task": "tts", "text": "hello", "response_format": "flac"})
+    assert flac.headers["content-type"] == "audio/flac"
+    assert np.array_equal(sf.read(io.BytesIO(flac.content), dtype="int16")[0], sf.read(io.BytesIO(
+        client.post("/generate", json={"task": "tts", "text": "hello"}).content), dtype="int16")[0])
+    pcm = client.post("/generate", json={"task": "tts", "text": "hello", "response_format": "pcm"})
+    assert pcm.headers["x-sample-rate"] == "16000" and len(pcm.content) == 2 * int(0.15 * 16000)
 
 
 @pytest.mark.parametrize("body,status,message", [
@@ -67,6 +73,8 @@ def test_generate_json_multipart_and_formats(client):
     ({"task": "tts", "text": "hi", "max_duration": 60}, 422, "over this server's limit"),
     ({"task": "tts", "text": "hi", "top_p": 0}, 422, "top_p must be in (0, 1]"),
     ({"task": "tts", "text": "hi", "seed": 1.5}, 422, "seed must be a whole number"),
+    ({"task": "tts", "text": "hi", "response_format": "mp3"}, 422, "response_format must be one of 'wav', 'flac'"),
+    ({"task": "tts", "text": "hi", "response_format": "pcm", "stream": True}, 422, "stream answers a chunked WAV"),
     ({"task": "se", "audio": "not base64!"}, 422, "not valid base64"),
     ({"task": "se", "audio": base64.b64encode(b"RIFFjunk").decode()}, 400, "could not be decoded"),
     ({"task": "se", "audio": wav_b64(), "text": "x"}, 422, "does not take 'text'"),

@@ -1,10 +1,13 @@
 """The unisono HTTP API and web page (FastAPI).
 
 Endpoints: ``GET /health``, ``GET /tasks``, ``POST /generate`` (a JSON body with audio inputs as base64
-strings, or a multipart form with audio inputs as file uploads), ``GET /`` (the web page), and the
-OpenAPI description at ``/openapi.json`` (browsable at ``/docs``). Every bad request gets a 4xx with a
-one-line ``{"error": ...}``; a full queue answers 503 with ``Retry-After``; a generation that runs past
-the time limit is cancelled and answered 504.
+strings, or a multipart form with audio inputs as file uploads), OpenAI's audio routes
+(``POST /v1/audio/speech``, ``POST /v1/audio/transcriptions``, ``GET /v1/audio/voices``, ``GET /v1/models``;
+:mod:`.openai_compat`), ``GET /`` (the web page), and the OpenAPI description at ``/openapi.json`` (browsable
+at ``/docs``). Every route checks a request (:mod:`.parse`) before any work starts and runs it through one
+:class:`.scheduler.BatchScheduler`. Every bad request gets a 4xx with a one-line ``{"error": ...}``; a full
+queue answers 503 with ``Retry-After``; a generation that runs past the time limit is cancelled and answered
+504.
 """
 
 from __future__ import annotations
@@ -12,56 +15,58 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import queue
-import struct
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from unisono.errors import UnisonoError
 from unisono.inference import AudioOutput, GenerationCancelled, TextOutput
 
 from .catalog import task_guide
-from .parse import BadRequest, ParsedRequest, ServerLimits, parse_request, served_tasks, task_defaults
+from .openai_compat import (
+    SPEECH_FORMATS,
+    TRANSCRIPTION_FORMATS,
+    Voices,
+    error_body,
+    speech_fields,
+    transcription_fields,
+)
+from .output import MEDIA_TYPES, audio_bytes, pcm16, time_stretch, wav_bytes, wav_header
+from .parse import (
+    BadRequest,
+    ParsedRequest,
+    ServerLimits,
+    check_request,
+    parse_request,
+    read_fields,
+    served_tasks,
+    task_defaults,
+)
 from .scheduler import BatchScheduler, QueueFull
-from .schema import request_schema
+from .schema import openai_schemas, request_schema
 
 STATIC = Path(__file__).parent / "static"
 
 
-def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(wav, -1, 1), sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
 def _stream_wav(wav: np.ndarray, sample_rate: int, chunk_s: float = 0.5):
     """A finished output as a WAV header with open-ended sizes, then 16-bit PCM chunks."""
-    yield _wav_header(sample_rate)
-    pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")
+    yield wav_header(sample_rate)
     step = max(1, int(chunk_s * sample_rate))
-    for i in range(0, pcm.size, step):
-        yield pcm[i : i + step].tobytes()
-
-
-def _wav_header(sample_rate: int) -> bytes:
-    """A 16-bit mono WAV header with open-ended sizes (for a response whose length is not known yet)."""
-    return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack(
-        "<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF)
+    for i in range(0, wav.size, step):
+        yield pcm16(wav[i : i + step])
 
 
 def _stream_chunks(job, chunks: queue.Queue, sample_rate: int, timeout_s: float):
     """Yield a WAV header, then each chunk as the generator decodes it; cancel the job if the client leaves."""
     deadline = time.monotonic() + timeout_s
     try:
-        yield _wav_header(sample_rate)
+        yield wav_header(sample_rate)
         while True:
             try:
                 chunk = chunks.get(timeout=0.05)
@@ -72,7 +77,7 @@ def _stream_chunks(job, chunks: queue.Queue, sample_rate: int, timeout_s: float)
                     job.cancel.set()
                     return
                 continue
-            yield (np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes()
+            yield pcm16(chunk)
     finally:
         if not job.future.done():
             job.cancel.set()
@@ -97,33 +102,61 @@ async def _wait(job, limits: ServerLimits):
         raise BadRequest(400, str(e)) from None
 
 
+def _submit(scheduler: BatchScheduler, req: ParsedRequest, emit=None):
+    """Queue ``req`` for the pipeline; a full queue is a 503 with ``Retry-After``."""
+    try:
+        return scheduler.submit(req.task, req.inputs, req.options, emit=emit)
+    except QueueFull as e:
+        raise BadRequest(503, str(e), {"Retry-After": "1"}) from None
+
+
+def _audio_headers(out: AudioOutput, model: str | None = None) -> dict:
+    headers = {"X-Sample-Rate": str(out.sample_rate), "X-Duration": f"{out.duration:.3f}"}
+    return {**headers, "X-Model": model} if model else headers
+
+
 def _respond(req: ParsedRequest, out):
-    """The HTTP answer for a finished output: JSON text, a WAV, a chunked WAV, or JSON with base64 audio."""
+    """The HTTP answer for a finished output: JSON text, an audio file (WAV, FLAC, raw PCM), a chunked WAV, or
+    JSON with a base64 WAV."""
     if isinstance(out, TextOutput):
         return {"task": req.task, "text": out.text}
     if not isinstance(out, AudioOutput):
         raise RuntimeError(f"pipeline returned {type(out).__name__}")
-    headers = {"X-Sample-Rate": str(out.sample_rate), "X-Duration": f"{out.duration:.3f}"}
+    headers = _audio_headers(out)
     if req.response_format == "json":
         return {"task": req.task, "sample_rate": out.sample_rate, "duration": round(out.duration, 4),
                 "audio_base64": base64.b64encode(wav_bytes(out.wav, out.sample_rate)).decode()}
     if req.stream:
         return StreamingResponse(_stream_wav(out.wav, out.sample_rate), media_type="audio/wav", headers=headers)
-    return Response(wav_bytes(out.wav, out.sample_rate), media_type="audio/wav", headers=headers)
+    return Response(audio_bytes(out.wav, out.sample_rate, req.response_format),
+                    media_type=MEDIA_TYPES[req.response_format], headers=headers)
 
 
-GENERATE_RESPONSES = {
-    200: {"content": {"audio/wav": {}, "application/json": {}},
-          "description": "audio (WAV) or JSON (text outputs, or audio with response_format=json)"},
+ERROR_RESPONSES = {
     400: {"description": "bad input"}, 413: {"description": "too large"},
     415: {"description": "unsupported content type"}, 422: {"description": "invalid request"},
     503: {"description": "busy: retry later"}, 504: {"description": "timed out"},
 }
+OPENAI_RESPONSES = {
+    "speech": {200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/pcm": {}},
+                     "description": "the speech: WAV, FLAC or raw 16-bit little-endian mono PCM at X-Sample-Rate"},
+               **ERROR_RESPONSES},
+    "transcriptions": {200: {"content": {"application/json": {}, "text/plain": {}},
+                             "description": "{\"text\": ...} or the plain text"}, **ERROR_RESPONSES},
+}
+GENERATE_RESPONSES = {
+    200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/pcm": {}, "application/json": {}},
+          "description": "audio (response_format wav, flac or pcm) or JSON (text outputs, or audio with "
+                         "response_format=json)"},
+    **ERROR_RESPONSES,
+}
 
 
-def create_app(pipeline, limits: ServerLimits | None = None, title: str = "unisono") -> FastAPI:
+def create_app(pipeline, limits: ServerLimits | None = None, title: str = "unisono",
+               voices: dict | None = None) -> FastAPI:
     """A FastAPI app serving ``pipeline`` (see :mod:`unisono.inference.types` for the pipeline interface)
-    within ``limits`` (default :class:`ServerLimits`)."""
+    within ``limits`` (default :class:`ServerLimits`); ``voices`` (name -> audio file) are voices of
+    ``/v1/audio/speech`` beside the checkpoint's default (each file checked now: :class:`UnisonoError`)."""
     limits = limits or ServerLimits()
     scheduler = BatchScheduler(pipeline, limits.max_queue, limits.max_batch, limits.batch_window_s)
 
@@ -138,8 +171,8 @@ def create_app(pipeline, limits: ServerLimits | None = None, title: str = "uniso
     app.state.limits = limits
 
     @app.exception_handler(BadRequest)
-    async def _bad(_: Request, e: BadRequest):
-        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+    async def _bad(request: Request, e: BadRequest):
+        return JSONResponse(error_body(request.url.path, e), status_code=e.status, headers=e.headers)
 
     @app.get("/health", summary="Liveness and queue length")
     def health() -> dict:
@@ -173,14 +206,53 @@ def create_app(pipeline, limits: ServerLimits | None = None, title: str = "uniso
         live_stream = (req.stream and req.response_format == "wav" and pipeline.tasks[req.task].output == "audio"
                        and hasattr(pipeline, "generate_stream"))
         chunks: queue.Queue = queue.Queue()
-        try:
-            job = scheduler.submit(req.task, req.inputs, req.options, emit=chunks.put if live_stream else None)
-        except QueueFull as e:
-            raise BadRequest(503, str(e), {"Retry-After": "1"}) from None
+        job = _submit(scheduler, req, emit=chunks.put if live_stream else None)
         if live_stream:
             headers = {"X-Sample-Rate": str(pipeline.sample_rate), "X-Streamed": "frames"}
             return StreamingResponse(_stream_chunks(job, chunks, pipeline.sample_rate, limits.timeout_s),
                                      media_type="audio/wav", headers=headers)
         return _respond(req, await _wait(job, limits))
 
+    voices = Voices.of(pipeline, limits, voices)
+    _add_openai_routes(app, pipeline, limits, voices, openai_schemas(pipeline, limits, voices))
     return app
+
+
+def _add_openai_routes(app: FastAPI, pipeline, limits: ServerLimits, voices: Voices, bodies: dict) -> None:
+    """OpenAI's audio routes (:mod:`.openai_compat`) on ``app``: each request becomes a ``tts`` or ``asr``
+    request checked by :func:`.parse.check_request` and run by the app's scheduler, as ``/generate``'s are."""
+    scheduler = app.state.scheduler
+    model = getattr(pipeline, "name", None) or "unisono"
+    model_header = model.encode("ascii", "replace").decode()  # a header is latin-1
+
+    @app.get("/v1/models", summary="The one model this server runs (OpenAI's model list)")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "unisono"}]}
+
+    @app.get("/v1/audio/voices", summary="The voices of /v1/audio/speech")
+    def list_voices() -> dict:
+        return voices.listing()
+
+    @app.post("/v1/audio/speech", summary="Text to speech, as OpenAI's audio API (JSON: model, input, voice, "
+              "response_format wav|flac|pcm, speed)", responses=OPENAI_RESPONSES["speech"],
+              openapi_extra={"requestBody": bodies["speech"]})
+    async def speech(request: Request):
+        raw, files = await read_fields(request, limits)
+        speed = speech_fields(raw, files, voices, limits)
+        req = check_request(pipeline, limits, raw, files, SPEECH_FORMATS)
+        out = await _wait(_submit(scheduler, req), limits)
+        out = AudioOutput(time_stretch(out.wav, speed, out.sample_rate), out.sample_rate, out.task, out.info)
+        return Response(audio_bytes(out.wav, out.sample_rate, req.response_format),
+                        media_type=MEDIA_TYPES[req.response_format], headers=_audio_headers(out, model_header))
+
+    @app.post("/v1/audio/transcriptions", summary="Speech to text, as OpenAI's audio API (multipart: file, model, "
+              "response_format json|text)", responses=OPENAI_RESPONSES["transcriptions"],
+              openapi_extra={"requestBody": bodies["transcriptions"]})
+    async def transcriptions(request: Request):
+        raw, files = await read_fields(request, limits)
+        transcription_fields(raw, files, pipeline)
+        req = check_request(pipeline, limits, raw, files, TRANSCRIPTION_FORMATS)
+        out = await _wait(_submit(scheduler, req), limits)
+        if req.response_format == "text":
+            return PlainTextResponse(out.text, headers={"X-Model": model_header})
+        return JSONResponse({"text": out.text}, headers={"X-Model": model_header})

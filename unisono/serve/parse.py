@@ -24,7 +24,7 @@ from unisono.inference import TaskSpec
 from unisono.options import GenerationOptions, default_options
 
 OPTION_NAMES = [f.name for f in fields(GenerationOptions)]
-GENERATE_FORMATS = ("wav", "json")  # response_format of POST /generate
+GENERATE_FORMATS = ("wav", "flac", "pcm", "json")  # response_format of POST /generate
 
 
 @dataclass(frozen=True)
@@ -236,6 +236,9 @@ def check_request(pipeline, limits: ServerLimits, raw: dict[str, Any], files: di
         stream = stream.lower() in ("1", "true", "yes", "on")
     if not isinstance(stream, bool):
         raise BadRequest(422, "stream must be true or false")
+    if stream and response_format in ("flac", "pcm"):
+        raise BadRequest(422, f"stream answers a chunked WAV; ask for response_format 'wav' (not "
+                              f"{response_format!r}) or leave stream out")
     options = _parse_options(raw, task_defaults(pipeline, limits, task), limits)
     inputs = _parse_inputs(task, tasks[task], raw, files, limits)
     return ParsedRequest(task, inputs, options, response_format, stream)

@@ -126,7 +126,7 @@ def test_requests_the_openai_client_would_not_send(server):
     assert r.status_code == 415
 
 
-def test_a_server_without_voices_says_how_to_get_one():
+def test_a_server_without_voices_or_tts_says_so():
     pipe = TonePipeline(default_inputs={})
     pipe.language = "en-us"
     with LiveServer(create_app(pipe, LIMITS)) as url:
@@ -135,6 +135,11 @@ def test_a_server_without_voices_says_how_to_get_one():
             client.audio.speech.create(model="tts-1", input="hi", voice="default")
         with pytest.raises(openai.UnprocessableEntityError, match="transcribes en-us; language 'fr'"):
             client.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_file(0.5)), language="fr")
+    pipe.tasks.pop("tts")
+    with LiveServer(create_app(pipe, LIMITS)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.UnprocessableEntityError, match="this model has no tts task"):
+            client.audio.speech.create(model="tts-1", input="hi", voice="default")
 
 
 def test_the_real_pipeline_speaks_in_its_default_voice(tiny_checkpoint, tmp_path):

@@ -241,9 +241,10 @@ def _add_openai_routes(app: FastAPI, pipeline, limits: ServerLimits, voices: Voi
         speed = speech_fields(raw, files, voices, limits)
         req = check_request(pipeline, limits, raw, files, SPEECH_FORMATS)
         out = await _wait(_submit(scheduler, req), limits)
-        out = AudioOutput(time_stretch(out.wav, speed, out.sample_rate), out.sample_rate, out.task, out.info)
-        return Response(audio_bytes(out.wav, out.sample_rate, req.response_format),
-                        media_type=MEDIA_TYPES[req.response_format], headers=_audio_headers(out, model_header))
+        wav = await asyncio.to_thread(time_stretch, out.wav, speed, out.sample_rate)  # off the event loop
+        out = AudioOutput(wav, out.sample_rate, out.task, out.info)
+        data = await asyncio.to_thread(audio_bytes, out.wav, out.sample_rate, req.response_format)
+        return Response(data, media_type=MEDIA_TYPES[req.response_format], headers=_audio_headers(out, model_header))
 
     @app.post("/v1/audio/transcriptions", summary="Speech to text, as OpenAI's audio API (multipart: file, model, "
               "response_format json|text)", responses=OPENAI_RESPONSES["transcriptions"],

@@ -44,7 +44,7 @@ GUIDE: dict[str, dict] = {
     "svs": {
         "title": "Singing",
         "summary": "Sings lyrics to a melody, in the voice of a short recording.",
-        "inputs": {"lyrics": "The words to sing, one syllable per note.",
+        "inputs": {"lyrics": "The words to sing (the score gives each note its syllable).",
                    "score": "The melody as JSON notes [[midi_pitch, start_s, end_s, \"syllable\"], ...] "
                             "(60 is middle C).",
                    "prompt": VOICE},

@@ -42,6 +42,7 @@ class Voices:
 
     prompts: dict[str, bytes | None]
     prompt_input: str | None
+    has_tts: bool = True
 
     @classmethod
     def of(cls, pipeline, limits: ServerLimits, extra: dict | None = None) -> Voices:
@@ -66,7 +67,7 @@ class Voices:
             except BadRequest as e:
                 raise UnisonoError(f"voice {name!r} ({path}): {e.message}") from None
             prompts[name] = data
-        return cls(prompts, prompt_input)
+        return cls(prompts, prompt_input, spec is not None)
 
     def listing(self) -> dict:
         return {"voices": [{"name": n, "source": "checkpoint" if data is None else "server"}
@@ -75,6 +76,8 @@ class Voices:
 
     def fill(self, voice: Any, files: dict[str, bytes]) -> None:
         """Put ``voice``'s prompt into ``files`` (the checkpoint's default: nothing, the pipeline fills it)."""
+        if not self.has_tts:
+            raise BadRequest(422, "this model has no tts task (GET /tasks lists what it can do)")
         name = voice.get("id") if isinstance(voice, dict) and set(voice) == {"id"} else voice
         if name is None and DEFAULT_VOICE in self.prompts:
             name = DEFAULT_VOICE

@@ -63,6 +63,7 @@ function renderInputs() {
     if (kind === "text") {
       const ta = document.createElement("textarea");
       ta.id = `in-${name}`; ta.name = name; ta.required = !spec.optional.includes(name);
+      ta.setAttribute("aria-describedby", help.id);
       if (example[name]) ta.placeholder = `e.g. ${example[name]}`;
       box.append(help, ta);
     } else {
@@ -70,6 +71,7 @@ function renderInputs() {
       row.className = "audio-input";
       const file = document.createElement("input");
       file.type = "file"; file.accept = "audio/*"; file.id = `in-${name}`; file.name = name;
+      file.setAttribute("aria-describedby", help.id);
       const rec = document.createElement("button");
       rec.type = "button"; rec.className = "rec"; rec.textContent = "Record";
       const note = document.createElement("span");

@@ -158,6 +158,7 @@ def create_app(pipeline, limits: ServerLimits | None = None, title: str = "uniso
     within ``limits`` (default :class:`ServerLimits`); ``voices`` (name -> audio file) are voices of
     ``/v1/audio/speech`` beside the checkpoint's default (each file checked now: :class:`UnisonoError`)."""
     limits = limits or ServerLimits()
+    known_voices = Voices.of(pipeline, limits, voices)  # before any thread starts: a bad voice file stops here
     scheduler = BatchScheduler(pipeline, limits.max_queue, limits.max_batch, limits.batch_window_s)
 
     @contextlib.asynccontextmanager
@@ -213,8 +214,7 @@ def create_app(pipeline, limits: ServerLimits | None = None, title: str = "uniso
                                      media_type="audio/wav", headers=headers)
         return _respond(req, await _wait(job, limits))
 
-    voices = Voices.of(pipeline, limits, voices)
-    _add_openai_routes(app, pipeline, limits, voices, openai_schemas(pipeline, limits, voices))
+    _add_openai_routes(app, pipeline, limits, known_voices, openai_schemas(pipeline, limits, known_voices))
     return app
 
 

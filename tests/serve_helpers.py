@@ -9,26 +9,41 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
+from unisono.errors import UnisonoError
 from unisono.inference import AudioOutput, GenerationCancelled, TaskSpec, TextOutput
+
+DEFAULT_PROMPT = {"prompt": Path("defaults/prompt.wav")}
 
 
 class TonePipeline:
+    """Like :class:`unisono.inference.Pipeline`, its task specs mark no input optional and ``default_inputs``
+    names the inputs it fills itself when a request leaves them out (by default the ``tts`` prompt, as the
+    shipped checkpoint's ``defaults/prompt.wav``; the file is never read). ``seen``: every input set it ran."""
+
     sample_rate = 16000
 
-    def __init__(self, delay_s: float = 0.0):
+    def __init__(self, delay_s: float = 0.0, default_inputs: dict | None = None):
         self.delay_s = delay_s
+        self.default_inputs = dict(DEFAULT_PROMPT if default_inputs is None else default_inputs)
         self.batch_sizes: list[int] = []
+        self.seen: list[dict] = []
         self.started = threading.Event()
         self.tasks = {
-            "tts": TaskSpec("tts", "speech from text", {"text": "text", "prompt": "audio"}, "audio", ("prompt",)),
+            "tts": TaskSpec("tts", "speech from text", {"text": "text", "prompt": "audio"}, "audio"),
             "se": TaskSpec("se", "enhance noisy speech", {"audio": "audio"}, "audio"),
             "asr": TaskSpec("asr", "transcribe speech", {"audio": "audio"}, "text"),
         }
 
     def generate_batch(self, task, inputs, options, cancel=None):
+        for inp in inputs:
+            missing = [n for n in self.tasks[task].inputs if n not in inp and n not in self.default_inputs]
+            if missing:
+                raise UnisonoError(f"task {task!r} needs the input {missing[0]!r}")
+        self.seen += inputs
         self.batch_sizes.append(len(inputs))
         self.started.set()
         t_end = time.monotonic() + self.delay_s

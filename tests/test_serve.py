@@ -14,7 +14,10 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from serve_helpers import LiveServer, TonePipeline, fuzz_no_5xx
 
+from unisono.errors import UnisonoError
+from unisono.options import OPTION_NAMES, GenerationOptions
 from unisono.serve import ServerLimits, create_app
+from unisono.serve.schema import OPTION_BOUNDS
 
 
 def wav_b64(seconds=0.5, sr=16000):
@@ -34,6 +37,8 @@ def test_health_and_tasks(client):
     assert client.get("/health").json()["status"] == "ok"
     tasks = {t["name"]: t for t in client.get("/tasks").json()["tasks"]}
     assert tasks["tts"]["inputs"] == {"text": "text", "prompt": "audio"} and tasks["asr"]["output"] == "text"
+    assert tasks["tts"]["title"] == "Text to speech" and tasks["tts"]["example"]["text"]
+    assert all(set(t["input_help"]) == set(t["inputs"]) and t["summary"] for t in tasks.values())
 
 
 def test_generate_json_multipart_and_formats(client):
@@ -52,6 +57,12 @@ def test_generate_json_multipart_and_formats(client):
     r = client.post("/generate", json={"task": "tts", "text": "hello", "stream": True})
     streamed, sr = sf.read(io.BytesIO(r.content))  # header sizes are open-ended; libsndfile reads to the end
     assert sr == 16000 and streamed.size > 0
+    flac = client.post("/generate", json={"task": "tts", "text": "hello", "response_format": "flac"})
+    assert flac.headers["content-type"] == "audio/flac"
+    assert np.array_equal(sf.read(io.BytesIO(flac.content), dtype="int16")[0], sf.read(io.BytesIO(
+        client.post("/generate", json={"task": "tts", "text": "hello"}).content), dtype="int16")[0])
+    pcm = client.post("/generate", json={"task": "tts", "text": "hello", "response_format": "pcm"})
+    assert pcm.headers["x-sample-rate"] == "16000" and len(pcm.content) == 2 * int(0.15 * 16000)
 
 
 @pytest.mark.parametrize("body,status,message", [
@@ -62,6 +73,8 @@ def test_generate_json_multipart_and_formats(client):
     ({"task": "tts", "text": "hi", "max_duration": 60}, 422, "over this server's limit"),
     ({"task": "tts", "text": "hi", "top_p": 0}, 422, "top_p must be in (0, 1]"),
     ({"task": "tts", "text": "hi", "seed": 1.5}, 422, "seed must be a whole number"),
+    ({"task": "tts", "text": "hi", "response_format": "mp3"}, 422, "response_format must be one of 'wav', 'flac'"),
+    ({"task": "tts", "text": "hi", "response_format": "pcm", "stream": True}, 422, "stream answers a chunked WAV"),
     ({"task": "se", "audio": "not base64!"}, 422, "not valid base64"),
     ({"task": "se", "audio": base64.b64encode(b"RIFFjunk").decode()}, 400, "could not be decoded"),
     ({"task": "se", "audio": wav_b64(), "text": "x"}, 422, "does not take 'text'"),
@@ -69,6 +82,21 @@ def test_generate_json_multipart_and_formats(client):
 def test_bad_requests_get_clear_4xx(client, body, status, message):
     r = client.post("/generate", json=body)
     assert r.status_code == status and message in r.json()["error"]
+
+
+def test_an_input_the_checkpoint_has_a_default_for_may_be_left_out():
+    """``tts`` without a prompt uses the checkpoint's default voice (defaults/prompt.wav), as the CLI and the
+    API do: the task lists the prompt as optional and the request reaches the pipeline without it."""
+    pipe = TonePipeline()
+    with TestClient(create_app(pipe)) as c:
+        r = c.post("/generate", json={"task": "tts", "text": "hello"})
+        assert r.status_code == 200, r.text
+        assert pipe.seen[-1] == {"text": "hello"}
+        tts = {t["name"]: t for t in c.get("/tasks").json()["tasks"]}["tts"]
+        assert tts["optional"] == ["prompt"]
+    with TestClient(create_app(TonePipeline(default_inputs={}))) as c:  # no default voice: the prompt is needed
+        r = c.post("/generate", json={"task": "tts", "text": "hello"})
+        assert r.status_code == 422 and "needs the audio input 'prompt'" in r.json()["error"]
 
 
 def test_paths_in_requests_never_reach_the_file_system(client, tmp_path, monkeypatch):
@@ -114,6 +142,37 @@ def test_openapi_schema_is_valid_and_fuzzing_finds_no_5xx():
     app = create_app(TonePipeline(), ServerLimits(max_body_bytes=100_000))
     validate(app.openapi())
     assert fuzz_no_5xx(app, max_examples=40) == []
+
+
+def test_openapi_describes_each_task_with_the_limits_the_server_enforces():
+    """One body schema per task (the inputs it needs and takes), text limited to ``max_text_chars``, option
+    defaults of the task with ``max_duration`` clamped to ``max_output_seconds``, option ranges as enforced."""
+    pipe = TonePipeline(default_inputs={})
+    limits = ServerLimits(max_text_chars=200, max_output_seconds=5.0)
+    body = create_app(pipe, limits).openapi()["paths"]["/generate"]["post"]["requestBody"]["content"]
+    branches = {b["properties"]["task"]["const"]: b for b in body["application/json"]["schema"]["oneOf"]}
+    assert set(branches) == set(pipe.tasks)
+    assert branches["tts"]["required"] == ["task", "text", "prompt"]
+    assert set(branches["se"]["properties"]) - set(OPTION_NAMES) == {"task", "audio", "response_format", "stream"}
+    assert branches["asr"]["properties"]["response_format"]["enum"] == ["json"]
+    assert branches["tts"]["properties"]["text"]["maxLength"] == 200
+    duration = branches["tts"]["properties"]["max_duration"]
+    assert duration["default"] == 5.0 and duration["maximum"] == 5.0
+    form = {b["properties"]["task"]["const"]: b for b in body["multipart/form-data"]["schema"]["oneOf"]}
+    assert form["se"]["properties"]["audio"]["format"] == "binary"
+    with_default = create_app(TonePipeline(), limits).openapi()["paths"]["/generate"]["post"]["requestBody"]
+    tts = next(b for b in with_default["content"]["application/json"]["schema"]["oneOf"]
+               if b["properties"]["task"]["const"] == "tts")
+    assert tts["required"] == ["task", "text"] and "Optional" in tts["properties"]["prompt"]["description"]
+    step_in = {"minimum": 0, "maximum": 0, "exclusiveMinimum": 1e-6}
+    step_out = {"minimum": -1e-6, "maximum": 1e-6, "exclusiveMinimum": 0}
+    for name, bounds in OPTION_BOUNDS.items():  # each bound is the one GenerationOptions.validate applies
+        for key, edge in bounds.items():
+            if abs(edge) == 2**31:  # the parser's limit on every number
+                continue
+            GenerationOptions().with_(**{name: edge + step_in[key]}).validate()
+            with pytest.raises(UnisonoError):
+                GenerationOptions().with_(**{name: edge + step_out[key]}).validate()
 
 
 def test_queue_full_is_503_and_timeouts_cancel():

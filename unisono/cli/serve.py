@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from unisono.cli.generate import add_quant_arguments
+from pathlib import Path
 
-DESCRIPTION = """Serve a checkpoint over HTTP: a JSON + multipart API described by OpenAPI (/docs), and a web
-page at / to pick a task, fill its inputs (text, upload or record audio), generate, listen and download.
-Binds to 127.0.0.1 unless --host says otherwise."""
+from unisono.cli.generate import add_quant_arguments
+from unisono.errors import UnisonoError
+
+DESCRIPTION = """Serve a checkpoint over HTTP: a JSON + multipart API described by OpenAPI (/docs), OpenAI's audio
+routes (/v1/audio/speech, /v1/audio/transcriptions), and a web page at / to pick a task, fill its inputs (text,
+upload or record audio), generate, listen and download. Binds to 127.0.0.1 unless --host says otherwise.
+See docs/serve.md."""
 
 
 def add_arguments(p) -> None:
@@ -18,6 +22,24 @@ def add_arguments(p) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="largest batch of concurrent requests (default 8)")
     p.add_argument("--max-output-seconds", type=float, default=30.0, help="longest audio a request may ask for")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a generation is cancelled (504)")
+    p.add_argument("--voice", action="append", default=[], metavar="NAME=FILE",
+                   help="a voice of /v1/audio/speech: the speaker prompt in audio FILE, called NAME (repeatable; "
+                        "'default' is the checkpoint's own prompt)")
+
+
+def parse_voices(specs: list[str]) -> dict[str, Path]:
+    """``["NAME=FILE", ...]`` -> ``{NAME: FILE}``, each file there (checked before the model loads)."""
+    voices = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UnisonoError(f"--voice takes NAME=FILE, got {spec!r}")
+        if name in voices:
+            raise UnisonoError(f"--voice {name!r} is given twice")
+        if not Path(path).is_file():
+            raise UnisonoError(f"--voice {name}: {path} is not a file")
+        voices[name] = Path(path)
+    return voices
 
 
 def main(args) -> int:
@@ -26,10 +48,11 @@ def main(args) -> int:
     from unisono.inference import Pipeline
     from unisono.serve import ServerLimits, create_app
 
+    voices = parse_voices(args.voice)
     pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
     limits = ServerLimits(max_queue=args.max_queue, max_batch=args.max_batch,
                           max_output_seconds=args.max_output_seconds, timeout_s=args.timeout)
-    app = create_app(pipe, limits, title=f"unisono: {pipe.name}")
+    app = create_app(pipe, limits, title=f"unisono: {pipe.name}", voices=voices)
     print(f"serving {pipe.name} ({len(pipe.tasks)} tasks) on http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

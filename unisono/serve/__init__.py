@@ -1,5 +1,6 @@
 """HTTP server (OpenAPI-described JSON + multipart API) and the web page, over any pipeline."""
 
-from .app import ServerLimits, create_app
+from .app import create_app
+from .parse import ServerLimits
 
 __all__ = ["ServerLimits", "create_app"]

@@ -16,8 +16,10 @@ async function loadTasks() {
   SAMPLE_RATE = info.sample_rate;
   for (const t of info.tasks) TASKS[t.name] = t;
   const sel = $("task");
-  for (const name of Object.keys(TASKS).sort()) sel.add(new Option(name, name));
+  const byTitle = Object.values(TASKS).sort((a, b) => (a.title || a.name).localeCompare(b.title || b.name));
+  for (const t of byTitle) sel.add(new Option(t.title && t.title !== t.name ? `${t.title} (${t.name})` : t.name, t.name));
   sel.addEventListener("change", renderInputs);
+  $("example").addEventListener("click", fillExample);
   const opts = $("options");
   for (const [k, v] of Object.entries(DEFAULTS)) {
     const wrap = document.createElement("div");
@@ -31,33 +33,51 @@ async function loadTasks() {
   setStatus(`${Object.keys(TASKS).length} tasks, output at ${info.sample_rate} Hz`);
 }
 
+function fillExample() {
+  const spec = TASKS[$("task").value];
+  for (const [name, value] of Object.entries(spec.example || {})) { const el = $(`in-${name}`); if (el) el.value = value; }
+}
+
+function optionalNote(spec, name, kind) {
+  if (!spec.optional.includes(name)) return "";
+  return kind === "audio" ? " (optional: leave it empty to use the model's default)" : " (optional)";
+}
+
 function renderInputs() {
   const spec = TASKS[$("task").value];
   for (const [k, v] of Object.entries(spec.defaults || DEFAULTS)) { const el = $(`opt-${k}`); if (el) el.value = v; }
-  $("task-help").textContent = spec.description + (spec.output === "text" ? " (answers with text)" : "");
+  $("task-help").textContent = (spec.summary || spec.description) +
+    (spec.output === "text" ? " Answers with text." : " Answers with audio.");
+  const example = spec.example || {};
+  $("example").hidden = Object.keys(example).length === 0;
   const box = $("inputs");
   box.innerHTML = "";
   for (const [name, kind] of Object.entries(spec.inputs)) {
-    const optional = spec.optional.includes(name);
     const label = document.createElement("label");
-    label.textContent = name + (optional ? " (optional)" : "");
+    label.textContent = name + optionalNote(spec, name, kind);
     label.htmlFor = `in-${name}`;
     box.appendChild(label);
+    const help = document.createElement("p");
+    help.className = "help"; help.id = `help-${name}`;
+    help.textContent = (spec.input_help || {})[name] || (kind === "text" ? "Text." : "An audio file.");
     if (kind === "text") {
       const ta = document.createElement("textarea");
-      ta.id = `in-${name}`; ta.name = name; ta.required = !optional;
-      box.appendChild(ta);
+      ta.id = `in-${name}`; ta.name = name; ta.required = !spec.optional.includes(name);
+      ta.setAttribute("aria-describedby", help.id);
+      if (example[name]) ta.placeholder = `e.g. ${example[name]}`;
+      box.append(help, ta);
     } else {
       const row = document.createElement("div");
       row.className = "audio-input";
       const file = document.createElement("input");
       file.type = "file"; file.accept = "audio/*"; file.id = `in-${name}`; file.name = name;
+      file.setAttribute("aria-describedby", help.id);
       const rec = document.createElement("button");
       rec.type = "button"; rec.className = "rec"; rec.textContent = "Record";
       const note = document.createElement("span");
       rec.addEventListener("click", () => toggleRecord(name, rec, note));
       row.append(file, rec, note);
-      box.appendChild(row);
+      box.append(help, row);
     }
   }
 }

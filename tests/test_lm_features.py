@@ -6,19 +6,30 @@ import json
 import pytest
 import torch
 
+from unisono.codec import Codec, CodecConfig
+from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.features import build_encoder
+from unisono.inference import TaskIO
 from unisono.lm import PATTERNS, LMConfig, UnisonoLM
 from unisono.lm.sampling import cfg_mix
+from unisono.options import GenerationOptions
+from unisono.tasks import Segment, build_example, parse_templates
 from unisono.train.data import collate, model_inputs, split_by_task
 from unisono.train.dpo import sequence_logprobs
+from unisono.train.launch import model_dims_from_vocab
 from unisono.train.trainer import Trainer
+from unisono.vocab import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 V, K, PAD, D = 40, 3, 0, 6
 FID, FSTART, FEND, TASK = 5, 6, 7, 8  # the placeholder, its segment's start/end tokens, a task token
 LO = 9  # content ids: LO .. V - 1
+FEAT_TEMPLATE = {"version": 1, "tasks": {"asr_feat": {
+    "conditions": [{"name": "speech", "modality": "codec", "source": "audio"},
+                   {"name": "speech_feat", "modality": "audio_feat", "source": "audio"}],
+    "target": {"modality": "bpe", "source": "text"}}}}
 
 
 def cfg(pattern, **kw):
@@ -228,3 +239,44 @@ def test_a_tiny_training_run_learns_to_read_the_features(tmp_path):
         wrong = float(m.loss(**model_inputs(shuffled, "cpu"))["loss"])
     assert right < 0.6 * wrong  # it reads the features, not only the target's own frames
     assert abs(right - last["val_loss/t"]) < 1e-3  # validation (evaluate) collates the features too
+
+
+def test_inference_encodes_features_on_the_fly_and_samples_with_them():
+    """TaskIO (the seam of the pipeline, server and CLI): one audio input feeds a codec and an audio_feat
+    condition of the same source; the prompt equals the training layout and feats hold the encoder's vectors."""
+    torch.manual_seed(0)
+    codec = Codec(CodecConfig(encoder_channels=4, latent_dim=16, decoder_dim=32, decoder_blocks=1, num_codebooks=2,
+                              codebook_size=32, kmeans_iters=2)).eval()
+    tpl = parse_templates(FEAT_TEMPLATE)["asr_feat"]
+    vocab = Vocab.build(["asr_feat"], num_codebooks=2, codebook_size=32, bpe=20)
+    enc = build_encoder("logmel_codec", codec)
+    lm = UnisonoLM.from_config(LMConfig(vocab_size=vocab.size, num_streams=2, pad_id=vocab.pad_id, d_model=32,
+                                        n_heads=4, n_layers=1, feature_dim=enc.dim,
+                                        feature_id=vocab.placeholder_id("audio_feat"),
+                                        feature_encoder=enc.describe())).eval()
+    io = TaskIO(tpl, vocab, None, codec, lm)
+    assert io.spec.inputs == {"speech": "audio"}
+    wav = 0.1 * torch.randn(8000, generator=torch.Generator().manual_seed(3))
+    prep = io.prepare({"audio": (wav.numpy(), 16000)}, GenerationOptions(max_duration=1.0))
+    ref = SegmentEncoder(vocab, None, codec, enc)
+    segs = [ref.codec_segment(tpl.conditions[0], ref.codes(wav[None])),
+            ref.audio_feat_segment(tpl.conditions[1], wav[None]), Segment("bpe", ids=[])]
+    ex = build_example(vocab, tpl, segs)
+    n = prep.prompt.shape[0]
+    assert torch.equal(prep.prompt, ex["frames"][:n]) and prep.feats.shape == (n, enc.dim)
+    rows = (prep.prompt[:, 0] == vocab.placeholder_id("audio_feat")).nonzero().squeeze(-1)
+    assert len(rows) == 25 and torch.allclose(prep.feats[rows], enc.encode(wav, 16000))
+    assert not bool(prep.feats[prep.prompt[:, 0] != vocab.placeholder_id("audio_feat")].any())
+    new = io.sample([prep, prep], GenerationOptions(top_k=5, seed=1, guidance_scale=2.0))
+    assert new.shape[0] == 2 and torch.equal(new[0], new[1])
+    with pytest.raises(UnisonoError, match="names no feature encoder"):
+        TaskIO(tpl, vocab, None, codec, model("delay"))
+    other = Codec(codec.config)  # another codec: another logmel_codec encoder
+    with pytest.raises(UnisonoError, match="trained on features of"):
+        TaskIO(tpl, vocab, None, other, lm)
+
+
+def test_a_training_run_takes_the_placeholder_id_from_the_shards_vocabulary(tmp_path):
+    Vocab.build(["asr"], num_codebooks=2, codebook_size=32).save(tmp_path / "vocab.json")
+    assert "feature_id" not in model_dims_from_vocab(tmp_path / "vocab.json")
+    assert model_dims_from_vocab(tmp_path / "vocab.json", feature_dim=80)["feature_id"] == 22

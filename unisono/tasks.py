@@ -433,6 +433,22 @@ def build_example(vocab: Vocab, template: TaskTemplate, segments: list[Segment],
     return ex
 
 
+def example_features(vocab: Vocab, example: dict) -> torch.Tensor | None:
+    """``FloatTensor[T, D]`` beside ``example["frames"] [T, K]``: its ``audio_feat`` vectors at its placeholder
+    frames (stream 0 ``<audio_feat>``, in order), zeros elsewhere; None when it has no ``audio_feat`` vectors. The
+    layout :meth:`unisono.lm.UnisonoLM.generate` reads (``feats``, one row)."""
+    vec = example.get("audio_feat")
+    if vec is None:
+        return None
+    rows = (example["frames"][:, 0] == vocab.placeholder_id("audio_feat")).nonzero().squeeze(-1)
+    if len(rows) != vec.shape[0]:
+        raise UnisonoError(f"example {example.get('id', '?')!r} has {len(rows)} audio_feat frames but "
+                           f"{vec.shape[0]} vectors")
+    out = torch.zeros(example["frames"].shape[0], vec.shape[1])
+    out[rows] = vec.float()
+    return out
+
+
 def split_segments(vocab: Vocab, frames: torch.Tensor) -> tuple[str, list[tuple[str, torch.Tensor]]]:
     """Parse ``frames [T, K]`` into ``(task, [(modality, body_frames [n, K])])`` (inverse of the layout)."""
     frames = torch.as_tensor(frames, dtype=torch.long)

@@ -222,6 +222,15 @@ class Vocab:
             )
         return v
 
+    def layout_dict(self) -> dict:
+        """:meth:`to_dict` with the specials named as the first layout named them (every id from 20 on as
+        ``<reserved_{id - 20}>``): the form a hash of the layout reads (``unisono.data.shards.vocab_hash``), so
+        a layout hashes as it did before specials were added to reserved ids (shards made then still read)."""
+        d = self.to_dict()
+        d["specials"] = {(name if i < _FIRST_RESERVED_V1 else _reserved_name(i)): i
+                         for name, i in self.specials.items()}
+        return d
+
     def save(self, path: str | os.PathLike) -> Path:
         write_json(path, self.to_dict())
         return Path(path)

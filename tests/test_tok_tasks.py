@@ -144,3 +144,58 @@ def test_wrong_segment_modality_is_refused():
     g = torch.Generator().manual_seed(4)
     with pytest.raises(UnisonoError, match="must be codec"):
         build_example(v, load_templates()["asr"], [random_segment("bpe", g, 3), random_segment("bpe", g, 3)])
+
+
+FEAT_TASK = {"version": 1, "tasks": {"asr_feat": {
+    "conditions": [{"name": "speech", "modality": "codec", "source": "audio"},
+                   {"name": "speech_feat", "modality": "audio_feat", "source": "audio"},
+                   {"name": "prompt_feat", "modality": "audio_feat", "source": "speaker_prompt", "seconds": 1.0}],
+    "target": {"modality": "bpe", "source": "text"}}}}
+
+
+@pytest.mark.parametrize("fill", ["pad", "repeat"])
+def test_audio_feat_conditions_build_and_decode_back(fill):
+    tpl = parse_templates(FEAT_TASK)["asr_feat"]
+    assert [c.modality for c in tpl.conditions] == ["codec", "audio_feat", "audio_feat"]
+    v = vocab(fill, tasks=["asr_feat"])
+    g = torch.Generator().manual_seed(4)
+    speech, prompt = torch.randn(6, 5, generator=g), torch.randn(3, 5, generator=g)
+    segs = [random_segment("codec", g, 6), Segment("audio_feat", vectors=speech),
+            Segment("audio_feat", vectors=prompt), random_segment("bpe", g, 4)]
+    ex = build_example(v, tpl, segs, "cut-2")
+    assert torch.equal(ex["audio_feat"], torch.cat([speech, prompt])) and "text_emb" not in ex
+    rows = (ex["frames"][:, 0] == v.placeholder_id("audio_feat")).nonzero().flatten()
+    assert len(rows) == 9 and bool(ex["cond_mask"][rows].all()) and not bool(ex["loss_mask"][rows].any())
+    assert (ex["frames"][rows, 1:] == (v.pad_id if fill == "pad" else v.placeholder_id("audio_feat"))).all()
+    task, back = decode_example(v, ex)
+    assert task == "asr_feat" and [s.modality for s in back] == ["codec", "audio_feat", "audio_feat", "bpe"]
+    assert torch.equal(back[1].vectors, speech) and torch.equal(back[2].vectors, prompt)
+    assert torch.equal(back[0].codes, segs[0].codes) and back[3].ids == segs[3].ids
+
+
+def test_audio_feat_segments_refuse_bad_vectors():
+    tpl = parse_templates(FEAT_TASK)["asr_feat"]
+    v = vocab(tasks=["asr_feat"])
+    g = torch.Generator().manual_seed(5)
+    base = [random_segment("codec", g, 6), Segment("audio_feat", vectors=torch.randn(6, 5)), None,
+            random_segment("bpe", g, 4)]
+    for bad, match in ((torch.zeros(3, dtype=torch.long), "FloatTensor"), (None, "FloatTensor"),
+                       (torch.randn(2, 7), "different sizes")):
+        segs = list(base)
+        segs[2] = Segment("audio_feat", vectors=bad)
+        with pytest.raises(UnisonoError, match=match):
+            build_example(v, tpl, segs)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"target": {"modality": "audio_feat", "source": "audio"}}, "continuous.*cannot be a target"),
+    ({"conditions": [{"modality": "audio_feat", "source": "text"}], "target": {"modality": "bpe", "source": "text"}},
+     "cannot be made from source text"),
+    ({"conditions": [{"modality": "codec", "source": "audio"}, {"modality": "audio_feat", "source": "audio"}],
+      "target": {"modality": "bpe", "source": "text"}}, "names must be unique.*name"),
+    ({"conditions": [{"modality": "audio_feat", "source": "audio", "mask_span": "x"}],
+      "target": {"modality": "bpe", "source": "text"}}, "mask_span works on codec"),
+])
+def test_bad_audio_feat_templates_are_refused(bad, match):
+    with pytest.raises(UnisonoError, match=match):
+        parse_templates({"version": 1, "tasks": {"t": bad}})

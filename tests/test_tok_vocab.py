@@ -1,8 +1,12 @@
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+import unisono
+from unisono.data.shards import vocab_hash
 from unisono.errors import UnisonoError
 from unisono.vocab import NUM_SPECIAL, NUM_TASK_SLOTS, Vocab
 
@@ -128,3 +132,51 @@ def test_token_ids_are_bounds_checked():
         v.to_global("phones", [0, 40])
     with pytest.raises(UnisonoError, match="modality"):
         v.end_id("video")
+
+
+SHIPPED_VOCAB = Path(unisono.__file__).parent / "assets" / "unisono-small" / "vocab.json"
+
+
+def test_audio_feat_specials_take_reserved_ids_and_keep_every_old_id():
+    v = make()
+    assert v.start_id("audio_feat") == 20 and v.end_id("audio_feat") == 21 and v.placeholder_id("audio_feat") == 22
+    assert v.special_id("<audio_feat>") == 22 and v.modality_range("audio_feat").start == 22
+    assert v.placeholder_id("text_emb") == v.special_id("<text_emb>") == 7
+    assert v.name_of(22) == "<audio_feat>" and v.name_of(23) == "<reserved_3>"  # still-reserved ids keep their names
+    with pytest.raises(UnisonoError, match="audio_feat is a continuous condition"):
+        v.generation_mask("audio_feat")
+    with pytest.raises(UnisonoError, match="not a continuous modality"):
+        v.placeholder_id("codec")
+
+
+def test_the_shipped_vocab_json_still_loads_with_every_id_unchanged():
+    stored = json.loads(SHIPPED_VOCAB.read_text())
+    assert stored["specials"]["<reserved_0>"] == 20  # written before audio_feat existed
+    v = Vocab.load(SHIPPED_VOCAB)
+    for name, tid in stored["specials"].items():
+        assert v.name_of(tid) == name or name.startswith("<reserved_")
+    assert {n: [r.start, r.size] for n, r in v.ranges.items()} == stored["ranges"]
+    assert v.tasks == stored["tasks"] and v.size == stored["size"]
+    assert v.placeholder_id("audio_feat") == 22
+    # shards made with it carry the hash the previous version computed (sha256 of the stored JSON): they still read
+    old_hash = hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()[:16]
+    assert vocab_hash(v) == old_hash == vocab_hash(Vocab.from_dict(v.to_dict()))
+
+
+def test_an_old_vocab_file_is_compatible_with_a_new_one(tmp_path):
+    new = make(fingerprints={"phones": "abc"})
+    old = new.to_dict()  # as the previous version wrote it: the three new ids reserved
+    names = {tid: name for name, tid in old["specials"].items()}
+    for tid in (20, 21, 22):
+        names[tid] = f"<reserved_{tid - 20}>"
+    old["specials"] = {name: tid for tid, name in names.items()}
+    (tmp_path / "vocab.json").write_text(json.dumps(old))
+    back = Vocab.load(tmp_path / "vocab.json")
+    back.check_compatible(new)
+    new.check_compatible(back)
+    assert back == new
+    del old["specials"]["<reserved_3>"]
+    old["specials"]["<bogus>"] = 23  # a name this version does not know (a newer file)
+    (tmp_path / "vocab.json").write_text(json.dumps(old))
+    with pytest.raises(UnisonoError, match="special id 23 '<bogus>'"):
+        Vocab.load(tmp_path / "vocab.json")

@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from unisono.errors import UnisonoError
-from unisono.train.data import TaskMixture, TokenBudgetBatcher, collate, condition_frames, rank_split, split_by_task
+from unisono.train.data import (
+    TaskMixture,
+    TokenBudgetBatcher,
+    collate,
+    condition_frames,
+    crop_example,
+    rank_split,
+    split_by_task,
+)
 from unisono.train.toydata import PAD, toy_examples
 
 
@@ -62,3 +70,18 @@ def test_rank_split_partitions():
     src = lambda: iter(range(10))
     parts = [list(rank_split(src, r, 3)()) for r in range(3)]
     assert sorted(sum(parts, [])) == list(range(10)) and parts[1] == [1, 4, 7]
+
+
+def test_collate_spreads_audio_feat_vectors_over_their_frames_and_crops_keep_the_last():
+    fid = 5
+    frames = torch.tensor([[2, 0], [fid, 0], [fid, 0], [fid, 0], [9, 9], [10, 10]])
+    vec = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    ex = {"id": "a", "task": "t", "frames": frames, "loss_mask": torch.zeros(6, 2, dtype=torch.bool),
+          "cond_mask": torch.tensor([0, 1, 1, 1, 0, 0], dtype=torch.bool), "audio_feat": vec}
+    other = {"id": "b", "task": "t", "frames": frames[[0, 4]].clone(), "loss_mask": torch.zeros(2, 2, dtype=torch.bool)}
+    mb = collate([other, ex], PAD, feature_id=fid)
+    assert mb["feats"].shape == (2, 6, 4) and not mb["feats"][0].any()
+    assert torch.equal(mb["feats"][1, 1:4], vec) and not mb["feats"][1, [0, 4, 5]].any()
+    cropped = crop_example(ex, 4)  # the first two frames go: one placeholder with them
+    assert torch.equal(collate([cropped], PAD, feature_id=fid)["feats"][0, :2], vec[1:])
+    assert collate([other], PAD, feature_id=fid)["feats"] is None

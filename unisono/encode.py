@@ -7,8 +7,10 @@ condition recording, another utterance of the speaker, the text) is :mod:`unison
 
 Audio rule: a recording is band-limited as its segment says (``resample``), encoded whole, and its codes are
 cropped to the segment's ``seconds`` from ``start`` (a frame index: a random window for training prompts,
-0 otherwise). Phones are a phone string (``unisono.text.g2p.phonemize`` of a text at inference, the
-corpus's phones in training); a string with too many symbols outside the inventory is refused.
+0 otherwise). Continuous audio features (``audio_feat``) follow the same rule with the frozen feature encoder
+(:mod:`unisono.features`) in place of the codec: the band-limited recording encoded whole, brought to the codec's
+frame rate and cropped to the same frames. Phones are a phone string (``unisono.text.g2p.phonemize`` of a text at
+inference, the corpus's phones in training); a string with too many symbols outside the inventory is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from unisono.errors import UnisonoError
+from unisono.features import FeatureEncoder, to_frame_rate
 from unisono.tasks import Segment, SegmentSpec, band_limit
 from unisono.text import midi
 from unisono.text.g2p import WORD_SEP
@@ -41,10 +44,11 @@ def span_mask(span, num_frames: int, frame_rate: float, what: str = "input") -> 
 
 
 class SegmentEncoder:
-    """Encodes segment values with one checkpoint's (or tokenization run's) vocabulary, tokenizers and codec."""
+    """Encodes segment values with one checkpoint's (or tokenization run's) vocabulary, tokenizers and codec, and
+    its feature encoder (``features``; None: no ``audio_feat`` condition can be encoded)."""
 
-    def __init__(self, vocab: Vocab, tokenizers, codec):
-        self.vocab, self.tok, self.codec = vocab, tokenizers, codec
+    def __init__(self, vocab: Vocab, tokenizers, codec, features: FeatureEncoder | None = None):
+        self.vocab, self.tok, self.codec, self.features = vocab, tokenizers, codec, features
         self.sample_rate = int(codec.sample_rate)
         self.frame_rate = float(codec.frame_rate)
 
@@ -89,6 +93,20 @@ class SegmentEncoder:
             n = int(round(spec.seconds * self.sample_rate))
             wav = wav[..., start : start + n] if wav.shape[-1] > n else wav
         return Segment("semantic", ids=self.tok.semantic.encode(wav, self.sample_rate).tolist())
+
+    def audio_feat_segment(self, spec: SegmentSpec, wav: torch.Tensor, start: int = 0) -> Segment:
+        """An ``audio_feat`` segment of ``wav [1, S]`` (float32 at the codec's rate): the feature encoder's vectors
+        ``[T, D]`` of the band-limited recording at the codec's frame rate, cropped to ``spec.seconds`` from frame
+        ``start`` (as :meth:`codec_segment` crops codes)."""
+        if self.features is None:
+            raise UnisonoError(f"segment {spec.name} is audio_feat but no feature encoder is configured; give the "
+                               "checkpoint's feature encoder (unisono.features)")
+        wav = band_limit(wav, self.sample_rate, spec.resample)
+        vec = to_frame_rate(self.features.encode(wav[0], self.sample_rate), self.features.frame_rate, self.frame_rate)
+        if spec.seconds is not None:
+            n = self.frames(spec.seconds)
+            vec = vec[start : start + n] if vec.shape[0] > n else vec
+        return Segment("audio_feat", vectors=vec.contiguous())
 
     # -- text and data
     def phones_segment(self, phones: str, what: str = "input") -> Segment:

@@ -4,7 +4,8 @@ A template names its conditions and its target, each a :class:`SegmentSpec` with
 data source (see ``unisono/tasks.yaml``). A training example is the dict
 
 ``{"id": str, "task": str, "frames": LongTensor[T, K], "loss_mask": BoolTensor[T, K],
-"cond_mask": BoolTensor[T]}`` (+ ``"text_emb": FloatTensor[N, D]`` when a condition is continuous)
+"cond_mask": BoolTensor[T]}`` (+ ``"text_emb": FloatTensor[N, D]`` and/or ``"audio_feat": FloatTensor[N, D]`` when a
+condition is continuous: the vectors of that modality's placeholder frames, in frame order)
 
 whose frames follow ``<start> <task:NAME> (<m_start> cond <m_end>)* (<m_start> target <m_end>)+ <end>``.
 A template's target is one segment, or a list of segments generated one after another in one pass (a
@@ -13,6 +14,10 @@ task's output (:attr:`TaskTemplate.target`), the ones before it its :attr:`TaskT
 ``loss_mask`` covers every target segment's tokens and end tokens (``loss: all`` in a template: every
 segment); ``cond_mask`` marks the condition frames (for condition dropout / classifier-free guidance).
 Masked audio frames (``mask_span``) hold ``<mask>`` in every stream.
+
+Audio sources make ``codec`` (tokens), ``semantic`` (units) or ``audio_feat`` (continuous features of a frozen
+encoder, :mod:`unisono.features`, one vector per codec frame) segments; a template may list one source twice, e.g.
+as codec tokens and as features (each segment needs its own ``name`` then).
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ import yaml
 
 from unisono.errors import UnisonoError
 from unisono.fileio import load_yaml
-from unisono.vocab import MODALITIES, Vocab
+from unisono.vocab import CONTINUOUS_MODALITIES, MODALITIES, Vocab
 
 DEFAULT_TEMPLATES = Path(__file__).with_name("tasks.yaml")
 SOURCE_KINDS = ("audio", "recording", "speaker_prompt", "text", "phones", "custom", "params", "qa", "plan")
 AUDIO_SOURCES = ("audio", "recording", "speaker_prompt")
+AUDIO_MODALITIES = ("codec", "semantic", "audio_feat")  # the modalities made from an audio source
 _OPTION_KEYS = {"name", "modality", "source", "seconds", "mask_span", "resample"}
 TASK_KEYS = {"conditions", "target", "loss", "expand", "description", "kinds", "cuts_from", "length_from", "metrics",
              "baseline_input", "speech"}
@@ -186,11 +192,11 @@ def _parse_segment(task: str, d: Any, where: str) -> SegmentSpec:
         raise UnisonoError(f"task {task!r}: source {spec.source!r} unknown; sources: {', '.join(SOURCE_KINDS)}")
     if spec.source_kind in ("recording", "custom", "params", "qa", "plan") and not spec.source_key:
         raise UnisonoError(f"task {task!r}: source {spec.source!r} needs a key, e.g. {spec.source_kind}.NAME")
-    audio_modality = spec.modality in ("codec", "semantic")
+    audio_modality = spec.modality in AUDIO_MODALITIES
     if audio_modality != spec.is_audio_source:
         raise UnisonoError(
             f"task {task!r}: modality {spec.modality} cannot be made from source {spec.source} "
-            "(codec/semantic need an audio source, the others a text or data source)"
+            "(codec/semantic/audio_feat need an audio source, the others a text or data source)"
         )
     if spec.mask_span and spec.modality != "codec":
         raise UnisonoError(f"task {task!r}: mask_span works on codec segments only")
@@ -244,8 +250,8 @@ def parse_templates(data: dict) -> dict[str, TaskTemplate]:
             raise UnisonoError(f"task {name!r}: target is an empty list; give one segment or a list of segments")
         targets = tuple(_parse_segment(name, x, "target") for x in raw_targets)
         for i, tg in enumerate(targets):
-            if tg.modality == "text_emb":
-                raise UnisonoError(f"task {name!r}: a text_emb (continuous) segment cannot be a target")
+            if tg.modality in CONTINUOUS_MODALITIES:
+                raise UnisonoError(f"task {name!r}: a {tg.modality} (continuous) segment cannot be a target")
             if i and tg.modality == targets[i - 1].modality:
                 raise UnisonoError(f"task {name!r}: consecutive target segments must differ in modality "
                                    f"({tg.modality} follows {tg.modality}); the end token of one must not end the next")
@@ -261,7 +267,8 @@ def parse_templates(data: dict) -> dict[str, TaskTemplate]:
             raise UnisonoError(f"task {name!r}: expand must be 'qa' or absent, got {expand!r}")
         names = [s.name for s in conds + targets]
         if len(set(names)) != len(names):
-            raise UnisonoError(f"task {name!r}: segment names must be unique, got {names}")
+            raise UnisonoError(f"task {name!r}: segment names must be unique, got {names} (give a source listed "
+                               "twice a `name:` per segment)")
         kinds = t.get("kinds") or []
         if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
             raise UnisonoError(f"task {name!r}: kinds must be a list of cut kinds, e.g. [speech], got {kinds!r}")
@@ -315,7 +322,8 @@ class Segment:
 
     codec: ``codes LongTensor[K, T]`` (+ ``mask BoolTensor[T]`` for masked frames); phones, bpe,
     semantic: ``ids`` (list of int); midi: ``ids`` as ``[(modality, local_id)]``; text_emb:
-    ``vectors FloatTensor[N, D]``.
+    ``vectors FloatTensor[N, D]`` (N text vectors); audio_feat: ``vectors FloatTensor[N, D]`` (N frames at the
+    codec's frame rate, from a :class:`unisono.features.FeatureEncoder`).
     """
 
     modality: str
@@ -337,15 +345,24 @@ def _segment_frames(vocab: Vocab, seg: Segment) -> torch.Tensor:
         if seg.mask is not None:
             frames[torch.as_tensor(seg.mask, dtype=torch.bool)] = vocab.special_id("<mask>")
         return frames
-    if seg.modality == "text_emb":
-        n = int(seg.vectors.shape[0])
-        tok = vocab.special_id("<text_emb>")
+    if seg.modality in CONTINUOUS_MODALITIES:
+        n = int(_vectors(seg).shape[0])
+        tok = vocab.placeholder_id(seg.modality)
     elif seg.modality == "midi":
         glob = [int(vocab.to_global(m, i)) for m, i in seg.ids]
         return _token_frames(vocab, torch.tensor(glob, dtype=torch.long))
     else:
         return _token_frames(vocab, vocab.to_global(seg.modality, list(seg.ids)))
     return _token_frames(vocab, torch.full((n,), tok, dtype=torch.long))
+
+
+def _vectors(seg: Segment) -> torch.Tensor:
+    """A continuous segment's ``vectors`` as ``FloatTensor[N, D]`` (one-line error otherwise)."""
+    v = None if seg.vectors is None else torch.as_tensor(seg.vectors)
+    if v is None or v.dim() != 2 or not v.is_floating_point():
+        shape = "None" if v is None else f"{v.dtype} {tuple(v.shape)}"
+        raise UnisonoError(f"a {seg.modality} segment needs vectors FloatTensor[N, D], got {shape}")
+    return v.float()
 
 
 def _token_frames(vocab: Vocab, ids: torch.Tensor) -> torch.Tensor:
@@ -366,7 +383,7 @@ def build_example(vocab: Vocab, template: TaskTemplate, segments: list[Segment],
     parts: list[torch.Tensor] = []
     loss_parts: list[torch.Tensor] = []
     cond_parts: list[torch.Tensor] = []
-    vectors = []
+    vectors: dict[str, list[torch.Tensor]] = {m: [] for m in CONTINUOUS_MODALITIES}
 
     def add(frames: torch.Tensor, loss: bool, cond: bool, audio: bool):
         parts.append(frames)
@@ -396,8 +413,8 @@ def build_example(vocab: Vocab, template: TaskTemplate, segments: list[Segment],
         body = _segment_frames(vocab, seg)
         add(body, in_loss, cond, spec.modality == "codec")
         add(tok(vocab.end_id(spec.modality)), in_loss, cond, False)
-        if seg.modality == "text_emb":
-            vectors.append(torch.as_tensor(seg.vectors, dtype=torch.float32))
+        if seg.modality in CONTINUOUS_MODALITIES:
+            vectors[seg.modality].append(_vectors(seg))
     add(tok(vocab.special_id("<end>")), False, False, False)
     ex = {
         "id": example_id,
@@ -406,10 +423,30 @@ def build_example(vocab: Vocab, template: TaskTemplate, segments: list[Segment],
         "loss_mask": torch.cat(loss_parts),
         "cond_mask": torch.cat(cond_parts),
     }
-    if vectors:
-        ex["text_emb"] = torch.cat(vectors)
+    for m, vs in vectors.items():
+        if vs:
+            if len({v.shape[1] for v in vs}) > 1:
+                raise UnisonoError(f"task {template.name}: the {m} segments have vectors of different sizes "
+                                   f"{sorted({v.shape[1] for v in vs})}; one encoder makes them all")
+            ex[m] = torch.cat(vs)
     assert ex["frames"].shape[1] == K
     return ex
+
+
+def example_features(vocab: Vocab, example: dict) -> torch.Tensor | None:
+    """``FloatTensor[T, D]`` beside ``example["frames"] [T, K]``: its ``audio_feat`` vectors at its placeholder
+    frames (stream 0 ``<audio_feat>``, in order), zeros elsewhere; None when it has no ``audio_feat`` vectors. The
+    layout :meth:`unisono.lm.UnisonoLM.generate` reads (``feats``, one row)."""
+    vec = example.get("audio_feat")
+    if vec is None:
+        return None
+    rows = (example["frames"][:, 0] == vocab.placeholder_id("audio_feat")).nonzero().squeeze(-1)
+    if len(rows) != vec.shape[0]:
+        raise UnisonoError(f"example {example.get('id', '?')!r} has {len(rows)} audio_feat frames but "
+                           f"{vec.shape[0]} vectors")
+    out = torch.zeros(example["frames"].shape[0], vec.shape[1])
+    out[rows] = vec.float()
+    return out
 
 
 def split_segments(vocab: Vocab, frames: torch.Tensor) -> tuple[str, list[tuple[str, torch.Tensor]]]:
@@ -441,7 +478,7 @@ def decode_example(vocab: Vocab, example: dict) -> tuple[str, list[Segment]]:
     """``(task, segments)`` in local ids, the inverse of :func:`build_example` (codec mask frames -> -1)."""
     task, raw = split_segments(vocab, example["frames"])
     segs = []
-    vec_off = 0
+    vec_off = {m: 0 for m in CONTINUOUS_MODALITIES}
     mask_id = vocab.special_id("<mask>")
     for m, body in raw:
         if m == "codec":
@@ -450,10 +487,12 @@ def decode_example(vocab: Vocab, example: dict) -> tuple[str, list[Segment]]:
             for k in range(vocab.num_codebooks):
                 codes[k, ~masked] = vocab.to_local("codec", body[~masked, k], codebook=k)
             segs.append(Segment("codec", codes=codes, mask=masked if bool(masked.any()) else None))
-        elif m == "text_emb":
+        elif m in CONTINUOUS_MODALITIES:
             n = body.shape[0]
-            segs.append(Segment("text_emb", vectors=example["text_emb"][vec_off : vec_off + n]))
-            vec_off += n
+            if m not in example or example[m].shape[0] < vec_off[m] + n:
+                raise UnisonoError(f"example {example.get('id', '?')!r} has more {m} frames than {m} vectors")
+            segs.append(Segment(m, vectors=example[m][vec_off[m] : vec_off[m] + n]))
+            vec_off[m] += n
         elif m == "midi":
             segs.append(
                 Segment(

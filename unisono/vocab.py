@@ -7,7 +7,8 @@ range           content
 ==============  =========================================================================
 ``special``     128 ids: ``<pad>`` (0), ``<start>``, ``<end>``, ``<mask>``, ``<unk>``,
                 ``<cond_start>``/``<cond_end>``, ``<text_emb>``, then ``<{m}_start>``/``<{m}_end>``
-                for every modality ``m``, then reserved ids
+                for every modality ``m``, then the placeholders added since (``<audio_feat>``),
+                then reserved ids
 ``task``        64 ids, one per task (``<task:tts>`` ...); a new task takes the next free id
 ``phones``      the phone inventory (IPA symbols, ``|`` word boundary, ``<unk>`` phone)
 ``bpe``         the BPE tokenizer's vocabulary
@@ -19,6 +20,13 @@ range           content
 Two vocabularies are compatible (a checkpoint can read shards) only if every range, every special id,
 every shared task id, the codebook count and the tokenizer fingerprints agree:
 :meth:`Vocab.check_compatible` raises :class:`UnisonoError` naming the first difference otherwise.
+
+Specials added to a later version take reserved ids: ``<audio_feat_start>`` (20), ``<audio_feat_end>`` (21)
+and ``<audio_feat>`` (22) were ``<reserved_0>`` .. ``<reserved_2>`` before. A reserved id keeps its name
+``<reserved_{id - 20}>`` in every version, and :meth:`Vocab.from_dict` accepts a stored ``vocab.json`` whose
+specials name an id reserved where this version has a new special there (an older file): every stored id
+keeps its meaning, the new specials are simply unused by that file's shards. A stored name this version
+does not know at an id (a newer file) is refused.
 
 Frames: a sequence is ``frames [T, K]``. Audio frames hold one code per stream. A non-audio token
 occupies a frame by itself; with ``fill="pad"`` (the default) it sits in stream 0 and the other
@@ -47,11 +55,19 @@ LAYOUT_KEY = "unisono_vocab_layout"
 
 # Modalities whose tokens are discrete ids in a range of their own, in layout order.
 TOKEN_MODALITIES = ("phones", "bpe", "midi", "semantic")
-# Every modality a template may use. ``codec`` spans K ranges; ``text_emb`` is continuous (its frames
-# hold the ``<text_emb>`` placeholder and the vectors travel beside the frames).
-MODALITIES = ("codec", "phones", "bpe", "midi", "semantic", "text_emb")
+# Every modality a template may use (new ones are appended: their start/end ids follow the older ones).
+# ``codec`` spans K ranges; ``text_emb`` and ``audio_feat`` are continuous: their frames hold a placeholder
+# (``<text_emb>``, ``<audio_feat>``) and the vectors travel beside the frames in the example dict.
+MODALITIES = ("codec", "phones", "bpe", "midi", "semantic", "text_emb", "audio_feat")
+# continuous modality -> the placeholder special that fills its frames
+CONTINUOUS_MODALITIES = {"text_emb": "<text_emb>", "audio_feat": "<audio_feat>"}
 
 _BASE_SPECIALS = ("<pad>", "<start>", "<end>", "<mask>", "<unk>", "<cond_start>", "<cond_end>", "<text_emb>")
+# placeholders of continuous modalities added after the first layout, in the order they took reserved ids
+_ADDED_PLACEHOLDERS = ("<audio_feat>",)
+# the first id that was reserved in the first layout (format_version 1 with six modalities); a reserved id is
+# named after its offset from here in every version, so the names of the ids still reserved never change
+_FIRST_RESERVED_V1 = len(_BASE_SPECIALS) + 2 * 6
 
 
 def special_names() -> list[str]:
@@ -59,8 +75,26 @@ def special_names() -> list[str]:
     names = list(_BASE_SPECIALS)
     for m in MODALITIES:
         names += [f"<{m}_start>", f"<{m}_end>"]
-    names += [f"<reserved_{i}>" for i in range(NUM_SPECIAL - len(names))]
+    names += list(_ADDED_PLACEHOLDERS)
+    names += [f"<reserved_{i - _FIRST_RESERVED_V1}>" for i in range(len(names), NUM_SPECIAL)]
     return names
+
+
+def _reserved_name(token_id: int) -> str | None:
+    """The name id ``token_id`` had while it was reserved (None: it never was)."""
+    return f"<reserved_{token_id - _FIRST_RESERVED_V1}>" if token_id >= _FIRST_RESERVED_V1 else None
+
+
+def _check_stored_specials(stored: dict) -> None:
+    """Raise :class:`UnisonoError` unless ``stored`` (a ``vocab.json``'s ``specials``: name -> id) gives every id
+    this version's name, or the reserved name of an id where this version has a special added since."""
+    mine = special_names()
+    if not isinstance(stored, dict) or sorted(stored.values()) != list(range(NUM_SPECIAL)):
+        raise UnisonoError("vocab.json's specials do not cover the special ids once each; the file is corrupt")
+    for name, tid in stored.items():
+        if name != mine[tid] and name != _reserved_name(tid):
+            raise UnisonoError(f"vocab.json names special id {tid} {name!r} where this unisono has {mine[tid]!r}; "
+                               "it was written by a newer unisono (upgrade) or edited")
 
 
 @dataclass(frozen=True)
@@ -183,8 +217,10 @@ class Vocab:
             v = cls(sizes, d["num_codebooks"], d["codebook_size"], d["tasks"], d["fill"], d.get("fingerprints"))
         except KeyError as e:
             raise UnisonoError(f"vocab.json lacks the field {e}; it was not written by unisono") from None
-        # The stored layout must be exactly the one this code derives: anything else is a foreign file.
-        if v.to_dict() != {**d, "fingerprints": v.fingerprints, "tasks": v.tasks}:
+        # The stored layout must be exactly the one this code derives (specials: or an older version's names for
+        # the ids reserved there, see the module docstring): anything else is a foreign file.
+        _check_stored_specials(d.get("specials"))
+        if v.to_dict() != {**d, "fingerprints": v.fingerprints, "tasks": v.tasks, "specials": v.specials}:
             raise UnisonoError(
                 "vocab.json's ranges or specials do not match its sizes; the file was edited or is corrupt"
             )
@@ -192,9 +228,19 @@ class Vocab:
 
     def layout_fingerprint(self) -> str:
         """16 hex digits that change with any id's meaning: ranges, specials, task ids, fill, codebooks and the
-        tokenizer fingerprints (a model's weights record it under :data:`LAYOUT_KEY`)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        tokenizer fingerprints (a model's weights record it under :data:`LAYOUT_KEY`); read off :meth:`layout_dict`, so
+        a vocabulary written before a new special took a reserved id keeps its fingerprint."""
+        text = json.dumps(self.layout_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    def layout_dict(self) -> dict:
+        """:meth:`to_dict` with the specials named as the first layout named them (every id from 20 on as
+        ``<reserved_{id - 20}>``): the form a hash of the layout reads (``unisono.data.shards.vocab_hash``), so
+        a layout hashes as it did before specials were added to reserved ids (shards made then still read)."""
+        d = self.to_dict()
+        d["specials"] = {(name if i < _FIRST_RESERVED_V1 else _reserved_name(i)): i
+                         for name, i in self.specials.items()}
+        return d
 
     def save(self, path: str | os.PathLike) -> Path:
         write_json(path, self.to_dict())
@@ -298,10 +344,16 @@ class Vocab:
             if not 0 <= codebook < self.num_codebooks:
                 raise UnisonoError(f"codebook {codebook} out of range 0..{self.num_codebooks - 1}")
             return self.ranges[f"codec_{codebook}"]
-        if modality == "text_emb":
-            tid = self.specials["<text_emb>"]
-            return Range("text_emb", tid, 1)
+        if modality in CONTINUOUS_MODALITIES:
+            return Range(modality, self.placeholder_id(modality), 1)
         return self.ranges[modality]
+
+    def placeholder_id(self, modality: str) -> int:
+        """The special that fills the frames of a continuous modality (``<text_emb>``, ``<audio_feat>``)."""
+        self._check_modality(modality)
+        if modality not in CONTINUOUS_MODALITIES:
+            raise UnisonoError(f"{modality} is not a continuous modality ({', '.join(CONTINUOUS_MODALITIES)} are)")
+        return self.specials[CONTINUOUS_MODALITIES[modality]]
 
     def to_global(self, modality: str, local, codebook: int = 0):
         """Local token ids (0-based within the modality) -> vocabulary ids; bounds-checked."""
@@ -348,8 +400,8 @@ class Vocab:
         ``pad``) or the same ids (fill ``repeat``).
         """
         self._check_modality(modality)
-        if modality == "text_emb":
-            raise UnisonoError("text_emb is a continuous condition; it cannot be a generation target")
+        if modality in CONTINUOUS_MODALITIES:
+            raise UnisonoError(f"{modality} is a continuous condition; it cannot be a generation target")
         K, V = self.num_codebooks, self.size
         mask = torch.zeros(K, V, dtype=torch.bool)
         end = self.end_id(modality)

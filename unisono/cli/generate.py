@@ -49,8 +49,10 @@ def _task_help() -> str:
     for name, tpl in sorted(load_templates().items()):
         ins = []
         for c in tpl.conditions:
-            kind = "audio" if c.modality in ("codec", "semantic") else "text"
-            ins.append(f"--{input_name(c)} {kind.upper()}")
+            kind = "audio" if c.is_audio_source else "text"
+            arg = f"--{input_name(c, tpl)} {kind.upper()}"
+            if arg not in ins:  # one source read twice (its codec tokens and its features) is one input
+                ins.append(arg)
             if c.mask_span:
                 ins.append(f"--{c.name}_span START,END")
         out = "audio" if tpl.target.modality == "codec" else "text"

@@ -42,7 +42,9 @@ SUFFIX = ".safetensors"
 
 
 def vocab_hash(vocab: Vocab) -> str:
-    return hashlib.sha256(json.dumps(vocab.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    """16 hex digits identifying the id layout (:meth:`Vocab.layout_dict`: specials added to reserved ids since
+    the first layout do not change it, so older shards keep their hash)."""
+    return hashlib.sha256(json.dumps(vocab.layout_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def shard_name(task: str, index: int) -> str:

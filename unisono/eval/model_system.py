@@ -64,7 +64,7 @@ class PipelineSystem:
             value = self._value(spec, cut)
             if value is None:
                 return None
-            inputs[input_name(spec)] = value
+            inputs[input_name(spec, tpl)] = value
             if spec.mask_span:
                 span = ((cut.custom or {}).get("params") or {}).get(spec.mask_span.split(".", 1)[1])
                 if span is None:

@@ -26,6 +26,7 @@ import torch
 from unisono import audio as A
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
+from unisono.features import FeatureEncoder, encoder_from_config
 from unisono.inference.types import AudioOutput, TextOutput, check_input_names, input_name, task_spec
 from unisono.lm.decoding import Phase
 from unisono.options import GenerationOptions
@@ -37,6 +38,7 @@ from unisono.tasks import (
     Segment,
     TaskTemplate,
     build_example,
+    example_features,
 )
 from unisono.text.g2p import phonemize
 
@@ -71,8 +73,9 @@ class PreparedPrompt:
     """A request made ready for the model: ``prompt [T0, K]`` (``<start> <task> conditions`` and the first
     target's start token), ``uncond [T0, K]`` (the same with the condition frames padded: classifier-free
     guidance's unconditional prompt), at most ``max_new`` and no end before ``min_new`` generated frames,
-    the encoded ``conditions`` (template order) and each audio condition's ``audio`` (``[1, S]`` at the
-    codec's rate)."""
+    the encoded ``conditions`` (template order), each audio condition's ``audio`` (``[1, S]`` at the
+    codec's rate) and, for a template with ``audio_feat`` conditions, ``feats [T0, D]`` beside the prompt (the
+    features at its placeholder frames, zeros elsewhere)."""
 
     prompt: torch.Tensor
     uncond: torch.Tensor
@@ -80,6 +83,19 @@ class PreparedPrompt:
     min_new: int
     conditions: list[Segment]
     audio: dict[str, torch.Tensor] = field(default_factory=dict)
+    feats: torch.Tensor | None = None
+
+
+def feature_encoder_for(template: TaskTemplate, codec, lm) -> FeatureEncoder | None:
+    """The frozen encoder of a template's ``audio_feat`` conditions: the one the model names
+    (``lm.cfg.feature_encoder``, rebuilt with the checkpoint's codec); None for a template without them."""
+    if not any(c.modality == "audio_feat" for c in template.conditions):
+        return None
+    desc = getattr(getattr(lm, "cfg", None), "feature_encoder", None)
+    if not desc:
+        raise UnisonoError(f"task {template.name!r} reads audio features, but this model names no feature encoder "
+                           "(a model trained with feature_dim and a feature_encoder reads them)")
+    return encoder_from_config(desc, codec)
 
 
 @dataclass
@@ -102,7 +118,7 @@ class TaskIO:
         self.language = language
         self.default_inputs = default_inputs or {}
         self.spec = task_spec(template)
-        self.encoder = SegmentEncoder(vocab, tokenizers, codec)
+        self.encoder = SegmentEncoder(vocab, tokenizers, codec, feature_encoder_for(template, codec, lm))
         self.sample_rate = int(codec.sample_rate)
 
     @property
@@ -131,7 +147,7 @@ class TaskIO:
         return torch.from_numpy(arr)[None]
 
     def _value(self, spec, inputs: dict):
-        name = input_name(spec)
+        name = input_name(spec, self.template)
         value = inputs.get(name)
         if value is None and name in self.default_inputs:
             value = self.default_inputs[name]
@@ -155,11 +171,13 @@ class TaskIO:
     def condition(self, spec, inputs: dict, lyric_phones: str | None = None) -> tuple[Segment, torch.Tensor | None]:
         """One condition encoded: ``(segment, wav [1, S] or None)``."""
         value = self._value(spec, inputs)
-        name = input_name(spec)
-        if spec.modality in ("codec", "semantic"):
+        name = input_name(spec, self.template)
+        if spec.is_audio_source:
             wav = self.load_audio(name, value)
             if spec.modality == "semantic":
                 return self.encoder.semantic_segment(spec, wav), wav
+            if spec.modality == "audio_feat":
+                return self.encoder.audio_feat_segment(spec, wav), wav
             keep = wav
             if spec.seconds is not None:  # encode what the crop keeps, with some context after it
                 keep = wav[:, : int((spec.seconds + PROMPT_MARGIN_SECONDS) * self.sample_rate)]
@@ -213,7 +231,9 @@ class TaskIO:
             raise UnisonoError(f"the inputs of this {self.task} request take {prompt.shape[0]} frames, leaving no "
                                f"room in the model's context of {self.max_frames()} frames; use shorter inputs")
         max_new = max(1, min(max_new, room))
-        return PreparedPrompt(prompt, uncond, max_new, min(min_new, max_new - 1), segs, wavs)
+        feats = example_features(self.vocab, ex)
+        return PreparedPrompt(prompt, uncond, max_new, min(min_new, max_new - 1), segs, wavs,
+                              None if feats is None else feats[:-cut])
 
     def length_bounds(self, segs: list[Segment], wavs: dict, options: GenerationOptions) -> tuple[int, int]:
         """``(min_new, max_new)`` generated frames by the template's length rule (plans included)."""
@@ -256,6 +276,7 @@ class TaskIO:
         dev = next(lm.parameters()).device
         prompt = torch.stack([p.prompt for p in prepared]).to(dev)
         uncond = torch.stack([p.uncond for p in prepared]).to(dev) if options.guidance_scale != 1.0 else None
+        feats = None if prepared[0].feats is None else torch.stack([p.feats for p in prepared]).to(dev)
         phases = target_phases(self.vocab, self.template)
         modality = self.template.target.modality
         ends = {"phases": phases} if phases else {"stream_mask": self.vocab.generation_mask(modality),
@@ -263,7 +284,7 @@ class TaskIO:
         with torch.inference_mode():
             new = lm.generate(prompt, max_new_frames=max(p.max_new for p in prepared), **ends,
                               **options.sampling(), uncond_prompt_frames=uncond, seed=seeds, on_frame=on_frame,
-                              min_new_frames=prepared[0].min_new)
+                              min_new_frames=prepared[0].min_new, feats=feats)
         return new.cpu()
 
     # -- outputs

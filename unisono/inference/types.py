@@ -69,9 +69,12 @@ class TextOutput:
     info: dict = field(default_factory=dict)
 
 
-def input_name(spec) -> str:
+def input_name(spec, template=None) -> str:
     """The user-facing name of a template condition: phones are given as text (``text`` for the condition
-    called ``phones``)."""
+    called ``phones``). The conditions of ``template`` that read one audio source (e.g. its codec tokens and its
+    continuous features) take one input, named after the first of them."""
+    if template is not None and spec.is_audio_source:
+        spec = next((c for c in template.conditions if c.source == spec.source), spec)
     if spec.modality == "phones":
         return "text" if spec.name == "phones" else spec.name
     return spec.name
@@ -81,7 +84,7 @@ def task_spec(template) -> TaskSpec:
     """The :class:`TaskSpec` of a task template (inputs named as users give them)."""
     inputs: dict[str, InputKind] = {}
     for c in template.conditions:
-        inputs[input_name(c)] = "audio" if c.modality in ("codec", "semantic") else "text"
+        inputs[input_name(c, template)] = "audio" if c.is_audio_source else "text"
         if c.mask_span:
             inputs[f"{c.name}_span"] = "text"
     return TaskSpec(template.name, template.description, inputs, template.output)

@@ -22,6 +22,13 @@ class LMConfig:
     the delay pattern and for dropped conditions (classifier-free guidance).
     ``max_seq_len`` bounds the positions of the global transformer: frames + 1 for ``multiscale``,
     frames + K for ``delay``, frames * K + 1 for ``flat``.
+
+    Continuous audio features (``audio_feat`` conditions, see ``docs/lm.md``): ``feature_dim`` D > 0 gives the
+    model an adapter MLP (D -> d_model) whose output is added to the input embedding of every frame whose stream-0
+    token is ``feature_id`` (the vocabulary's ``<audio_feat>`` placeholder); ``feature_encoder`` describes the
+    frozen encoder that makes the features (:meth:`unisono.features.FeatureEncoder.describe`: name, version, dim,
+    frame rate, parameters, fingerprint). ``feature_dim`` 0 (the default) is a model without features; its
+    ``to_dict`` leaves the three keys out, so its ``config.json`` is what it was before they existed.
     """
 
     vocab_size: int
@@ -46,6 +53,9 @@ class LMConfig:
     # global transformer; its hidden size replaces d_model. Its config is stored with the checkpoint.
     backbone_dir: str | None = None
     backbone_config: dict | None = field(default=None, repr=False)
+    feature_dim: int = 0
+    feature_id: int | None = None
+    feature_encoder: dict | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.pattern not in PATTERNS:
@@ -72,6 +82,24 @@ class LMConfig:
                 raise UnisonoError("model config: the multiscale pattern needs local_layers >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise UnisonoError(f"model config: dropout must be in [0, 1), got {self.dropout}")
+        self._check_features()
+
+    def _check_features(self) -> None:
+        if not isinstance(self.feature_dim, int) or self.feature_dim < 0:
+            raise UnisonoError(f"model config: feature_dim must be an integer >= 0, got {self.feature_dim!r}")
+        if not self.feature_dim:
+            if self.feature_id is not None or self.feature_encoder is not None:
+                raise UnisonoError("model config: feature_id and feature_encoder need feature_dim > 0")
+            return
+        if not isinstance(self.feature_id, int) or not 0 <= self.feature_id < self.vocab_size \
+                or self.feature_id == self.pad_id:
+            raise UnisonoError(f"model config: feature_dim > 0 needs feature_id, the <audio_feat> placeholder's id in "
+                               f"[0, {self.vocab_size}) (not pad_id), got {self.feature_id!r}")
+        enc = self.feature_encoder
+        if enc is not None and (not isinstance(enc, dict) or enc.get("dim") != self.feature_dim
+                                or not enc.get("fingerprint")):
+            raise UnisonoError(f"model config: feature_encoder must describe an encoder of dim {self.feature_dim} "
+                               "with a fingerprint (unisono.features.FeatureEncoder.describe())")
 
     def check_frames(self, frames: torch.Tensor, what: str = "frames") -> None:
         """Raise :class:`UnisonoError` unless ``frames`` is ``[B, T, K]`` of integer ids of this vocabulary."""
@@ -86,7 +114,11 @@ class LMConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.feature_dim:  # a model without features: its config.json as before features existed
+            for key in ("feature_dim", "feature_id", "feature_encoder"):
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LMConfig:

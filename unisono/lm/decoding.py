@@ -436,7 +436,8 @@ def generators(seed: int | list[int] | None, batch: int, device) -> torch.Genera
 
 class Generation:
     """One :meth:`UnisonoLM.generate` call as an object: the checked arguments (the same, with the same
-    meaning), a :class:`TokenChooser` and the pattern's :class:`DecodeState`.
+    meaning, ``feats [B, T0, feature_dim]`` included), a :class:`TokenChooser` and the pattern's
+    :class:`DecodeState`.
 
     ``step()`` advances it by one decoding step (a frame; for ``delay`` a position of the delayed sequence) and
     says whether steps remain; ``frames()`` gives the new frames ``[B, T, K]`` so far. Run it under
@@ -448,7 +449,7 @@ class Generation:
                  top_p: float | None = None, temperature: float = 1.0, cfg_scale: float = 1.0,
                  uncond_prompt_frames: torch.Tensor | None = None, seed: int | list[int] | None = None,
                  min_new_frames: int = 0, on_frame: Callable[[int, torch.Tensor], Any] | None = None,
-                 phases: list[Phase] | None = None):
+                 phases: list[Phase] | None = None, feats: torch.Tensor | None = None):
         cfg = model.cfg
         cfg.check_frames(prompt_frames, "prompt_frames")
         prompt = prompt_frames.long().to(model.bos.device)
@@ -458,11 +459,15 @@ class Generation:
         phases = resolve_phases(phases, stream_mask, end_id, kk, cfg.vocab_size, prompt.device)
         settings = DrawSettings(temperature, top_k, top_p, cfg_scale, min_new_frames)
         rows = guided_prompt(model, prompt, uncond_prompt_frames) if settings.guided else prompt
+        if feats is not None:  # [B, T0, D]; the unconditional rows read them only where they keep a placeholder
+            feats = torch.as_tensor(feats).to(prompt.device)
+            if settings.guided and feats.dim() == 3:
+                feats = torch.cat([feats, feats])
         gen = generators(seed, b, prompt.device)
         heads = [PhaseHeads.build(model.head_weights(), ph.stream_mask, ph.end_id) for ph in phases]
         self.model, self.batch = model, b
         self.chooser = TokenChooser(phases, heads, settings, gen, b, t0, max_new_frames, on_frame)
-        self.state = model.start_decode(rows, max_new_frames, phases[-1].end_id)
+        self.state = model.start_decode(rows, max_new_frames, phases[-1].end_id, feats)
 
     def step(self) -> bool:
         """Run the next decoding step; False once the generation is complete (every row ended, or the last

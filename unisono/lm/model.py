@@ -13,6 +13,20 @@ All patterns share one interface:
 
 Token ids are global ids of one vocabulary of size V; one embedding table serves every stream (the
 embeddings of the K tokens at a position are summed) and each stream has its own output head.
+
+Continuous audio features (``cfg.feature_dim`` D > 0): ``forward``, ``token_cross_entropy``, ``loss``,
+``start_decode`` and ``generate`` take ``feats FloatTensor[B, T, D]`` aligned with the frames (for generation: with
+the prompt's T0 frames); ``feats[b, t]`` is read only where ``frames[b, t, 0]`` is the placeholder
+``cfg.feature_id`` (zeros elsewhere by convention, ignored). There the adapter's output ``adapter(feats[b, t])
+[d_model]`` is added to the input embedding of frame t where the pattern puts it (:meth:`feature_embedding`):
+
+- ``delay``: position t of the delayed sequence, the one that holds stream 0 of frame t;
+- ``flat``: position t * K, frame t's first token;
+- ``multiscale``: the global transformer's input for frame t (the frame embedding); the local transformer
+  sees only the tokens.
+
+A frame whose placeholder was replaced by ``pad_id`` (condition dropout, the unconditional rows of guidance)
+gets nothing, whatever ``feats`` holds there.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from unisono.errors import UnisonoError
+from unisono.features import check_encoder
 from unisono.fileio import atomic_path, write_json
 from unisono.lm.config import LMConfig
 from unisono.lm.decoding import NEVER, DecodeState, Generation, Phase, Picker, StreamsPicker
@@ -40,6 +55,12 @@ from unisono.vocab import LAYOUT_KEY, Vocab
 from unisono.weights import load_weights
 
 FORMAT_VERSION = 1
+
+
+def feature_adapter(feature_dim: int, d_model: int) -> nn.Module:
+    """The adapter of audio features: ``[..., feature_dim] -> [..., d_model]`` (LayerNorm, Linear, GELU, Linear)."""
+    return nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, d_model), nn.GELU(),
+                         nn.Linear(d_model, d_model))
 
 
 class HFBackbone(nn.Module):
@@ -138,6 +159,8 @@ class UnisonoLM(nn.Module):
         self.dim = d
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bos = nn.Parameter(torch.zeros(d))
+        # audio features -> d_model (cfg.feature_dim > 0): LayerNorm (any encoder's scale), Linear, GELU, Linear
+        self.feature_adapter = feature_adapter(cfg.feature_dim, d) if cfg.feature_dim else None
         self.head_dim_in = self._head_in_dim()
         self.head_w = nn.Parameter(torch.empty(cfg.num_streams, cfg.vocab_size, self.head_dim_in))
         # the transformer's linear layers: 32 (float), or 8 / 4 bits after unisono.lm.quant.quantize_inference,
@@ -192,6 +215,10 @@ class UnisonoLM(nn.Module):
             if p.dim() >= 2:
                 nn.init.normal_(p, 0.0, std)
         nn.init.normal_(self.bos, 0.0, std)
+        if self.feature_adapter is not None:
+            for m in self.feature_adapter.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.zeros_(m.bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -205,6 +232,37 @@ class UnisonoLM(nn.Module):
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames [B, T, K] -> [B, T, D]``: sum of the K token embeddings of each position."""
         return self.tok_emb(frames).sum(2)
+
+    def feature_embedding(self, frames: torch.Tensor, feats: torch.Tensor | None) -> torch.Tensor | None:
+        """What the features add to each frame: ``[B, T, D]`` (the embedding's dtype), ``adapter(feats[b, t])``
+        where ``frames[b, t, 0]`` is the placeholder ``cfg.feature_id`` and 0 elsewhere; None when there is
+        nothing to add (no ``feats``). ``frames [B, T, K]`` (long), ``feats [B, T, feature_dim]`` (float)."""
+        cfg = self.cfg
+        if self.feature_adapter is None:
+            if feats is not None:
+                raise UnisonoError("this model reads no audio features (feature_dim 0); give feats only to a model "
+                                   "trained with them")
+            return None
+        at = frames[..., 0] == cfg.feature_id  # [B, T]
+        if feats is None:
+            if bool(at.any()):
+                raise UnisonoError(f"the frames hold audio_feat placeholders (id {cfg.feature_id}) but no feats "
+                                   "were given")
+            return None
+        if feats.dim() != 3 or tuple(feats.shape) != (*frames.shape[:2], cfg.feature_dim):
+            raise UnisonoError(f"feats must be [B, T, D] = {(*frames.shape[:2], cfg.feature_dim)} (aligned with the "
+                               f"frames), got {tuple(feats.shape)}")
+        w = self.tok_emb.weight
+        e = w.new_zeros(*frames.shape[:2], w.shape[1])
+        e[at] = self.feature_adapter(feats[at].to(w.device, w.dtype)).to(w.dtype)
+        return e
+
+    def check_feature_encoder(self, encoder) -> None:
+        """Raise :class:`UnisonoError` (one line) unless ``encoder`` (a :class:`unisono.features.FeatureEncoder`)
+        is the encoder this model's features come from (``cfg.feature_encoder``: same fingerprint)."""
+        if not self.cfg.feature_dim:
+            raise UnisonoError("this model reads no audio features (feature_dim 0); it takes no feature encoder")
+        check_encoder(self.cfg.feature_encoder, encoder, "this model")
 
     def with_bos(self, x: torch.Tensor) -> torch.Tensor:
         """Prepend the start vector: ``[B, S, D] -> [B, S + 1, D]``."""
@@ -229,21 +287,25 @@ class UnisonoLM(nn.Module):
         """Stream ``k``'s logits: ``feats [..., D_head] -> [..., V]``."""
         return linear_rows(feats, tuple(w[k] for w in self.head_weights()))
 
-    def features(self, frames: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
-        """Head inputs aligned with frames: ``[B, T, K, D_head]`` (``[N, K, D_head]`` for ``select [B, T]``)."""
+    def features(self, frames: torch.Tensor, select: torch.Tensor | None = None,
+                 feats: torch.Tensor | None = None) -> torch.Tensor:
+        """Head inputs aligned with frames: ``[B, T, K, D_head]`` (``[N, K, D_head]`` for ``select [B, T]``);
+        ``feats [B, T, feature_dim]``: the audio features of the placeholder frames (see the module docstring)."""
         raise NotImplementedError
 
     # -- training ----------------------------------------------------------------------------
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """``frames [B, T, K] -> logits [B, T, K, V]`` (float)."""
+    def forward(self, frames: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
+        """``frames [B, T, K]`` (+ ``feats [B, T, feature_dim]``) ``-> logits [B, T, K, V]`` (float)."""
         self.cfg.check_frames(frames)
-        f = self.features(frames)
+        f = self.features(frames, None, feats)
         return torch.stack([self.head(f[:, :, k], k) for k in range(self.cfg.num_streams)], dim=2)
 
-    def token_cross_entropy(self, frames: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    def token_cross_entropy(self, frames: torch.Tensor, loss_mask: torch.Tensor,
+                            feats: torch.Tensor | None = None) -> torch.Tensor:
         """Per-token cross-entropy (nats, float32) ``[B, T, K]`` of ``frames [B, T, K]`` under the model, at the
-        tokens where ``loss_mask [B, T, K]`` is True; 0 elsewhere (not computed). Differentiable; the one owner of
-        the token losses (:meth:`loss`, :func:`unisono.train.dpo.sequence_logprobs`)."""
+        tokens where ``loss_mask [B, T, K]`` is True; 0 elsewhere (not computed). ``feats [B, T, feature_dim]``:
+        the audio features of the placeholder frames. Differentiable; the one owner of the token losses
+        (:meth:`loss`, :func:`unisono.train.dpo.sequence_logprobs`)."""
         self.cfg.check_frames(frames)
         if self.int8 and torch.is_grad_enabled():
             raise UnisonoError(f"this model was quantized to int{self.linear_bits} for inference; load the float "
@@ -254,26 +316,28 @@ class UnisonoLM(nn.Module):
             )
         loss_mask = loss_mask.bool()
         select = loss_mask.any(-1)  # [B, T] frames with at least one loss token
-        feats = self.features(frames, select)  # [N, K, Dh]
+        h = self.features(frames, select, feats)  # [N, K, Dh]
         tgt, m = frames[select], loss_mask[select]  # [N, K]
-        ce = feats.new_zeros(m.shape, dtype=torch.float32)  # [N, K]
+        ce = h.new_zeros(m.shape, dtype=torch.float32)  # [N, K]
         for k in range(self.cfg.num_streams):
             sel = m[:, k]
             if bool(sel.any()):
-                ce[sel, k] = F.cross_entropy(self.head(feats[:, k][sel], k).float(), tgt[:, k][sel], reduction="none")
+                ce[sel, k] = F.cross_entropy(self.head(h[:, k][sel], k).float(), tgt[:, k][sel], reduction="none")
         out = ce.new_zeros(frames.shape)
         out[select] = ce
         return out
 
     def loss(self, frames: torch.Tensor, loss_mask: torch.Tensor,
-             stream_weights: list[float] | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Cross-entropy over ``loss_mask [B, T, K]``.
+             stream_weights: list[float] | torch.Tensor | None = None,
+             feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Cross-entropy over ``loss_mask [B, T, K]`` (``feats [B, T, feature_dim]``: the audio features of the
+        placeholder frames).
 
         Returns ``loss`` (weighted mean over the masked tokens: ``sum_k w_k CE_k / sum_k w_k n_k``),
         ``weight`` (the denominator), ``stream_sum``/``stream_count [K]`` and ``example_sum``/``example_count [B]``
         (unweighted sums of token cross-entropies, for logging per stream and per task).
         """
-        ce = self.token_cross_entropy(frames, loss_mask)  # [B, T, K]
+        ce = self.token_cross_entropy(frames, loss_mask, feats)  # [B, T, K]
         loss_mask = loss_mask.bool()
         kk, dev = self.cfg.num_streams, ce.device
         w = torch.ones(kk) if stream_weights is None else torch.as_tensor(stream_weights, dtype=torch.float32)
@@ -298,24 +362,27 @@ class UnisonoLM(nn.Module):
                 "example_sum": e_sum, "example_count": e_cnt}
 
     # -- generation --------------------------------------------------------------------------
-    def start_decode(self, prompt: torch.Tensor, max_new: int, end_id: int | None = None) -> DecodeState:
+    def start_decode(self, prompt: torch.Tensor, max_new: int, end_id: int | None = None,
+                     feats: torch.Tensor | None = None) -> DecodeState:
         """The one decode set-up of every pattern: ``prompt [B_eff, T0, K]`` (long) read into a fresh KV cache,
-        room for ``max_new`` frames; rows end at ``end_id`` in stream 0 (None: they do not end)."""
+        room for ``max_new`` frames; rows end at ``end_id`` in stream 0 (None: they do not end). ``feats [B_eff, T0,
+        feature_dim]``: the audio features of the prompt's placeholder frames (generated frames have none)."""
         bx, t0, kk = prompt.shape
         total = t0 + max_new
         codes = torch.full((bx, total, kk), self.cfg.pad_id, dtype=torch.long, device=prompt.device)
         codes[:, :t0] = prompt
         cache = self.backbone.new_cache(bx, self._cache_positions(total), prompt.device, self.bos.dtype)
         return DecodeState(codes=codes, ended=torch.full((bx,), NEVER, dtype=torch.long, device=prompt.device),
-                           cache=cache, hidden=self._read_prompt(prompt, cache), t0=t0, step=t0, end_id=end_id,
+                           cache=cache, hidden=self._read_prompt(prompt, cache, feats), t0=t0, step=t0, end_id=end_id,
                            pad_id=self.cfg.pad_id)
 
     def _cache_positions(self, total: int) -> int:
         """Positions of the global transformer a generation of ``total`` frames (prompt included) takes."""
         raise NotImplementedError
 
-    def _read_prompt(self, prompt: torch.Tensor, cache) -> torch.Tensor:
-        """Run ``prompt [B_eff, T0, K]`` into ``cache``; returns :attr:`DecodeState.hidden` for the first step."""
+    def _read_prompt(self, prompt: torch.Tensor, cache, feats: torch.Tensor | None = None) -> torch.Tensor:
+        """Run ``prompt [B_eff, T0, K]`` (with ``feats [B_eff, T0, feature_dim]``) into ``cache``; returns
+        :attr:`DecodeState.hidden` for the first step."""
         raise NotImplementedError
 
     def decode_step(self, state: DecodeState, pick: Picker, pick_streams: StreamsPicker | None = None) -> None:
@@ -325,10 +392,10 @@ class UnisonoLM(nn.Module):
         raise NotImplementedError
 
     def decode(self, prompt: torch.Tensor, max_new: int, pick: Picker, end_id: int | None,
-               pick_streams: StreamsPicker | None = None) -> torch.Tensor:
-        """Step-wise generation with a KV cache from ``prompt [B_eff, T0, K]``: :meth:`start_decode`, then
-        :meth:`decode_step` until done. Returns the new frames ``[B_eff, T_new, K]``."""
-        state = self.start_decode(prompt, max_new, end_id)
+               pick_streams: StreamsPicker | None = None, feats: torch.Tensor | None = None) -> torch.Tensor:
+        """Step-wise generation with a KV cache from ``prompt [B_eff, T0, K]`` (and its ``feats``):
+        :meth:`start_decode`, then :meth:`decode_step` until done. Returns the new frames ``[B_eff, T_new, K]``."""
+        state = self.start_decode(prompt, max_new, end_id, feats)
         while not state.done:
             self.decode_step(state, pick, pick_streams)
         return state.new_frames()
@@ -349,6 +416,7 @@ class UnisonoLM(nn.Module):
         min_new_frames: int = 0,
         on_frame=None,
         phases: list[Phase] | None = None,
+        feats: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Continue ``prompt_frames [B, T0, K]`` by up to ``max_new_frames`` frames -> ``[B, T, K]``.
 
@@ -369,6 +437,10 @@ class UnisonoLM(nn.Module):
         ``start_frame`` at t + 1 and samples with the next phase's mask from t + 2; rows switch at their own
         frames. The last phase's ``end_id`` ends the row, as ``end_id`` does.
 
+        ``feats [B, T0, feature_dim]``: the audio features of the prompt's placeholder frames (a model with
+        ``feature_dim`` > 0). With guidance the unconditional rows get the same ``feats``, read only where their
+        prompt keeps a placeholder: the default unconditional prompt (all ``pad_id``) has none, so no features.
+
         The steps are those of :class:`unisono.lm.decoding.Generation` (built with these arguments), run in
         eval mode.
         """
@@ -378,7 +450,7 @@ class UnisonoLM(nn.Module):
             gen = Generation(self, prompt_frames, max_new_frames, stream_mask=stream_mask, end_id=end_id,
                              top_k=top_k, top_p=top_p, temperature=temperature, cfg_scale=cfg_scale,
                              uncond_prompt_frames=uncond_prompt_frames, seed=seed, min_new_frames=min_new_frames,
-                             on_frame=on_frame, phases=phases)
+                             on_frame=on_frame, phases=phases, feats=feats)
             while gen.step():
                 pass
         finally:
@@ -416,8 +488,10 @@ class UnisonoLM(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> UnisonoLM:
-        """Load a checkpoint directory written by :meth:`save_pretrained`."""
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                        feature_encoder=None) -> UnisonoLM:
+        """Load a checkpoint directory written by :meth:`save_pretrained`; ``feature_encoder`` (a
+        :class:`unisono.features.FeatureEncoder`): refuse the checkpoint unless its features come from it."""
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             raise UnisonoError(f"{path} is not a unisono checkpoint (needs config.json and model.safetensors)")
@@ -427,6 +501,8 @@ class UnisonoLM(nn.Module):
         if int(cfgd.get("format_version", 1)) > FORMAT_VERSION:
             raise UnisonoError(f"{path} was written by a newer unisono; upgrade unisono to load it")
         model = UnisonoLM.from_config(LMConfig.from_dict(cfgd))
+        if feature_encoder is not None:
+            model.check_feature_encoder(feature_encoder)
         sd = load_weights(path / "model.safetensors", device=str(map_location))
         missing, unexpected = model.load_state_dict(sd, strict=False)
         if missing or unexpected:
@@ -445,10 +521,13 @@ class DelayLM(UnisonoLM):
     def max_frames(self) -> int:
         return self.cfg.max_seq_len - self.cfg.num_streams
 
-    def features(self, frames, select=None):
+    def features(self, frames, select=None, feats=None):
         b, t, kk = frames.shape
         seq = delay_interleave(frames, self.cfg.pad_id)  # [B, S, K]
         x = self.embed_frames(seq)  # [B, S, D]
+        e = self.feature_embedding(frames, feats)  # [B, T, D]: frame t's stream 0 sits at position t
+        if e is not None:
+            x = x + F.pad(e, (0, 0, 0, kk - 1)).to(x.dtype)
         h = self.backbone(self.with_bos(x[:, :-1]))  # [B, S, D]; output s predicts seq[s]
         s_idx, _ = delay_indices(t, kk, frames.device)
         if select is None:
@@ -459,9 +538,13 @@ class DelayLM(UnisonoLM):
     def _cache_positions(self, total):
         return total + self.cfg.num_streams
 
-    def _read_prompt(self, prompt, cache):
+    def _read_prompt(self, prompt, cache, feats=None):
         seq0 = delay_interleave(prompt, self.cfg.pad_id)[:, : prompt.shape[1]]
-        return self.backbone(self.with_bos(self.embed_frames(seq0)), 0, cache)[:, -1]  # predicts seq[t0]
+        x = self.embed_frames(seq0)
+        e = self.feature_embedding(prompt, feats)
+        if e is not None:
+            x = x + e.to(x.dtype)
+        return self.backbone(self.with_bos(x), 0, cache)[:, -1]  # predicts seq[t0]
 
     def decode_step(self, state, pick, pick_streams=None):
         s, kk, total = state.step, self.cfg.num_streams, state.total
@@ -488,9 +571,9 @@ class FlatLM(UnisonoLM):
     def max_frames(self) -> int:
         return self.cfg.max_seq_len // self.cfg.num_streams - 1
 
-    def features(self, frames, select=None):
+    def features(self, frames, select=None, feats=None):
         b, t, kk = frames.shape
-        x = self.tok_emb(frames.reshape(b, t * kk))  # [B, T*K, D]
+        x = self._flat_embed(frames, feats)  # [B, T*K, D]
         h = self.backbone(self.with_bos(x[:, :-1]))  # output p predicts token p
         h = h.reshape(b, t, kk, -1)
         return h if select is None else h[select]
@@ -498,9 +581,17 @@ class FlatLM(UnisonoLM):
     def _cache_positions(self, total):
         return total * self.cfg.num_streams + 1
 
-    def _read_prompt(self, prompt, cache):
-        bx, t0, kk = prompt.shape
-        return self.backbone(self.with_bos(self.tok_emb(prompt.reshape(bx, t0 * kk))), 0, cache)[:, -1]
+    def _flat_embed(self, frames, feats):
+        """``[B, T * K, D]``: the token embeddings, frame t's features added at its first token (position t * K)."""
+        b, t, kk = frames.shape
+        x = self.tok_emb(frames.reshape(b, t * kk))
+        e = self.feature_embedding(frames, feats)  # [B, T, D]
+        if e is not None:
+            x = x + F.pad(e[:, :, None], (0, 0, 0, kk - 1)).reshape(b, t * kk, -1).to(x.dtype)
+        return x
+
+    def _read_prompt(self, prompt, cache, feats=None):
+        return self.backbone(self.with_bos(self._flat_embed(prompt, feats)), 0, cache)[:, -1]
 
     def decode_step(self, state, pick, pick_streams=None):
         t, kk = state.step, self.cfg.num_streams
@@ -543,9 +634,9 @@ class MultiscaleLM(UnisonoLM):
     def max_frames(self) -> int:
         return self.cfg.max_seq_len - 1
 
-    def features(self, frames, select=None):
+    def features(self, frames, select=None, feats=None):
         b, t, kk = frames.shape
-        h = self.backbone(self.with_bos(self.embed_frames(frames[:, :-1])))  # [B, T, D]: h_t sees frames < t
+        h = self.backbone(self.with_bos(self._frame_embed(frames, feats)[:, :-1]))  # [B, T, D]: h_t sees frames < t
         ctx = self.ctx_proj(h)
         if select is None:
             ctx, fr = ctx.reshape(b * t, -1), frames.reshape(b * t, kk)
@@ -559,11 +650,17 @@ class MultiscaleLM(UnisonoLM):
     def _cache_positions(self, total):
         return total + 1
 
-    def _read_prompt(self, prompt, cache):
-        return self.backbone(self.with_bos(self.embed_frames(prompt)), 0, cache)[:, -1:]  # state for frame t0
+    def _frame_embed(self, frames, feats):
+        """``[B, T, D]``: the global transformer's input per frame, token embeddings plus the frame's features."""
+        x = self.embed_frames(frames)
+        e = self.feature_embedding(frames, feats)
+        return x if e is None else x + e.to(x.dtype)
 
-    def start_decode(self, prompt, max_new, end_id=None):
-        state = super().start_decode(prompt, max_new, end_id)
+    def _read_prompt(self, prompt, cache, feats=None):
+        return self.backbone(self.with_bos(self._frame_embed(prompt, feats)), 0, cache)[:, -1:]  # state for frame t0
+
+    def start_decode(self, prompt, max_new, end_id=None, feats=None):
+        state = super().start_decode(prompt, max_new, end_id, feats)
         state.local_cache = self.local.new_cache(prompt.shape[0], self.cfg.num_streams, prompt.device, self.bos.dtype)
         return state
 

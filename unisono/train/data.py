@@ -1,7 +1,9 @@
 """Training data for the language model: task mixing, length-bucketed token-budget batches, collation.
 
 An example is a dict ``{"id": str, "task": str, "frames": LongTensor[T, K], "loss_mask": BoolTensor[T, K]}``
-with an optional ``cond_mask: BoolTensor[T]`` marking the condition frames (for condition dropout).
+with an optional ``cond_mask: BoolTensor[T]`` marking the condition frames (for condition dropout) and an optional
+``audio_feat: FloatTensor[N, D]``, the vectors of its N ``<audio_feat>`` placeholder frames in frame order
+(:func:`unisono.tasks.build_example`); :func:`collate` spreads them into ``feats [B, T, D]`` beside the frames.
 
 Everything here is deterministic given a seed and keeps a small ``state_dict`` so that a resumed run
 sees exactly the batches an uninterrupted run would have seen.
@@ -175,7 +177,8 @@ class TokenBudgetBatcher:
 
 def crop_example(ex: dict, max_frames: int) -> dict:
     """``ex`` cut to its last ``max_frames`` frames (``frames``, ``loss_mask``, ``cond_mask``); as it is when
-    shorter."""
+    shorter. ``audio_feat`` vectors stay: the placeholder frames kept are the last ones, and :func:`collate` takes
+    the last vectors for them."""
     if ex["frames"].shape[0] <= max_frames:
         return ex
     out = dict(ex)
@@ -196,10 +199,15 @@ def condition_frames(ex: dict) -> torch.Tensor:
 
 
 def collate(batch: list[dict], pad_id: int, cond_dropout: float = 0.0,
-            generator: torch.Generator | None = None) -> dict:
+            generator: torch.Generator | None = None, feature_id: int | None = None) -> dict:
     """Right-pad examples to ``frames [B, T, K]``, ``loss_mask [B, T, K]``; drop conditions with prob ``cond_dropout``.
 
-    A dropped condition has its frames replaced by ``pad_id`` (the unconditional input of guidance).
+    A dropped condition has its frames replaced by ``pad_id`` (the unconditional input of guidance). With
+    ``feature_id`` (the model's ``<audio_feat>`` placeholder id, ``LMConfig.feature_id``) and examples that carry
+    ``audio_feat`` vectors, ``feats [B, T, D]`` (float32) holds each example's vectors at its placeholder frames
+    (frames whose stream 0 is ``feature_id``) and zeros elsewhere: at padding, and at the frames of a dropped
+    condition (its placeholders are ``pad_id`` then, so its features are gone too). Without such examples
+    ``feats`` is None.
     """
     t = max(ex["frames"].shape[0] for ex in batch)
     k = batch[0]["frames"].shape[1]
@@ -220,8 +228,46 @@ def collate(batch: list[dict], pad_id: int, cond_dropout: float = 0.0,
     return {
         "frames": frames,
         "loss_mask": mask,
+        "feats": dense_features(batch, frames, feature_id),
         "tasks": [ex["task"] for ex in batch],
         "ids": [ex["id"] for ex in batch],
         "num_frames": sum(ex["frames"].shape[0] for ex in batch),
         "cond_dropped": drops,
     }
+
+
+def model_inputs(mb: dict, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The keyword inputs of ``UnisonoLM.loss`` for a batch made by :func:`collate`, on ``device``: ``frames``,
+    ``loss_mask`` and, when the batch has features, ``feats``."""
+    out = {"frames": mb["frames"].to(device), "loss_mask": mb["loss_mask"].to(device)}
+    if mb.get("feats") is not None:
+        out["feats"] = mb["feats"].to(device)
+    return out
+
+
+def dense_features(batch: list[dict], frames: torch.Tensor, feature_id: int | None) -> torch.Tensor | None:
+    """``feats FloatTensor[B, T, D]`` for the collated ``frames [B, T, K]`` of ``batch``: example b's ``audio_feat``
+    vectors at its frames whose stream 0 is ``feature_id``, zeros elsewhere; None when no example has vectors.
+    An example cropped from the front (:func:`crop_example`) keeps its last placeholder frames and gets its last
+    vectors."""
+    with_vectors = [ex for ex in batch if ex.get("audio_feat") is not None]
+    if not with_vectors:
+        return None
+    if feature_id is None:
+        raise UnisonoError(f"example {with_vectors[0]['id']!r} has audio_feat vectors but the model reads no audio "
+                           "features; give the model feature_dim and feature_id (see docs/lm.md)")
+    dims = {int(ex["audio_feat"].shape[-1]) for ex in with_vectors}
+    if len(dims) > 1:
+        raise UnisonoError(f"the examples of a batch have audio_feat vectors of sizes {sorted(dims)}; one encoder "
+                           "makes them all")
+    feats = torch.zeros(*frames.shape[:2], dims.pop())
+    for i, ex in enumerate(batch):
+        rows = (frames[i, :, 0] == feature_id).nonzero().squeeze(-1)  # dropped conditions hold pad_id here
+        vec = ex.get("audio_feat")
+        have = 0 if vec is None else int(vec.shape[0])
+        held = int((ex["frames"][:, 0] == feature_id).sum())
+        if held > have:
+            raise UnisonoError(f"example {ex['id']!r} has {held} audio_feat frames but {have} vectors")
+        if len(rows):
+            feats[i, rows] = vec[vec.shape[0] - len(rows):].float()
+    return feats

@@ -16,13 +16,15 @@ import torch
 import torch.nn.functional as F
 
 from unisono.errors import UnisonoError
+from unisono.train.data import collate, model_inputs
 
 
 def sequence_logprobs(model, frames: torch.Tensor, loss_mask: torch.Tensor,
-                      stream_weights: list[float] | None = None) -> torch.Tensor:
+                      stream_weights: list[float] | None = None, feats: torch.Tensor | None = None) -> torch.Tensor:
     """``[B]`` summed log-probabilities of the tokens under ``loss_mask [B, T, K]`` (differentiable): minus the
-    model's :meth:`~unisono.lm.UnisonoLM.token_cross_entropy`, stream k weighted by ``stream_weights[k]``."""
-    ce = model.token_cross_entropy(frames, loss_mask)  # [B, T, K], 0 off the mask
+    model's :meth:`~unisono.lm.UnisonoLM.token_cross_entropy`, stream k weighted by ``stream_weights[k]``;
+    ``feats [B, T, D]``: the audio features of the placeholder frames (a model with ``feature_dim`` > 0)."""
+    ce = model.token_cross_entropy(frames, loss_mask, feats)  # [B, T, K], 0 off the mask
     loss_mask = loss_mask.bool()
     out = ce.new_zeros(frames.shape[0])
     for k in range(frames.shape[-1]):
@@ -44,31 +46,22 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
             "accuracy": (margin.detach() > 0).float().mean()}
 
 
-def _pad(examples: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    t = max(ex["frames"].shape[0] for ex in examples)
-    k = examples[0]["frames"].shape[1]
-    frames = torch.full((len(examples), t, k), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), t, k), dtype=torch.bool)
-    for i, ex in enumerate(examples):
-        n = ex["frames"].shape[0]
-        frames[i, :n] = ex["frames"]
-        mask[i, :n] = ex["loss_mask"].bool()
-    return frames, mask
-
-
 def dpo_objective(policy, reference, chosen: list[dict], rejected: list[dict], beta: float = 0.1,
                   ce_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """The DPO loss of ``policy`` against the frozen ``reference`` on paired examples, plus ``ce_weight`` x the
     mean token cross-entropy of the chosen examples under the policy."""
     if len(chosen) != len(rejected) or not chosen:
         raise UnisonoError("DPO needs as many rejected examples as chosen ones (at least one pair)")
-    pad = policy.cfg.pad_id
+    pad, fid = policy.cfg.pad_id, policy.cfg.feature_id
     dev = next(policy.parameters()).device
-    cf, cm = (t.to(dev) for t in _pad(chosen, pad))
-    rf, rm = (t.to(dev) for t in _pad(rejected, pad))
-    pc, pr = sequence_logprobs(policy, cf, cm), sequence_logprobs(policy, rf, rm)
+    c = model_inputs(collate(chosen, pad, feature_id=fid), dev)
+    r = model_inputs(collate(rejected, pad, feature_id=fid), dev)
+    cf, cm = c["frames"], c["loss_mask"]
+    pc = sequence_logprobs(policy, cf, cm, feats=c.get("feats"))
+    pr = sequence_logprobs(policy, r["frames"], r["loss_mask"], feats=r.get("feats"))
     with torch.no_grad():
-        rc, rr = sequence_logprobs(reference, cf, cm), sequence_logprobs(reference, rf, rm)
+        rc = sequence_logprobs(reference, cf, cm, feats=c.get("feats"))
+        rr = sequence_logprobs(reference, r["frames"], r["loss_mask"], feats=r.get("feats"))
     out = dpo_loss(pc, pr, rc, rr, beta)
     if ce_weight > 0:
         ce = -pc.sum() / cm.any(-1).sum().clamp_min(1) / cf.shape[-1]

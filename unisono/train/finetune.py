@@ -40,7 +40,7 @@ from unisono.errors import UnisonoError
 from unisono.fileio import atomic_dir, write_json
 from unisono.lm import UnisonoLM
 from unisono.tasks import load_templates
-from unisono.train.data import TaskMixture, TokenBudgetBatcher, collate, crop_example
+from unisono.train.data import TaskMixture, TokenBudgetBatcher, collate, crop_example, model_inputs
 from unisono.train.loop import (
     NONFINITE_POLICIES,
     OptimStep,
@@ -312,11 +312,11 @@ def train_steps(model: UnisonoLM, optim: OptimStep, batcher: TokenBudgetBatcher,
                disable=not progress, file=sys.stderr)
     t0 = time.perf_counter() - run["train_seconds"]
     while optim.step < cfg.steps:
-        mbs = [collate(next(batcher), pad_id) for _ in range(cfg.grad_accum)]
+        mbs = [collate(next(batcher), pad_id, feature_id=model.cfg.feature_id) for _ in range(cfg.grad_accum)]
         for t in (t for mb in mbs for t in mb["tasks"]):
             run["seen"][t] = run["seen"].get(t, 0) + 1
         where = "; ".join(f"{t}:{i}" for mb in mbs for t, i in zip(mb["tasks"], mb["ids"]))
-        r = optim(mbs, lambda mb: model.loss(mb["frames"].to(dev), mb["loss_mask"].to(dev)),
+        r = optim(mbs, lambda mb: model.loss(**model_inputs(mb, dev)),
                   weights=[float(mb["loss_mask"].sum()) for mb in mbs], batch=where)
         if r.skipped:
             continue
@@ -392,7 +392,7 @@ def validate(model: UnisonoLM, fd: FinetuneData, cfg: FinetuneConfig, optim: Opt
     """Validation loss per task (nats per token) of the new task's and the old tasks' validation sources."""
     return validation_loss(model, fd.val, fd.vocab.pad_id, cfg.max_frames, cfg.val_batches,
                            next(model.parameters()).device, autocast=optim.autocast,
-                           num_streams=fd.vocab.num_codebooks)
+                           num_streams=fd.vocab.num_codebooks, feature_id=model.cfg.feature_id)
 
 
 def make_report(ckpt: Path, cfg: FinetuneConfig, fd: FinetuneData, run: dict, after: dict, adapted: list[str],

@@ -32,10 +32,14 @@ def load_recipe(path: str | Path) -> dict:
     return {"model": dict(cfg.get("model") or {}), "train": dict(cfg.get("train") or {})}
 
 
-def model_dims_from_vocab(vocab_json: Path) -> dict:
-    """``vocab_size``, ``num_streams`` (codebooks) and ``pad_id`` of the shards' vocabulary."""
+def model_dims_from_vocab(vocab_json: Path, feature_dim: int = 0) -> dict:
+    """``vocab_size``, ``num_streams`` (codebooks) and ``pad_id`` of the shards' vocabulary, and for a model that
+    reads audio features (``feature_dim`` > 0) ``feature_id``, its ``<audio_feat>`` placeholder."""
     v = Vocab.load(vocab_json)
-    return {"vocab_size": int(v.size), "num_streams": int(v.num_codebooks), "pad_id": int(v.pad_id)}
+    dims = {"vocab_size": int(v.size), "num_streams": int(v.num_codebooks), "pad_id": int(v.pad_id)}
+    if feature_dim:
+        dims["feature_id"] = v.placeholder_id("audio_feat")
+    return dims
 
 
 def shard_sources(shards: str | Path, tasks: list[str] | None, rank: int, world_size: int) -> dict:
@@ -115,7 +119,7 @@ def make_trainer(config: str | Path, out: str | Path, shards: str | Path | None 
         raise UnisonoError(f"--shards {shards} is not a directory; make shards with `unisono tokenize`")
     if (shards / "vocab.json").is_file():
         vocab_json = shards / "vocab.json"
-        for key, val in model_dims_from_vocab(vocab_json).items():
+        for key, val in model_dims_from_vocab(vocab_json, int(mcfg.get("feature_dim") or 0)).items():
             if key in mcfg and mcfg[key] != val:
                 raise UnisonoError(f"model config says {key}={mcfg[key]} but {vocab_json} says {val}")
             mcfg[key] = val

@@ -26,7 +26,7 @@ from torch import nn
 
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path
-from unisono.train.data import check_example, collate
+from unisono.train.data import check_example, collate, model_inputs
 
 log = logging.getLogger("unisono")
 NONFINITE_POLICIES = ("skip", "stop")
@@ -239,14 +239,17 @@ def budget_batches(examples: Iterable[dict], max_frames: int, max_batches: int) 
 @torch.no_grad()
 def validation_loss(module: nn.Module, sources: dict, pad_id: int, max_frames: int, max_batches: int,
                     device: torch.device | str, loss_fn: Callable | None = None, autocast: Callable | None = None,
-                    num_streams: int | None = None, distributed: bool = False) -> dict[str, float]:
+                    num_streams: int | None = None, distributed: bool = False,
+                    feature_id: int | None = None) -> dict[str, float]:
     """``{task: mean token cross-entropy (nats)}`` over at most ``max_batches`` frame-budget batches of each
     source (``sources``: task -> a zero-argument callable returning examples), in eval mode.
 
-    ``loss_fn(frames [B, T, K], loss_mask [B, T, K])`` returns ``stream_sum``/``stream_count`` (default
-    ``module.loss``); ``num_streams``: check each example against it. ``distributed``: the sums are added
-    over processes, and every process runs as many forward passes as the busiest one (a process with fewer
-    batches repeats one without counting it, one without any runs a pass over padding), as FSDP needs."""
+    ``loss_fn(frames=[B, T, K], loss_mask=[B, T, K](, feats=[B, T, D]))`` (keywords) returns
+    ``stream_sum``/``stream_count`` (default ``module.loss``); ``feature_id``: the model's audio_feat placeholder
+    (the batches get ``feats``, :func:`unisono.train.data.collate`); ``num_streams``: check each example against
+    it. ``distributed``: the sums are added over processes, and every process runs as many forward passes as the
+    busiest one (a process with fewer batches repeats one without counting it, one without any runs a pass over
+    padding), as FSDP needs."""
     loss_fn = loss_fn if loss_fn is not None else module.loss
     was = module.training
     module.eval()
@@ -261,12 +264,12 @@ def validation_loss(module: nn.Module, sources: dict, pad_id: int, max_frames: i
         tot = torch.zeros(2, dtype=torch.float64)
         for i in range(int(n)):
             if batches:
-                mb = collate(batches[min(i, len(batches) - 1)], pad_id)
+                mb = collate(batches[min(i, len(batches) - 1)], pad_id, feature_id=feature_id)
             else:
                 frames = torch.full((1, 2, num_streams or 1), pad_id, dtype=torch.long)
                 mb = {"frames": frames, "loss_mask": torch.zeros_like(frames, dtype=torch.bool)}
             with autocast() if autocast is not None else contextlib.nullcontext():
-                out = loss_fn(mb["frames"].to(device), mb["loss_mask"].to(device))
+                out = loss_fn(**model_inputs(mb, device))
             if i < len(batches):
                 tot += torch.stack([out["stream_sum"].sum(), out["stream_count"].sum()]).double().cpu()
         if distributed:

@@ -42,7 +42,7 @@ from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path, write_json
 from unisono.lm.config import LMConfig
 from unisono.lm.model import UnisonoLM
-from unisono.train.data import Source, TaskMixture, TokenBudgetBatcher, check_example, collate
+from unisono.train.data import Source, TaskMixture, TokenBudgetBatcher, check_example, collate, model_inputs
 from unisono.train.loop import OptimStep, StepSettings, make_optimizer, validation_loss
 from unisono.train.settings import settings_from_dict
 
@@ -110,8 +110,8 @@ class _LossModule(nn.Module):
         self.model = model
         self.stream_weights = stream_weights
 
-    def forward(self, frames, loss_mask):
-        return self.model.loss(frames, loss_mask, self.stream_weights)
+    def forward(self, frames, loss_mask, feats=None):
+        return self.model.loss(frames, loss_mask, self.stream_weights, feats=feats)
 
 
 def dist_info() -> tuple[int, int, int]:
@@ -361,7 +361,7 @@ class Trainer:
             batch = next(self.batcher)
             for ex in batch:
                 check_example(ex, self.mcfg.num_streams)
-            out.append(collate(batch, self.mcfg.pad_id, self.cfg.cond_dropout, self.gen))
+            out.append(collate(batch, self.mcfg.pad_id, self.cfg.cond_dropout, self.gen, self.mcfg.feature_id))
         return out
 
     def _loss_weight(self, mb: dict) -> float:
@@ -376,7 +376,7 @@ class Trainer:
         self.wrapped.train()
         mbs = self._micro_batches()
         where = "; ".join(f"{t}:{i}" for mb in mbs for t, i in zip(mb["tasks"], mb["ids"]))
-        r = self.optim(mbs, lambda mb: self.wrapped(mb["frames"].to(self.device), mb["loss_mask"].to(self.device)),
+        r = self.optim(mbs, lambda mb: self.wrapped(**model_inputs(mb, self.device)),
                        weights=[self._loss_weight(mb) for mb in mbs], batch=where)
         if r.skipped:
             return {"skipped": True, "batch": where}
@@ -394,7 +394,8 @@ class Trainer:
         summed over ranks; :func:`unisono.train.loop.validation_loss`)."""
         res = validation_loss(self.wrapped, self.val_sources, self.mcfg.pad_id, self.cfg.max_frames,
                               self.cfg.eval_batches, self.device, loss_fn=self.wrapped, autocast=self.optim.autocast,
-                              num_streams=self.mcfg.num_streams, distributed=self.world > 1)
+                              num_streams=self.mcfg.num_streams, distributed=self.world > 1,
+                              feature_id=self.mcfg.feature_id)
         return {f"val_loss/{task}": v for task, v in res.items()}
 
     def _log(self, m: dict) -> None:

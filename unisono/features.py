@@ -1,0 +1,231 @@
+"""Continuous audio features for ``audio_feat`` conditions: frozen encoders behind one interface.
+
+An encoder maps a mono waveform to one vector per frame::
+
+    encoder.encode(wav FloatTensor[S] float32, sample_rate Hz) -> FloatTensor[T, D]   # T frames at frame_rate Hz
+
+and states ``name``, ``version``, ``dim`` (D), ``frame_rate`` (Hz), ``sample_rate`` (Hz, the rate it reads; a
+waveform at another rate is resampled first) and :meth:`FeatureEncoder.fingerprint` (``NAME-vVERSION:HASH``,
+the hash over its parameters and any weights its output depends on). Encoders are frozen: nothing here trains.
+
+A checkpoint whose LM reads features stores :meth:`FeatureEncoder.describe` (name, version, dim, frame rate,
+parameters, fingerprint) in its config (``LMConfig.feature_encoder``); :func:`encoder_from_config` rebuilds that
+encoder from the registry and :func:`check_encoder` refuses another one (a one-line error).
+
+Built in (:data:`ENCODERS`), needing no pretrained weights:
+
+- ``logmel``: the log-mel spectrogram (:func:`unisono.audio.mel_spectrogram`, natural log) at the codec's frame
+  rate: hop = sample_rate / frame_rate samples (320 at 16 kHz, 50 Hz), window 2 x hop, ``n_fft`` the next power
+  of two, 80 mel bands; scaled by a fixed affine map ``(log_mel - LOG_MEL_OFFSET) / LOG_MEL_SCALE`` (about
+  [-2, 2] for speech). Frame t is the window centred on sample ``t * hop``.
+- ``logmel_codec``: ``logmel`` stacked with the codec encoder's pre-quantization latents (``codec.latents``,
+  project codec only): D = n_mels + latent_dim; the fingerprint covers the codec's weights.
+
+Both give ``T = ceil(S / hop)`` frames, the codec's frame count for the same samples, so an ``audio_feat``
+segment has as many frames as the ``codec`` segment of the same audio. An encoder at another frame rate is
+brought to the codec's by :func:`to_frame_rate` (the mean of each group of frames, for an integer ratio).
+Register another encoder (a pretrained one) with :func:`register_encoder`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import torch
+
+from unisono.errors import UnisonoError
+
+LOG_MEL_OFFSET = -4.0  # natural-log mel magnitude mapped to (x - offset) / scale
+LOG_MEL_SCALE = 4.0
+
+
+class FeatureEncoder:
+    """Base class of a frozen feature encoder; a subclass sets the attributes and implements :meth:`_encode`."""
+
+    name: str = ""
+    version: int = 1
+    dim: int = 0  # D, the size of one frame's vector
+    frame_rate: float = 0.0  # Hz, frames of the output
+    sample_rate: int = 0  # Hz, the rate the encoder reads
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """``wav FloatTensor[S]`` at :attr:`sample_rate` -> ``FloatTensor[T, D]``."""
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        """JSON parameters that define the output: ``build_encoder(name, **params)`` makes the same encoder."""
+        raise NotImplementedError
+
+    def weights_digest(self) -> str:
+        """A hash of the weights the output depends on ("" when it has none)."""
+        return ""
+
+    @torch.no_grad()
+    def encode(self, wav, sample_rate: int) -> torch.Tensor:
+        """``FloatTensor[T, D]`` (float32, CPU) of a mono ``wav [S]`` (or ``[1, S]``) float32 at ``sample_rate`` Hz."""
+        x = torch.as_tensor(wav, dtype=torch.float32)
+        if x.dim() == 2 and x.shape[0] == 1:
+            x = x[0]
+        if x.dim() != 1 or x.numel() == 0:
+            raise UnisonoError(f"{self.name}: encode expects a non-empty mono waveform [S], got {tuple(x.shape)}")
+        if int(sample_rate) != self.sample_rate:
+            from unisono.audio import resample  # noqa: PLC0415 (soundfile/soxr: not on the GPU image)
+
+            x = torch.as_tensor(resample(x[None], int(sample_rate), self.sample_rate))[0]
+        out = self._encode(x).float().cpu()
+        if out.dim() != 2 or out.shape[1] != self.dim:
+            raise UnisonoError(f"{self.name} made features {tuple(out.shape)}, expected [T, {self.dim}]")
+        return out
+
+    def fingerprint(self) -> str:
+        """``NAME-vVERSION:HASH``: HASH (16 hex digits of SHA-256) over the parameters and :meth:`weights_digest`."""
+        blob = json.dumps(self.params(), sort_keys=True) + "|" + self.weights_digest()
+        return f"{self.name}-v{self.version}:{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+    def describe(self) -> dict:
+        """What a checkpoint stores about its encoder (``LMConfig.feature_encoder``)."""
+        return {"name": self.name, "version": self.version, "dim": self.dim, "frame_rate": self.frame_rate,
+                "params": self.params(), "fingerprint": self.fingerprint()}
+
+
+class LogMelEncoder(FeatureEncoder):
+    """``logmel``: log-mel frames at ``frame_rate`` Hz (see the module docstring)."""
+
+    name = "logmel"
+    version = 1
+
+    def __init__(self, sample_rate: int = 16000, frame_rate: float = 50.0, n_mels: int = 80):
+        hop = sample_rate / frame_rate
+        if sample_rate < 1 or frame_rate <= 0 or hop != int(hop) or n_mels < 1:
+            raise UnisonoError(f"logmel needs sample_rate / frame_rate to be a whole number of samples and n_mels "
+                               f">= 1, got {sample_rate} Hz / {frame_rate} Hz, n_mels {n_mels}")
+        self.sample_rate, self.frame_rate, self.n_mels = int(sample_rate), float(frame_rate), int(n_mels)
+        self.hop = int(hop)
+        self.win_length = 2 * self.hop
+        self.n_fft = 1 << (self.win_length - 1).bit_length()
+        self.dim = self.n_mels
+
+    def params(self) -> dict:
+        return {"sample_rate": self.sample_rate, "frame_rate": self.frame_rate, "n_mels": self.n_mels}
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames of ``num_samples`` samples at :attr:`sample_rate`: ``ceil(S / hop)``, as the codec makes."""
+        return -(-int(num_samples) // self.hop)
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        from unisono.audio import mel_spectrogram  # noqa: PLC0415 (soundfile/soxr: not on the GPU image)
+
+        # [n_mels, S // hop + 1] (centred frames) -> the first ceil(S / hop)
+        mel = mel_spectrogram(wav, self.sample_rate, self.n_fft, self.hop, self.n_mels, self.win_length)
+        mel = mel[:, : self.num_frames(wav.shape[-1])]
+        return ((mel - LOG_MEL_OFFSET) / LOG_MEL_SCALE).T.contiguous()
+
+
+class LogMelCodecEncoder(FeatureEncoder):
+    """``logmel_codec``: :class:`LogMelEncoder` frames stacked with the codec's pre-quantization latents."""
+
+    name = "logmel_codec"
+    version = 1
+
+    def __init__(self, codec, n_mels: int = 80):
+        if codec is None or not hasattr(codec, "latents") or not hasattr(codec, "config"):
+            raise UnisonoError("logmel_codec needs the project's codec (one with pre-quantization latents); "
+                               "give the checkpoint's codec, or use the logmel encoder")
+        self.codec = codec
+        self.mel = LogMelEncoder(int(codec.sample_rate), float(codec.frame_rate), n_mels)
+        self.sample_rate, self.frame_rate = self.mel.sample_rate, self.mel.frame_rate
+        self.dim = self.mel.dim + int(codec.config.latent_dim)
+        self._digest: str | None = None
+
+    def params(self) -> dict:
+        return {"n_mels": self.mel.n_mels}
+
+    def weights_digest(self) -> str:
+        if self._digest is None:
+            h = hashlib.sha256()
+            for key, t in sorted(self.codec.state_dict().items()):
+                if key.startswith("semantic.teacher."):
+                    continue
+                h.update(key.encode())
+                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+            self._digest = h.hexdigest()
+        return self._digest
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        mel = self.mel._encode(wav)  # [T, n_mels]
+        dev = next(self.codec.parameters()).device
+        z = self.codec.latents(wav[None, None].to(dev))[0].T.float().cpu()  # [T, latent_dim]
+        t = min(mel.shape[0], z.shape[0])
+        return torch.cat([mel[:t], z[:t]], dim=1)
+
+
+def _logmel(codec=None, **params) -> FeatureEncoder:
+    if codec is not None:
+        params.setdefault("sample_rate", int(codec.sample_rate))
+        params.setdefault("frame_rate", float(codec.frame_rate))
+    return LogMelEncoder(**params)
+
+
+def _logmel_codec(codec=None, **params) -> FeatureEncoder:
+    return LogMelCodecEncoder(codec, **params)
+
+
+# name -> factory(codec=None, **params) -> FeatureEncoder
+ENCODERS: dict[str, Callable[..., FeatureEncoder]] = {"logmel": _logmel, "logmel_codec": _logmel_codec}
+
+
+def register_encoder(name: str, factory: Callable[..., FeatureEncoder]) -> None:
+    """Make ``build_encoder(name, codec, **params)`` call ``factory(codec=codec, **params)``."""
+    ENCODERS[str(name)] = factory
+
+
+def build_encoder(name: str, codec=None, **params) -> FeatureEncoder:
+    """The encoder called ``name`` with ``params``; ``codec``: the checkpoint's codec (sets the sample and frame
+    rates of ``logmel``; the latents of ``logmel_codec``)."""
+    if name not in ENCODERS:
+        raise UnisonoError(f"unknown feature encoder {name!r}; known: {', '.join(sorted(ENCODERS))}")
+    try:
+        return ENCODERS[name](codec=codec, **params)
+    except TypeError as e:
+        raise UnisonoError(f"feature encoder {name!r}: bad parameters {sorted(params)} ({e})") from None
+
+
+def check_encoder(expected: dict | None, encoder: FeatureEncoder, what: str = "this checkpoint") -> None:
+    """Raise :class:`UnisonoError` unless ``encoder`` is the one ``expected`` describes (its :meth:`describe`)."""
+    if not expected:
+        raise UnisonoError(f"{what} reads no audio features (no feature encoder is stored with it)")
+    fp = encoder.fingerprint()
+    if expected.get("fingerprint") != fp:
+        raise UnisonoError(f"{what} was trained on features of {expected.get('fingerprint')}, not {fp}; "
+                           "use the checkpoint's feature encoder (or retrain)")
+
+
+def encoder_from_config(expected: dict, codec=None) -> FeatureEncoder:
+    """Rebuild the encoder a checkpoint names (``LMConfig.feature_encoder``) and check its fingerprint."""
+    if not isinstance(expected, dict) or "name" not in expected:
+        raise UnisonoError(f"a feature encoder description needs a name, got {expected!r}")
+    enc = build_encoder(expected["name"], codec, **dict(expected.get("params") or {}))
+    check_encoder(expected, enc)
+    return enc
+
+
+def to_frame_rate(vectors: torch.Tensor, src_rate: float, dst_rate: float) -> torch.Tensor:
+    """``vectors [T, D]`` at ``src_rate`` Hz -> ``[ceil(T / r), D]`` at ``dst_rate`` Hz: the mean of each group of
+    ``r = src_rate / dst_rate`` frames (the last group may be shorter); unchanged when the rates agree. A rate
+    that is not a whole multiple of ``dst_rate`` is refused."""
+    if float(src_rate) == float(dst_rate):
+        return vectors
+    r = float(src_rate) / float(dst_rate)
+    if r < 1 or r != int(r):
+        raise UnisonoError(f"features at {src_rate} Hz cannot be brought to {dst_rate} Hz (only a whole multiple "
+                           "of the codec's frame rate is averaged down)")
+    r = int(r)
+    t, d = vectors.shape
+    pad = (-t) % r
+    x = torch.cat([vectors, vectors.new_zeros(pad, d)]) if pad else vectors
+    sums = x.reshape(-1, r, d).sum(1)
+    counts = torch.full((sums.shape[0], 1), float(r), dtype=vectors.dtype)
+    counts[-1] = r - pad
+    return sums / counts

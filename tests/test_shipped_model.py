@@ -32,6 +32,8 @@ def test_the_shipped_checkpoint_is_complete_and_small():
 def test_it_knows_every_task(shipped):
     assert set(shipped.tasks) == ALL_TASKS
     assert shipped.sample_rate == 16000 and shipped.vocab.num_codebooks == 4
+    # the inputs it has a default for (defaults/prompt.wav: the default voice) are optional, in every front end
+    assert shipped.tasks["tts"].optional == ("prompt",) and shipped.tasks["asr"].optional == ()
 
 
 def test_tts_with_the_default_voice_is_audible_and_reproducible(shipped):

@@ -108,6 +108,7 @@ class Pipeline:
         pipe = cls(lm, vocab, toks, codec, templates, name=d.name)
         if (d / C.DEFAULTS).is_dir():
             pipe.default_inputs = {f.stem: f for f in sorted((d / C.DEFAULTS).glob("*.wav"))}
+            pipe.tasks = {t: task_spec(tpl, pipe.default_inputs) for t, tpl in sorted(pipe.templates.items())}
         if (d / C.GENERATION).exists():
             pipe.option_defaults = check_option_defaults(read_json(d / C.GENERATION), str(d / C.GENERATION))
         return pipe

@@ -80,14 +80,16 @@ def input_name(spec, template=None) -> str:
     return spec.name
 
 
-def task_spec(template) -> TaskSpec:
-    """The :class:`TaskSpec` of a task template (inputs named as users give them)."""
+def task_spec(template, defaults=()) -> TaskSpec:
+    """The :class:`TaskSpec` of a task template (inputs named as users give them); an input named in
+    ``defaults`` (the inputs a checkpoint has a default for, e.g. its default voice) is optional."""
     inputs: dict[str, InputKind] = {}
     for c in template.conditions:
         inputs[input_name(c, template)] = "audio" if c.is_audio_source else "text"
         if c.mask_span:
             inputs[f"{c.name}_span"] = "text"
-    return TaskSpec(template.name, template.description, inputs, template.output)
+    optional = tuple(n for n in inputs if n in defaults)
+    return TaskSpec(template.name, template.description, inputs, template.output, optional)
 
 
 def check_input_names(spec: TaskSpec, inputs: dict) -> dict:

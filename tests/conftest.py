@@ -31,3 +31,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def interrupt_at_step(monkeypatch):
+    """``interrupt_at_step(n)``: the n-th optimisation step (``OptimStep.__call__``) raises KeyboardInterrupt, as a
+    run killed in that step; ``monkeypatch.undo()`` lets steps run again."""
+    from unisono.train.loop import OptimStep
+
+    def arm(n: int) -> None:
+        real, calls = OptimStep.__call__, {"n": 0}
+
+        def interrupted(self, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real(self, *a, **k)
+
+        monkeypatch.setattr(OptimStep, "__call__", interrupted)
+
+    return arm

@@ -298,23 +298,15 @@ def test_dpo_settings_from_yaml_and_flags_over_them(tmp_path):
         DPOSettings(task="tts", rank_by="wer", nonfinite="ignore").validate()
 
 
-def test_an_interrupted_dpo_run_resumes_without_sampling_again(tiny_checkpoint, tmp_path, monkeypatch):
+def test_an_interrupted_dpo_run_resumes_without_sampling_again(tiny_checkpoint, tmp_path, monkeypatch,
+                                                               interrupt_at_step):
     from unisono.train import preference
-    from unisono.train.loop import OptimStep
 
     corpus = corpus_of(tiny_checkpoint)
     s = DPOSettings(task=TASK, rank_by="duration", split="train", prompts=4, candidates=3, eval_prompts=0, steps=6,
                     save_every=2, lr=1e-3, batch_size=2, max_duration=2.0, progress=False)
     full = run_dpo(tiny_checkpoint, corpus, tmp_path / "full", s)
-    real, calls = OptimStep.__call__, {"n": 0}
-
-    def interrupted(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:  # in step 5: the state of step 4 is the last saved one
-            raise KeyboardInterrupt
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(OptimStep, "__call__", interrupted)
+    interrupt_at_step(5)  # in step 5: the state of step 4 is the last saved one
     with pytest.raises(KeyboardInterrupt):
         run_dpo(tiny_checkpoint, corpus, tmp_path / "b", s)
     monkeypatch.undo()

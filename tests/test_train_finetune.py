@@ -406,20 +406,10 @@ def test_cli_flags_override_the_config_file(tmp_path):
     assert config_from_args(p.parse_args(base[:6])) == FinetuneConfig()
 
 
-def test_an_interrupted_finetune_resumes_from_its_saved_step(setup, monkeypatch):
-    from unisono.train.loop import OptimStep
-
+def test_an_interrupted_finetune_resumes_from_its_saved_step(setup, monkeypatch, interrupt_at_step):
     kw = {"lora_rank": 4, "replay_weight": 0.5, "lr": 3e-3, "steps": 12, "save_every": 5}
     full = _run(setup, "res-full", **kw)
-    real, calls = OptimStep.__call__, {"n": 0}
-
-    def interrupted(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 8:  # in step 8: the state of step 5 is the last saved one
-            raise KeyboardInterrupt
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(OptimStep, "__call__", interrupted)
+    interrupt_at_step(8)  # in step 8: the state of step 5 is the last saved one
     with pytest.raises(KeyboardInterrupt):
         _run(setup, "res", **kw)
     monkeypatch.undo()

@@ -1,10 +1,12 @@
 """Tokenize with audio_feat templates, end to end on the tiny corpus: the shards carry the frozen encoder's
-vectors (float16 stored, float32 read, one per placeholder frame), a resumed run reuses the cached features."""
+vectors (float16 stored, float32 read, one per placeholder frame), a resumed run reuses the cached features,
+a short training run through make_trainer takes the features from the shards and names the encoder in its
+checkpoint, the audio sampler copes with a feature model, and the Pipeline on that checkpoint computes the
+same features on the fly as the shards hold for the same audio."""
 
 import functools
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,11 +20,14 @@ from unisono.data.manifests import load_cuts
 from unisono.data.shards import ShardReader, list_shards, read_shard
 from unisono.errors import UnisonoError
 from unisono.features import build_encoder
+from unisono.inference import Pipeline
+from unisono.options import GenerationOptions
 from unisono.tasks import decode_example, load_templates
+from unisono.train import launch
 from unisono.vocab import Vocab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FEAT_YAML = Path(__file__).parents[1] / "configs" / "tasks" / "asr_feat.yaml"
+FEAT_YAML = launch.Path(__file__).parents[1] / "configs" / "tasks" / "asr_feat.yaml"
 SE_FEAT = {"version": 1, "tasks": {"se_feat": {
     "description": "noisy speech (as features) -> clean speech", "cuts_from": "se",
     "conditions": [{"name": "noisy", "modality": "audio_feat", "source": "recording.noisy"}],
@@ -102,6 +107,63 @@ def test_feature_tasks_need_an_encoder_before_any_work(setup, tmp_path):
     with pytest.raises(UnisonoError, match="unknown feature encoder 'nope'"):
         tk.tokenize_corpus(setup["corpus"], tmp_path / "b", setup["factory"], **{**opts, "feature_encoder": "nope"})
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+    cfg = {"model": {"pattern": "delay", "d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 1024,
+                     "feature_dim": "auto"},
+           "train": {"max_steps": 3, "lr": 1e-3, "warmup_steps": 1, "max_frames": 1024, "save_every": 3,
+                     "log_every": 1, "eval_every": 3, "eval_batches": 1, "cond_dropout": 0.1, "device": "cpu",
+                     "sample_every": 3, "tensorboard": False}}
+    path = setup["root"] / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = setup["root"] / "run"
+    trainer = launch.make_trainer(path, run, shards=setup["shards"], val_shards=setup["shards"] / "valid")
+    trainer.train(progress=False)
+    return trainer, run / json.loads((run / "latest.json").read_text())["path"]
+
+
+def test_training_takes_the_features_from_the_shards(setup, trained):
+    trainer, ckpt = trained
+    desc = json.loads((setup["shards"] / "features.json").read_text())["encoder"]
+    vocab = Vocab.load(setup["shards"] / "vocab.json")
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["feature_dim"] == 80 and config["feature_id"] == vocab.placeholder_id("audio_feat")
+    assert config["feature_encoder"] == desc and (ckpt / "features.json").exists()
+    log = [json.loads(line) for line in (trainer.out / "log.jsonl").read_text().splitlines()]
+    assert any("loss_task/asr_feat" in r for r in log) and "val_loss/all" in log[-1]  # features in both
+    assert all(r.get("skipped") is None for r in log)
+
+
+def test_the_audio_sampler_passes_the_stored_features(setup, trained, monkeypatch):
+    trainer, _ = trained
+    monkeypatch.setattr(launch, "load_templates", lambda: setup["templates"])  # se_feat: audio_feat -> audio
+    calls = []
+
+    class Writer:
+        def add_audio(self, tag, wav, step, sample_rate):
+            calls.append((tag, wav.shape, sample_rate))
+
+    sample = launch.audio_sampler(setup["shards"], None, max_seconds=0.2)
+    sample(trainer.model, 1, Writer())
+    assert calls and calls[0][0] == "samples/se_feat" and calls[0][2] == 16000
+
+
+def test_the_pipeline_computes_the_stored_features_on_the_fly(setup, trained, tmp_path):
+    _, ckpt = trained
+    out = Pipeline.package(ckpt, setup["shards"], tmp_path / "ckpt", templates=setup["templates"])
+    pipe = Pipeline.from_pretrained(out)
+    assert {"asr_feat", "asr_codec_feat", "se_feat"} <= set(pipe.tasks)
+    ex = next(iter(ShardReader(setup["shards"], tasks=["asr_codec_feat"])))
+    wav_path = setup["corpus"] / "audio" / "train" / f"{ex['id']}.flac"
+    prep = pipe.io("asr_codec_feat").prepare({"speech": str(wav_path)}, GenerationOptions())
+    place = prep.prompt[:, 0] == pipe.vocab.placeholder_id("audio_feat")
+    assert torch.equal(prep.prompt, ex["frames"][: prep.prompt.shape[0]])  # the training example's prefix
+    assert torch.equal(prep.feats[place].half().float(), ex["audio_feat"])  # computed now = stored (fp16)
+    assert not prep.feats[~place].any()
+    text = pipe.generate("asr_feat", speech=str(wav_path), seed=0, max_duration=0.2)
+    assert isinstance(text.text, str)
 
 
 def test_the_command_line_stores_features(setup, tmp_path, capsys):

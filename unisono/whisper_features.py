@@ -108,9 +108,10 @@ class WhisperHFEncoder(WhisperWindowEncoder):
         cfg = model.config
         if (d / "preprocessor_config.json").is_file():
             self.mel = WhisperFeatureExtractor.from_pretrained(self.model_dir, local_files_only=True)
-        else:
-            seconds = 2 * cfg.max_source_positions * 160 // SAMPLE_RATE
-            self.mel = WhisperFeatureExtractor(feature_size=cfg.num_mel_bins, chunk_length=seconds)
+        else:  # Whisper's log-mel (hop 160) over the model's window: 2 mel frames per position
+            self.mel = WhisperFeatureExtractor(feature_size=cfg.num_mel_bins)
+            self.mel.nb_max_frames = 2 * int(cfg.max_source_positions)
+            self.mel.n_samples = self.mel.nb_max_frames * int(self.mel.hop_length)
         if int(self.mel.sampling_rate) != SAMPLE_RATE or int(self.mel.nb_max_frames) != 2 * cfg.max_source_positions:
             raise UnisonoError(f"whisper_hf: {d}'s log-mel ({self.mel.nb_max_frames} frames at "
                                f"{self.mel.sampling_rate} Hz) does not fill the encoder's "

@@ -7,6 +7,10 @@ groups of ``--shard-size`` (``OUT/plan.json``); (4) make the shards in parallel,
 atomically; a cut whose audio or metadata is broken is skipped with its reason, the run goes on;
 (5) write per-task counts (``OUT/stats.json``). Running the same command again resumes: finished
 shards are kept, the rest are made.
+
+Tasks with ``audio_feat`` conditions need ``--feature-encoder NAME`` (:mod:`unisono.features`): its features
+are computed once per recording (cached under ``OUT/.feats`` as the codes under ``OUT/.codes``), stored in the
+shards as float16, and the encoder is named in ``OUT/features.json`` (docs/features.md).
 """
 
 from __future__ import annotations

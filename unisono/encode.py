@@ -94,6 +94,23 @@ class SegmentEncoder:
             wav = wav[..., start : start + n] if wav.shape[-1] > n else wav
         return Segment("semantic", ids=self.tok.semantic.encode(wav, self.sample_rate).tolist())
 
+    def audio_features(self, wav: torch.Tensor, resample: int | None = None) -> torch.Tensor:
+        """``FloatTensor[T, D]`` of the whole ``wav [1, S]`` (float32 at the codec's rate): the feature encoder's
+        vectors of the recording band-limited to ``resample`` Hz (when given), at the codec's frame rate."""
+        if self.features is None:
+            raise UnisonoError("an audio_feat segment needs a feature encoder and none is configured; give the "
+                               "checkpoint's feature encoder (unisono.features)")
+        wav = band_limit(wav, self.sample_rate, resample)
+        return to_frame_rate(self.features.encode(wav[0], self.sample_rate), self.features.frame_rate, self.frame_rate)
+
+    def feat_segment(self, spec: SegmentSpec, vectors: torch.Tensor, start: int = 0) -> Segment:
+        """An ``audio_feat`` segment from the whole recording's ``vectors [T, D]`` (:meth:`audio_features`):
+        cropped to ``spec.seconds`` from frame ``start``, as :meth:`codec_segment` crops codes."""
+        if spec.seconds is not None:
+            n = self.frames(spec.seconds)
+            vectors = vectors[start : start + n] if vectors.shape[0] > n else vectors
+        return Segment("audio_feat", vectors=vectors.float().contiguous())
+
     def audio_feat_segment(self, spec: SegmentSpec, wav: torch.Tensor, start: int = 0) -> Segment:
         """An ``audio_feat`` segment of ``wav [1, S]`` (float32 at the codec's rate): the feature encoder's vectors
         ``[T, D]`` of the band-limited recording at the codec's frame rate, cropped to ``spec.seconds`` from frame
@@ -101,12 +118,7 @@ class SegmentEncoder:
         if self.features is None:
             raise UnisonoError(f"segment {spec.name} is audio_feat but no feature encoder is configured; give the "
                                "checkpoint's feature encoder (unisono.features)")
-        wav = band_limit(wav, self.sample_rate, spec.resample)
-        vec = to_frame_rate(self.features.encode(wav[0], self.sample_rate), self.features.frame_rate, self.frame_rate)
-        if spec.seconds is not None:
-            n = self.frames(spec.seconds)
-            vec = vec[start : start + n] if vec.shape[0] > n else vec
-        return Segment("audio_feat", vectors=vec.contiguous())
+        return self.feat_segment(spec, self.audio_features(wav, spec.resample), start)
 
     # -- text and data
     def phones_segment(self, phones: str, what: str = "input") -> Segment:

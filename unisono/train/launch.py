@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from unisono.codec import load_codec
-from unisono.data.shards import ShardReader
+from unisono.data.shards import FEATURES_FILE, ShardReader
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json
 from unisono.inference import PreparedPrompt, TaskIO
 from unisono.options import GenerationOptions
-from unisono.tasks import load_templates
+from unisono.tasks import example_features, load_templates
 from unisono.train.data import split_by_task
 from unisono.train.settings import read_settings_file
 from unisono.train.toydata import PAD, toy_examples, toy_vocab_size
@@ -40,6 +40,38 @@ def model_dims_from_vocab(vocab_json: Path, feature_dim: int = 0) -> dict:
     if feature_dim:
         dims["feature_id"] = v.placeholder_id("audio_feat")
     return dims
+
+
+def shard_features(shards: Path) -> dict | None:
+    """The feature encoder whose vectors the shards hold (``SHARDS/features.json``, written by ``unisono tokenize
+    --feature-encoder``: its :meth:`~unisono.features.FeatureEncoder.describe`), or None."""
+    path = Path(shards) / FEATURES_FILE
+    return read_json(path)["encoder"] if path.is_file() else None
+
+
+def feature_settings(mcfg: dict, shards: Path, val_shards: Path | None = None) -> None:
+    """Set ``feature_dim`` and ``feature_encoder`` of the model config ``mcfg`` from the shards' features: when
+    the recipe says ``feature_dim: auto``, or names no ``feature_dim`` and the shards hold features. A
+    ``feature_dim`` or ``feature_encoder`` that disagrees with the shards, ``auto`` on shards without features, or
+    validation shards of another encoder are one-line errors."""
+    enc = shard_features(shards)
+    want = mcfg.get("feature_dim")
+    if want == "auto" and enc is None:
+        raise UnisonoError(f"model.feature_dim is auto but {shards} holds no audio features (no {FEATURES_FILE}); "
+                           "tokenize a task with audio_feat conditions with --feature-encoder NAME")
+    if enc is None or want == 0:
+        return
+    if want not in (None, "auto") and want != enc["dim"]:
+        raise UnisonoError(f"model config says feature_dim={want} but the features in {shards} have "
+                           f"{enc['dim']} dims ({enc['fingerprint']}); use feature_dim: auto")
+    if mcfg.get("feature_encoder") and mcfg["feature_encoder"].get("fingerprint") != enc["fingerprint"]:
+        raise UnisonoError(f"model config names feature encoder {mcfg['feature_encoder'].get('fingerprint')} but "
+                           f"{shards} holds features of {enc['fingerprint']}")
+    val = shard_features(val_shards) if val_shards is not None else None
+    if val is not None and val["fingerprint"] != enc["fingerprint"]:
+        raise UnisonoError(f"the validation shards {val_shards} hold features of {val['fingerprint']}, the training "
+                           f"shards of {enc['fingerprint']}; tokenize both with one encoder")
+    mcfg["feature_dim"], mcfg["feature_encoder"] = int(enc["dim"]), enc
 
 
 def shard_sources(shards: str | Path, tasks: list[str] | None, rank: int, world_size: int) -> dict:
@@ -71,7 +103,8 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
                 continue
             first = int(loss_rows[0])
             if first > 0 and int(col[first - 1]) in starts and ex["task"] in state["templates"]:  # audio target
-                state["example"] = (ex["task"], ex["frames"][:first])
+                feats = example_features(vocab, ex)  # an audio_feat condition: its stored features go along
+                state["example"] = (ex["task"], ex["frames"][:first], None if feats is None else feats[:first])
                 return True
         return False
 
@@ -80,9 +113,11 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
             state["ok"] = setup()
         if not state["ok"] or writer is None:
             return
-        task, prompt = state["example"]
-        io = TaskIO(state["templates"][task], state["vocab"], None, state["codec"], model)
-        prep = PreparedPrompt(prompt, prompt, int(max_seconds * float(state["codec"].frame_rate)), 0, [])
+        task, prompt, feats = state["example"]
+        if "io" not in state:  # one TaskIO (a template with audio_feat conditions rebuilds the model's encoder)
+            state["io"] = TaskIO(state["templates"][task], state["vocab"], None, state["codec"], model)
+        io = state["io"]
+        prep = PreparedPrompt(prompt, prompt, int(max_seconds * float(state["codec"].frame_rate)), 0, [], feats=feats)
         out = io.finish(io.sample([prep], GenerationOptions(top_k=30, seed=0))[0])
         if out.wav.size:
             writer.add_audio(f"samples/{task}", torch.from_numpy(out.wav).clamp(-1, 1)[None], step,
@@ -119,6 +154,7 @@ def make_trainer(config: str | Path, out: str | Path, shards: str | Path | None 
         raise UnisonoError(f"--shards {shards} is not a directory; make shards with `unisono tokenize`")
     if (shards / "vocab.json").is_file():
         vocab_json = shards / "vocab.json"
+        feature_settings(mcfg, shards, Path(val_shards) if val_shards else None)
         for key, val in model_dims_from_vocab(vocab_json, int(mcfg.get("feature_dim") or 0)).items():
             if key in mcfg and mcfg[key] != val:
                 raise UnisonoError(f"model config says {key}={mcfg[key]} but {vocab_json} says {val}")
@@ -134,5 +170,6 @@ def make_trainer(config: str | Path, out: str | Path, shards: str | Path | None 
                       init_from=init_from)
     if tcfg.get("sample_every"):
         trainer.sample_fn = audio_sampler(shards, Path(val_shards) if val_shards else None)
-    trainer.checkpoint_extras = [p for p in (shards / "tokenizers", shards / "codec.json") if p.exists()]
+    trainer.checkpoint_extras = [p for p in (shards / "tokenizers", shards / "codec.json", shards / FEATURES_FILE)
+                                 if p.exists()]
     return trainer

@@ -137,7 +137,8 @@ class OptimStep:
             optimizer, lambda i: lr_factor(i, s.warmup_steps, s.total_steps, s.min_lr_ratio))
         self.ema_model = ema_model if ema_model is not None else module
         self.ema = EMA(self.ema_model, s.ema_decay) if s.ema_decay else None
-        self.use_autocast = torch.device(device).type == "cuda" and s.bf16
+        self.device = torch.device(device)
+        self.use_autocast = self.device.type == "cuda" and s.bf16
         self.distributed = distributed
         self.step = 0
         self.skipped_in_row = 0
@@ -185,7 +186,8 @@ class OptimStep:
 
     def _any_nonfinite(self, loss: float, gnorm: float) -> bool:
         bad = torch.tensor([0.0 if math.isfinite(loss) and math.isfinite(gnorm) else 1.0])
-        if self.distributed:
+        if self.distributed:  # on the device: NCCL reduces GPU tensors only
+            bad = bad.to(self.device)
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every process skips (or stops) together
         return bool(bad.item())
 
@@ -258,10 +260,10 @@ def validation_loss(module: nn.Module, sources: dict, pad_id: int, max_frames: i
         batches = budget_batches(sources[task](), max_frames, max_batches)
         for ex in (e for b in batches for e in b):
             check_example(ex, num_streams)
-        n = torch.tensor([len(batches)], dtype=torch.long)
+        n = torch.tensor([len(batches)], dtype=torch.long, device=device)  # on the device: NCCL reduces GPU tensors
         if distributed:
             dist.all_reduce(n, op=dist.ReduceOp.MAX)
-        tot = torch.zeros(2, dtype=torch.float64)
+        tot = torch.zeros(2, dtype=torch.float64, device=device)
         for i in range(int(n)):
             if batches:
                 mb = collate(batches[min(i, len(batches) - 1)], pad_id, feature_id=feature_id)
@@ -271,11 +273,12 @@ def validation_loss(module: nn.Module, sources: dict, pad_id: int, max_frames: i
             with autocast() if autocast is not None else contextlib.nullcontext():
                 out = loss_fn(**model_inputs(mb, device))
             if i < len(batches):
-                tot += torch.stack([out["stream_sum"].sum(), out["stream_count"].sum()]).double().cpu()
+                tot += torch.stack([out["stream_sum"].sum(), out["stream_count"].sum()]).double().to(device)
         if distributed:
             dist.all_reduce(tot)
-        if tot[1] > 0:
-            res[task] = float(tot[0] / tot[1])
+        s, c = tot.tolist()
+        if c > 0:
+            res[task] = s / c
     module.train(was)
     return res
 

@@ -352,8 +352,8 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def _barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
+        if self.world > 1:  # NCCL's barrier on this process's GPU (named, so it need not guess one)
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def _micro_batches(self) -> list[dict]:
         out = []

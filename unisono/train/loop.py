@@ -43,9 +43,11 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
 
 
 def make_optimizer(named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float,
-                   betas: tuple[float, float] = (0.9, 0.95), no_decay: tuple[str, ...] = ()) -> torch.optim.AdamW:
+                   betas: tuple[float, float] = (0.9, 0.95), no_decay: tuple[str, ...] = (),
+                   fused: bool = False) -> torch.optim.AdamW:
     """AdamW over the parameters that require a gradient: ``weight_decay`` on matrices (``dim >= 2``) except
-    those whose name ends with one of ``no_decay``, none on vectors and scalars. Two groups, in that order."""
+    those whose name ends with one of ``no_decay``, none on vectors and scalars. Two groups, in that order.
+    ``fused``: one kernel for the whole update (parameters on a GPU)."""
     decay, rest = [], []
     for name, p in named_parameters:
         if not p.requires_grad:
@@ -54,7 +56,7 @@ def make_optimizer(named_parameters: Iterable[tuple[str, nn.Parameter]], lr: flo
     if not decay and not rest:
         raise UnisonoError("no parameter requires a gradient: nothing to train")
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **({"fused": True} if fused else {}))
 
 
 @dataclass

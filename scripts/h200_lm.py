@@ -49,8 +49,10 @@ def smoke(config: str, shards: str, work: str, device: str, steps: int, sets: li
     read back equal, then the run resumed from it for one more update. Raises on any failure."""
     t0 = time.perf_counter()
     over = parse_sets(sets)
-    over.setdefault("train", {}).update(max_steps=steps, save_every=0, eval_every=0, log_every=1, compile=False,
-                                        tensorboard=False, device=device, max_seconds=0, sample_every=0)
+    train = over.setdefault("train", {})
+    pool = min(256, int(train.get("pool_size", 256)))  # fewer examples read before the first step
+    train.update(max_steps=steps, save_every=0, eval_every=0, log_every=1, compile=False, tensorboard=False,
+                 device=device, max_seconds=0, sample_every=0, pool_size=pool)
     shutil.rmtree(work, ignore_errors=True)
     tr = make_trainer(config, work, shards=shards, overrides=over)
     ended = tr.train(progress=False)

@@ -20,7 +20,7 @@
 # the smoke run and training), VAL_SHARDS (default SHARDS/val when it exists; else validation reads the training
 # shards), DEVICE (cuda; DEVICE=cpu with a tiny SET is the check before a GPU run, tests/test_h200_lm.py),
 # PRECISION (auto: float16 when it fits 60 MiB, else int8), SMOKE_STEPS (6), GEN_SECONDS (5 s of audio per row),
-# GEN_BATCHES ("1 16"), GEN_TIMEOUT (150 s), WORK (/tmp/unisono_lm: the run directories), WHEELS (scripts/device_env.sh).
+# GEN_BATCHES ("1 16"), GEN_TIMEOUT (90 s), WORK (/tmp/unisono_lm: the run directories), WHEELS (scripts/device_env.sh).
 # Back here: `python scripts/h200_lm.py join OUT LM_DIR --shards SHARDS --checkpoint CKPT`, then `unisono eval`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +57,7 @@ source scripts/device_env.sh
   echo "== generation speed (batches ${GEN_BATCHES:-1 16}, ${GEN_SECONDS:-5} s of audio each)"
   latest=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['path'])" "$WORK/run/latest.json")
   # shellcheck disable=SC2086  # GEN_BATCHES is a list of numbers
-  if timeout "${GEN_TIMEOUT:-150}" python3 benchmarks/lm_speed.py --checkpoint "$WORK/run/$latest" --device "$DEVICE" \
+  if timeout "${GEN_TIMEOUT:-90}" python3 benchmarks/lm_speed.py --checkpoint "$WORK/run/$latest" --device "$DEVICE" \
       --batches ${GEN_BATCHES:-1 16} --seconds "${GEN_SECONDS:-5}" --json "$WORK/generation.json"; then
     python3 scripts/h200_lm.py add "$OUT/result.json" generation "$WORK/generation.json"
   else

@@ -553,9 +553,11 @@ class Trainer:
         (:class:`unisono.train.speed.Throughput`), and how it ran."""
         if self.rank != 0:
             return
-        dev = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else str(self.device)
+        cuda = self.device.type == "cuda"
+        dev = torch.cuda.get_device_name(self.device) if cuda else str(self.device)
         write_json(self.out / "throughput.json", {
             **self.throughput.summary(), "wall_seconds": wall, "stopped_by": stopped, "step": self.step,
-            "device": dev, "processes": self.world, "compile": self.compile_note, "fused_adamw": self.fused,
+            "device": dev, "peak_memory_gib": torch.cuda.max_memory_allocated(self.device) / 2**30 if cuda else None,
+            "processes": self.world, "compile": self.compile_note, "fused_adamw": self.fused,
             "prefetch": self.cfg.on_gpu("prefetch", self.device), "bf16_autocast": self.optim.use_autocast,
             "parameters": self.model.num_parameters()})

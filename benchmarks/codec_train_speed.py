@@ -23,8 +23,8 @@ def main(argv=None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from unisono.cli.codec import parse_sets
     from unisono.codec.trainer import Trainer, load_config
+    from unisono.train.settings import parse_sets
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)

@@ -15,6 +15,12 @@ peer (`--no-quant` skips these rows).
 
     python benchmarks/lm_speed.py --quick --json OUT.json     # about a minute on one CPU core
     python benchmarks/lm_speed.py --json OUT.json              # ~20M parameters, 5 s of audio
+
+With `--checkpoint DIR` it times a trained model instead (DIR holds config.json, model.safetensors and vocab.json,
+e.g. a checkpoint of `unisono train`) on `--device` at `--batches` (default 1 and 16), beside a MusicGen decoder of
+its transformer's sizes (random weights, built from a config: nothing is downloaded): frames/s with the model's
+KV-cached `generate` (caches preallocated once per call) against transformers' `generate` (scripts/h200_lm.sh
+runs it on the GPU). Rows never end (no end id), so every row makes `--seconds` of frames.
 """
 
 from __future__ import annotations
@@ -112,9 +118,16 @@ def train_fps(model, b: int, t: int, k: int, codebook: int, steps: int) -> float
     return b * t * steps / (time.perf_counter() - t0)
 
 
-def _timed(fn):
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device="cpu"):
+    _sync(device)
     c0, t0 = time.process_time(), time.perf_counter()
     out = fn()
+    _sync(device)  # a GPU's work is done when the clock stops
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -128,10 +141,11 @@ def gen_time(model, b: int, prompt_len: int, n: int, k: int, codebook: int, mask
     return wall, cpu
 
 
-def musicgen_gen_time(mg, b: int, prompt_len: int, n: int, k: int, codebook: int) -> tuple[float, float, int]:
+def musicgen_gen_time(mg, b: int, prompt_len: int, n: int, k: int, codebook: int,
+                      device: str = "cpu") -> tuple[float, float, int]:
     from transformers import GenerationConfig
 
-    ids = torch.randint(0, codebook, (b * k, prompt_len), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, codebook, (b * k, prompt_len), generator=torch.Generator().manual_seed(1)).to(device)
 
     def run(steps):
         gc = GenerationConfig(max_new_tokens=steps, do_sample=True, top_k=250, pad_token_id=codebook,
@@ -140,8 +154,56 @@ def musicgen_gen_time(mg, b: int, prompt_len: int, n: int, k: int, codebook: int
             return mg.generate(input_ids=ids, generation_config=gc)
 
     run(k + 1)  # warm-up (the delay pattern needs at least K steps)
-    out, wall, cpu = _timed(lambda: run(n + k - 1))  # K - 1 extra steps give n complete frames
+    out, wall, cpu = _timed(lambda: run(n + k - 1), device)  # K - 1 extra steps give n complete frames
     return wall, cpu, out.shape[-1] - prompt_len
+
+
+def checkpoint_rows(path: str, device: str, batches: list[int], seconds: float, rounds: int) -> dict:
+    """Generation speed of the trained model in ``path`` on ``device`` beside a MusicGen decoder of its sizes (see the
+    module doc): per batch size, frames/s of all rows together and ms per frame, the best of ``rounds``."""
+    from unisono.vocab import Vocab
+
+    dev = torch.device(device)
+    model = UnisonoLM.from_pretrained(path, map_location=dev).eval()
+    cfg, vocab = model.cfg, Vocab.load(Path(path) / "vocab.json")
+    k, v = cfg.num_streams, cfg.vocab_size
+    ranges = [vocab.modality_range("codec", j) for j in range(k)]
+    mask = torch.zeros(k, v, dtype=torch.bool)
+    for j, r in enumerate(ranges):
+        mask[j, r.start:r.stop] = True
+    mask = mask.to(dev)
+    n, prompt_len, cb = int(round(seconds * FRAME_RATE)), 10, ranges[0].size
+    res: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "frames_generated": n,
+                 "frame_rate_hz": FRAME_RATE, "dtype": "float32", "params_unisono": model.num_parameters(),
+                 "pattern": cfg.pattern, "top_k": 250}
+    try:
+        mg = build_musicgen(cfg.d_model, cfg.n_layers, cfg.n_heads, k, cb).to(dev)
+        res["params_musicgen"] = sum(q.numel() for q in mg.parameters())
+    except Exception as e:  # transformers missing, or its MusicGen not buildable offline: the row is skipped
+        mg, res["musicgen_skipped"] = None, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    g = torch.Generator().manual_seed(1)
+    for b in batches:
+        prompt = torch.stack([torch.randint(r.start, r.stop, (b, prompt_len), generator=g) for r in ranges], -1)
+        prompt = prompt.to(dev)
+        try:
+            model.generate(prompt, 2, stream_mask=mask, top_k=250, seed=0)  # warm-up
+            best = min(_timed(lambda p=prompt: model.generate(p, n, stream_mask=mask, top_k=250, seed=0), dev)[1]
+                       for _ in range(rounds))
+            res[f"frames_per_s_unisono_b{b}"] = b * n / best
+            res[f"ms_per_frame_unisono_b{b}"] = 1000 * best / n
+        except Exception as e:  # the peer's row still comes
+            res[f"unisono_error_b{b}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        if mg is not None:
+            best_mg, frames = float("inf"), n
+            for _ in range(rounds):
+                wall, _, frames = musicgen_gen_time(mg, b, prompt_len, n, k, cb, device=str(dev))
+                best_mg = min(best_mg, wall)
+            res[f"frames_per_s_musicgen_b{b}"] = b * frames / best_mg
+            res[f"ms_per_frame_musicgen_b{b}"] = 1000 * best_mg / frames
+            if f"frames_per_s_unisono_b{b}" in res:
+                res[f"speed_ratio_unisono_vs_musicgen_b{b}"] = (
+                    res[f"frames_per_s_unisono_b{b}"] / res[f"frames_per_s_musicgen_b{b}"])
+    return res
 
 
 def main(argv=None) -> int:
@@ -157,7 +219,18 @@ def main(argv=None) -> int:
     p.add_argument("--codebook", type=int, default=1024)
     p.add_argument("--seconds", type=float, default=None, help="audio seconds to generate per row")
     p.add_argument("--rounds", type=int, default=None, help="repeat each generation measurement, keep the best")
+    p.add_argument("--checkpoint", help="time this trained model (and a MusicGen of its sizes) instead; see above")
+    p.add_argument("--device", default="cpu", help="with --checkpoint: cpu or cuda (default cpu)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="with --checkpoint: batch sizes")
     a = p.parse_args(argv)
+    if a.checkpoint:
+        res = checkpoint_rows(a.checkpoint, a.device, a.batches, a.seconds or 5.0, a.rounds or 2)
+        print(" ".join(f"{key}={val:.4g}" if isinstance(val, float) else f"{key}={val}" for key, val in res.items()))
+        if a.json:
+            from unisono.fileio import write_json
+
+            write_json(a.json, res)
+        return 0
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     seconds = a.seconds or (0.5 if a.quick else 5.0)

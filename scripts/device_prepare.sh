@@ -5,11 +5,30 @@
 #                 CORPUS=ref (default) the shipped model's, espeak-ng alone (runs/ref/corpus, ~5 minutes to make on 2
 #                 cores); CORPUS=mixed the default engine mix with natural voices (runs/mix/corpus, 22 minutes here beside test runs)
 # Both are kept out of git through .git/info/exclude. Usage: [CORPUS=mixed] bash scripts/device_prepare.sh [MAX_MIB]
+# For the language model's run (scripts/h200_lm.sh), LM_SHARDS=DIR bash scripts/device_prepare.sh copies the token
+# shards of DIR (`unisono tokenize` output: vocab.json, tokenizers/, codec.json, train/, val/) to .pack/lm, no wheels
+# (its path needs none), and checks that they and the code travel under 64 MiB with unisono-small's LM weights out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX_MIB=${1:-48}
-mkdir -p .git/info
-for p in /.whl/ /.pack/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
+exclude=$(git rev-parse --git-path info/exclude)  # .git/info/exclude, also from a worktree
+mkdir -p "$(dirname "$exclude")"
+for p in /.whl/ /.pack/; do grep -qxF "$p" "$exclude" 2>/dev/null || echo "$p" >> "$exclude"; done
+if [ -n "${LM_SHARDS:-}" ]; then
+  [ -f "$LM_SHARDS/vocab.json" ] && [ -d "$LM_SHARDS/train" ] || { echo "LM_SHARDS=$LM_SHARDS: no vocab.json and train/" >&2; exit 2; }
+  rm -rf .pack/lm
+  mkdir -p .pack/lm
+  for part in vocab.json codec.json tokenizers train val; do
+    if [ -e "$LM_SHARDS/$part" ]; then cp -rL "$LM_SHARDS/$part" .pack/lm/; fi
+  done
+  small=unisono/assets/unisono-small/model.safetensors
+  code=$(git ls-files -co --exclude-standard -z | grep -zv "^$small\$" | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
+  pack=$(du -sb .pack/lm | cut -f1)
+  echo "travels: code $((code / 1048576)) MiB + .pack/lm $((pack / 1048576)) MiB of 64 MiB (without $small)"
+  if [ $((code + pack)) -gt $((64 * 1048576)) ]; then echo "too large to travel: fewer shards" >&2; exit 1; fi
+  echo "carry [\".pack/lm\"]; move $small out of the tree for the call"
+  exit 0
+fi
 if ! compgen -G ".whl/soundfile-*.whl" >/dev/null; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \

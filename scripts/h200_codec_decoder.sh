@@ -30,15 +30,10 @@ INIT_ARGS=()
 if [ -n "$INIT" ]; then INIT_ARGS=(--init "$INIT"); fi
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ "${WHEELS:-1}" = 1 ] && compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
+source scripts/device_env.sh
 {
-  date -u
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  python3 -c "import torch, soundfile, soxr; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  device_report
+  python3 -c "import soundfile, soxr"  # the codec's training reads audio: the carried wheels
   echo "== smoke: ${SMOKE_STEPS:-20} steps"
   rm -rf /tmp/codec_smoke
   python3 -m unisono codec train --config "$CONFIG" "${INIT_ARGS[@]}" --data "$PACK" --out /tmp/codec_smoke \

@@ -52,7 +52,7 @@ def test_load_yaml_reads_exponent_floats():
 
 
 def test_codec_set_override_takes_exponent_floats():
-    from unisono.cli.codec import parse_sets
+    from unisono.train.settings import parse_sets
 
     assert parse_sets(["train.lr=3e-4", "model.quantizer=factorized"]) == {
         "train": {"lr": 3e-4}, "model": {"quantizer": "factorized"}}

@@ -37,3 +37,23 @@ def test_train_on_shards_writes_a_pipeline_checkpoint(tiny_checkpoint, tmp_path)
     ]
     audio_tags = {t for ev in events for t in ev.Tags()["audio"]}
     assert any(t.startswith("samples/") for t in audio_tags), audio_tags
+
+
+def test_set_and_max_seconds_override_the_config(tiny_checkpoint, tmp_path, capsys):
+    shards = tiny_checkpoint.parent / "shards"
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({"model": {"d_model": 64, "n_layers": 2, "n_heads": 2, "max_seq_len": 1024},
+                                        "train": {"max_steps": 100, "device": "cpu", "tensorboard": False}}))
+    run = tmp_path / "run"
+    args = ["train", "--config", str(cfg_path), "--shards", str(shards), "--out", str(run), "--no-progress",
+            "--set", "model.d_model=32", "--set", "model.n_layers=1", "--set", "train.max_steps=3",
+            "--set", "train.max_frames=2048", "--max-seconds", "600"]
+    assert main(args) == 0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["model"]["d_model"] == 32 and saved["model"]["n_layers"] == 1
+    assert saved["train"]["max_steps"] == 3 and saved["train"]["max_seconds"] == 600
+    assert json.loads((run / "throughput.json").read_text())["stopped_by"] == "max_steps"
+    assert main(args[:8] + ["--set", "data.x=1"]) == 2
+    assert "--set names sections ['data']" in capsys.readouterr().err
+    assert main(args[:8] + ["--set", "train.lr"]) == 2
+    assert "use SECTION.KEY=VALUE" in capsys.readouterr().err

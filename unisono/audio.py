@@ -16,14 +16,26 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+def _soundfile():
+    """The soundfile module, imported when a file is read or written (the training path needs none)."""
+    import soundfile  # noqa: PLC0415 (soundfile: not on the GPU image)
+
+    return soundfile
+
+
+def _soxr():
+    """The soxr module, imported when audio is resampled."""
+    import soxr  # noqa: PLC0415 (soxr: not on the GPU image)
+
+    return soxr
 
 
 def _to_numpy(wav) -> tuple[np.ndarray, bool]:
@@ -43,6 +55,7 @@ def info(path: str | os.PathLike):
     path = Path(path)
     if not path.exists():
         raise UnisonoError(f"audio file {path} does not exist")
+    sf = _soundfile()
     try:
         return sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as e:
@@ -65,6 +78,7 @@ def load(
     file_info = info(path)
     start = int(round(offset * file_info.samplerate))
     stop = None if duration is None else start + int(round(duration * file_info.samplerate))
+    sf = _soundfile()
     try:
         data, sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as e:
@@ -102,7 +116,7 @@ def save(path: str | os.PathLike, wav, sample_rate: int, subtype: str | None = N
     if subtype is None:
         subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), x.T, int(sample_rate), subtype=subtype, format=fmt)
+        _soundfile().write(str(tmp), x.T, int(sample_rate), subtype=subtype, format=fmt)
     return path
 
 
@@ -111,6 +125,7 @@ def resample(wav, orig_sr: int, new_sr: int, quality: str = "HQ"):
     if orig_sr == new_sr:
         return wav
     x, was_torch = _to_numpy(wav)
+    soxr = _soxr()
     if x.ndim == 1:
         y = soxr.resample(x, orig_sr, new_sr, quality=quality)
     else:

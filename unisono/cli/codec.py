@@ -8,6 +8,7 @@ from pathlib import Path
 from unisono.audio import AUDIO_EXTENSIONS
 from unisono.errors import UnisonoError
 from unisono.fileio import check_writable
+from unisono.train.settings import parse_sets
 
 DESCRIPTION = """Neural audio codec commands.
 
@@ -80,20 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--num-codebooks", type=int, nargs="+", help="codebook counts to evaluate (default 1 2 4 8 up to K)")
     v.add_argument("--limit", type=int, default=0, help="evaluate at most this many utterances (0 = all)")
     v.add_argument("--json", help="write the results to this JSON file")
-
-
-def parse_sets(items: list[str]) -> dict:
-    """``--set SECTION.KEY=VALUE`` options (values in YAML syntax) as ``{section: {key: value}}``."""
-    from unisono.fileio import load_yaml
-
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise UnisonoError(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. train.batch_size=4")
-        out.setdefault(section, {})[name] = load_yaml(value)
-    return out
 
 
 def check_outputs(args) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from unisono.train.launch import make_trainer
+from unisono.train.settings import parse_sets
 
 DESCRIPTION = """Train the unisono language model.
 
@@ -29,13 +30,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-shards", help="directory of validation shards (validation loss per task)")
     p.add_argument("--out", required=True, help="run directory: checkpoints, log.jsonl, tb/ (TensorBoard)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--max-seconds", type=float,
+                   help="stop after this many seconds of wall-clock time, saved (overrides train.max_seconds; the "
+                        "learning-rate schedule is sized to it)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (YAML syntax), e.g. --set model.d_model=64 --set train.lr=1e-3")
     p.add_argument("--init-from", help="start from the weights of this checkpoint directory (fine-tuning)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
+    overrides = parse_sets(args.set)
+    if args.max_seconds is not None:
+        overrides.setdefault("train", {})["max_seconds"] = args.max_seconds
     trainer = make_trainer(args.config, args.out, shards=None if args.toy else args.shards, val_shards=args.val_shards,
-                           toy=args.toy, max_steps=args.max_steps, init_from=args.init_from)
+                           toy=args.toy, max_steps=args.max_steps, init_from=args.init_from, overrides=overrides)
     if trainer.rank == 0:
         print(f"model: {trainer.model.pattern}, {trainer.model.num_parameters() / 1e6:.2f}M parameters; "
               f"device {trainer.device}, {trainer.world} process(es); run dir {args.out}")

@@ -29,7 +29,9 @@ class RMSNorm(nn.Module):
 
 
 class Rotary(nn.Module):
-    """Rotary position tables up to ``max_len`` positions (rotation of adjacent pairs, as complex numbers)."""
+    """Rotary position tables up to ``max_len`` positions: adjacent pairs ``(a, b)`` of a head are rotated by the
+    position's angle, ``(a cos - b sin, a sin + b cos)``, in real arithmetic (torch.compile generates no code for
+    complex numbers); the tables are computed in float64 and kept in float32."""
 
     def __init__(self, head_dim: int, max_len: int, theta: float = 10000.0):
         super().__init__()
@@ -38,7 +40,8 @@ class Rotary(nn.Module):
         inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
         ang = torch.arange(max_len, dtype=torch.float64)[:, None] * inv[None, :]
         self.max_len = max_len
-        self.register_buffer("freqs", torch.polar(torch.ones_like(ang), ang).to(torch.complex64), persistent=False)
+        self.register_buffer("cos", ang.cos().float(), persistent=False)
+        self.register_buffer("sin", ang.sin().float(), persistent=False)
 
     def forward(self, x: torch.Tensor, pos0: int) -> torch.Tensor:
         """Rotate ``x [B, H, S, Dh]`` for positions ``pos0 .. pos0+S-1``."""
@@ -48,8 +51,10 @@ class Rotary(nn.Module):
                 f"sequence of {pos0 + s} positions exceeds max_seq_len {self.max_len}; "
                 "shorten the input or raise max_seq_len in the model config"
             )
-        xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-        return torch.view_as_real(xc * self.freqs[pos0 : pos0 + s]).flatten(-2).to(x.dtype)
+        cos, sin = self.cos[pos0 : pos0 + s], self.sin[pos0 : pos0 + s]
+        pairs = x.float().unflatten(-1, (-1, 2))
+        a, b = pairs[..., 0], pairs[..., 1]
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).to(x.dtype)
 
 
 class KVCache:

@@ -232,6 +232,7 @@ def collate(batch: list[dict], pad_id: int, cond_dropout: float = 0.0,
         "tasks": [ex["task"] for ex in batch],
         "ids": [ex["id"] for ex in batch],
         "num_frames": sum(ex["frames"].shape[0] for ex in batch),
+        "lengths": [int(ex["frames"].shape[0]) for ex in batch],
         "cond_dropped": drops,
     }
 

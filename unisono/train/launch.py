@@ -128,11 +128,17 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
 
 def make_trainer(config: str | Path, out: str | Path, shards: str | Path | None = None,
                  val_shards: str | Path | None = None, toy: bool = False, max_steps: int | None = None,
-                 init_from: str | Path | None = None) -> Trainer:
+                 init_from: str | Path | None = None, overrides: dict | None = None) -> Trainer:
     """A :class:`Trainer` for the config file ``config`` on ``shards`` (model sizes from their vocab.json;
     each checkpoint carries their tokenizers and codec reference, so it loads in ``Pipeline``) or, with
-    ``toy``, on the built-in synthetic tasks."""
+    ``toy``, on the built-in synthetic tasks. ``overrides`` (``{"model": {...}, "train": {...}}``, e.g. from
+    ``--set``) replace the config's values."""
     recipe = load_recipe(config)
+    unknown = sorted(set(overrides or {}) - {"model", "train"})
+    if unknown:
+        raise UnisonoError(f"--set names sections {unknown}; use model.KEY=VALUE or train.KEY=VALUE")
+    for section, values in (overrides or {}).items():
+        recipe[section].update(values)
     mcfg, tcfg = recipe["model"], recipe["train"]
     if max_steps is not None:
         tcfg["max_steps"] = max_steps

@@ -43,9 +43,11 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
 
 
 def make_optimizer(named_parameters: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float,
-                   betas: tuple[float, float] = (0.9, 0.95), no_decay: tuple[str, ...] = ()) -> torch.optim.AdamW:
+                   betas: tuple[float, float] = (0.9, 0.95), no_decay: tuple[str, ...] = (),
+                   fused: bool = False) -> torch.optim.AdamW:
     """AdamW over the parameters that require a gradient: ``weight_decay`` on matrices (``dim >= 2``) except
-    those whose name ends with one of ``no_decay``, none on vectors and scalars. Two groups, in that order."""
+    those whose name ends with one of ``no_decay``, none on vectors and scalars. Two groups, in that order.
+    ``fused``: one kernel for the whole update (parameters on a GPU)."""
     decay, rest = [], []
     for name, p in named_parameters:
         if not p.requires_grad:
@@ -54,7 +56,7 @@ def make_optimizer(named_parameters: Iterable[tuple[str, nn.Parameter]], lr: flo
     if not decay and not rest:
         raise UnisonoError("no parameter requires a gradient: nothing to train")
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **({"fused": True} if fused else {}))
 
 
 @dataclass
@@ -137,7 +139,8 @@ class OptimStep:
             optimizer, lambda i: lr_factor(i, s.warmup_steps, s.total_steps, s.min_lr_ratio))
         self.ema_model = ema_model if ema_model is not None else module
         self.ema = EMA(self.ema_model, s.ema_decay) if s.ema_decay else None
-        self.use_autocast = torch.device(device).type == "cuda" and s.bf16
+        self.device = torch.device(device)
+        self.use_autocast = self.device.type == "cuda" and s.bf16
         self.distributed = distributed
         self.step = 0
         self.skipped_in_row = 0
@@ -185,7 +188,8 @@ class OptimStep:
 
     def _any_nonfinite(self, loss: float, gnorm: float) -> bool:
         bad = torch.tensor([0.0 if math.isfinite(loss) and math.isfinite(gnorm) else 1.0])
-        if self.distributed:
+        if self.distributed:  # on the device: NCCL reduces GPU tensors only
+            bad = bad.to(self.device)
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every process skips (or stops) together
         return bool(bad.item())
 
@@ -258,10 +262,10 @@ def validation_loss(module: nn.Module, sources: dict, pad_id: int, max_frames: i
         batches = budget_batches(sources[task](), max_frames, max_batches)
         for ex in (e for b in batches for e in b):
             check_example(ex, num_streams)
-        n = torch.tensor([len(batches)], dtype=torch.long)
+        n = torch.tensor([len(batches)], dtype=torch.long, device=device)  # on the device: NCCL reduces GPU tensors
         if distributed:
             dist.all_reduce(n, op=dist.ReduceOp.MAX)
-        tot = torch.zeros(2, dtype=torch.float64)
+        tot = torch.zeros(2, dtype=torch.float64, device=device)
         for i in range(int(n)):
             if batches:
                 mb = collate(batches[min(i, len(batches) - 1)], pad_id, feature_id=feature_id)
@@ -271,11 +275,12 @@ def validation_loss(module: nn.Module, sources: dict, pad_id: int, max_frames: i
             with autocast() if autocast is not None else contextlib.nullcontext():
                 out = loss_fn(**model_inputs(mb, device))
             if i < len(batches):
-                tot += torch.stack([out["stream_sum"].sum(), out["stream_count"].sum()]).double().cpu()
+                tot += torch.stack([out["stream_sum"].sum(), out["stream_count"].sum()]).double().to(device)
         if distributed:
             dist.all_reduce(tot)
-        if tot[1] > 0:
-            res[task] = float(tot[0] / tot[1])
+        s, c = tot.tolist()
+        if c > 0:
+            res[task] = s / c
     module.train(was)
     return res
 

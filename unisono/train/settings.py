@@ -52,3 +52,18 @@ def resolve_paths(d: dict, keys: tuple[str, ...], base: Path) -> dict:
         elif v is not None:
             out[k] = one(v)
     return out
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``--set SECTION.KEY=VALUE`` options (values in YAML syntax) as ``{section: {key: value}}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise UnisonoError(f"--set {item!r}: use SECTION.KEY=VALUE, e.g. train.batch_size=4")
+        try:
+            out.setdefault(section, {})[name] = load_yaml(value)
+        except yaml.YAMLError as e:
+            raise UnisonoError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+    return out

@@ -9,6 +9,7 @@ Run directory layout::
     RUN/checkpoints/step_00000100/ema/       the EMA weights as a checkpoint (when EMA is on)
     RUN/checkpoints/step_00000100/training_state/rank0.pt   optimizer, scheduler, RNG, data position
     RUN/latest.json                          the newest complete checkpoint
+    RUN/throughput.json                      tokens/s, TFLOP/s and MFU of the run (unisono.train.speed.Throughput)
 
 A checkpoint directory is written under a temporary name and renamed when complete, then
 ``latest.json`` is replaced atomically: a killed run resumes from the last complete checkpoint and
@@ -45,6 +46,7 @@ from unisono.lm.model import UnisonoLM
 from unisono.train.data import Source, TaskMixture, TokenBudgetBatcher, check_example, collate, model_inputs
 from unisono.train.loop import OptimStep, StepSettings, make_optimizer, validation_loss
 from unisono.train.settings import settings_from_dict
+from unisono.train.speed import BackboneCompiler, FlopCount, Prefetcher, Throughput, WallClock
 
 log = logging.getLogger("unisono")
 
@@ -80,6 +82,10 @@ class TrainConfig:
     tensorboard: bool = True
     nonfinite: str = "skip"  # a NaN/Inf loss or gradient: "skip" the batch (no update) or "stop" the run
     max_skipped: int = 10  # consecutive skipped batches after which the run stops anyway
+    max_seconds: float = 0.0  # stop (saved) after this much wall-clock time, the schedule sized to it; 0: no limit
+    compile: bool | str = "auto"  # torch.compile the transformer (eager if that fails): true, false, auto (on a GPU)
+    prefetch: bool | str = "auto"  # make the next batches in a background thread: true, false, auto (on a GPU)
+    peak_tflops: float = 0.0  # the device's peak TFLOP/s (bf16 on a GPU) for MFU in the log; 0: not reported
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -91,8 +97,18 @@ class TrainConfig:
             raise UnisonoError("train config: grad_accum and max_steps must be >= 1")
         if not 0.0 <= cfg.cond_dropout <= 1.0:
             raise UnisonoError(f"train config: cond_dropout must be in [0, 1], got {cfg.cond_dropout}")
+        for key in ("compile", "prefetch"):
+            if getattr(cfg, key) not in (True, False, "auto"):
+                raise UnisonoError(f"train config: {key} must be true, false or auto, got {getattr(cfg, key)!r}")
+        if cfg.max_seconds < 0 or cfg.peak_tflops < 0:
+            raise UnisonoError("train config: max_seconds and peak_tflops must be >= 0 (0: none)")
         cfg.step_settings()
         return cfg
+
+    def on_gpu(self, key: str, device: torch.device) -> bool:
+        """Whether the switch ``key`` (``compile``, ``prefetch``: true, false or auto) is on for ``device``."""
+        value = getattr(self, key)
+        return device.type == "cuda" if value == "auto" else bool(value)
 
     def step_settings(self) -> StepSettings:
         """The optimisation step this configuration describes (checked)."""
@@ -189,12 +205,23 @@ class Trainer:
         self.model = UnisonoLM.from_pretrained(init_from) if init_from is not None else UnisonoLM.from_config(self.mcfg)
         self.mcfg = self.model.cfg  # resolved (a transformers backbone's config in place of its directory)
         self.model.to(self.device)
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in float32
+        self.flops = FlopCount(self.model)
+        self.throughput = Throughput(self.cfg.peak_tflops, self.mcfg.num_streams)
+        sharded = self.world > 1 and self.cfg.fsdp
+        self.compiler = BackboneCompiler(self.model) if self.cfg.on_gpu("compile", self.device) and not sharded \
+            else None
+        self.compile_note = "on" if self.compiler is not None and self.compiler.active else "off"
+        self.prefetcher: Prefetcher | None = None
         seed = self.cfg.seed * 1000 + self.rank
         self.mixture = TaskMixture(train_sources, self.cfg.task_weights, seed=seed)
         self.batcher = TokenBudgetBatcher(self.mixture, self.cfg.max_frames, self.cfg.pool_size, seed=seed)
         self.gen = torch.Generator().manual_seed(seed + 17)  # condition dropout
         self.wrapped = self._wrap()
-        opt = make_optimizer(self.wrapped.named_parameters(), self.cfg.lr, self.cfg.weight_decay, self.cfg.betas)
+        self.fused = self.device.type == "cuda" and not sharded  # one AdamW kernel for all parameters
+        opt = make_optimizer(self.wrapped.named_parameters(), self.cfg.lr, self.cfg.weight_decay, self.cfg.betas,
+                             fused=self.fused)
         self.optim = OptimStep(self.wrapped, opt, self.cfg.step_settings(), self.device, ema_model=self.model,
                                distributed=self.world > 1)
         self.writer = None
@@ -279,10 +306,9 @@ class Trainer:
             "step": self.step,
             "optimizer": osd if (self.rank == 0 or not self.cfg.fsdp) else None,
             "scheduler": self.optim.sched.state_dict(),
-            "data": self.batcher.state_dict(),
+            **(self.prefetcher.resume_state() if self.prefetcher is not None else self._data_state()),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "dropout_gen": self.gen.get_state(),
             "world_size": self.world,
         }
         with atomic_path(tmp / "training_state" / f"rank{self.rank}.pt") as p:
@@ -352,8 +378,12 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def _barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
+        if self.world > 1:  # NCCL's barrier on this process's GPU (named, so it need not guess one)
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _data_state(self) -> dict:
+        """Where the batches stand: the batcher's position and the condition-dropout generator."""
+        return {"data": self.batcher.state_dict(), "dropout_gen": self.gen.get_state()}
 
     def _micro_batches(self) -> list[dict]:
         out = []
@@ -374,10 +404,9 @@ class Trainer:
         "task:id; ..."}`` when the non-finite policy skipped it."""
         t_start = time.perf_counter()
         self.wrapped.train()
-        mbs = self._micro_batches()
+        mbs = next(self.prefetcher) if self.prefetcher is not None else self._micro_batches()
         where = "; ".join(f"{t}:{i}" for mb in mbs for t, i in zip(mb["tasks"], mb["ids"]))
-        r = self.optim(mbs, lambda mb: self.wrapped(**model_inputs(mb, self.device)),
-                       weights=[self._loss_weight(mb) for mb in mbs], batch=where)
+        r = self._optimize(mbs, where)
         if r.skipped:
             return {"skipped": True, "batch": where}
         frames = sum(mb["num_frames"] for mb in mbs)
@@ -385,8 +414,30 @@ class Trainer:
         k = self.mcfg.num_streams
         m = {"step": self.step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm,
              "frames_per_s": frames * self.world / dt, "tokens_per_s": frames * k * self.world / dt}
+        rates = self.throughput.add(dt, frames, self.flops(mbs))  # this process's model FLOPs
+        m.update({key: rates[key] for key in ("tflops", "mfu") if key in rates})
         m.update(stream_and_task_losses(mbs, r.outputs, k))
         return m
+
+    def _optimize(self, mbs: list[dict], where: str):
+        """The optimisation step on ``mbs``; when the compiled transformer fails (compiling, or its compiled
+        backward), once: a warning, the eager transformer from then on, and the same step again."""
+        def step():
+            return self.optim(mbs, lambda mb: self.wrapped(**model_inputs(mb, self.device)),
+                              weights=[self._loss_weight(mb) for mb in mbs], batch=where)
+
+        try:
+            return step()
+        except Exception as e:  # any failure of the compiler; the eager retry raises the real ones again
+            if self.compiler is None or not self.compiler.active or isinstance(e, UnisonoError):
+                raise
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            log.warning("torch.compile failed at step %d (%s: %s); the transformer runs eagerly from now on",
+                        self.step + 1, type(e).__name__, why)
+            self.compile_note = f"fell back to eager at step {self.step + 1}: {type(e).__name__}: {why}"
+            self.compiler.disable()
+            self.optim.opt.zero_grad(set_to_none=True)
+            return step()
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -409,9 +460,9 @@ class Trainer:
                     self.writer.add_scalar(key, v, m["step"])
             self.writer.flush()
 
-    def train(self, progress: bool = True) -> dict:
-        """Train to ``max_steps`` (resuming from the run's latest checkpoint when there is one)."""
-        try:  # fail before any work if the run directory cannot be written
+    def _start_run(self) -> None:
+        """Check that the run directory can be written (before any work), resume, write ``train_config.json``."""
+        try:
             self.out.mkdir(parents=True, exist_ok=True)
             probe = self.out / f".write_probe_{self.rank}"
             probe.write_bytes(b"ok")
@@ -432,42 +483,81 @@ class Trainer:
                     rows = [r for r in log.read_text().splitlines() if r and json.loads(r)["step"] <= self.step]
                     with atomic_path(log) as p:
                         p.write_text("".join(r + "\n" for r in rows))
+
+    def train(self, progress: bool = True) -> dict:
+        """Train to ``max_steps``, or until ``max_seconds`` of wall-clock time have passed (the schedule's length
+        then follows the measured step rate, so that its decay ends with the budget), resuming from the run's
+        latest checkpoint when there is one; saves at the end. Writes ``throughput.json``."""
+        self._start_run()
         self._open_writer()
         bar = None
         if progress and self.rank == 0:
             bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc="train", unit="step")
+        clock = WallClock(self.cfg.max_seconds, self.step)
+        if self.cfg.on_gpu("prefetch", self.device):
+            self.prefetcher = Prefetcher(lambda: self._micro_batches(), self._data_state)
         last: dict = {}
+        stopped = "max_steps"
         try:
             while self.step < self.cfg.max_steps:
                 m = self.train_step()
                 if m.get("skipped"):
                     self.skipped_batches.append(m["batch"])
                     continue
-                c = self.cfg
-                if c.eval_every and self.step % c.eval_every == 0 and self.val_sources:
-                    m.update(self.evaluate())
-                if self.step % max(1, c.log_every) == 0 or self.step == c.max_steps or any(
-                    key.startswith("val_loss") for key in m
-                ):
-                    self._log(m)
-                if c.sample_every and self.sample_fn is not None and self.step % c.sample_every == 0 and self.rank == 0:
-                    self.sample_fn(self.model, self.step, self.writer)
-                if (c.save_every and self.step % c.save_every == 0) or self.step == c.max_steps:
-                    try:
-                        self.save()
-                    except OSError as e:  # e.g. a full disk: the previous checkpoint stays the latest
-                        latest = self.latest_checkpoint()
-                        raise UnisonoError(f"could not write the checkpoint of step {self.step} ({e.strerror}); "
-                                           f"the latest complete checkpoint is {latest or 'none'}: free space and "
-                                           "run again to resume") from None
+                left = clock.steps_left(self.step)
+                if left is not None:  # the cosine ends when the budget does (never past max_steps)
+                    self.optim.settings.total_steps = max(self.step + 1, min(self.cfg.max_steps, self.step + left))
+                end = self.step == self.cfg.max_steps or clock.over()
+                self._after_step(m, end)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.2e}")
                 last = m
+                if end and self.step < self.cfg.max_steps:
+                    stopped = "max_seconds"
+                    log.info("stopped on the wall-clock budget of %g s at step %d", self.cfg.max_seconds, self.step)
+                    break
         finally:
+            if self.prefetcher is not None:
+                self.prefetcher.close()
+                self.prefetcher = None
             if bar is not None:
                 bar.close()
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
+        self._write_throughput(stopped, clock.elapsed())
         return last
+
+    def _after_step(self, m: dict, end: bool) -> None:
+        """Validation, the log row, the audio sample and the checkpoint that are due after an update (``end``: the
+        run's last update: logged and saved whatever the intervals say)."""
+        c = self.cfg
+        if c.eval_every and self.step % c.eval_every == 0 and self.val_sources:
+            m.update(self.evaluate())
+        if self.step % max(1, c.log_every) == 0 or end or any(key.startswith("val_loss") for key in m):
+            self._log(m)
+        if c.sample_every and self.sample_fn is not None and self.step % c.sample_every == 0 and self.rank == 0:
+            self.sample_fn(self.model, self.step, self.writer)
+        if (c.save_every and self.step % c.save_every == 0) or end:
+            try:
+                self.save()
+            except OSError as e:  # e.g. a full disk: the previous checkpoint stays the latest
+                latest = self.latest_checkpoint()
+                raise UnisonoError(f"could not write the checkpoint of step {self.step} ({e.strerror}); "
+                                   f"the latest complete checkpoint is {latest or 'none'}: free space and "
+                                   "run again to resume") from None
+
+    def _write_throughput(self, stopped: str, wall: float) -> None:
+        """``RUN/throughput.json`` (rank 0): this run's updates, tokens/s, TFLOP/s and MFU
+        (:class:`unisono.train.speed.Throughput`), and how it ran."""
+        if self.rank != 0:
+            return
+        cuda = self.device.type == "cuda"
+        dev = torch.cuda.get_device_name(self.device) if cuda else str(self.device)
+        write_json(self.out / "throughput.json", {
+            **self.throughput.summary(), "wall_seconds": wall, "stopped_by": stopped, "step": self.step,
+            "device": dev, "peak_memory_gib": torch.cuda.max_memory_allocated(self.device) / 2**30 if cuda else None,
+            "processes": self.world, "compile": self.compile_note, "fused_adamw": self.fused,
+            "prefetch": self.cfg.on_gpu("prefetch", self.device), "bf16_autocast": self.optim.use_autocast,
+            "parameters": self.model.num_parameters()})

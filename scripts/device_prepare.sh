@@ -6,7 +6,7 @@
 #                 cores); CORPUS=mixed the default engine mix with natural voices (runs/mix/corpus, 22 minutes here beside test runs)
 # Both are kept out of git through .git/info/exclude. Usage: [CORPUS=mixed] bash scripts/device_prepare.sh [MAX_MIB]
 # For the language model's run (scripts/h200_lm.sh), LM_SHARDS=DIR bash scripts/device_prepare.sh copies the token
-# shards of DIR (`unisono tokenize` output: vocab.json, tokenizers/, codec.json, train/, val/) to .pack/lm, no wheels
+# shards of DIR (`unisono tokenize` output: vocab.json, tokenizers/, codec.json, train/, valid/) to .pack/lm, no wheels
 # (its path needs none), and checks that they and the code travel under 64 MiB with unisono-small's LM weights out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ if [ -n "${LM_SHARDS:-}" ]; then
   [ -f "$LM_SHARDS/vocab.json" ] && [ -d "$LM_SHARDS/train" ] || { echo "LM_SHARDS=$LM_SHARDS: no vocab.json and train/" >&2; exit 2; }
   rm -rf .pack/lm
   mkdir -p .pack/lm
-  for part in vocab.json codec.json tokenizers train val; do
+  for part in vocab.json codec.json tokenizers train valid; do
     if [ -e "$LM_SHARDS/$part" ]; then cp -rL "$LM_SHARDS/$part" .pack/lm/; fi
   done
   small=unisono/assets/unisono-small/model.safetensors

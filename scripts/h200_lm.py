@@ -140,7 +140,7 @@ def export(run: str, out: str, shards: str, val_shards: str | None, device: str,
               "throughput": read_json(run_dir / "throughput.json") if (run_dir / "throughput.json").is_file() else None,
               "weights": {"precision": chosen, "bytes": size, "sha256": digest, "parts": parts,
                           "parameters": model.num_parameters()},
-              "val_loss": val, "val_source": "val shards" if val_shards else "training shards (no val split)",
+              "val_loss": val, "val_source": "valid shards" if val_shards else "training shards (no valid split)",
               "last_log_row": rows[-1] if rows else None}
     write_json(out_dir / "result.json", result)
     shutil.copy2(run_dir / "log.jsonl", out_dir / "log.jsonl")

@@ -17,7 +17,7 @@
 # eager fallback, length-bucketed batches made in a background thread); the export of the last weights with their
 # validation loss; generation speed at batch 1 and 16 beside a MusicGen decoder of the same sizes.
 # Environment: CONFIG (default unisono/configs/lm/h200.yaml), SET (space-separated SECTION.KEY=VALUE overrides, for
-# the smoke run and training), VAL_SHARDS (default SHARDS/val when it exists; else validation reads the training
+# the smoke run and training), VAL_SHARDS (default SHARDS/valid when it exists; else validation reads the training
 # shards), DEVICE (cuda; DEVICE=cpu with a tiny SET is the check before a GPU run, tests/test_h200_lm.py),
 # PRECISION (auto: float16 when it fits 60 MiB, else int8), SMOKE_STEPS (6), GEN_SECONDS (5 s of audio per row),
 # GEN_BATCHES ("1 16"), GEN_TIMEOUT (90 s), WORK (/tmp/unisono_lm: the run directories), WHEELS (scripts/device_env.sh).
@@ -31,7 +31,7 @@ CONFIG=${CONFIG:-unisono/configs/lm/h200.yaml}
 DEVICE=${DEVICE:-cuda}
 WORK=${WORK:-/tmp/unisono_lm}
 VAL_SHARDS=${VAL_SHARDS-}
-if [ -z "$VAL_SHARDS" ] && [ -d "$SHARDS/val" ]; then VAL_SHARDS=$SHARDS/val; fi
+if [ -z "$VAL_SHARDS" ] && [ -d "$SHARDS/valid" ]; then VAL_SHARDS=$SHARDS/valid; fi
 [ -f "$SHARDS/vocab.json" ] || { echo "h200_lm.sh: $SHARDS has no vocab.json: not a tokenized shard root" >&2; exit 2; }
 [ -f "$CONFIG" ] || { echo "h200_lm.sh: config $CONFIG does not exist" >&2; exit 2; }
 [[ "$SECONDS_BUDGET" =~ ^[0-9]+$ ]] || { echo "h200_lm.sh: SECONDS must be a whole number, not $SECONDS_BUDGET" >&2; exit 2; }
@@ -40,6 +40,7 @@ for s in ${SET:-}; do SETS+=(--set "$s"); done
 VAL_ARGS=()
 if [ -n "$VAL_SHARDS" ]; then VAL_ARGS=(--val-shards "$VAL_SHARDS"); fi
 mkdir -p "$OUT" "$WORK"
+WHEELS=${WHEELS:-0}  # the language model's path imports no soundfile/soxr: the carried wheels are the codec run's
 source scripts/device_env.sh
 {
   device_report

@@ -88,8 +88,8 @@ def split_of(key: str) -> str:
     return "valid" if int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % VALID_ONE_IN == 0 else "train"
 
 
-def own_split(cuts: list, split: str) -> list:
-    """The cuts of ``split`` of a source without splits (see the module doc)."""
+def own_splits(cuts: list) -> dict[str, list]:
+    """``{"train": [...], "valid": [...]}``: the parts of a source without splits (see the module doc)."""
     speakers = {speaker_of(c) for c in cuts} - {None}
     by_speaker = len(speakers) >= VALID_ONE_IN
     keys = {c.id: (speaker_of(c) or c.id) if by_speaker else c.id for c in cuts}
@@ -97,7 +97,7 @@ def own_split(cuts: list, split: str) -> list:
     if len(cuts) > 1 and "valid" not in chosen.values():  # a small set: its first cut by hash validates
         first = min(cuts, key=lambda c: hashlib.sha1(keys[c.id].encode()).hexdigest())
         chosen = {cid: ("valid" if keys[cid] == keys[first.id] else "train") for cid in chosen}
-    return [c for c in cuts if chosen[c.id] == split]
+    return {s: [c for c in cuts if chosen[c.id] == s] for s in ("train", "valid")}
 
 
 def english(sup) -> bool:
@@ -155,26 +155,34 @@ def assign_tasks(cuts: list, templates: dict[str, TaskTemplate]) -> dict[str, in
     return dict(sorted(counts.items()))
 
 
-def load_split(data, split: str, templates: dict[str, TaskTemplate]) -> list:
-    """The cuts of ``split`` over every source of ``data`` (see the module doc), with unisono's fields filled
-    in on Lhotse cuts: phones, tasks. An empty list when no source has that split."""
-    cuts: list = []
+def load_splits(data, splits, templates: dict[str, TaskTemplate]) -> dict[str, list]:
+    """``{split: cuts}`` for each of ``splits`` over every source of ``data`` (each source read once; see the
+    module doc), with unisono's fields filled in on Lhotse cuts (phones, tasks); a split no source has is empty."""
+    out: dict[str, list] = {s: [] for s in splits}
     for given, path in parse_sources(data):
         if is_corpus(path):
             if given is not None:
                 raise UnisonoError(f"--data {given}={path}: a unisono corpus has its own splits; give its folder alone")
-            if (path / "manifests" / split / "cuts.jsonl").exists():
-                cuts += list(load_cuts(path, split))
+            for split in splits:
+                if (path / "manifests" / split / "cuts.jsonl").exists():
+                    out[split] += list(load_cuts(path, split))
             continue
-        if given is not None and given != split:
+        if given is not None and given not in splits:
             continue
         own = read_lhotse(path)
-        own = own if given == split else own_split(own, split) if split in ("train", "valid") else []
-        add_phones(own)
-        assign_tasks(own, templates)
-        cuts += own
-    ids = Counter(c.id for c in cuts)
-    dup = [i for i, n in ids.items() if n > 1]
-    if dup:
-        raise UnisonoError(f"cut id {dup[0]!r} is in more than one source of split {split}; cut ids must be unique")
-    return cuts
+        parts = {given: own} if given is not None else own_splits(own)
+        for split, part in parts.items():
+            if split in out:
+                add_phones(part)
+                assign_tasks(part, templates)
+                out[split] += part
+    for split, cuts in out.items():
+        dup = [i for i, n in Counter(c.id for c in cuts).items() if n > 1]
+        if dup:
+            raise UnisonoError(f"cut id {dup[0]!r} is in more than one source of split {split}; cut ids must be unique")
+    return out
+
+
+def load_split(data, split: str, templates: dict[str, TaskTemplate]) -> list:
+    """The cuts of ``split`` (:func:`load_splits` of one split)."""
+    return load_splits(data, [split], templates)[split]

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from unisono.audio import resample
-from unisono.data.own import english, load_split
+from unisono.data.own import english, load_split, load_splits
 from unisono.data.shards import FEATURES_FILE, shard_metadata, shard_name, vocab_hash, write_shard
 from unisono.data.sources import choose_prompt, source_value, speaker_of
 from unisono.encode import SegmentEncoder
@@ -528,12 +528,9 @@ def data_list(data) -> list[str]:
 
 def _load_splits(data, splits, templates) -> dict[str, list]:
     """The cuts of each split that the sources have (one-line notes for the others); a clear error for none."""
-    out = {}
+    out = {s: cuts for s, cuts in load_splits(data, splits, templates).items() if cuts}
     for s in splits:
-        cuts = load_split(data, s, templates)
-        if cuts:
-            out[s] = cuts
-        else:
+        if s not in out:
             log.info(f"unisono tokenize: no {s} split in {', '.join(data_list(data))}; left out")
     if not out:
         raise UnisonoError(f"no cuts in splits {', '.join(splits)} of {', '.join(data_list(data))}")

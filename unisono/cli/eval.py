@@ -109,11 +109,12 @@ def main(args: argparse.Namespace) -> int:
         system_ids, templates = {}, None
         if args.whisper_base:  # the ASR ceiling by the second judge
             systems[WHISPER_BASE_SYSTEM] = functools.partial(reference_system, recogniser="base")
-        if enhancer.available() is None:  # DeepFilterNet3: a baseline row for the enhancement tasks
+        no_enhancer = enhancer.available()
+        if no_enhancer is None:  # DeepFilterNet3: a baseline row for the enhancement tasks
             systems["deepfilternet3"] = enhancer.DeepFilterNet3()
             system_ids["deepfilternet3"] = systems["deepfilternet3"].version
         elif not args.quiet:
-            print(f"no enhancement baseline: {enhancer.available()}", file=sys.stderr)
+            print(f"no enhancement baseline: {no_enhancer}", file=sys.stderr)
         if args.checkpoint:
             from unisono.eval.model_system import CodecResynthesisSystem, PipelineSystem, checkpoint_id
             from unisono.inference import Pipeline

@@ -3,6 +3,7 @@ bit for bit, its packing is exact, the trainer reads it, a damaged or mismatched
 reading it imports no audio library, Lhotse, espeak or codec."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -202,8 +203,35 @@ def test_reading_a_store_imports_no_audio_library_lhotse_espeak_or_codec(built):
         "'unisono.data.own', 'unisono.data.manifests', 'unisono.text.semantic'))]\n"
         "print(n, heavy)\n"
     )
-    env = {"PYTHONPATH": f"{GPU_IMAGE}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONPATH": f"{GPU_IMAGE}:{ROOT}"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     n, heavy = r.stdout.split(" ", 1)
     assert int(n) > 20 and heavy.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_gpu_command_trains_from_a_store_as_on_the_gpu_image(tiny_checkpoint, tmp_path):
+    """scripts/h200_lm.sh on a token store (DEVICE=cpu, a tiny model, a 3 s budget; soundfile, soxr and lhotse
+    unimportable): smoke, training, export with validation loss per task, as on shards."""
+    import functools
+
+    from unisono.data.tokenize import load_codec_dir
+
+    root = tiny_checkpoint.parent
+    store = tmp_path / "store"
+    shutil.copytree(root / "shards" / ".codes", store / ".codes")
+    tk.tokenize_corpus(root / "corpus", store, functools.partial(load_codec_dir, str(root / "codec")), store=True,
+                       tasks=["tts", "vc"], splits=("train",), vocab_path=str(root / "shards" / "vocab.json"),
+                       tokenizers_dir=str(root / "shards"), progress=False)
+    out = tmp_path / "out"
+    tiny = ("model.d_model=32 model.n_layers=1 model.n_heads=2 model.max_seq_len=1024 train.max_frames=2048 "
+            "train.pool_size=16 train.task_weights=null train.warmup_steps=2 train.log_every=1 train.eval_every=4 "
+            "train.eval_batches=2")
+    env = {**os.environ, "PYTHONPATH": f"{GPU_IMAGE}:{ROOT}", "DEVICE": "cpu", "WORK": str(tmp_path / "w"),
+           "SET": tiny, "SMOKE_STEPS": "2", "GEN_SECONDS": "0.1"}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "h200_lm.sh"), str(store), str(out), "3"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["val_loss"]) == {"tts", "vc"} and "smoke: ok" in (out / "run.log").read_text()

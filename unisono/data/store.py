@@ -263,6 +263,7 @@ class TokenStore:
         except (KeyError, ValueError, TypeError, lzma.LZMAError, OSError, EOFError) as e:
             raise _damaged(self.path, f"{type(e).__name__}: {e}") from None
         self.codes_all = torch.from_numpy(codes.astype(np.int16))
+        self.makers: dict[str, StoreExampleMaker] = {}  # vocab hash -> the assembler on this store
         self.index, off = {}, 0
         for key, n_frames in self.meta["recordings"]:
             self.index[key] = (off, off + int(n_frames))
@@ -294,16 +295,21 @@ class TokenStore:
 
 
 _LOADED: dict = {}  # (path, size, mtime) -> TokenStore: one unpacking per process for every reader of a file
+_KEEP = 4  # stores kept unpacked (train and valid of a run; ~90 MB each at 40 h and 4 codebooks)
 
 
 def load_store(path: str | os.PathLike) -> TokenStore:
-    """The :class:`TokenStore` of ``path``, unpacked once per process (and again when the file changes)."""
+    """The :class:`TokenStore` of ``path``, unpacked once per process (and again when the file changes); the last
+    :data:`_KEEP` stores read stay in memory."""
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _LOADED:
-        _LOADED.clear()  # a store at a time: a new file (another split) replaces it
+        for old in [k for k in _LOADED if k[0] == key[0]] + list(_LOADED)[: max(0, len(_LOADED) - _KEEP + 1)]:
+            _LOADED.pop(old, None)
         _LOADED[key] = TokenStore(p)
+    else:
+        _LOADED[key] = _LOADED.pop(key)  # most recently used last
     return _LOADED[key]
 
 
@@ -413,7 +419,10 @@ class StoreReader(torch.utils.data.IterableDataset):
         return items
 
     def __iter__(self) -> Iterator[dict]:
-        maker = StoreExampleMaker(load_store(self.path), self.vocab)
+        store = load_store(self.path)
+        maker = store.makers.get(vocab_hash(self.vocab))  # one per store: every task's reader, every epoch
+        if maker is None:
+            maker = store.makers[vocab_hash(self.vocab)] = StoreExampleMaker(store, self.vocab)
         for task, cut_id, variant in self.my_items():
             yield maker.make(task, cut_id, variant)
 

@@ -155,19 +155,17 @@ def test_a_damaged_or_mismatched_store_is_a_one_line_error(built, tmp_path):
     with pytest.raises(UnisonoError, match="is damaged") as e:
         StoreReader(dst)
     assert "\n" not in str(e.value)
-    t = TokenStore.__new__(TokenStore)  # a blob with other bytes: the packing fails or the sizes disagree
+    from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
-    tensors = load_file(str(built[0] / "store" / "train" / STORE_FILE))
-    from safetensors import safe_open
-
+    tensors = load_file(str(built[0] / "store" / "train" / STORE_FILE))  # a blob cut short: unpacking fails
     with safe_open(str(built[0] / "store" / "train" / STORE_FILE), framework="np") as f:
         meta = f.metadata()
     tensors["codes.0"] = tensors["codes.0"][:-3]
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(UnisonoError, match="is damaged") as e:
         StoreReader(dst)
-    assert "\n" not in str(e.value) and t is not None
+    assert "\n" not in str(e.value)
     shutil.copy(built[0] / "store" / "train" / STORE_FILE, path)
     Vocab.build(["tts"], 3, 64, phones=5, bpe=300).save(dst / "train" / "vocab.json")  # another vocabulary
     with pytest.raises(UnisonoError, match="another vocabulary"):

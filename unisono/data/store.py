@@ -40,6 +40,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from unisono.data.examples import ExampleMaker, recording_key
@@ -240,8 +241,6 @@ class TokenStore:
         self.path = Path(path)
         try:
             t = load_file(str(self.path))
-            from safetensors import safe_open  # noqa: PLC0415 (the metadata only)
-
             with safe_open(str(self.path), framework="np") as f:
                 st_meta = dict(f.metadata() or {})
         except Exception as e:  # safetensors raises its own error types for a damaged file

@@ -8,6 +8,10 @@ atomically; a cut whose audio or metadata is broken is skipped with its reason, 
 (5) write per-task counts (``OUT/stats.json``). Running the same command again resumes: finished
 shards are kept, the rest are made.
 
+With ``--format store`` (``store=True``) steps (3)-(4) make a token store instead (:mod:`unisono.data.storebuild`):
+per split one file with each recording's codes once, packed, and the text token ids and cut metadata beside them,
+from which the trainer assembles the same examples as it reads them (docs/tokens.md, "The token store").
+
 Tasks with ``audio_feat`` conditions need ``--feature-encoder NAME`` (:mod:`unisono.features`): its features
 are computed once per recording (cached under ``OUT/.feats`` as the codes under ``OUT/.codes``), stored in the
 shards as float16, and the encoder is named in ``OUT/features.json`` (docs/features.md).

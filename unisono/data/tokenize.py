@@ -37,7 +37,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from unisono.audio import resample
-from unisono.data.examples import ExampleMaker, recording_key
+from unisono.data import examples
+from unisono.data.examples import recording_key
 from unisono.data.own import english, load_split, load_splits
 from unisono.data.shards import FEATURES_FILE, shard_metadata, shard_name, vocab_hash, write_shard
 from unisono.data.sources import source_value
@@ -109,7 +110,7 @@ def cut_audio(obj, sample_rate: int) -> torch.Tensor:
     return resample(x, sr, sample_rate) if sr != sample_rate else x
 
 
-class CorpusExampleMaker(ExampleMaker):
+class CorpusExampleMaker(examples.ExampleMaker):
     """The example assembler (:class:`unisono.data.examples.ExampleMaker`) on a corpus: Lhotse ``cuts`` of one split,
     their audio encoded by ``codec`` (each recording once: kept in memory and under ``cache_dir``), their text by
     the tokenizers ``toks``; ``features``: the frozen encoder of ``audio_feat`` segments (:mod:`unisono.features`;
@@ -205,6 +206,9 @@ class CorpusExampleMaker(ExampleMaker):
             lyric = (sup.custom or {}).get("phones") if sup is not None else None
         return self.encoder.text_segment(spec, value, lyric, f"cut {cut.id}")
 
+
+
+ExampleMaker = CorpusExampleMaker  # its name before the token store (unisono.data.examples.ExampleMaker is the base)
 
 # ---------------------------------------------------------------------------- tokenizers
 def corpus_texts(cuts) -> tuple[list[str], list[str], list[str]]:

@@ -8,6 +8,8 @@
 # For the language model's run (scripts/h200_lm.sh), LM_SHARDS=DIR bash scripts/device_prepare.sh copies the token
 # shards of DIR (`unisono tokenize` output: vocab.json, tokenizers/, codec.json, train/, valid/) to .pack/lm, no wheels
 # (its path needs none), and checks that they and the code travel under 64 MiB with unisono-small's LM weights out.
+# DIR may be a token store (`unisono tokenize --format store`: train/store.safetensors, ~0.93 MiB per hour of audio
+# at 4 codebooks, where shards take ~12 MiB; docs/tokens.md): the same files are copied, its .codes cache is not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX_MIB=${1:-48}
@@ -15,7 +17,7 @@ exclude=$(git rev-parse --git-path info/exclude)  # .git/info/exclude, also from
 mkdir -p "$(dirname "$exclude")"
 for p in /.whl/ /.pack/; do grep -qxF "$p" "$exclude" 2>/dev/null || echo "$p" >> "$exclude"; done
 if [ -n "${LM_SHARDS:-}" ]; then
-  [ -f "$LM_SHARDS/vocab.json" ] && [ -d "$LM_SHARDS/train" ] || { echo "LM_SHARDS=$LM_SHARDS: no vocab.json and train/" >&2; exit 2; }
+  [ -f "$LM_SHARDS/vocab.json" ] && [ -d "$LM_SHARDS/train" ] || { echo "LM_SHARDS=$LM_SHARDS: no vocab.json and train/ (not a shard root or token store)" >&2; exit 2; }
   rm -rf .pack/lm
   mkdir -p .pack/lm
   for part in vocab.json codec.json tokenizers train valid; do
@@ -25,7 +27,7 @@ if [ -n "${LM_SHARDS:-}" ]; then
   code=$(git ls-files -co --exclude-standard -z | grep -zv "^$small\$" | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
   pack=$(du -sb .pack/lm | cut -f1)
   echo "travels: code $((code / 1048576)) MiB + .pack/lm $((pack / 1048576)) MiB of 64 MiB (without $small)"
-  if [ $((code + pack)) -gt $((64 * 1048576)) ]; then echo "too large to travel: fewer shards" >&2; exit 1; fi
+  if [ $((code + pack)) -gt $((64 * 1048576)) ]; then echo "too large to travel: fewer shards, or a token store (unisono tokenize --format store)" >&2; exit 1; fi
   echo "carry [\".pack/lm\"]; move $small out of the tree for the call"
   exit 0
 fi

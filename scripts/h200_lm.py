@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from unisono.data.shards import list_shards, resolve_split_dir, task_of_shard  # noqa: E402
+from unisono.data.shards import resolve_split_dir  # noqa: E402
+from unisono.data.store import tasks_in  # noqa: E402
 from unisono.errors import UnisonoError  # noqa: E402
 from unisono.fileio import read_json, write_json  # noqa: E402
 from unisono.lm import LMConfig, UnisonoLM  # noqa: E402
@@ -101,7 +102,7 @@ def split_file(path: Path, out: Path, part_bytes: int) -> list[dict]:
 def validate(model: UnisonoLM, source: Path, tasks: list[str] | None, train_cfg: dict, device: str) -> dict:
     """Mean token cross-entropy per task of ``model`` on the shard directory ``source`` (``tasks``: these only)."""
     split = resolve_split_dir(source)  # a split directory, or a tokenized root's train/
-    have = sorted({task_of_shard(p) for p in list_shards(split)})
+    have = tasks_in(split)  # shards or a token store
     tasks = [t for t in have if tasks is None or t in tasks]
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.startswith("cuda") else None
     return validation_loss(model, shard_sources(split, tasks, 0, 1), model.cfg.pad_id, int(train_cfg["max_frames"]),

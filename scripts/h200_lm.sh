@@ -4,7 +4,8 @@
 #
 #   bash scripts/h200_lm.sh SHARDS OUT [SECONDS]
 #
-# SHARDS   token shards made here by `unisono tokenize` (a root with train/ and vocab.json, optionally val/), carried
+# SHARDS   token shards made here by `unisono tokenize` (a root with train/ and vocab.json, optionally valid/), or a
+#          token store (`unisono tokenize --format store`, the same root layout, ~13x smaller; docs/tokens.md), carried
 #          beside the code (scripts/device_prepare.sh with LM_SHARDS= copies them to .pack/lm)
 # OUT      where the results go (at most 8 files come back from a lent machine): model.safetensors.00, .01, ... (the
 #          weights, float16 or int8 + scales under 60 MiB, parts under 16 MiB), result.json (configs, vocabulary,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unisono.data.manifests import load_cuts
-from unisono.data.tokenize import ExampleMaker
+from unisono.data.tokenize import CorpusExampleMaker
 from unisono.encode import SegmentEncoder, span_mask
 from unisono.errors import UnisonoError
 from unisono.inference import Pipeline
@@ -25,7 +25,7 @@ def _wav(obj):
 def setting(tiny_checkpoint):
     pipe = Pipeline.from_pretrained(tiny_checkpoint)
     cuts = load_cuts(tiny_checkpoint.parent / "corpus", "train")
-    maker = ExampleMaker(pipe.templates, pipe.vocab, pipe.tok, pipe.codec, cuts, seed=0)
+    maker = CorpusExampleMaker(pipe.templates, pipe.vocab, pipe.tok, pipe.codec, cuts, seed=0)
     return pipe, maker, cuts
 
 

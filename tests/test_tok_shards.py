@@ -117,7 +117,7 @@ def test_speaker_prompt_comes_from_another_cut_of_the_same_speaker(corpus):
 
     cuts = load_cuts(corpus, "train")
     codec = make_test_codec()
-    maker = tk.ExampleMaker(load_templates(), Vocab.build(["tts"], 2, 16, phones=5, bpe=300), None, codec, cuts)
+    maker = tk.CorpusExampleMaker(load_templates(), Vocab.build(["tts"], 2, 16, phones=5, bpe=300), None, codec, cuts)
     spec = load_templates()["tts"].conditions[1]
     for c in cuts:
         if c.custom["kind"] == "speech":

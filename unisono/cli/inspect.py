@@ -6,7 +6,7 @@ import argparse
 
 from unisono.data import inspect
 from unisono.data.inspect import describe_example, find_tokenizers
-from unisono.data.shards import ShardReader
+from unisono.data.store import open_examples
 from unisono.fileio import read_json
 from unisono.text.tokenizers import TokenizerSet
 
@@ -22,11 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    reader = ShardReader(args.shards, tasks=[args.task] if args.task else None, split=args.split)
+    reader = open_examples(args.shards, tasks=[args.task] if args.task else None, split=args.split)
     toks = TokenizerSet.load(find_tokenizers(reader.dir))
     codec_info = find_tokenizers(reader.dir).parent / "codec.json"
     frame_rate = read_json(codec_info).get("frame_rate") if codec_info.exists() else None
-    print(f"{reader.dir}: {len(reader.shards)} shard(s), {reader.vocab}")
+    held = (f"{len(reader.shards)} shard(s)" if hasattr(reader, "shards")
+            else f"a token store of {len(reader.items)} examples")
+    print(f"{reader.dir}: {held}, {reader.vocab}")
     for i, ex in enumerate(reader):
         if i >= args.n:
             break

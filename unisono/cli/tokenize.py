@@ -33,6 +33,16 @@ def print_stats(stats: dict, file=None) -> None:
             print(f"  {n} x {why} (e.g. {cut_id})", file=file)
 
 
+def print_store_stats(stats: dict, file=None) -> None:
+    file = file or sys.stdout
+    for split, st in stats["splits"].items():
+        ex = st["examples"]
+        size = st.get("bytes", {}).get("file")
+        made = f"{size / 2**20:.2f} MiB, made in {st['seconds']:.1f} s" if st["made_now"] else "kept (already made)"
+        print(f"{split}: {sum(ex.values())} examples of {len(ex)} tasks, {st['skipped']} skipped, "
+              f"{st['primary_seconds'] / 3600:.3f} h of primary audio; store {made}", file=file)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, action="append", metavar="[SPLIT=]PATH",
                    help="a corpus made by `unisono synth`, a Lhotse cuts manifest (.jsonl, .jsonl.gz) or a Lhotse Shar "
@@ -85,6 +95,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frozen encoder of audio_feat conditions (needed when a selected task has one): logmel, "
                         "logmel_codec, whisper_hf:model_dir=DIR, whisper_tiny_en, or auto (whisper_tiny_en where "
                         "installed, else logmel); its features are stored in the shards (fp16; docs/features.md)")
+    p.add_argument("--format", choices=("shards", "store"), default="shards",
+                   help="shards: every example's frames in token shards (SPLIT/TASK-NNNNN.safetensors); store: a "
+                        "token store (SPLIT/store.safetensors): each recording's codes once, packed (~26 of 40 bits a "
+                        "frame at 4 x 1024 codes), the text token ids and cut metadata beside them; the trainer "
+                        "assembles the same examples as it reads (`unisono train --shards OUT`), no codec or audio "
+                        "library needed there. Reuses OUT/.codes (copy a shards run's .codes into a new --out to skip "
+                        "encoding). Not for audio_feat/text_emb tasks (default: %(default)s; docs/tokens.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -102,7 +119,10 @@ def main(args) -> int:
         tokenizers_dir=args.tokenizers, num_codebooks=args.num_codebooks, bpe_size=args.bpe_size,
         semantic_units=args.semantic_units, semantic_features=args.semantic_features, hubert_dir=args.hubert,
         text_encoder=args.text_encoder, seed=args.seed, progress=not args.no_progress,
-        feature_encoder=args.feature_encoder,
+        feature_encoder=args.feature_encoder, store=args.format == "store",
     )
-    print_stats(stats)
+    if args.format == "store":
+        print_store_stats(stats)
+    else:
+        print_stats(stats)
     return 0

@@ -24,10 +24,11 @@ Many processes (DDP, or FSDP2 with `train.fsdp: true`):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML recipe with `model` and `train` sections (configs/lm/*.yaml)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--shards", help="directory of token shards (with vocab.json), made by `unisono tokenize`")
+    src.add_argument("--shards", help="directory of token shards (with vocab.json), made by `unisono tokenize`, or a "
+                     "token store (`unisono tokenize --format store`: examples assembled as read)")
     src.add_argument("--toy", action="store_true",
                      help="train on built-in synthetic copy/count tasks (a smoke test that needs no data)")
-    p.add_argument("--val-shards", help="directory of validation shards (validation loss per task)")
+    p.add_argument("--val-shards", help="directory of validation shards or store (validation loss per task)")
     p.add_argument("--out", required=True, help="run directory: checkpoints, log.jsonl, tb/ (TensorBoard)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--max-seconds", type=float,

@@ -44,6 +44,7 @@ SHARD_FORMAT = "unisono-shard-1"
 SUFFIX = ".safetensors"
 # continuous vectors an example may carry: key -> (offsets key, stored dtype); read back as float32
 VECTORS = {"text_emb": ("emb_offsets", torch.float32), "audio_feat": ("feat_offsets", torch.float16)}
+STORE_FILE = "store.safetensors"  # SPLIT/store.safetensors: a token store (unisono.data.store), never a shard
 FEATURES_FILE = "features.json"  # SHARDS/features.json: {"encoder": describe()} of the encoder of audio_feat vectors
 
 
@@ -159,7 +160,7 @@ def resolve_split_dir(directory: str | os.PathLike, split: str = "train") -> Pat
 
 def list_shards(directory: str | os.PathLike, tasks=None) -> list[Path]:
     """Complete shards of ``directory`` (sorted by name), optionally of ``tasks`` only."""
-    paths = sorted(p for p in Path(directory).glob(f"*{SUFFIX}") if not p.name.startswith("."))
+    paths = sorted(p for p in Path(directory).glob(f"*{SUFFIX}") if not p.name.startswith(".") and p.name != STORE_FILE)
     if tasks is not None:
         tasks = set(tasks)
         paths = [p for p in paths if task_of_shard(p) in tasks]

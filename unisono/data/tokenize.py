@@ -8,6 +8,10 @@ atomically; a cut whose audio or metadata is broken is skipped with its reason, 
 (5) write per-task counts (``OUT/stats.json``). Running the same command again resumes: finished
 shards are kept, the rest are made.
 
+With ``--format store`` (``store=True``) steps (3)-(4) make a token store instead (:mod:`unisono.data.storebuild`):
+per split one file with each recording's codes once, packed, and the text token ids and cut metadata beside them,
+from which the trainer assembles the same examples as it reads them (docs/tokens.md, "The token store").
+
 Tasks with ``audio_feat`` conditions need ``--feature-encoder NAME`` (:mod:`unisono.features`): its features
 are computed once per recording (cached under ``OUT/.feats`` as the codes under ``OUT/.codes``), stored in the
 shards as float16, and the encoder is named in ``OUT/features.json`` (docs/features.md).
@@ -33,9 +37,12 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from unisono.audio import resample
+from unisono.data import examples
+from unisono.data.examples import recording_key
 from unisono.data.own import english, load_split, load_splits
 from unisono.data.shards import FEATURES_FILE, shard_metadata, shard_name, vocab_hash, write_shard
-from unisono.data.sources import choose_prompt, source_value, speaker_of
+from unisono.data.sources import source_value
+from unisono.data.store import check_no_mix, check_store_tasks
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.features import (
@@ -48,7 +55,7 @@ from unisono.features import (
 )
 from unisono.fileio import atomic_path, read_json, write_json
 from unisono.reasoning import Terms
-from unisono.tasks import Segment, SegmentSpec, TaskTemplate, build_example, load_templates
+from unisono.tasks import Segment, TaskTemplate, load_templates
 from unisono.text.bpe import BPETokenizer
 from unisono.text.g2p import phonemize
 from unisono.text.phones import PhoneTokenizer
@@ -103,68 +110,29 @@ def cut_audio(obj, sample_rate: int) -> torch.Tensor:
     return resample(x, sr, sample_rate) if sr != sample_rate else x
 
 
-class ExampleMaker:
-    """Builds the examples of one split: resolves each template source on a cut
-    (:mod:`unisono.data.sources`) and encodes it with the one segment encoder (:mod:`unisono.encode`);
-    ``features``: the frozen encoder of ``audio_feat`` segments (:mod:`unisono.features`; None: none made)."""
+class CorpusExampleMaker(examples.ExampleMaker):
+    """The example assembler (:class:`unisono.data.examples.ExampleMaker`) on a corpus: Lhotse ``cuts`` of one split,
+    their audio encoded by ``codec`` (each recording once: kept in memory and under ``cache_dir``), their text by
+    the tokenizers ``toks``; ``features``: the frozen encoder of ``audio_feat`` segments (:mod:`unisono.features`;
+    None: none made), its vectors cached under ``feats_dir``."""
 
     def __init__(self, templates: dict[str, TaskTemplate], vocab: Vocab, toks, codec, cuts, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, features: FeatureEncoder | None = None,
                  feats_dir: str | os.PathLike | None = None):
-        self.templates, self.vocab, self.toks, self.codec, self.seed = templates, vocab, toks, codec, seed
-        self.encoder = SegmentEncoder(vocab, toks, codec, features)
-        self.features = features
+        super().__init__(templates, vocab, SegmentEncoder(vocab, toks, codec, features), cuts, seed)
+        self.toks, self.codec, self.features = toks, codec, features
         self.cache_dirs = {"codes": None if cache_dir is None else Path(cache_dir),
                            "feats": None if feats_dir is None else Path(feats_dir)}
-        self.cuts = {c.id: c for c in cuts}
         self.encoded_seconds = 0.0  # audio passed to the codec, in seconds (cache hits excluded)
         self.featured_seconds = 0.0  # audio passed to the feature encoder, in seconds (cache hits excluded)
         # "codes" / "feats" -> {"Cut:id" / "Recording:id" (@HZ) -> the whole recording's codes [K, T] / feats [T, D]}
         self._memory: dict[str, dict] = {"codes": {}, "feats": {}}
-        self.by_speaker: dict[str, list] = defaultdict(list)
-        for c in sorted(self.cuts.values(), key=lambda c: c.id):
-            spk = speaker_of(c)
-            if spk is not None:
-                self.by_speaker[spk].append(c)
 
-    def _rng(self, *keys) -> random.Random:
-        h = hashlib.sha256(json.dumps([self.seed, *keys]).encode()).digest()
-        return random.Random(int.from_bytes(h[:8], "little"))
-
-    def make(self, task: str, cut_id: str, variant: int = 0) -> dict:
-        tpl = self.templates[task]
-        cut = self.cuts[cut_id]
-        rng = self._rng(task, cut_id, variant)
-        picks: dict = {}  # one source read by several segments (codec and audio_feat): one recording, one window
-        segs = [self.segment(spec, cut, variant, rng, picks) for spec in tpl.segments]
-        ex_id = cut_id if tpl.expand is None else f"{cut_id}#{tpl.expand}{variant}"
-        return build_example(self.vocab, tpl, segs, ex_id)
-
-    # --- sources
-    def source(self, spec, cut, rng):
-        """The lhotse Cut or Recording that an audio source of ``spec`` reads on ``cut``."""
-        kind, key = spec.source_kind, spec.source_key
-        if kind == "audio":
-            return cut
-        if kind == "recording":
-            rec = (cut.custom or {}).get(key)
-            if rec is None or not hasattr(rec, "load_audio"):
-                raise UnisonoError(f"cut {cut.id} has no condition recording {key!r}")
-            return rec
-        spk = speaker_of(cut)  # speaker_prompt: another cut of the same speaker, same kind if possible
-        if spk is None:
-            raise UnisonoError(f"cut {cut.id} has no speaker; a speaker prompt needs one")
-        other = choose_prompt(cut, self.by_speaker[spk], rng)
-        if other is None:
-            raise UnisonoError(f"no other utterance of speaker {spk!r} in this split for the prompt of {cut.id}")
-        return other
-
-    @staticmethod
-    def _start(length: int, n: int, spec, rng) -> int:
-        """Where a crop of ``n`` steps of ``length`` starts: a random window for prompts, the start otherwise."""
-        if spec.seconds is None or length <= n or spec.source_kind != "speaker_prompt":
-            return 0
-        return rng.randrange(length - n + 1)
+    def recording(self, cut, role: str):
+        rec = (cut.custom or {}).get(role)
+        if rec is None or not hasattr(rec, "load_audio"):
+            raise UnisonoError(f"cut {cut.id} has no condition recording {role!r}")
+        return rec
 
     def _cached(self, store: str, key: str, make) -> torch.Tensor:
         """The tensor ``make()`` gives for ``key`` (its dtype is what is stored), made once: kept in memory (the
@@ -186,20 +154,16 @@ class ExampleMaker:
         memory[key] = t
         return t
 
-    @staticmethod
-    def _key(obj, spec) -> str:
-        return f"{type(obj).__name__}:{obj.id}" + (f"@{spec.resample}Hz" if spec.resample else "")
-
-    def _codes(self, obj, spec) -> torch.Tensor:
+    def codes(self, obj, spec) -> torch.Tensor:
         """``codes [K, T]`` of a whole recording (band-limited as ``spec`` says), encoded once (:meth:`_cached`)."""
         def make():
             wav = cut_audio(obj, int(self.codec.sample_rate))
             self.encoded_seconds += wav.shape[-1] / float(self.codec.sample_rate)
             return self.encoder.codes(wav, spec.resample).to(torch.int32)
 
-        return self._cached("codes", self._key(obj, spec), make).long()
+        return self._cached("codes", recording_key(obj, spec), make).long()
 
-    def _feats(self, obj, spec) -> torch.Tensor:
+    def feats(self, obj, spec) -> torch.Tensor:
         """``feats float16 [T, D]`` of a whole recording (band-limited as ``spec`` says) at the codec's frame rate:
         the feature encoder's vectors, computed once (:meth:`_cached`; float16 as the shards store them)."""
         if self.features is None:
@@ -211,22 +175,7 @@ class ExampleMaker:
             self.featured_seconds += wav.shape[-1] / float(self.codec.sample_rate)
             return self.encoder.audio_features(wav, spec.resample).half()
 
-        return self._cached("feats", f"{self._key(obj, spec)}|{self.features.fingerprint()}", make)
-
-    def _pick(self, spec, cut, rng, picks: dict | None, length_of) -> tuple:
-        """``(source object, start frame)`` of an audio ``spec`` on ``cut``. With ``picks`` (a dict shared by the
-        segments of one example) a source is drawn once and a window once per source and length, so the codec
-        and audio_feat segments of one source read the same recording and window; ``length_of(obj)``: the
-        recording's length in frames (the same for codes and features: ``ceil(S / hop)``)."""
-        picks = {} if picks is None else picks
-        if spec.source not in picks:
-            picks[spec.source] = self.source(spec, cut, rng)
-        obj, key = picks[spec.source], (spec.source, spec.seconds)
-        if key not in picks:
-            length = length_of(obj)
-            n = self.encoder.frames(spec.seconds) if spec.seconds is not None else length
-            picks[key] = self._start(length, n, spec, rng)
-        return obj, picks[key]
+        return self._cached("feats", f"{recording_key(obj, spec)}|{self.features.fingerprint()}", make)
 
     def _value(self, spec, cut, variant):
         v = source_value(spec, cut, variant)
@@ -240,33 +189,26 @@ class ExampleMaker:
             )
         return v
 
-    def segment(self, spec, cut, variant: int, rng, picks: dict | None = None) -> Segment:
-        """Segment ``spec`` of ``cut`` (qa pair ``variant``) encoded; ``rng`` picks prompts and their windows
-        (once per source of an example when ``picks``, a dict, is shared by its segments)."""
-        m = spec.modality
-        if m == "codec":
-            obj, start = self._pick(spec, cut, rng, picks, lambda o: self._codes(o, spec).shape[1])
-            span = self._value(_param_spec(spec.mask_span), cut, variant) if spec.mask_span else None
-            return self.encoder.codec_segment(spec, self._codes(obj, spec), start, span, f"cut {cut.id}")
-        if m == "audio_feat":
-            obj, start = self._pick(spec, cut, rng, picks, lambda o: self._feats(o, spec).shape[0])
-            return self.encoder.feat_segment(spec, self._feats(obj, spec), start)
-        if m == "semantic":
-            sr = int(self.codec.sample_rate)
-            wav = cut_audio(self.source(spec, cut, rng), sr)
-            n = int(round(spec.seconds * sr)) if spec.seconds is not None else wav.shape[-1]
-            return self.encoder.semantic_segment(spec, wav, self._start(wav.shape[-1], n, spec, rng))
+    def span(self, spec, cut, variant: int):
+        return self._value(spec, cut, variant)
+
+    def semantic_segment(self, spec, cut, rng) -> Segment:
+        sr = int(self.codec.sample_rate)
+        wav = cut_audio(self.source(spec, cut, rng), sr)
+        n = int(round(spec.seconds * sr)) if spec.seconds is not None else wav.shape[-1]
+        return self.encoder.semantic_segment(spec, wav, self.window_start(wav.shape[-1], n, spec, rng))
+
+    def text_segment(self, spec, cut, variant: int) -> Segment:
         value = self._value(spec, cut, variant)
         lyric = None
-        if m == "midi":  # one note per word: the word's phones from the lyrics (same voice and accent)
+        if spec.modality == "midi":  # one note per word: the word's phones from the lyrics (same voice and accent)
             sup = cut.supervisions[0] if cut.supervisions else None
             lyric = (sup.custom or {}).get("phones") if sup is not None else None
         return self.encoder.text_segment(spec, value, lyric, f"cut {cut.id}")
 
 
-def _param_spec(path: str):
-    return SegmentSpec(name="span", modality="bpe", source=path)
 
+ExampleMaker = CorpusExampleMaker  # its name before the token store (unisono.data.examples.ExampleMaker is the base)
 
 # ---------------------------------------------------------------------------- tokenizers
 def corpus_texts(cuts) -> tuple[list[str], list[str], list[str]]:
@@ -371,7 +313,7 @@ def _worker_init(cfg: dict) -> None:
     _STATE["cfg"] = cfg
 
 
-def _maker(split: str) -> ExampleMaker:
+def _maker(split: str) -> CorpusExampleMaker:
     if split not in _STATE:
         cfg = _STATE["cfg"]
         if "codec" not in _STATE:
@@ -383,7 +325,7 @@ def _maker(split: str) -> ExampleMaker:
         vocab = Vocab.load(Path(cfg["out"]) / "vocab.json")
         templates = load_templates(cfg["templates"])
         cuts = load_split(cfg["data"], split, templates)
-        _STATE[split] = ExampleMaker(templates, vocab, toks, codec, cuts, cfg["seed"],
+        _STATE[split] = CorpusExampleMaker(templates, vocab, toks, codec, cuts, cfg["seed"],
                                      cache_dir=Path(cfg["out"]) / ".codes" / split,
                                      features=_STATE.get("features"), feats_dir=Path(cfg["out"]) / ".feats" / split)
     return _STATE[split]
@@ -614,6 +556,28 @@ def _shard_counts(out: Path, jobs: list[dict]) -> tuple[dict, list]:
     return {k: dict(v) for k, v in sorted(per_task.items())}, skipped_all
 
 
+def _check_request(templates: dict, selected: list[str], rank: int, world_size: int, feature_encoder: str | None,
+                   store: bool) -> list[str]:
+    """One-line errors, before any work, for a request tokenize cannot do; returns the tasks with audio_feat
+    conditions."""
+    unknown = [t for t in selected if t not in templates]
+    if unknown:
+        raise UnisonoError(f"unknown task(s) {unknown}; known: {', '.join(sorted(templates))}")
+    if not 0 <= rank < world_size:
+        raise UnisonoError(f"--rank must lie in 0..{world_size - 1}")
+    if store:
+        if world_size > 1:
+            raise UnisonoError("--format store runs as one process (use --jobs for workers), not with --world-size")
+        check_store_tasks(templates, selected)
+    feature_tasks = [t for t in selected if "audio_feat" in templates[t].modalities]
+    if feature_encoder:
+        parse_encoder_spec(feature_encoder)  # a bad name or parameter list: refused before any work
+    if feature_tasks and not feature_encoder:
+        raise UnisonoError(f"task(s) {', '.join(feature_tasks)} read audio_feat conditions; pass --feature-encoder "
+                           f"NAME ({', '.join(sorted(ENCODERS))}, or auto: {default_encoder_name()} here)")
+    return feature_tasks
+
+
 def tokenize_corpus(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -638,28 +602,21 @@ def tokenize_corpus(
     progress: bool = True,
     wait_s: float = 3600.0,
     feature_encoder: str | None = None,
+    store: bool = False,
 ) -> dict:
     """Tokenize the corpus ``data`` into ``out`` (see the module doc); returns the run's statistics.
     ``feature_encoder``: ``NAME[:KEY=VALUE,...]`` (:func:`unisono.features.parse_encoder_spec`), the frozen
-    encoder of the selected tasks' ``audio_feat`` conditions (needed when they have some)."""
+    encoder of the selected tasks' ``audio_feat`` conditions (needed when they have some). ``store``: write a token
+    store (:mod:`unisono.data.store`, made by :mod:`unisono.data.storebuild`) instead of shards."""
     settings = VocabSettings(fill, vocab_path, tokenizers_dir, num_codebooks, bpe_size, semantic_units,
                              semantic_features, hubert_dir, text_encoder, seed)
     out = Path(out)
     templates = load_templates(templates_paths)
     selected = sorted(tasks) if tasks else sorted(templates)
-    unknown = [t for t in selected if t not in templates]
-    if unknown:
-        raise UnisonoError(f"unknown task(s) {unknown}; known: {', '.join(sorted(templates))}")
-    if not 0 <= rank < world_size:
-        raise UnisonoError(f"--rank must lie in 0..{world_size - 1}")
-    feature_tasks = [t for t in selected if "audio_feat" in templates[t].modalities]
-    if feature_encoder:
-        parse_encoder_spec(feature_encoder)  # a bad name or parameter list: refused before any work
-    if feature_tasks and not feature_encoder:
-        raise UnisonoError(f"task(s) {', '.join(feature_tasks)} read audio_feat conditions; pass --feature-encoder "
-                           f"NAME ({', '.join(sorted(ENCODERS))}, or auto: {default_encoder_name()} here)")
+    feature_tasks = _check_request(templates, selected, rank, world_size, feature_encoder, store)
     cuts_by_split = _load_splits(data, splits, templates)
     splits = tuple(s for s in splits if s in cuts_by_split)
+    check_no_mix(out, splits, store)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if rank > 0:
@@ -669,13 +626,19 @@ def tokenize_corpus(
         _write_vocab(out, data, codec_factory, cuts_by_split, templates, selected, splits, settings)
     vocab = Vocab.load(out / "vocab.json")
     _check_vocab(out, vocab, templates, selected, splits)
+    cfg = {"out": str(out), "data": data_list(data), "codec_factory": codec_factory, "templates": templates_paths,
+           "seed": settings.seed, "features": features}
+    if store:
+        from unisono.data.storebuild import build_stores  # noqa: PLC0415 (storebuild builds on this module)
+
+        stats = build_stores(out, cuts_by_split, templates, selected, cfg, jobs, progress)
+        write_json(out / "stats.json", stats)
+        return stats
     plan = plan_shards(cuts_by_split, templates, selected, shard_size)
     _record_plan(out, plan, vocab, selected, splits, rank, world_size)
     mine = [job for i, job in enumerate(plan) if i % world_size == rank]
     _clean_stale_tmp(out, mine)
     todo = [j for j in mine if not (out / j["split"] / shard_name(j["task"], j["index"])).exists()]
-    cfg = {"out": str(out), "data": data_list(data), "codec_factory": codec_factory, "templates": templates_paths,
-           "seed": settings.seed, "features": features}
     bar = tqdm(total=sum(len(j["items"]) for j in todo), unit="item", disable=not progress,
                desc=f"tokenize{'' if world_size == 1 else f' rank {rank}'}", file=sys.stderr)
     t1 = time.perf_counter()

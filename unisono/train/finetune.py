@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from unisono.checkpoint import LM_PARTS, TEMPLATES, carried_parts, require_checkpoint, write_checkpoint
-from unisono.data.shards import ShardReader, list_shards, task_of_shard
+from unisono.data.store import open_examples, tasks_in
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_dir, write_json
 from unisono.lm import UnisonoLM
@@ -230,17 +230,18 @@ class FinetuneData:
         vocab = self.vocab
 
         def source():
-            reader = ShardReader(directory, tasks=[task], vocab=vocab, shuffle=False)
+            reader = open_examples(directory, tasks=[task], vocab=vocab, shuffle=False)
             return (crop_example(ex, max_frames) for ex in reader)
 
         getattr(self, kind)[task] = source
 
 
 def shard_tasks(directory: Path, ckpt_vocab: Vocab, what: str) -> list[str]:
-    """The checkpoint's tasks that the shards of ``directory`` hold (the shards checked against its vocabulary)."""
+    """The checkpoint's tasks that the shards (or token store) of ``directory`` hold (checked against its
+    vocabulary)."""
     ckpt_vocab.check_compatible(Vocab.load(directory / "vocab.json"), what=f"{what} in {directory}",
                                 mine="the checkpoint")
-    return sorted({task_of_shard(p) for p in list_shards(directory)} & set(ckpt_vocab.tasks))
+    return sorted(set(tasks_in(directory)) & set(ckpt_vocab.tasks))
 
 
 def finetune_data(ckpt_vocab: Vocab, shards: Path, cfg: FinetuneConfig) -> FinetuneData:

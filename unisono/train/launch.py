@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from unisono.codec import load_codec
-from unisono.data.shards import FEATURES_FILE, ShardReader
+from unisono.data.shards import FEATURES_FILE
+from unisono.data.store import open_examples
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json
 from unisono.inference import PreparedPrompt, TaskIO
@@ -75,11 +76,11 @@ def feature_settings(mcfg: dict, shards: Path, val_shards: Path | None = None) -
 
 
 def shard_sources(shards: str | Path, tasks: list[str] | None, rank: int, world_size: int) -> dict:
-    """One restartable source per task over the shards read by this rank (all tasks as one source when
-    ``tasks`` is None)."""
+    """One restartable source per task over the examples read by this rank (all tasks as one source when
+    ``tasks`` is None) of ``shards``: token shards, or a token store (assembled as read; :mod:`unisono.data.store`)."""
     if tasks:
-        return {t: (lambda t=t: ShardReader(shards, rank=rank, world_size=world_size, tasks=[t])) for t in tasks}
-    return {"all": lambda: ShardReader(shards, rank=rank, world_size=world_size, tasks=None)}
+        return {t: (lambda t=t: open_examples(shards, rank=rank, world_size=world_size, tasks=[t])) for t in tasks}
+    return {"all": lambda: open_examples(shards, rank=rank, world_size=world_size, tasks=None)}
 
 
 def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.0):
@@ -96,7 +97,7 @@ def audio_sampler(shards: Path, val_shards: Path | None, max_seconds: float = 4.
         vocab = state["vocab"] = Vocab.load(shards / "vocab.json")
         state["templates"] = load_templates()
         starts = {vocab.start_id("codec")}
-        for ex in ShardReader(val_shards or shards):
+        for ex in open_examples(val_shards or shards):
             col = ex["frames"][:, 0]
             loss_rows = ex["loss_mask"].any(dim=1).nonzero()
             if len(loss_rows) == 0:

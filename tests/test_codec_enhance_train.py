@@ -4,11 +4,13 @@ unisono.data.enhance_pairs), on CPU with the shipped codec and a tiny enhancer."
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import unisono
 from unisono import checkpoint as C
 from unisono.codec.enhance_data import PairSampler, decode_inputs, load_pairs, write_pairs
 from unisono.codec.enhance_train import load_enhancer_config, train_enhancer
@@ -16,6 +18,7 @@ from unisono.data.enhance_pairs import pan, sound_scene
 from unisono.errors import UnisonoError
 
 CODEC = C.codec_dir(C.DEFAULT_CHECKPOINT)
+TINY_YAML = Path(unisono.__file__).parent / "configs" / "codec" / "enhancer_tiny.yaml"
 TINY = {"model": {"width": 16, "latent_dim": 4}, "train": {"batch_size": 2, "segment_seconds": 0.2, "lr": 3e-3,
         "log_every": 5, "save_every": 10, "num_threads": 1, "disc_start": 15},
         "discriminator": {"periods": [2, 3], "n_ffts": [512], "channels": 2}}
@@ -124,3 +127,15 @@ def test_cli_train_enhancer_help_and_a_missing_pack(tmp_path):
     assert run("train-enhancer", "--help").returncode == 0
     r = run("train-enhancer", "--pairs", str(tmp_path), "--out", str(tmp_path / "o"))
     assert r.returncode != 0 and "not a pair pack" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_training_path_needs_no_soundfile_or_soxr(pack, tmp_path):
+    """The GPU image has neither: the pack reader, the codec's decode and the trainer run without them."""
+    code = ("import sys; sys.modules['soundfile'] = None; sys.modules['soxr'] = None\n"
+            "from unisono.cli import main\n"
+            f"sys.exit(main(['codec', 'train-enhancer', '--config', {str(TINY_YAML)!r}, "
+            f"'--pairs', {str(pack)!r}, '--out', {str(tmp_path / 'o')!r}, '--steps', '2', '--no-progress', "
+            "'--set', 'train.segment_seconds=0.1']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "enhancer saved" in r.stdout and (tmp_path / "o" / "enhancer" / "config.json").is_file()

@@ -167,7 +167,7 @@ class EnhancerTrainer(Trainer):
             logs.update(disc=d_loss.detach(), d_real=torch.stack([r.detach().mean() for r, _ in real]).mean(),
                         d_fake=torch.stack([f.detach().mean() for f, _ in fake]).mean())
         self.disc.requires_grad_(False)  # the generator's terms: no weight gradients for the discriminators
-        losses = enhancer_loss(out, kl, y, self.mel_loss, self.disc if use_gan else None, w)
+        losses = enhancer_loss(out, kl, y, self.mel_loss, self._disc if use_gan else None, w)  # train.amp applies
         self.disc.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
         losses["total"].backward()

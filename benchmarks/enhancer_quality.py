@@ -55,7 +55,7 @@ def lsd_hi(est: np.ndarray, ref: np.ndarray, sr: int = 48000, lo: float = 8000.0
 def coherence(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Inter-channel coherence per STFT bin ``[F]`` of ``x [2, S]`` (1 where both channels are silent: a copy) and
     the bins' power ``[F]`` (both channels, all frames)."""
-    s = _spec(x).double()
+    s = _spec(x).to(torch.complex128)
     cross = (s[0] * s[1].conj()).sum(-1).abs().pow(2)
     p0, p1 = s[0].abs().pow(2).sum(-1), s[1].abs().pow(2).sum(-1)
     power = p0 * p1

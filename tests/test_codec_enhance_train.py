@@ -12,7 +12,14 @@ import torch
 
 import unisono
 from unisono import checkpoint as C
-from unisono.codec.enhance_data import PairSampler, decode_inputs, load_pairs, write_pairs
+from unisono.codec.enhance_data import (
+    PairSampler,
+    decode_inputs,
+    load_pairs,
+    pack_reference,
+    unpack_reference,
+    write_pairs,
+)
 from unisono.codec.enhance_train import load_enhancer_config, train_enhancer
 from unisono.data.enhance_pairs import pan, sound_scene
 from unisono.errors import UnisonoError
@@ -46,6 +53,11 @@ def pack(tmp_path_factory):
 
 def test_pairs_round_trip_and_segments_stay_aligned(pack):
     items, meta = load_pairs(pack, "train")
+    ref = np.round(next(_clips(0, 1))[2][:, :48000] * 32767).astype(np.int16)  # the first clip, as written
+    assert np.array_equal(np.round(items[0]["ref"].numpy() * 32767).astype(np.int16), ref)
+    rng = np.random.default_rng(0)
+    loud = rng.integers(-32768, 32768, (2, 999)).astype(np.int16)  # full-scale jumps wrap in int16 and come back
+    assert np.array_equal(unpack_reference(pack_reference(loud), 2), loud)
     assert meta["out_rate"] == 48000 and items[0]["ref"].shape == (2, 48000) and items[0]["codes"].dtype == torch.int64
     assert items[0]["codes"].shape[0] == meta["num_codebooks"]
     from unisono.codec import load_codec

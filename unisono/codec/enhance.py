@@ -9,12 +9,12 @@ decoder's output is a *residual* on the resampled input copied to every channel:
 so an untrained enhancer returns exactly that resampling, and
 training can only add what the references have above it (the 8-24 kHz band, the stereo image).
 
-Losses (:func:`enhancer_loss`): multi-resolution STFT (log and linear magnitudes) on every channel, the codec's
-multi-scale mel loss at the output rate, the KL term, and when discriminators are given the codec's hinge
-adversarial and feature-matching losses. :meth:`Enhancer.enhance` runs a long input in overlapping chunks
-(a linear cross-fade over the overlap): memory stays bounded; the cross-fade makes it equal to one pass up to the
-chunk edges (tested). :class:`EnhancerStream` does the same on input that arrives in pieces (streaming
-generation), with the same output whatever the pieces.
+Losses (:func:`enhancer_loss`): multi-resolution STFT (log and linear magnitudes) on every channel and on the side
+signal (L - R) / 2, the codec's multi-scale mel loss at the output rate, the KL term, and when discriminators are
+given the codec's hinge adversarial and feature-matching losses. :meth:`Enhancer.enhance` runs a long input in
+overlapping chunks (a linear cross-fade over the overlap): memory stays bounded; the cross-fade makes it equal to
+one pass up to the chunk edges (tested). :class:`EnhancerStream` does the same on input that arrives in pieces
+(streaming generation), with the same output whatever the pieces.
 """
 
 from __future__ import annotations
@@ -237,13 +237,17 @@ def stft_loss(y_hat: torch.Tensor, y: torch.Tensor, n_ffts=(512, 1024, 2048)) ->
 
 def enhancer_loss(out: torch.Tensor, kl: torch.Tensor, target: torch.Tensor, mel: MultiScaleMelLoss,
                   disc: nn.Module | None = None, weights: dict | None = None) -> dict[str, torch.Tensor]:
-    """The generator's losses for ``out``/``target`` ``[B, C, S]`` at the output rate: ``stft``, ``mel``, ``kl``
-    and, with ``disc`` (e.g. :class:`unisono.codec.discriminators.Discriminators` over each channel), ``adv`` and
-    ``fm``; ``total`` weighs them by ``weights`` (defaults: stft 1, mel 15, kl 0.01, adv 1, fm 2)."""
-    w = {"stft": 1.0, "mel": 15.0, "kl": 0.01, "adv": 1.0, "fm": 2.0, **(weights or {})}
+    """The generator's losses for ``out``/``target`` ``[B, C, S]`` at the output rate: ``stft``, ``mel``, ``kl``,
+    for stereo ``side`` (the multi-resolution STFT loss of the side signal ``(L - R) / 2``: per-channel magnitudes
+    are as good for a mono copy as for the stereo image, the side's magnitudes are not) and, with ``disc`` (e.g.
+    :class:`unisono.codec.discriminators.Discriminators` over each channel), ``adv`` and ``fm``; ``total`` weighs
+    them by ``weights`` (defaults: stft 1, mel 15, kl 0.01, side 1, adv 1, fm 2)."""
+    w = {"stft": 1.0, "mel": 15.0, "kl": 0.01, "side": 1.0, "adv": 1.0, "fm": 2.0, **(weights or {})}
     n = min(out.shape[-1], target.shape[-1])
     out, target = out[..., :n], target[..., :n]
     losses = {"stft": stft_loss(out, target), "mel": mel(out.reshape(-1, 1, n), target.reshape(-1, 1, n)), "kl": kl}
+    if out.shape[1] == 2 and w["side"]:
+        losses["side"] = stft_loss((out[:, :1] - out[:, 1:]) / 2, (target[:, :1] - target[:, 1:]) / 2)
     if disc is not None:
         fake, real = disc(out.reshape(-1, 1, n)), disc(target.reshape(-1, 1, n))
         losses["adv"], losses["fm"] = generator_adv_loss(fake), feature_matching_loss(real, fake)

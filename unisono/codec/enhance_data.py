@@ -3,16 +3,19 @@
 A *pair pack* is a folder::
 
     PACK/pairs.json    format, rates, the codec's code fingerprint, per split: items (id, kind, seconds), bytes
-    PACK/train.npz     per item i: ref_i int16 [2, S] (the 48 kHz stereo reference, x 32767),
-    PACK/test.npz                  codes_i int16 [K, T] (the codec's codes of its mono downmix at 16 kHz)
+    PACK/train.npz     per item i: ref_i uint8 [2, 2 S] (the 48 kHz stereo reference as int16 x 32767, coded:
+    PACK/test.npz                  :func:`pack_reference`), codes_i int16 [K, T] (the codec's codes of its mono
+                                   downmix at 16 kHz)
 
 It stores the codec's *codes* of each reference, not their decode: codes cost 0.4 KiB per second (8 codebooks at
 50 Hz) where a 16-bit decode would cost 31 KiB, and a decoder trained later (issue 23's adversarial decoder)
 gives new decodes from the same codes. The reader needs numpy and torch only (no soundfile, no soxr: the GPU
 image has neither): :func:`load_pairs` reads a split, :func:`decode_inputs` makes its 16 kHz inputs with the codec
 at a chosen number of codebooks, :class:`PairSampler` cuts aligned training segments. The 48 kHz references are
-what costs: 16-bit stereo is 11.0 MiB per minute before the zip's deflate (``bytes_per_minute`` in
-``pairs.json`` says what it came to).
+what costs: 16-bit stereo is 11.0 MiB per minute raw; the zip's deflate alone made 5.9 MiB per minute of them,
+deflate after a second difference (a fixed linear predictor, exact in int16 arithmetic) and byte planes 4.0
+(FLAC: 3.6, but it needs soundfile where the pairs are read). ``bytes_per_minute`` in ``pairs.json`` says what a
+pack came to.
 
 :func:`build_pairs` (CPU, with the corpus generator's tools) renders the clips of
 :mod:`unisono.data.enhance_pairs`, mixes each to mono, resamples it to 16 kHz (soxr) and encodes it.
@@ -36,7 +39,7 @@ from unisono.errors import UnisonoError
 from unisono.fileio import read_json, write_json
 from unisono.weights import load_weights
 
-FORMAT = 1
+FORMAT = 2  # 1: references stored as plain int16 samples (before pack_reference)
 PAIRS = "pairs.json"
 
 
@@ -50,6 +53,21 @@ def code_fingerprint(codec_dir) -> str:
             h.update(k.encode())
             h.update(state[k].float().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def pack_reference(ref: np.ndarray) -> np.ndarray:
+    """int16 ``[C, S]`` -> uint8 ``[2, C * S]``: the second difference along time (int16, wrapping), its low bytes
+    then its high bytes, which the zip's deflate packs ~1.5x smaller than the samples; :func:`unpack_reference`
+    inverts it exactly."""
+    c = ref.shape[0]
+    d = np.diff(ref.astype(np.int16), n=2, axis=1, prepend=np.zeros((c, 2), np.int16)).astype("<i2")
+    return np.ascontiguousarray(d.reshape(-1).view(np.uint8).reshape(-1, 2).T)
+
+
+def unpack_reference(planes: np.ndarray, channels: int) -> np.ndarray:
+    """The int16 ``[channels, S]`` reference of :func:`pack_reference`'s ``planes``."""
+    d = np.ascontiguousarray(planes.T).view("<i2").reshape(channels, -1)
+    return np.cumsum(np.cumsum(d, axis=1, dtype=np.int16), axis=1, dtype=np.int16)
 
 
 def _npy(arr: np.ndarray) -> bytes:
@@ -85,7 +103,7 @@ def _write_split(path: Path, clips: dict, codec, max_bytes: int, sound_share: fl
                 continue
             name, kind, wav = clip
             wav = wav[:, : wav.shape[1] - wav.shape[1] % 3]
-            ref = _npy(np.round(np.clip(wav, -1, 1) * 32767).astype(np.int16))
+            ref = _npy(pack_reference(np.round(np.clip(wav, -1, 1) * 32767).astype(np.int16)))
             codes = _npy(_encode(codec, wav))
             size = len(zlib.compress(ref, 6)) + len(zlib.compress(codes, 6)) + 256
             if total + size > max_bytes:
@@ -93,7 +111,8 @@ def _write_split(path: Path, clips: dict, codec, max_bytes: int, sound_share: fl
             i = len(items)
             zf.writestr(f"ref_{i}.npy", ref)
             zf.writestr(f"codes_{i}.npy", codes)
-            items.append({"id": name, "kind": kind, "seconds": round(wav.shape[1] / 48000, 3)})
+            items.append({"id": name, "kind": kind, "seconds": round(wav.shape[1] / 48000, 3),
+                          "channels": wav.shape[0]})
             total, secs[kind] = total + size, secs[kind] + wav.shape[1] / 48000
             bar.update(size)
     bar.close()
@@ -167,7 +186,7 @@ def load_pairs(pack, split: str = "train", fingerprint: str | None = None) -> tu
     items = []
     with np.load(pack / f"{split}.npz", allow_pickle=False) as z:
         for i, it in enumerate(meta["splits"][split]["items"]):
-            ref = torch.from_numpy(z[f"ref_{i}"].astype(np.float32) / 32767.0)
+            ref = torch.from_numpy(unpack_reference(z[f"ref_{i}"], it["channels"]).astype(np.float32) / 32767.0)
             items.append({**it, "codes": torch.from_numpy(z[f"codes_{i}"].astype(np.int64)), "ref": ref})
     return items, meta
 

@@ -47,7 +47,7 @@ DEFAULTS = {
         "save_every": 200, "sample_every": 0, "seed": 0, "num_threads": 0, "max_seconds": 0, "codebooks": 4,
         "amp": "none",
     },
-    "loss": {"stft": 1.0, "mel": 15.0, "kl": 0.01, "adv": 1.0, "fm": 2.0},
+    "loss": {"stft": 1.0, "mel": 15.0, "kl": 0.01, "side": 1.0, "adv": 1.0, "fm": 2.0},
     "discriminator": {"periods": [2, 3, 5, 7, 11], "n_ffts": [2048, 1024, 512], "channels": 16},
 }
 

@@ -42,6 +42,10 @@ def test_the_api_enhances_every_audio_output_and_streams_the_same(tiny_checkpoin
     assert np.allclose(np.concatenate(chunks, axis=-1), out.wav, atol=1e-4)
     assert pipe.generate_batch("text_to_sound", [INP], OPTS, enhance=False)[0].wav.ndim == 1
     assert pipe.generate("caption", audio=(plain.wav, 16000)).text is not None  # text outputs as they are
+    from unisono.checkpoint import carried_parts
+
+    assert carried_parts(ckpt)["enhancer"] == ckpt / "enhancer"  # fine-tuned / preference-tuned copies keep it
+    assert carried_parts(tiny_checkpoint)["enhancer"] is None
 
 
 def test_cli_enhance_writes_48k_stereo_and_a_checkpoint_without_one_is_one_line(tiny_checkpoint, enhanced, tmp_path,

@@ -141,12 +141,13 @@ class Pipeline:
     @staticmethod
     def package(lm_dir, shards_dir, out_dir, codec_dir=None, templates: dict | None = None,
                 precision: str = "float32", codec_precision: str | None = None, defaults: dict | None = None,
-                generation: dict | None = None) -> Path:
+                generation: dict | None = None, enhancer=None) -> Path:
         """Assemble a self-contained checkpoint in ``out_dir`` from a trained LM checkpoint, the token
         shards' directory (vocab.json, tokenizers/, codec.json) and the codec (default: the one the shards
         name); see :func:`unisono.checkpoint.write_checkpoint` for ``precision``, ``codec_precision``,
         ``defaults`` (input name -> audio file used when a request leaves that input out) and ``generation``
-        (``{"audio": {"guidance_scale": 3.0}, "text": {...}}``: the checkpoint's default sampling options)."""
+        (``{"audio": {"guidance_scale": 3.0}, "text": {...}}``: the checkpoint's default sampling options);
+        ``enhancer``: an enhancer directory copied in as ``enhancer/`` (``--enhance``)."""
         lm_dir, shards_dir, out = Path(lm_dir), Path(shards_dir), Path(out_dir)
         check_option_defaults(generation or {}, "package generation")
         Vocab.load(lm_dir / "vocab.json").check_compatible(Vocab.load(shards_dir / "vocab.json"))
@@ -156,7 +157,8 @@ class Pipeline:
                 raise UnisonoError(f"{shards_dir}/codec.json names no codec directory; pass codec_dir")
         with atomic_dir(out) as tmp:
             C.write_checkpoint(tmp, lm_dir, lm_dir / "vocab.json", shards_dir / C.TOKENIZERS, Path(codec_dir),
-                               templates or load_templates(), precision, codec_precision, defaults, generation)
+                               templates or load_templates(), precision, codec_precision, defaults, generation,
+                               enhancer=None if enhancer is None else Path(enhancer))
         return out
 
     # -- the interface every front end uses --------------------------------------------------------

@@ -10,6 +10,9 @@
 # (its path needs none), and checks that they and the code travel under 64 MiB with unisono-small's LM weights out.
 # DIR may be a token store (`unisono tokenize --format store`: train/store.safetensors, ~0.93 MiB per hour of audio
 # at 4 codebooks, where shards take ~12 MiB; docs/tokens.md): the same files are copied, its .codes cache is not.
+# For the enhancement stage's run (scripts/h200_enhancer.sh), ENHANCER=1 bash scripts/device_prepare.sh [MAX_MIB] makes
+# .pack/enhancer (`unisono codec enhancer-pairs` from the MIDI of CORPUS's corpus, default runs/ref/corpus; MAX_MIB
+# default 48), no wheels (its path needs none), and checks the same 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX_MIB=${1:-48}
@@ -29,6 +32,18 @@ if [ -n "${LM_SHARDS:-}" ]; then
   echo "travels: code $((code / 1048576)) MiB + .pack/lm $((pack / 1048576)) MiB of 64 MiB (without $small)"
   if [ $((code + pack)) -gt $((64 * 1048576)) ]; then echo "too large to travel: fewer shards, or a token store (unisono tokenize --format store)" >&2; exit 1; fi
   echo "carry [\".pack/lm\"]; move $small out of the tree for the call"
+  exit 0
+fi
+if [ -n "${ENHANCER:-}" ]; then
+  case "${CORPUS:-ref}" in ref) DIR=runs/ref/corpus ;; mixed) DIR=runs/mix/corpus ;; *) DIR=$CORPUS ;; esac
+  [ -d "$DIR/midi" ] || { echo "$DIR/midi: no MIDI files (make the corpus with unisono synth first)" >&2; exit 2; }
+  [ -f .pack/enhancer/pairs.json ] || python3 -m unisono codec enhancer-pairs --midi "$DIR" --out .pack/enhancer --max-mib "$MAX_MIB"
+  small=unisono/assets/unisono-small/model.safetensors
+  code=$(git ls-files -co --exclude-standard -z | grep -zv "^$small\$" | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
+  pack=$(du -sb .pack/enhancer | cut -f1)
+  echo "travels: code $((code / 1048576)) MiB + .pack/enhancer $((pack / 1048576)) MiB of 64 MiB (without $small)"
+  if [ $((code + pack)) -gt $((64 * 1048576)) ]; then echo "too large to travel: a smaller MAX_MIB" >&2; exit 1; fi
+  echo "carry [\".pack/enhancer\"]; move $small out of the tree for the call"
   exit 0
 fi
 if ! compgen -G ".whl/soundfile-*.whl" >/dev/null; then

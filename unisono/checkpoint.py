@@ -8,6 +8,8 @@ A checkpoint is a directory::
     tasks.yaml                        the task templates it was trained with
     codec/  or  codec.json            the codec, or {"source": DIR} naming a codec directory
     defaults/<input>.wav              optional: audio used for an input a request leaves out
+    enhancer/                         optional: the enhancement stage after the codec (config.json +
+                                      model.safetensors of unisono.codec.enhance.Enhancer; ``--enhance``)
     generation.json                   optional: this checkpoint's default sampling options per output kind
 
 plus any reports a command adds (``finetune_report.json``, ``dpo_report.json``). Every command that makes a
@@ -43,6 +45,8 @@ CODEC_REF = "codec.json"
 TEMPLATES = "tasks.yaml"
 DEFAULTS = "defaults"
 GENERATION = "generation.json"
+ENHANCER = "enhancer"
+ENHANCER_HINT = "train one with `unisono codec train-enhancer` and copy its OUT/enhancer to"
 LM_PARTS = ("config.json", "model.safetensors", "vocab.json")  # a trained language model
 REQUIRED = LM_PARTS + (TOKENIZERS,)  # a checkpoint the pipeline loads (and a codec: codec/ or codec.json)
 
@@ -80,6 +84,15 @@ def check_layout(directory, vocab: Vocab | None = None) -> None:
         raise UnisonoError(f"{d}: vocab.json is not the vocabulary the model was written with (layout fingerprint "
                            f"{got}, the weights record {stamp}): task ids, ranges or tokenizers changed; put back "
                            "the checkpoint's own vocab.json")
+
+
+def enhancer_dir(directory) -> Path:
+    """The enhancer directory of checkpoint ``directory`` (its ``enhancer/``); a one-line error when it has none."""
+    d = Path(directory) / ENHANCER
+    if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
+        raise UnisonoError(f"this checkpoint ({directory}) has no enhancer; {ENHANCER_HINT} {d}, or pass "
+                           "--enhance DIR")
+    return d
 
 
 def task_templates(directory) -> dict:
@@ -126,7 +139,7 @@ def copy_weights(src: Path, dst: Path, precision: str, metadata: dict[str, str] 
 
 def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path | None, templates: dict,
                      precision: str = "float32", codec_precision: str | None = None, defaults: dict | None = None,
-                     generation: dict | None = None, link_codec: bool = False) -> None:
+                     generation: dict | None = None, link_codec: bool = False, enhancer: Path | None = None) -> None:
     """Write every part of a checkpoint into the (empty) directory ``out``.
 
     ``tokenizers`` or ``codec`` None: not written (a trained LM fine-tuned before packaging).
@@ -137,7 +150,7 @@ def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path 
     written as ``tasks.yaml``. ``precision`` (LM) and ``codec_precision`` (default: the same) store float weights
     as ``float32``, ``float16`` or ``int8`` (:mod:`unisono.weights`). ``defaults`` maps input names to audio
     files (or arrays with their rate) copied into ``defaults/``; ``generation`` (``{"audio": {...}, "text":
-    {...}}``) becomes ``generation.json``."""
+    {...}}``) becomes ``generation.json``; ``enhancer`` (an enhancer directory) is copied to ``enhancer/``."""
     out = Path(out)
     generation = check_option_defaults(generation or {}, "checkpoint generation defaults")
     vocab = Vocab.load(vocab) if isinstance(vocab, (str, Path)) else vocab
@@ -167,6 +180,10 @@ def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path 
         for name, src in defaults.items():
             wav, sr = audio.load(src) if isinstance(src, (str, Path)) else src
             audio.save(out / DEFAULTS / f"{name}.wav", wav, sr)
+    if enhancer is not None:
+        (out / ENHANCER).mkdir()
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy2(Path(enhancer) / name, out / ENHANCER / name)
     write_text(out / TEMPLATES, templates_yaml(templates))
     if generation:
         write_json(out / GENERATION, generation)
@@ -175,12 +192,13 @@ def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path 
 def carried_parts(directory) -> dict:
     """The parts of ``directory`` (a checkpoint, or a trained language model without tokenizers or codec) that a
     derived checkpoint (fine-tuned, preference-tuned) keeps: keyword arguments of :func:`write_checkpoint`
-    (tokenizers, codec, defaults, generation; None where ``directory`` has none)."""
+    (tokenizers, codec, defaults, generation, enhancer; None where ``directory`` has none)."""
     d = require_checkpoint(directory, parts=LM_PARTS)
     has_codec = (d / CODEC / "config.json").exists() or (d / CODEC_REF).exists()
     codec = codec_dir(d) if has_codec else None
     parts = {"tokenizers": d / TOKENIZERS if (d / TOKENIZERS).is_dir() else None, "codec": codec,
              "link_codec": codec is not None and codec != d / CODEC,
              "defaults": {f.stem: f for f in sorted((d / DEFAULTS).glob("*.wav"))} or None,
-             "generation": read_json(d / GENERATION) if (d / GENERATION).exists() else None}
+             "generation": read_json(d / GENERATION) if (d / GENERATION).exists() else None,
+             "enhancer": d / ENHANCER if (d / ENHANCER / "model.safetensors").is_file() else None}
     return parts

@@ -18,6 +18,8 @@ DESCRIPTION = """Neural audio codec commands.
   unisono codec encode IN.wav --codec DIR -o CODES.npy [--num-codebooks K]
   unisono codec decode CODES.npy --codec DIR -o OUT.wav
   unisono codec eval --codec DIR --data CORPUS [--split test] [--num-codebooks 1 2 4 8]
+  unisono codec enhancer-pairs --midi CORPUS --out PAIRS --max-mib 48
+  unisono codec train-enhancer --config configs/codec/enhancer_tiny.yaml --pairs PAIRS --out DIR [--max-seconds S]
 
 --codec DIR may hold a codec made by 'unisono codec train' or a Hugging Face Encodec/DAC/Mimi/Xcodec
 model saved on disk (nothing is downloaded).
@@ -25,7 +27,8 @@ model saved on disk (nothing is downloaded).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="{train,pack,encode,decode,eval}", required=True)
+    sub = parser.add_subparsers(dest="action", metavar="{train,pack,encode,decode,eval,enhancer-pairs,train-enhancer}",
+                                required=True)
 
     t = sub.add_parser("train", help="train or resume a codec", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument(
@@ -81,12 +84,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--num-codebooks", type=int, nargs="+", help="codebook counts to evaluate (default 1 2 4 8 up to K)")
     v.add_argument("--limit", type=int, default=0, help="evaluate at most this many utterances (0 = all)")
     v.add_argument("--json", help="write the results to this JSON file")
+    add_enhancer_arguments(sub)
+
+
+def add_enhancer_arguments(sub) -> None:
+    """``enhancer-pairs`` and ``train-enhancer``: the enhancement stage after the codec (docs/codec.md)."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("enhancer-pairs", formatter_class=fmt,
+                       help="(16 kHz codec codes, 48 kHz stereo reference) pairs of music and sounds, packed to "
+                       "travel")
+    p.add_argument("--midi", required=True,
+                   help="a corpus dir (its midi/train and midi/test), its midi/ folder, or a folder of .mid files")
+    p.add_argument("--out", required=True, help="new folder for the pair pack")
+    p.add_argument("--codec", help="codec directory (default: the shipped model's)")
+    p.add_argument("--max-mib", type=float, default=48.0, help="size budget of the pack in MiB (both splits)")
+    p.add_argument("--test-mib", type=float, default=6.0, help="of which the held-out test split")
+    p.add_argument("--sound-share", type=float, default=0.4, help="share of the seconds that are sound scenes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the order, placement and scenes")
+    t = sub.add_parser("train-enhancer", formatter_class=fmt,
+                       help="train or resume the enhancement stage (16 kHz mono -> 48 kHz stereo) on a pair pack")
+    t.add_argument("--config", help="YAML recipe (model/train/loss/discriminator); see "
+                                    "unisono/configs/codec/enhancer_tiny.yaml and h200_enhancer.yaml")
+    t.add_argument("--pairs", required=True, help="a pair pack made by 'unisono codec enhancer-pairs'")
+    t.add_argument("--out", required=True, help="output dir (the enhancer in OUT/enhancer); the same dir resumes")
+    t.add_argument("--codec", help="the frozen codec that decodes the pairs (default: the shipped model's)")
+    t.add_argument("--steps", type=int, help="train until this step (overrides train.steps)")
+    t.add_argument("--max-seconds", type=float,
+                   help="stop after this many seconds of training, saved and resumable (overrides train.max_seconds)")
+    t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (YAML syntax), e.g. --set train.batch_size=4")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _enhancer_main(args) -> int:
+    from unisono import checkpoint as C
+
+    codec = args.codec or C.codec_dir(C.DEFAULT_CHECKPOINT)
+    if args.action == "enhancer-pairs":
+        from unisono.codec.enhance_data import build_pairs
+
+        meta = build_pairs(args.midi, args.out, codec, args.max_mib, args.test_mib, args.sound_share, args.seed)
+        for split, m in meta["splits"].items():
+            print(f"{args.out} {split}: {len(m['items'])} pairs, {m['music_seconds'] / 60:.1f} min music + "
+                  f"{m['sound_seconds'] / 60:.1f} min sounds, {m['bytes'] / 2**20:.1f} MiB "
+                  f"({m['bytes_per_minute'] / 2**20:.2f} MiB per minute)")
+        return 0
+    from unisono.codec.enhance_train import train_enhancer
+
+    overrides = parse_sets(args.set)
+    if args.max_seconds is not None:
+        overrides.setdefault("train", {})["max_seconds"] = args.max_seconds
+    tr = train_enhancer(args.config, args.pairs, args.out, codec, overrides, args.device, args.steps,
+                        progress=not args.no_progress)
+    print(f"enhancer saved to {Path(args.out) / 'enhancer'} (step {tr.step}); use it with --enhance "
+          f"{Path(args.out) / 'enhancer'} or copy it into a checkpoint as CHECKPOINT/enhancer")
+    return 0
 
 
 def check_outputs(args) -> None:
     """The output of ``args.action`` checked before any work: writable, and of a kind the action writes."""
-    if args.action in ("train", "pack"):
+    if args.action in ("train", "pack", "enhancer-pairs", "train-enhancer"):
         check_writable(args.out, "dir", "--out")
+    if args.action == "enhancer-pairs" and Path(args.out).exists():
+        raise UnisonoError(f"--out {args.out} exists; build pairs into a new folder")
+    if args.action == "train-enhancer" and not (Path(args.pairs) / "pairs.json").is_file():
+        raise UnisonoError(f"--pairs {args.pairs} is not a pair pack (no pairs.json); make one with "
+                           "'unisono codec enhancer-pairs'")
     elif args.action == "encode":
         if not str(args.output).endswith(".npy"):
             raise UnisonoError(f"-o {args.output}: the codes file must end with .npy")
@@ -103,6 +167,8 @@ def main(args) -> int:
     import torch
 
     check_outputs(args)
+    if args.action in ("enhancer-pairs", "train-enhancer"):
+        return _enhancer_main(args)
     if args.action == "train":
         from unisono.codec.trainer import train
 

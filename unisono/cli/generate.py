@@ -19,14 +19,17 @@ as a file path (WAV/FLAC/OGG, any sample rate). Audio outputs are written to -o 
 are printed (and written to -o if given). Reasoning tasks (text_to_sound_reasoning, ...) write a text plan
 and then the audio in one pass: the plan is printed. --revise N: generate, caption the output with the
 checkpoint's caption task, and regenerate with the next seed while the caption misses a sound event or
-instrument the request names, at most N more times; the rounds' captions are printed.
+instrument the request names, at most N more times; the rounds' captions are printed. --enhance [DIR]: the
+enhancement stage after the codec turns the 16 kHz mono decode into 48 kHz stereo (the checkpoint's enhancer/,
+or the enhancer in DIR; train one with `unisono codec train-enhancer`).
 
 examples:
   unisono generate tts --text "The old baker painted the door." --prompt speaker.wav -o out.wav
   unisono generate se --noisy noisy.wav -o clean.wav
   unisono generate asr --speech speech.wav
   unisono generate text_to_sound --caption "A dog barks at 0.5 s, then a bell rings." -o sound.wav
-  unisono generate text_to_sound_reasoning --caption "A dog barks at 0.5 s, then a bell rings." -o s.wav --revise 3"""
+  unisono generate text_to_sound_reasoning --caption "A dog barks at 0.5 s, then a bell rings." -o s.wav --revise 3
+  unisono generate text_to_music --caption "A calm piano melody." -o music48k.wav --enhance runs/enhancer/enhancer"""
 ACCEPTS_EXTRA = True  # the task inputs: --NAME VALUE pairs
 INT8_HELP = ("quantize the language model's weights to int8 (CPU): about 2x faster generation at batch 1; "
              "validation loss within 0.1 %% on the shipped model (docs/lm.md)")
@@ -79,6 +82,23 @@ def add_arguments(p) -> None:
     g.add_argument("--revise", type=int, default=0, metavar="N",
                    help="generate, listen (caption the output), revise: at most N more rounds with new seeds while "
                         "the caption misses an event or instrument of the request (audio tasks; default 0)")
+    add_enhance_argument(g)
+
+
+def add_enhance_argument(p) -> None:
+    """``--enhance [DIR]``, for generate and serve."""
+    p.add_argument("--enhance", nargs="?", const=True, default=None, metavar="DIR",
+                   help="run the enhancement stage after the codec: audio outputs become 48 kHz stereo; DIR: an "
+                        "enhancer directory (default: the checkpoint's enhancer/)")
+
+
+def check_enhance(args) -> None:
+    """``--enhance`` checked before the model loads: the checkpoint's enhancer/ or DIR must be an enhancer."""
+    if args.enhance is True:
+        C.enhancer_dir(args.checkpoint or C.DEFAULT_CHECKPOINT)
+    elif args.enhance is not None and not (Path(args.enhance) / "config.json").is_file():
+        raise UnisonoError(f"--enhance {args.enhance} is not an enhancer directory (needs config.json and "
+                           "model.safetensors; `unisono codec train-enhancer` writes OUT/enhancer)")
 
 
 OPTION_FIELDS = ("top_k", "top_p", "temperature", "guidance_scale", "seed", "max_duration")
@@ -119,6 +139,7 @@ def check_request(args, rest: list[str]) -> dict[str, str]:
         raise UnisonoError(f"--revise must be >= 0, got {args.revise}")
     if args.output:
         check_writable(args.output, flag="-o")
+    check_enhance(args)
     templates = C.task_templates(C.require_checkpoint(args.checkpoint or C.DEFAULT_CHECKPOINT))
     specs = {name: task_spec(tpl) for name, tpl in templates.items()}
     known = set(specs[args.task].inputs) if args.task in specs else {n for s in specs.values() for n in s.inputs}
@@ -151,7 +172,7 @@ def main(args, rest: list[str] | None = None) -> int:
     from unisono.inference import AudioOutput, Pipeline
 
     inputs = check_request(args, rest or [])
-    pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
+    pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4, enhance=args.enhance)
     if args.list or not args.task:
         for spec in pipe.tasks.values():
             ins = " ".join(f"--{n} {k.upper()}" for n, k in spec.inputs.items())
@@ -187,7 +208,8 @@ def main(args, rest: list[str] | None = None) -> int:
                 print(f"{mark} round {r['round']} (seed {r['seed']}): agreement {r['agreement']:.2f}; "
                       f"caption: {r['caption']!r}")
         audio.save(args.output, out.wav, out.sample_rate)
-        print(f"wrote {args.output}: {out.duration:.2f} s at {out.sample_rate} Hz in {took:.1f} s "
+        chans = "" if out.wav.ndim == 1 else f", {out.wav.shape[0]} channels (enhanced)"
+        print(f"wrote {args.output}: {out.duration:.2f} s at {out.sample_rate} Hz{chans} in {took:.1f} s "
               f"(real-time factor {out.duration / max(took, 1e-9):.2f})")
     else:
         print(out.text)

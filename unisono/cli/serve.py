@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unisono.cli.generate import add_quant_arguments
+from unisono.cli.generate import add_enhance_argument, add_quant_arguments, check_enhance
 from unisono.errors import UnisonoError
 
 DESCRIPTION = """Serve a checkpoint over HTTP: a JSON + multipart API described by OpenAPI (/docs), OpenAI's audio
 routes (/v1/audio/speech, /v1/audio/transcriptions), and a web page at / to pick a task, fill its inputs (text,
 upload or record audio), generate, listen and download. Binds to 127.0.0.1 unless --host says otherwise.
-See docs/serve.md."""
+--enhance [DIR]: every audio answer (streamed ones too) is the enhancement stage's 48 kHz stereo. See
+docs/serve.md."""
 
 
 def add_arguments(p) -> None:
@@ -25,6 +26,7 @@ def add_arguments(p) -> None:
     p.add_argument("--voice", action="append", default=[], metavar="NAME=FILE",
                    help="a voice of /v1/audio/speech: the speaker prompt in audio FILE, called NAME (repeatable; "
                         "'default' is the checkpoint's own prompt)")
+    add_enhance_argument(p)
 
 
 def parse_voices(specs: list[str]) -> dict[str, Path]:
@@ -49,7 +51,8 @@ def main(args) -> int:
     from unisono.serve import ServerLimits, create_app
 
     voices = parse_voices(args.voice)
-    pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4)
+    check_enhance(args)
+    pipe = Pipeline.from_pretrained(args.checkpoint, int8=args.int8, int4=args.int4, enhance=args.enhance)
     limits = ServerLimits(max_queue=args.max_queue, max_batch=args.max_batch,
                           max_output_seconds=args.max_output_seconds, timeout_s=args.timeout)
     app = create_app(pipe, limits, title=f"unisono: {pipe.name}", voices=voices)

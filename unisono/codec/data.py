@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
@@ -98,6 +97,8 @@ def read_item(item: AudioItem, sample_rate: int, offset: float = 0.0, duration: 
         x = np.asarray(cut.load_audio(), dtype=np.float32).mean(axis=0)
         sr = int(cut.sampling_rate)
         return resample(x, sr, sample_rate) if sr != sample_rate else x
+    import soundfile as sf  # noqa: PLC0415 (soundfile: not on the GPU image; the enhancer's training reads no files)
+
     try:
         info = sf.info(str(item.path))
     except (RuntimeError, sf.LibsndfileError) as e:
@@ -135,6 +136,8 @@ class SegmentSampler:
 
     def _duration(self, i: int) -> float:
         if i not in self._dur:
+            import soundfile as sf  # noqa: PLC0415 (soundfile: not on the GPU image)
+
             it = self.items[i]
             self._dur[i] = it.duration if it.duration is not None or it.path is None else sf.info(str(it.path)).duration
         return self._dur[i]

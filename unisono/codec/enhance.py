@@ -9,11 +9,12 @@ decoder's output is a *residual* on the resampled input copied to every channel:
 so an untrained enhancer returns exactly that resampling, and
 training can only add what the references have above it (the 8-24 kHz band, the stereo image).
 
-Losses (:func:`enhancer_loss`): multi-resolution STFT (log and linear magnitudes) on every channel, the codec's
-multi-scale mel loss at the output rate, the KL term, and when discriminators are given the codec's hinge
-adversarial and feature-matching losses. :meth:`Enhancer.enhance` runs a long input in overlapping chunks
-(a linear cross-fade over the overlap): memory stays bounded and output can be handed out chunk by chunk; the
-cross-fade makes it equal to one pass up to the chunk edges (tested).
+Losses (:func:`enhancer_loss`): multi-resolution STFT (log and linear magnitudes) on every channel and on the side
+signal (L - R) / 2, the codec's multi-scale mel loss at the output rate, the KL term, and when discriminators are
+given the codec's hinge adversarial and feature-matching losses. :meth:`Enhancer.enhance` runs a long input in
+overlapping chunks (a linear cross-fade over the overlap): memory stays bounded; the cross-fade makes it equal to
+one pass up to the chunk edges (tested). :class:`EnhancerStream` does the same on input that arrives in pieces
+(streaming generation), with the same output whatever the pieces.
 """
 
 from __future__ import annotations
@@ -117,34 +118,19 @@ class Enhancer(nn.Module):
         residual = self.out(self.decoder(torch.cat([base[:, :1], z_up], dim=1)))
         return base + residual, kl
 
-    @torch.inference_mode()
-    def enhance(self, wav: torch.Tensor, sample_rate: int, chunk_s: float = 4.0, overlap_s: float = 0.25
+    def enhance(self, wav: torch.Tensor, sample_rate: int, chunk_s: float = 1.0, overlap_s: float = 0.1
                 ) -> torch.Tensor:
-        """``wav [S]`` (float, at ``sample_rate`` = ``in_rate`` Hz) -> ``[C, S * ratio]`` at ``out_rate`` Hz, in chunks
-        of ``chunk_s`` seconds that overlap by ``overlap_s`` (a linear cross-fade)."""
-        cfg = self.config
-        if sample_rate != cfg.in_rate:
-            raise UnisonoError(f"the enhancer reads {cfg.in_rate} Hz audio, got {sample_rate} Hz")
-        x = torch.as_tensor(wav, dtype=torch.float32).reshape(1, 1, -1)
-        chunk, ov = int(chunk_s * cfg.in_rate), int(overlap_s * cfg.in_rate)
-        if chunk <= 2 * ov:
-            raise UnisonoError("the enhancer's chunk must be longer than twice its overlap")
-        n, r = x.shape[-1], cfg.ratio
-        out = torch.zeros(cfg.channels, n * r)
-        weight = torch.zeros(n * r)
-        for start in range(0, max(n - ov, 1), chunk - ov):
-            piece = x[..., start : start + chunk]
-            y = self(piece, sample=False)[0][0]
-            m = y.shape[-1]
-            fade = torch.ones(m)
-            k = ov * r
-            if start > 0 and k:
-                fade[:k] = torch.linspace(0.0, 1.0, k + 2)[1:-1]
-            if start + chunk < n and k:
-                fade[-k:] = torch.minimum(fade[-k:], torch.linspace(1.0, 0.0, k + 2)[1:-1])
-            out[:, start * r : start * r + m] += y * fade
-            weight[start * r : start * r + m] += fade
-        return out / weight.clamp_min(1e-8)
+        """``wav [S]`` (float, at ``sample_rate`` = ``in_rate`` Hz) -> float32 ``[C, S * ratio]`` at ``out_rate`` Hz
+        (on the CPU), in chunks of ``chunk_s`` seconds that overlap by ``overlap_s`` (a linear cross-fade): one
+        :class:`EnhancerStream` fed the whole input."""
+        if sample_rate != self.config.in_rate:
+            raise UnisonoError(f"the enhancer reads {self.config.in_rate} Hz audio, got {sample_rate} Hz")
+        stream = EnhancerStream(self, chunk_s, overlap_s)
+        return torch.cat([stream.feed(wav), stream.finish()], dim=-1)
+
+    def stream(self, chunk_s: float = 1.0, overlap_s: float = 0.1) -> EnhancerStream:
+        """An :class:`EnhancerStream` of this enhancer (streaming: output lags input by at most ``chunk_s``)."""
+        return EnhancerStream(self, chunk_s, overlap_s)
 
     def save_pretrained(self, directory, precision: str = "float32") -> Path:
         """``config.json`` + ``model.safetensors`` (``precision``: :mod:`unisono.weights`) in ``directory``."""
@@ -171,6 +157,71 @@ class Enhancer(nn.Module):
         return model.to(map_location).eval()
 
 
+class EnhancerStream:
+    """Chunked enhancement of an input that arrives in pieces: ``feed(wav [S])`` returns the output that is final
+    so far, ``finish()`` the rest; both float32 ``[C, n]`` at ``out_rate`` Hz on the CPU.
+
+    Windows of ``chunk_s`` seconds start every ``chunk_s - overlap_s`` seconds; each is enhanced alone and
+    windows cross-fade linearly over their overlap. A window runs once the input reaches past its end (so its
+    fade-out is known) and everything before the next window's start is then handed out: the joined output is the
+    same, sample for sample, however the input is cut into pieces (:meth:`Enhancer.enhance` is one feed), and it
+    lags the input by at most one window."""
+
+    def __init__(self, enhancer: Enhancer, chunk_s: float = 1.0, overlap_s: float = 0.1):
+        cfg = enhancer.config
+        self.model, self.r, self.channels = enhancer, cfg.ratio, cfg.channels
+        self.chunk, self.ov = int(chunk_s * cfg.in_rate), int(overlap_s * cfg.in_rate)
+        if self.chunk <= 2 * self.ov or self.ov < 0:
+            raise UnisonoError("the enhancer's chunk must be longer than twice its overlap")
+        self.buf = torch.zeros(0)  # input from sample self.start on (what later windows read)
+        self.start = 0  # input index of the next window
+        self.total = 0  # input samples fed
+        self.done = 0  # input samples whose output has been handed out
+        self.acc, self.weight = torch.zeros(self.channels, 0), torch.zeros(0)  # output from self.done * r on
+
+    @torch.inference_mode()
+    def _window(self, fade_out: bool) -> None:
+        piece = self.buf[: self.chunk]
+        device = next(self.model.parameters()).device
+        y = self.model(piece.reshape(1, 1, -1).to(device), sample=False)[0][0].float().cpu()
+        m, k = y.shape[-1], self.ov * self.r
+        fade = torch.ones(m)
+        if self.start > 0 and k:
+            fade[:k] = torch.linspace(0.0, 1.0, k + 2)[1:-1]
+        if fade_out and k:
+            fade[-k:] = torch.minimum(fade[-k:], torch.linspace(1.0, 0.0, k + 2)[1:-1])
+        at = (self.start - self.done) * self.r
+        if self.acc.shape[-1] < at + m:
+            grow = at + m - self.acc.shape[-1]
+            self.acc = F.pad(self.acc, (0, grow))
+            self.weight = F.pad(self.weight, (0, grow))
+        self.acc[:, at : at + m] += y * fade
+        self.weight[at : at + m] += fade
+        step = self.chunk - self.ov
+        self.start += step
+        self.buf = self.buf[step:]
+
+    def _hand_out(self, upto: int) -> torch.Tensor:
+        n = (upto - self.done) * self.r
+        out = self.acc[:, :n] / self.weight[:n].clamp_min(1e-8)
+        self.acc, self.weight, self.done = self.acc[:, n:], self.weight[n:], upto
+        return out
+
+    def feed(self, wav) -> torch.Tensor:
+        """Add ``wav [S]`` (float at ``in_rate`` Hz); the output that is final now, ``[C, n]``."""
+        x = torch.as_tensor(wav, dtype=torch.float32).reshape(-1).cpu()
+        self.buf, self.total = torch.cat([self.buf, x]), self.total + x.shape[0]
+        while self.start + self.chunk < self.total:
+            self._window(fade_out=True)
+        return self._hand_out(min(self.start, self.total))
+
+    def finish(self) -> torch.Tensor:
+        """The input has ended: the remaining windows, and the rest of the output ``[C, n]``."""
+        while self.total and self.start < max(self.total - self.ov, 1):
+            self._window(fade_out=self.start + self.chunk < self.total)
+        return self._hand_out(self.total)
+
+
 def stft_loss(y_hat: torch.Tensor, y: torch.Tensor, n_ffts=(512, 1024, 2048)) -> torch.Tensor:
     """Multi-resolution STFT loss of ``[B, C, S]`` signals: L1 of log magnitudes plus spectral convergence."""
     a, b = y_hat.reshape(-1, y_hat.shape[-1]), y.reshape(-1, y.shape[-1])
@@ -186,13 +237,17 @@ def stft_loss(y_hat: torch.Tensor, y: torch.Tensor, n_ffts=(512, 1024, 2048)) ->
 
 def enhancer_loss(out: torch.Tensor, kl: torch.Tensor, target: torch.Tensor, mel: MultiScaleMelLoss,
                   disc: nn.Module | None = None, weights: dict | None = None) -> dict[str, torch.Tensor]:
-    """The generator's losses for ``out``/``target`` ``[B, C, S]`` at the output rate: ``stft``, ``mel``, ``kl``
-    and, with ``disc`` (e.g. :class:`unisono.codec.discriminators.Discriminators` over each channel), ``adv`` and
-    ``fm``; ``total`` weighs them by ``weights`` (defaults: stft 1, mel 15, kl 0.01, adv 1, fm 2)."""
-    w = {"stft": 1.0, "mel": 15.0, "kl": 0.01, "adv": 1.0, "fm": 2.0, **(weights or {})}
+    """The generator's losses for ``out``/``target`` ``[B, C, S]`` at the output rate: ``stft``, ``mel``, ``kl``,
+    for stereo ``side`` (the multi-resolution STFT loss of the side signal ``(L - R) / 2``: per-channel magnitudes
+    are as good for a mono copy as for the stereo image, the side's magnitudes are not) and, with ``disc`` (e.g.
+    :class:`unisono.codec.discriminators.Discriminators` over each channel), ``adv`` and ``fm``; ``total`` weighs
+    them by ``weights`` (defaults: stft 1, mel 15, kl 0.01, side 1, adv 1, fm 2)."""
+    w = {"stft": 1.0, "mel": 15.0, "kl": 0.01, "side": 1.0, "adv": 1.0, "fm": 2.0, **(weights or {})}
     n = min(out.shape[-1], target.shape[-1])
     out, target = out[..., :n], target[..., :n]
     losses = {"stft": stft_loss(out, target), "mel": mel(out.reshape(-1, 1, n), target.reshape(-1, 1, n)), "kl": kl}
+    if out.shape[1] == 2 and w["side"]:
+        losses["side"] = stft_loss((out[:, :1] - out[:, 1:]) / 2, (target[:, :1] - target[:, 1:]) / 2)
     if disc is not None:
         fake, real = disc(out.reshape(-1, 1, n)), disc(target.reshape(-1, 1, n))
         losses["adv"], losses["fm"] = generator_adv_loss(fake), feature_matching_loss(real, fake)

@@ -80,6 +80,17 @@ def load_config(path=None, overrides: dict | None = None, init=None, base_model:
         cfg["model"] = _init_model_config(init)
     elif base_model is not None:
         cfg["model"] = copy.deepcopy(base_model)
+    merge_recipe(cfg, path, overrides, free=("model",))
+    CodecConfig.from_dict(cfg["model"])  # validate early
+    if float(cfg["train"]["max_seconds"] or 0) < 0:
+        raise UnisonoError(f"train.max_seconds must be 0 (no limit) or positive, got {cfg['train']['max_seconds']}")
+    return cfg
+
+
+def merge_recipe(cfg: dict, path=None, overrides: dict | None = None, free: tuple[str, ...] = (),
+                 what: str = "codec config") -> dict:
+    """Update the sections of ``cfg`` (defaults) in place from the YAML file at ``path``, then ``overrides``:
+    unknown sections, and unknown keys outside the ``free`` sections, are one-line errors. Returns ``cfg``."""
     sources = []
     if path is not None:
         p = Path(path)
@@ -91,17 +102,14 @@ def load_config(path=None, overrides: dict | None = None, init=None, base_model:
     for src in sources:
         for section, values in src.items():
             if section not in cfg:
-                raise UnisonoError(f"unknown section {section!r} in codec config; valid: {sorted(cfg)}")
-            if section != "model":
-                unknown = set(values) - set(cfg[section])
+                raise UnisonoError(f"unknown section {section!r} in {what}; valid: {sorted(cfg)}")
+            if section not in free:
+                unknown = set(values or {}) - set(cfg[section])
                 if unknown:
                     raise UnisonoError(
                         f"unknown keys {sorted(unknown)} in section {section!r}; valid: {sorted(cfg[section])}"
                     )
             cfg[section].update(values or {})
-    CodecConfig.from_dict(cfg["model"])  # validate early
-    if float(cfg["train"]["max_seconds"] or 0) < 0:
-        raise UnisonoError(f"train.max_seconds must be 0 (no limit) or positive, got {cfg['train']['max_seconds']}")
     return cfg
 
 
@@ -142,6 +150,8 @@ def _spectrogram_image(wav: torch.Tensor, sample_rate: int):
 
 
 class Trainer:
+    desc = "codec train"  # the progress bar's and the log's name of the run
+
     def __init__(self, config: dict, data, out, device: str = "cpu", progress: bool = True):
         self.cfg, self.out, self.device, self.progress = config, Path(out), torch.device(device), progress
         t = config["train"]
@@ -374,6 +384,11 @@ class Trainer:
                 self.writer = SummaryWriter(str(self.out / "tb"))
         return self.writer or None
 
+    def postfix(self, logs: dict) -> dict:
+        """The progress bar's figures of the last logged step."""
+        return {"mel": f"{logs['mel']:.3f}", "ppl0": f"{logs.get('perplexity_0', 0):.0f}",
+                **({"adv": f"{logs['adv']:.2f}"} if "adv" in logs else {})}
+
     def log_samples(self) -> None:
         tb = self._tb()
         self.codec.eval()
@@ -417,7 +432,7 @@ class Trainer:
         budget = float(t["max_seconds"] or 0)
         self.out.mkdir(parents=True, exist_ok=True)
         write_text(self.out / "train_config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
-        bar = tqdm(total=total, initial=min(self.step, total), desc="codec train", unit="step",
+        bar = tqdm(total=total, initial=min(self.step, total), desc=self.desc, unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         start = last = time.time()
         pending: list[dict] = []  # figures as tensors until the next log step: one host-device sync per log (the
@@ -448,12 +463,11 @@ class Trainer:
                 tb.add_scalar("train/steps_per_s", rate, self.step)
                 tb.flush()
             logged, last = self.step, now
-            bar.set_postfix(mel=f"{logs['mel']:.3f}", ppl0=f"{logs.get('perplexity_0', 0):.0f}",
-                            **({"adv": f"{logs['adv']:.2f}"} if "adv" in logs else {}))
+            bar.set_postfix(self.postfix(logs))
 
         while self.step < total:
             if budget and time.time() - start >= budget:
-                log.info(f"codec train: stopped on the wall-clock budget of {budget:g} s at step {self.step}")
+                log.info(f"{self.desc}: stopped on the wall-clock budget of {budget:g} s at step {self.step}")
                 if pending:
                     write_log()
                 self.save()

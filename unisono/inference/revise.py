@@ -39,7 +39,7 @@ def generate_revised(pipe, task: str, inputs: dict, options=None, rounds: int = 
     history, best, best_score = [], None, -1.0
     for r in range(rounds + 1):
         out = pipe.generate_batch(task, [inputs], options.with_(seed=options.seed + r), cancel=cancel,
-                                  progress=progress)[0]
+                                  progress=progress, enhance=False)[0]
         caption = captioner(out.wav, out.sample_rate) if out.wav.size else ""
         score = terms.agreement(request, caption)
         history.append({"round": r, "seed": options.seed + r, "caption": caption, "agreement": score,

@@ -2,7 +2,10 @@
 
 With a causal codec that has a streaming mode, every ``chunk_frames`` generated frames are decoded and
 emitted at once (the chunks joined equal the offline decode); other codecs decode once at the end. A
-reasoning task's plan frames are collected (not decoded) and returned as text with the audio.
+reasoning task's plan frames are collected (not decoded) and returned as text with the audio. With the
+pipeline's enhancer loaded, each decoded chunk goes through an :class:`unisono.codec.enhance.EnhancerStream`
+and what is emitted is its 48 kHz stereo output ``[C, n]`` (final as soon as emitted; it lags the decode by at
+most the stream's window, 1 s): the joined chunks equal the offline enhancement of the whole decode.
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ def _can_stream(codec) -> bool:
 
 def generate_stream(pipe, task: str, inputs: dict, options=None, cancel=None, emit=None,
                     chunk_frames: int = 10) -> AudioOutput:
-    """Generate one audio output of ``task`` and hand it to ``emit(wav_chunk float32 [S])`` as its frames are
-    decoded, ``chunk_frames`` frames at a time. Returns the whole output (``info["streamed"]``: whether it
-    was decoded in chunks)."""
+    """Generate one audio output of ``task`` and hand it to ``emit(wav_chunk float32 [S])`` (``[C, S]`` at the
+    enhancer's rate with one loaded) as its frames are decoded, ``chunk_frames`` frames at a time. Returns the
+    whole output (``info["streamed"]``: whether it was decoded in chunks)."""
     io = pipe.io(task)
     if io.template.output != "audio":
         raise UnisonoError(f"task {task!r} answers with text; streaming is for audio outputs")
@@ -55,6 +58,13 @@ def generate_stream(pipe, task: str, inputs: dict, options=None, cancel=None, em
                       vocab.end_id(io.template.target.modality))
     st.plan_rows = [[] for _ in st.plan_ends]
     can_stream = _can_stream(codec)
+    enhancer = getattr(pipe, "enhancer", None)
+    enh = enhancer.stream() if enhancer is not None else None
+
+    def send(wav: np.ndarray) -> None:  # a decoded (and, with an enhancer, enhanced) chunk out
+        st.chunks.append(wav)
+        if emit is not None and wav.shape[-1]:
+            emit(wav)
 
     def flush():
         if not st.pending:
@@ -62,9 +72,7 @@ def generate_stream(pipe, task: str, inputs: dict, options=None, cancel=None, em
         codes = torch.stack(st.pending, dim=1)  # [K, n]
         st.pending.clear()
         wav = io.codec_decode(codes)
-        st.chunks.append(wav)
-        if emit is not None:
-            emit(wav)
+        send(enh.feed(wav).numpy() if enh is not None else wav)
 
     def on_frame(n, tokens):
         if cancel is not None and cancel.is_set():
@@ -92,12 +100,18 @@ def generate_stream(pipe, task: str, inputs: dict, options=None, cancel=None, em
     with codec.streaming() if can_stream else contextlib.nullcontext():
         io.sample([prep], options, on_frame=on_frame)
         flush()
-    wav = np.concatenate(st.chunks) if st.chunks else np.zeros(0, np.float32)
+    if enh is not None:
+        send(enh.finish().numpy())
+    empty = np.zeros((enhancer.config.channels, 0) if enh is not None else 0, np.float32)
+    wav = np.concatenate(st.chunks, axis=-1) if st.chunks else empty
     info = {"frames": st.frames, "ended": st.ended, "streamed": bool(can_stream)}
+    if enh is not None:
+        info["enhanced"] = True
     plan = None
     if io.template.plan:
         empty = torch.zeros(0, vocab.num_codebooks, dtype=torch.long)
         plan = "\n".join(io.text(sp.modality, torch.stack(rows) if rows else empty)
                          for sp, rows in zip(io.template.plan, st.plan_rows))
         info["plan"] = plan
-    return AudioOutput(np.ascontiguousarray(wav, dtype=np.float32), io.sample_rate, task, info, plan)
+    rate = enhancer.config.out_rate if enh is not None else io.sample_rate
+    return AudioOutput(np.ascontiguousarray(wav, dtype=np.float32), rate, task, info, plan)

@@ -46,8 +46,9 @@ class TaskSpec:
 
 @dataclass
 class AudioOutput:
-    """Generated audio: ``wav`` float32 ``[S]`` at ``sample_rate`` Hz; ``plan``: the text plan a reasoning
-    task wrote before the audio in the same pass (None for other tasks)."""
+    """Generated audio: ``wav`` float32 ``[S]`` at ``sample_rate`` Hz (``[C, S]``, e.g. 48 kHz stereo, once the
+    enhancement stage has run); ``plan``: the text plan a reasoning task wrote before the audio in the same pass
+    (None for other tasks)."""
 
     wav: np.ndarray
     sample_rate: int

@@ -55,18 +55,23 @@ STATIC = Path(__file__).parent / "static"
 
 
 def _stream_wav(wav: np.ndarray, sample_rate: int, chunk_s: float = 0.5):
-    """A finished output as a WAV header with open-ended sizes, then 16-bit PCM chunks."""
-    yield wav_header(sample_rate)
+    """A finished output (``[S]`` or ``[C, S]``) as a WAV header with open-ended sizes, then 16-bit PCM chunks."""
+    yield wav_header(sample_rate, wav.shape[0] if wav.ndim == 2 else 1)
     step = max(1, int(chunk_s * sample_rate))
-    for i in range(0, wav.size, step):
-        yield pcm16(wav[i : i + step])
+    for i in range(0, wav.shape[-1], step):
+        yield pcm16(wav[..., i : i + step])
 
 
-def _stream_chunks(job, chunks: queue.Queue, sample_rate: int, timeout_s: float):
+def _output_rate(pipeline) -> int:
+    """The rate of the pipeline's audio outputs: the enhancer's when ``--enhance`` loaded one."""
+    return int(getattr(pipeline, "output_rate", pipeline.sample_rate))
+
+
+def _stream_chunks(job, chunks: queue.Queue, sample_rate: int, timeout_s: float, channels: int = 1):
     """Yield a WAV header, then each chunk as the generator decodes it; cancel the job if the client leaves."""
     deadline = time.monotonic() + timeout_s
     try:
-        yield wav_header(sample_rate)
+        yield wav_header(sample_rate, channels)
         while True:
             try:
                 chunk = chunks.get(timeout=0.05)
@@ -187,7 +192,8 @@ def create_app(pipeline, limits: ServerLimits | None = None, title: str = "uniso
             listed.append({**spec.to_json(), "defaults": asdict(task_defaults(pipeline, limits, name)),
                            "title": guide["title"], "summary": guide["summary"], "input_help": guide["inputs"],
                            "example": guide["example"]})
-        return {"tasks": listed, "sample_rate": pipeline.sample_rate,
+        return {"tasks": listed, "sample_rate": _output_rate(pipeline),
+                "channels": getattr(pipeline, "output_channels", 1),
                 "defaults": asdict(task_defaults(pipeline, limits, None)), "limits": asdict(limits)}
 
     @app.get("/favicon.ico", include_in_schema=False)
@@ -209,8 +215,9 @@ def create_app(pipeline, limits: ServerLimits | None = None, title: str = "uniso
         chunks: queue.Queue = queue.Queue()
         job = _submit(scheduler, req, emit=chunks.put if live_stream else None)
         if live_stream:
-            headers = {"X-Sample-Rate": str(pipeline.sample_rate), "X-Streamed": "frames"}
-            return StreamingResponse(_stream_chunks(job, chunks, pipeline.sample_rate, limits.timeout_s),
+            rate, channels = _output_rate(pipeline), getattr(pipeline, "output_channels", 1)
+            headers = {"X-Sample-Rate": str(rate), "X-Streamed": "frames"}
+            return StreamingResponse(_stream_chunks(job, chunks, rate, limits.timeout_s, channels),
                                      media_type="audio/wav", headers=headers)
         return _respond(req, await _wait(job, limits))
 

@@ -1,5 +1,6 @@
-"""Audio as the server sends it: 16-bit WAV, FLAC or raw PCM (little-endian, mono), an open-ended WAV header for
-streams, and the time-scaling behind the OpenAI route's ``speed`` (:func:`time_stretch`)."""
+"""Audio as the server sends it: 16-bit WAV, FLAC or raw PCM (little-endian; mono ``[S]``, or ``[C, S]`` with
+interleaved channels: the enhancement stage's 48 kHz stereo), an open-ended WAV header for streams, and the
+time-scaling behind the OpenAI route's ``speed`` (:func:`time_stretch`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
 
 
 def pcm16(wav: np.ndarray) -> bytes:
-    """``wav [S]`` float in [-1, 1] -> 16-bit little-endian PCM bytes (clipped, rounded; x 32767): the one
-    conversion, so WAV, FLAC, raw PCM and streamed chunks carry the same samples."""
-    return np.round(np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
+    """``wav [S]`` (or ``[C, S]``: channels interleaved) float in [-1, 1] -> 16-bit little-endian PCM bytes
+    (clipped, rounded; x 32767): the one conversion, so WAV, FLAC, raw PCM and streamed chunks carry the same
+    samples."""
+    x = np.asarray(wav)
+    return np.round(np.clip(x.T if x.ndim == 2 else x, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
@@ -24,21 +27,24 @@ def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
 
 
 def audio_bytes(wav: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """``wav [S]`` float at ``sample_rate`` Hz -> a 16-bit mono ``fmt`` file: ``wav``, ``flac``, or ``pcm``
-    (raw samples, no header: the rate travels in the ``X-Sample-Rate`` header)."""
+    """``wav [S]`` (or ``[C, S]``) float at ``sample_rate`` Hz -> a 16-bit ``fmt`` file: ``wav``, ``flac``, or
+    ``pcm`` (raw samples, no header: the rate travels in the ``X-Sample-Rate`` header)."""
     if fmt == "pcm":
         return pcm16(wav)
     if fmt not in MEDIA_TYPES:
         raise ValueError(f"audio format must be one of {', '.join(MEDIA_TYPES)}, got {fmt!r}")
     buf = io.BytesIO()
-    sf.write(buf, np.frombuffer(pcm16(wav), "<i2"), sample_rate, format=fmt.upper(), subtype="PCM_16")
+    channels = wav.shape[0] if wav.ndim == 2 else 1
+    sf.write(buf, np.frombuffer(pcm16(wav), "<i2").reshape(-1, channels), sample_rate, format=fmt.upper(),
+             subtype="PCM_16")
     return buf.getvalue()
 
 
-def wav_header(sample_rate: int) -> bytes:
-    """A 16-bit mono WAV header with open-ended sizes (for a response whose length is not known yet)."""
+def wav_header(sample_rate: int, channels: int = 1) -> bytes:
+    """A 16-bit WAV header with open-ended sizes (for a response whose length is not known yet)."""
     return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack(
-        "<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF)
+        "<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * 2 * channels, 2 * channels, 16) + b"data" + \
+        struct.pack("<I", 0xFFFFFFFF)
 
 
 def time_stretch(wav: np.ndarray, speed: float, sample_rate: int, frame_s: float = 0.03,
@@ -51,6 +57,8 @@ def time_stretch(wav: np.ndarray, speed: float, sample_rate: int, frame_s: float
     and the pitch is kept. ``speed`` 1 returns ``wav`` unchanged."""
     if speed == 1.0 or wav.size == 0:
         return wav
+    if wav.ndim == 2:  # each channel alike (the same frames: WSOLA's choices differ little between close channels)
+        return np.stack([time_stretch(c, speed, sample_rate, frame_s, search_s) for c in wav])
     frame = max(4, 2 * int(frame_s * sample_rate / 2))
     hop, tol = frame // 2, max(1, int(search_s * sample_rate))
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frame) / frame)  # periodic Hann: halves overlap-add to 1

@@ -158,21 +158,23 @@ def sox_effect(x: np.ndarray, sample_rate: int, effects: list[str]) -> np.ndarra
     return np.frombuffer(out, dtype=np.float32).copy()
 
 
-def fluidsynth_render(midi_path: str | Path, sample_rate: int, gain: float = 0.4) -> np.ndarray:
+def fluidsynth_render(midi_path: str | Path, sample_rate: int, gain: float = 0.4, stereo: bool = False) -> np.ndarray:
     """Render a MIDI file with FluidSynth and the chosen General MIDI sound font (:func:`set_sound_font`); mono
-    float32 at ``sample_rate``."""
+    float32 ``[S]`` at ``sample_rate``. ``stereo``: ``[2, S]`` from the command line with FluidSynth's stereo
+    reverb on (the MIDI file's pan and reverb-send controllers place its channels; the enhancement stage's
+    references, :mod:`unisono.data.enhance_pairs`)."""
     import soundfile as sf  # noqa: PLC0415 (soundfile: not on the GPU image)
 
-    if _font_choice == "musescore":
+    if _font_choice == "musescore" and not stereo:
         return _render_in_process(str(midi_path), musescore_font(), sample_rate, gain)
     exe = require("fluidsynth", "fluidsynth", "music rendering")
-    font = sound_font()
+    font = musescore_font() if _font_choice == "musescore" else sound_font()
     with tempfile.TemporaryDirectory(prefix="unisono-fs-") as tmp:
         wav = Path(tmp) / "out.wav"
-        _run([exe, "-ni", "-q", "-g", str(gain), "-r", str(sample_rate), "-R", "0", "-C", "0",
+        _run([exe, "-ni", "-q", "-g", str(gain), "-r", str(sample_rate), "-R", "1" if stereo else "0", "-C", "0",
               "-T", "wav", "-F", str(wav), font, str(midi_path)])
         data, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-    x = to_mono(data.T)[0]
+    x = data.T if stereo else to_mono(data.T)[0]
     return np.ascontiguousarray(resample(x, sr, sample_rate), dtype=np.float32)
 
 

@@ -19,6 +19,16 @@ MAX_MIB=${1:-48}
 exclude=$(git rev-parse --git-path info/exclude)  # .git/info/exclude, also from a worktree
 mkdir -p "$(dirname "$exclude")"
 for p in /.whl/ /.pack/; do grep -qxF "$p" "$exclude" 2>/dev/null || echo "$p" >> "$exclude"; done
+small=unisono/assets/unisono-small/model.safetensors
+# check_travel PACK HINT: the code (without unisono-small's LM weights) and PACK must travel under 64 MiB
+check_travel() {
+  local code pack
+  code=$(git ls-files -co --exclude-standard -z | grep -zv "^$small\$" | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
+  pack=$(du -sb "$1" | cut -f1)
+  echo "travels: code $((code / 1048576)) MiB + $1 $((pack / 1048576)) MiB of 64 MiB (without $small)"
+  if [ $((code + pack)) -gt $((64 * 1048576)) ]; then echo "too large to travel: $2" >&2; exit 1; fi
+  echo "carry [\"$1\"]; move $small out of the tree for the call"
+}
 if [ -n "${LM_SHARDS:-}" ]; then
   [ -f "$LM_SHARDS/vocab.json" ] && [ -d "$LM_SHARDS/train" ] || { echo "LM_SHARDS=$LM_SHARDS: no vocab.json and train/ (not a shard root or token store)" >&2; exit 2; }
   rm -rf .pack/lm
@@ -26,24 +36,14 @@ if [ -n "${LM_SHARDS:-}" ]; then
   for part in vocab.json codec.json tokenizers train valid; do
     if [ -e "$LM_SHARDS/$part" ]; then cp -rL "$LM_SHARDS/$part" .pack/lm/; fi
   done
-  small=unisono/assets/unisono-small/model.safetensors
-  code=$(git ls-files -co --exclude-standard -z | grep -zv "^$small\$" | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
-  pack=$(du -sb .pack/lm | cut -f1)
-  echo "travels: code $((code / 1048576)) MiB + .pack/lm $((pack / 1048576)) MiB of 64 MiB (without $small)"
-  if [ $((code + pack)) -gt $((64 * 1048576)) ]; then echo "too large to travel: fewer shards, or a token store (unisono tokenize --format store)" >&2; exit 1; fi
-  echo "carry [\".pack/lm\"]; move $small out of the tree for the call"
+  check_travel .pack/lm "fewer shards, or a token store (unisono tokenize --format store)"
   exit 0
 fi
 if [ -n "${ENHANCER:-}" ]; then
   case "${CORPUS:-ref}" in ref) DIR=runs/ref/corpus ;; mixed) DIR=runs/mix/corpus ;; *) DIR=$CORPUS ;; esac
   [ -d "$DIR/midi" ] || { echo "$DIR/midi: no MIDI files (make the corpus with unisono synth first)" >&2; exit 2; }
   [ -f .pack/enhancer/pairs.json ] || python3 -m unisono codec enhancer-pairs --midi "$DIR" --out .pack/enhancer --max-mib "$MAX_MIB"
-  small=unisono/assets/unisono-small/model.safetensors
-  code=$(git ls-files -co --exclude-standard -z | grep -zv "^$small\$" | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
-  pack=$(du -sb .pack/enhancer | cut -f1)
-  echo "travels: code $((code / 1048576)) MiB + .pack/enhancer $((pack / 1048576)) MiB of 64 MiB (without $small)"
-  if [ $((code + pack)) -gt $((64 * 1048576)) ]; then echo "too large to travel: a smaller MAX_MIB" >&2; exit 1; fi
-  echo "carry [\".pack/enhancer\"]; move $small out of the tree for the call"
+  check_travel .pack/enhancer "a smaller MAX_MIB"
   exit 0
 fi
 if ! compgen -G ".whl/soundfile-*.whl" >/dev/null; then
@@ -64,4 +64,4 @@ if [ ! -d .pack/codec ]; then
   echo "$CORPUS" > .pack/codec.source
 fi
 du -sh .whl .pack/codec
-echo "carry [\".pack\", \".whl\"]; move unisono/assets/unisono-small/model.safetensors out of the tree for the call"
+echo "carry [\".pack\", \".whl\"]; move $small out of the tree for the call"

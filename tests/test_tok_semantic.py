@@ -100,7 +100,7 @@ def test_text_emb_condition_end_to_end(tmp_path):
 
     from unisono.data.manifests import load_cuts
     from unisono.data.shards import read_shard, write_shard
-    from unisono.data.tokenize import ExampleMaker
+    from unisono.data.tokenize import CorpusExampleMaker
     from unisono.tasks import decode_example, parse_templates
     from unisono.text.bpe import BPETokenizer
     from unisono.text.embed import TextEmbedder
@@ -117,7 +117,7 @@ def test_text_emb_condition_end_to_end(tmp_path):
     vocab = Vocab.build(templates, 3, 64, phones=toks.phones.size, bpe=toks.bpe.size)
     cuts = load_cuts(corpus, "train")
     cut = next(c for c in cuts if c.custom["kind"] == "sound")
-    maker = ExampleMaker(templates, vocab, toks, make_test_codec(), cuts)
+    maker = CorpusExampleMaker(templates, vocab, toks, make_test_codec(), cuts)
     ex = maker.make("text_to_sound_emb", cut.id)
     want = emb.encode(cut.custom["caption"])
     assert torch.allclose(ex["text_emb"], want)

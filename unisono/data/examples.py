@@ -19,6 +19,7 @@ Both assemble through this class, so an example from the store equals the one to
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import random
@@ -47,7 +48,7 @@ def span_spec(path: str) -> SegmentSpec:
     return SegmentSpec(name="span", modality="bpe", source=path)
 
 
-class ExampleMaker:
+class ExampleMaker(abc.ABC):
     """Builds the examples of one split's ``cuts`` (objects with ``id``, ``custom`` and ``supervisions`` as Lhotse
     cuts have them) from ``templates`` with ``encoder`` (:class:`SegmentEncoder`); ``seed`` seeds the speaker prompts'
     choice and windows. A subclass supplies the values (see the module doc)."""
@@ -63,29 +64,29 @@ class ExampleMaker:
                 self.by_speaker[spk].append(c)
 
     # --- the values (a subclass's)
+    @abc.abstractmethod
     def codes(self, obj, spec: SegmentSpec) -> torch.Tensor:
         """``codes LongTensor[K, T]`` of the whole recording ``obj`` (band-limited as ``spec`` says)."""
-        raise NotImplementedError
 
     def feats(self, obj, spec: SegmentSpec) -> torch.Tensor:
         """``feats HalfTensor[T, D]`` of the whole recording ``obj`` at the codec's frame rate."""
         raise UnisonoError(f"segment {spec.name} is audio_feat and this data holds no audio features")
 
+    @abc.abstractmethod
     def recording(self, cut, role: str):
         """The condition recording ``role`` of ``cut`` (a one-line error when it has none)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def text_segment(self, spec: SegmentSpec, cut, variant: int) -> Segment:
         """The phones, bpe, midi or text_emb segment ``spec`` of ``cut`` (qa pair ``variant``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def semantic_segment(self, spec: SegmentSpec, cut, rng: random.Random) -> Segment:
         """The semantic units of ``spec``'s audio source on ``cut``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def span(self, spec: SegmentSpec, cut, variant: int):
         """``(start_s, end_s)``: the frames a ``mask_span`` segment masks."""
-        raise NotImplementedError
 
     # --- assembly
     def _rng(self, *keys) -> random.Random:

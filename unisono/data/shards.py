@@ -167,6 +167,19 @@ def list_shards(directory: str | os.PathLike, tasks=None) -> list[Path]:
     return paths
 
 
+def reader_share(items: list, shuffle: bool, seed: int, rank: int, world_size: int) -> list:
+    """This reader's part of ``items`` (shards or examples): shuffled with ``seed`` (the reader's seed + epoch)
+    when ``shuffle``, then every ``world_size``-th from ``rank``, then every DataLoader worker's own part."""
+    items = list(items)
+    if shuffle:
+        random.Random(seed).shuffle(items)
+    items = items[rank::world_size]
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        items = items[info.id :: info.num_workers]
+    return items
+
+
 class ShardReader(torch.utils.data.IterableDataset):
     """Stream the examples of a shard directory: ``for ex in ShardReader(dir): ...``.
 
@@ -215,14 +228,7 @@ class ShardReader(torch.utils.data.IterableDataset):
         self.epoch = int(epoch)
 
     def my_shards(self) -> list[Path]:
-        shards = list(self.shards)
-        if self.shuffle:
-            random.Random(self.seed + self.epoch).shuffle(shards)
-        shards = shards[self.rank :: self.world_size]
-        info = torch.utils.data.get_worker_info()
-        if info is not None:
-            shards = shards[info.id :: info.num_workers]
-        return shards
+        return reader_share(self.shards, self.shuffle, self.seed + self.epoch, self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[dict]:
         rng = random.Random((self.seed + self.epoch) * 1000 + self.rank)

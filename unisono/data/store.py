@@ -32,7 +32,6 @@ import json
 import lzma
 import math
 import os
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,15 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from unisono.data.examples import ExampleMaker, recording_key
-from unisono.data.shards import STORE_FILE, ShardReader, list_shards, resolve_split_dir, task_of_shard, vocab_hash
+from unisono.data.shards import (
+    STORE_FILE,
+    ShardReader,
+    list_shards,
+    reader_share,
+    resolve_split_dir,
+    task_of_shard,
+    vocab_hash,
+)
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.fileio import atomic_path
@@ -408,14 +415,7 @@ class StoreReader(torch.utils.data.IterableDataset):
         self.epoch = int(epoch)
 
     def my_items(self) -> list[tuple[str, str, int]]:
-        items = list(self.items)
-        if self.shuffle:
-            random.Random(self.seed + self.epoch).shuffle(items)
-        items = items[self.rank :: self.world_size]
-        info = torch.utils.data.get_worker_info()
-        if info is not None:
-            items = items[info.id :: info.num_workers]
-        return items
+        return reader_share(self.items, self.shuffle, self.seed + self.epoch, self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[dict]:
         store = load_store(self.path)

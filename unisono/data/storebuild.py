@@ -11,10 +11,8 @@ format) has encoded them before, else from the codec.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import json
-import multiprocessing as mp
 import sys
 import time
 from collections import Counter
@@ -24,15 +22,12 @@ import torch
 from tqdm import tqdm
 
 from unisono.data.examples import recording_key
-from unisono.data.own import load_split
 from unisono.data.shards import STORE_FILE, vocab_hash
 from unisono.data.sources import speaker_of
 from unisono.data.store import TokenStore, segment_ids, segment_key, write_store
-from unisono.data.tokenize import CorpusExampleMaker, plan_shards
+from unisono.data.tokenize import CorpusExampleMaker, plan_shards, run_jobs, worker_maker
 from unisono.errors import UnisonoError
 from unisono.fileio import read_json
-from unisono.tasks import load_templates
-from unisono.text.tokenizers import TokenizerSet
 from unisono.vocab import Vocab
 
 CHUNK = 128  # items per worker job
@@ -77,30 +72,9 @@ class TracingMaker(CorpusExampleMaker):
         return value
 
 
-_STATE: dict = {}
-
-
-def _init(cfg: dict) -> None:
-    torch.set_num_threads(1)
-    _STATE.clear()
-    _STATE["cfg"] = cfg
-
-
-def _tracer(split: str) -> TracingMaker:
-    if split not in _STATE:
-        cfg = _STATE["cfg"]
-        codec = _STATE.setdefault("codec", cfg["codec_factory"]())
-        out = Path(cfg["out"])
-        templates = load_templates(cfg["templates"])
-        _STATE[split] = TracingMaker(templates, Vocab.load(out / "vocab.json"), TokenizerSet.load(out / "tokenizers",
-                                     codec=codec), codec, load_split(cfg["data"], split, templates), cfg["seed"],
-                                     cache_dir=out / ".codes" / split)
-    return _STATE[split]
-
-
 def trace_items(job: dict) -> dict:
     """Assemble ``job["items"]`` (``[task, cut_id, variant]`` of ``job["split"]``) and collect what they read."""
-    maker = _tracer(job["split"])
+    maker = worker_maker(job["split"], TracingMaker)
     enc0 = maker.encoded_seconds
     got = {"codes": {}, "segments": {}, "spans": {}, "roles": {}, "ok": [], "skipped": []}
     for task, cut_id, variant in job["items"]:
@@ -127,27 +101,6 @@ def merge_trace(into: dict, trace: dict) -> None:
     for part in ("segments", "spans", "roles"):
         for cid, d in trace[part].items():
             into[part].setdefault(cid, {}).update(d)
-
-
-def _run_jobs(jobs: list[dict], cfg: dict, workers: int, bar) -> list[dict]:
-    if workers <= 1 or len(jobs) <= 1:
-        _init(cfg)
-        try:
-            results = []
-            for j in jobs:
-                results.append(trace_items(j))
-                bar.update(len(j["items"]))
-            return results
-        finally:
-            _STATE.clear()
-    with cf.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"), initializer=_init,
-                                initargs=(cfg,)) as pool:
-        futures = {pool.submit(trace_items, j): j for j in jobs}
-        results = []
-        for f in cf.as_completed(futures):
-            results.append(f.result())
-            bar.update(len(futures[f]["items"]))
-    return results
 
 
 def _plan_hash(items: list, vocab: Vocab, seed: int, templates: dict) -> str:
@@ -184,7 +137,7 @@ def build_split_store(out: Path, split: str, cuts: list, templates: dict, select
     t0 = time.perf_counter()
     chunks = [{"split": split, "items": items[i : i + CHUNK]} for i in range(0, len(items), CHUNK)]
     bar = tqdm(total=len(items), unit="item", disable=not progress, desc=f"store {split}", file=sys.stderr)
-    results = _run_jobs(chunks, cfg, jobs, bar)
+    results = run_jobs(trace_items, chunks, cfg, jobs, bar)
     bar.close()
     got = {"codes": {}, "segments": {}, "spans": {}, "roles": {}}
     for r in results:

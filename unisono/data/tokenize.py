@@ -208,7 +208,6 @@ class CorpusExampleMaker(examples.ExampleMaker):
 
 
 
-ExampleMaker = CorpusExampleMaker  # its name before the token store (unisono.data.examples.ExampleMaker is the base)
 
 # ---------------------------------------------------------------------------- tokenizers
 def corpus_texts(cuts) -> tuple[list[str], list[str], list[str]]:
@@ -307,14 +306,19 @@ def plan_shards(cuts_by_split: dict, templates, selected, shard_size: int) -> li
 _STATE: dict = {}
 
 
-def _worker_init(cfg: dict) -> None:
+def worker_init(cfg: dict) -> None:
+    """A tokenize worker's start (also this process's, with one worker): one thread, ``cfg`` kept for
+    :func:`worker_maker`."""
     torch.set_num_threads(1)
     _STATE.clear()
     _STATE["cfg"] = cfg
 
 
-def _maker(split: str) -> CorpusExampleMaker:
-    if split not in _STATE:
+def worker_maker(split: str, maker_class: type[CorpusExampleMaker] = CorpusExampleMaker) -> CorpusExampleMaker:
+    """This worker's ``maker_class`` on ``split`` of ``cfg["data"]``, made once (the codec, the feature encoder
+    that features.json names, tokenizers, vocab, templates and cuts loaded once per worker)."""
+    key = (maker_class.__name__, split)
+    if key not in _STATE:
         cfg = _STATE["cfg"]
         if "codec" not in _STATE:
             _STATE["codec"] = cfg["codec_factory"]()
@@ -325,15 +329,15 @@ def _maker(split: str) -> CorpusExampleMaker:
         vocab = Vocab.load(Path(cfg["out"]) / "vocab.json")
         templates = load_templates(cfg["templates"])
         cuts = load_split(cfg["data"], split, templates)
-        _STATE[split] = CorpusExampleMaker(templates, vocab, toks, codec, cuts, cfg["seed"],
-                                     cache_dir=Path(cfg["out"]) / ".codes" / split,
-                                     features=_STATE.get("features"), feats_dir=Path(cfg["out"]) / ".feats" / split)
-    return _STATE[split]
+        _STATE[key] = maker_class(templates, vocab, toks, codec, cuts, cfg["seed"],
+                                  cache_dir=Path(cfg["out"]) / ".codes" / split,
+                                  features=_STATE.get("features"), feats_dir=Path(cfg["out"]) / ".feats" / split)
+    return _STATE[key]
 
 
 def make_shard(job: dict) -> dict:
     """Make one shard (in a worker): returns counts and skipped items."""
-    maker = _maker(job["split"])
+    maker = worker_maker(job["split"])
     enc0, feat0 = maker.encoded_seconds, maker.featured_seconds
     examples, skipped = [], []
     frames = 0
@@ -515,21 +519,22 @@ def _record_plan(out: Path, plan: list[dict], vocab: Vocab, selected, splits, ra
                                "use a new --out or delete it")
 
 
-def _make_shards(todo: list[dict], cfg: dict, jobs: int, bar) -> list[dict]:
-    """Make the shards of ``todo`` in this process (``jobs`` <= 1) or in ``jobs`` spawned workers."""
+def run_jobs(fn, todo: list[dict], cfg: dict, jobs: int, bar) -> list[dict]:
+    """``fn(job)`` (a module-level function that uses :func:`worker_maker`) for each job of ``todo``, in this
+    process (``jobs`` <= 1) or in ``jobs`` spawned workers; ``bar`` advances by each job's items."""
     results = []
     if jobs <= 1 or len(todo) <= 1:
-        _worker_init(cfg)
+        worker_init(cfg)
         try:
             for j in todo:
-                results.append(make_shard(j))
+                results.append(fn(j))
                 bar.update(len(j["items"]))
         finally:
             _STATE.clear()
         return results
     with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
-                                initializer=_worker_init, initargs=(cfg,)) as pool:
-        futures = {pool.submit(make_shard, j): j for j in todo}
+                                initializer=worker_init, initargs=(cfg,)) as pool:
+        futures = {pool.submit(fn, j): j for j in todo}
         try:
             for f in cf.as_completed(futures):
                 results.append(f.result())
@@ -642,7 +647,7 @@ def tokenize_corpus(
     bar = tqdm(total=sum(len(j["items"]) for j in todo), unit="item", disable=not progress,
                desc=f"tokenize{'' if world_size == 1 else f' rank {rank}'}", file=sys.stderr)
     t1 = time.perf_counter()
-    results = _make_shards(todo, cfg, jobs, bar)
+    results = run_jobs(make_shard, todo, cfg, jobs, bar)
     bar.close()
     elapsed = time.perf_counter() - t1
     # statistics from every complete shard of this run's plan (this rank's, or all with one rank)

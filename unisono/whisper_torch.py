@@ -255,13 +255,18 @@ class WhisperTorchEncoder(WhisperWindowEncoder):
         return torch.cat(outs).float()
 
     @torch.inference_mode()
-    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
-        n = wav.shape[0]
-        windows = F.pad(wav, (0, (-n) % self.window)).reshape(-1, self.window)
-        out = self.encode_windows(windows).reshape(-1, self.dim)  # the windows' frames, concatenated
+    def encode_batch(self, wav: torch.Tensor) -> torch.Tensor:
+        """``wav [B, S]`` at 16 kHz (rows of one length) -> ``float32 [B, ceil(S / hop), D]`` on the encoder's
+        device: every row's windows encoded together (the same frames as :meth:`encode` row by row)."""
+        b, n = wav.shape
+        windows = F.pad(wav, (0, (-n) % self.window)).reshape(-1, self.window)  # [B * W, window]
+        out = self.encode_windows(windows).reshape(b, -1, self.dim)  # each row's windows' frames, concatenated
         lengths = [min(self.window, n - a) for a in range(0, n, self.window)]
         keep = torch.cat([torch.arange(self.num_frames(s)) + i * self.frames_per_window for i, s in enumerate(lengths)])
-        return out[keep.to(out.device)].cpu()
+        return out[:, keep.to(out.device)]
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.encode_batch(wav[None])[0].cpu()
 
     def encode_window(self, audio: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -146,12 +146,18 @@ def ids_segment(vocab: Vocab, modality: str, ids: list[int]) -> Segment:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def check_store_tasks(templates: dict, selected: list[str]) -> None:
-    """A one-line error, before any work, for a selected task the store cannot hold: continuous segments
-    (audio_feat, text_emb) or semantic units of a speaker prompt (a random window of a random utterance)."""
+def check_store_tasks(templates: dict, selected: list[str], codes_features: bool = False) -> None:
+    """A one-line error, before any work, for a selected task the store cannot hold: text_emb segments, audio_feat
+    segments unless their encoder computes them from the codes (``codes_features``: ``resynth``, whose features
+    are computed from the stored codes as training starts), or semantic units of a speaker prompt (a random window
+    of a random utterance)."""
     for t in selected:
         for s in templates[t].segments:
-            if s.modality in ("audio_feat", "text_emb"):
+            if s.modality == "audio_feat" and not codes_features:
+                raise UnisonoError(f"task {t} has an audio_feat segment; the token store holds codes and token ids "
+                                   "only: use an encoder of the codes (--feature-encoder resynth:...), or tokenize "
+                                   "it as shards (--format shards)")
+            if s.modality == "text_emb":
                 raise UnisonoError(f"task {t} has a {s.modality} segment; the token store holds codes and token ids "
                                    "only: tokenize it as shards (--format shards)")
             if s.modality == "semantic" and s.source_kind == "speaker_prompt":
@@ -270,6 +276,8 @@ class TokenStore:
             raise _damaged(self.path, f"{type(e).__name__}: {e}") from None
         self.codes_all = torch.from_numpy(codes.astype(np.int16))
         self.makers: dict[str, StoreExampleMaker] = {}  # vocab hash -> the assembler on this store
+        self.features: dict[str, torch.Tensor] | None = None  # key -> HalfTensor[T, D], set by compute_features
+        self.features_of: str | None = None  # the fingerprint of the encoder that made them
         self.index, off = {}, 0
         for key, n_frames in self.meta["recordings"]:
             self.index[key] = (off, off + int(n_frames))
@@ -281,6 +289,15 @@ class TokenStore:
             a, b = self.index[key]
             return self.codes_all[:, a:b].long()
         raise UnisonoError(self.meta["failed"].get(key) or f"the token store holds no codes of {key}")
+
+    def feature(self, key: str) -> torch.Tensor:
+        """``feats HalfTensor[T, D]`` of the recording ``key``, computed from its codes by :func:`compute_features`."""
+        if self.features is None:
+            raise UnisonoError(f"the audio features of token store {self.path} are not computed: training computes "
+                               "them from the codes as it starts (unisono.data.store.compute_features)")
+        if key not in self.features:
+            raise UnisonoError(f"token store {self.path} holds no features of {key}; rebuild it for this task")
+        return self.features[key]
 
     def segment(self, cut_id: str, key: str) -> list[int]:
         """The global ids of segment ``key`` (:func:`segment_key`) of cut ``cut_id`` (its reason as an error)."""
@@ -334,6 +351,9 @@ class StoreExampleMaker(ExampleMaker):
     def codes(self, obj, spec) -> torch.Tensor:
         return self.store.codes(recording_key(obj, spec))
 
+    def feats(self, obj, spec) -> torch.Tensor:
+        return self.store.feature(recording_key(obj, spec))
+
     def recording(self, cut, role: str):
         rec = cut.custom.get(role)
         if not isinstance(rec, StoredRecording):
@@ -353,6 +373,39 @@ class StoreExampleMaker(ExampleMaker):
         if isinstance(entry, str) or entry is None:
             raise UnisonoError(entry or f"the token store holds no {spec.source} of cut {cut.id}")
         return entry
+
+
+@torch.no_grad()
+def compute_features(store: TokenStore, encoder, batch: int = 16, progress=None) -> dict:
+    """Compute the audio features of every recording that the store's ``audio_feat`` segments read
+    (``meta["feature_keys"]``) from its codes with ``encoder`` (one of :data:`unisono.features.CODES_ENCODERS`, on
+    the device it was moved to), recordings of one length ``batch`` at a time; kept as float16 on the CPU in
+    ``store.features``. Done once per store and encoder. ``progress``: a callable given the recordings done.
+    Returns ``{"recordings", "frames", "seconds"}``."""
+    import time  # noqa: PLC0415
+
+    keys = store.meta.get("feature_keys") or []
+    fp = encoder.fingerprint()
+    if store.features is not None and store.features_of == fp:
+        return {"recordings": len(store.features), "frames": sum(int(t.shape[0]) for t in store.features.values()),
+                "seconds": 0.0}
+    t0 = time.perf_counter()
+    by_length: dict[int, list[str]] = {}
+    for k in keys:
+        by_length.setdefault(store.index[k][1] - store.index[k][0], []).append(k)
+    feats: dict[str, torch.Tensor] = {}
+    for length in sorted(by_length):
+        group = by_length[length]
+        for i in range(0, len(group), batch):
+            part = group[i : i + batch]
+            out = encoder.encode_codes_batch(torch.stack([store.codes(k) for k in part]))
+            for k, f in zip(part, out.half().cpu()):
+                feats[k] = f.clone()
+            if progress is not None:
+                progress(len(part))
+    store.features, store.features_of = feats, fp
+    return {"recordings": len(feats), "frames": sum(int(t.shape[0]) for t in feats.values()),
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def store_path(directory: str | os.PathLike, split: str = "train") -> Path | None:

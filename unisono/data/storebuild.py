@@ -37,7 +37,14 @@ class TracingMaker(CorpusExampleMaker):
     """:class:`CorpusExampleMaker` that records what each example reads (:attr:`trace`, reset per item)."""
 
     def start_trace(self) -> None:
-        self.trace = {"codes": {}, "segments": {}, "spans": {}, "roles": {}}
+        self.trace = {"codes": {}, "segments": {}, "spans": {}, "roles": {}, "feats": {}}
+
+    def feats(self, obj, spec) -> torch.Tensor:
+        """The store keeps the recording's codes (its features are computed from them as training starts); the
+        example assembled here gets zeros of the features' shape (it is only traced)."""
+        codes = self.codes(obj, spec)
+        self.trace["feats"][recording_key(obj, spec)] = True
+        return torch.zeros(codes.shape[1], int(self.features.dim), dtype=torch.float16)
 
     def codes(self, obj, spec) -> torch.Tensor:
         codes = super().codes(obj, spec)
@@ -76,7 +83,7 @@ def trace_items(job: dict) -> dict:
     """Assemble ``job["items"]`` (``[task, cut_id, variant]`` of ``job["split"]``) and collect what they read."""
     maker = worker_maker(job["split"], TracingMaker)
     enc0 = maker.encoded_seconds
-    got = {"codes": {}, "segments": {}, "spans": {}, "roles": {}, "ok": [], "skipped": []}
+    got = {"codes": {}, "segments": {}, "spans": {}, "roles": {}, "feats": {}, "ok": [], "skipped": []}
     for task, cut_id, variant in job["items"]:
         maker.start_trace()
         try:
@@ -101,6 +108,7 @@ def merge_trace(into: dict, trace: dict) -> None:
     for part in ("segments", "spans", "roles"):
         for cid, d in trace[part].items():
             into[part].setdefault(cid, {}).update(d)
+    into["feats"].update(trace["feats"])
 
 
 def _plan_hash(items: list, vocab: Vocab, seed: int, templates: dict) -> str:
@@ -139,7 +147,7 @@ def build_split_store(out: Path, split: str, cuts: list, templates: dict, select
     bar = tqdm(total=len(items), unit="item", disable=not progress, desc=f"store {split}", file=sys.stderr)
     results = run_jobs(trace_items, chunks, cfg, jobs, bar)
     bar.close()
-    got = {"codes": {}, "segments": {}, "spans": {}, "roles": {}}
+    got = {"codes": {}, "segments": {}, "spans": {}, "roles": {}, "feats": {}}
     for r in results:
         merge_trace(got, r)
     ok = sorted((x for r in results for x in r["ok"]), key=lambda x: (x[0], x[1], x[2]))
@@ -155,6 +163,7 @@ def build_split_store(out: Path, split: str, cuts: list, templates: dict, select
     meta = {"format_version": 1, "split": split, "seed": cfg["seed"], "templates": tpl, "plan": h,
             "codec": {k: read_json(out / "codec.json")[k] for k in ("sample_rate", "frame_rate")},
             "cuts": cut_meta, "spans": got["spans"], "skipped": skipped, "stats": stats,
+            "feature_keys": sorted(got["feats"]), "features": cfg.get("features"),
             "items": {t: [[c, v] for tt, c, v in ok if tt == t] for t in sorted(per_task)}}
     written = write_store(path, vocab, got["codes"], meta, got["segments"])
     return {"split": split, "made_now": True, **stats, "bytes": written["bytes"], "methods": written["methods"],

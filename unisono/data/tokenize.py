@@ -46,6 +46,7 @@ from unisono.data.store import check_no_mix, check_store_tasks
 from unisono.encode import SegmentEncoder
 from unisono.errors import UnisonoError
 from unisono.features import (
+    CODES_ENCODERS,
     ENCODERS,
     FeatureEncoder,
     build_encoder,
@@ -570,13 +571,12 @@ def _check_request(templates: dict, selected: list[str], rank: int, world_size: 
         raise UnisonoError(f"unknown task(s) {unknown}; known: {', '.join(sorted(templates))}")
     if not 0 <= rank < world_size:
         raise UnisonoError(f"--rank must lie in 0..{world_size - 1}")
-    if store:
-        if world_size > 1:
-            raise UnisonoError("--format store runs as one process (use --jobs for workers), not with --world-size")
-        check_store_tasks(templates, selected)
+    if store and world_size > 1:
+        raise UnisonoError("--format store runs as one process (use --jobs for workers), not with --world-size")
     feature_tasks = [t for t in selected if "audio_feat" in templates[t].modalities]
-    if feature_encoder:
-        parse_encoder_spec(feature_encoder)  # a bad name or parameter list: refused before any work
+    name = parse_encoder_spec(feature_encoder)[0] if feature_encoder else None  # a bad spec: refused before work
+    if store:
+        check_store_tasks(templates, selected, codes_features=name in CODES_ENCODERS)
     if feature_tasks and not feature_encoder:
         raise UnisonoError(f"task(s) {', '.join(feature_tasks)} read audio_feat conditions; pass --feature-encoder "
                            f"NAME ({', '.join(sorted(ENCODERS))}, or auto: {default_encoder_name()} here)")

@@ -86,6 +86,11 @@ class TrainConfig:
     compile: bool | str = "auto"  # torch.compile the transformer (eager if that fails): true, false, auto (on a GPU)
     prefetch: bool | str = "auto"  # make the next batches in a background thread: true, false, auto (on a GPU)
     peak_tflops: float = 0.0  # the device's peak TFLOP/s (bf16 on a GPU) for MFU in the log; 0: not reported
+    # a token store whose audio_feat segments read an encoder of the codes (resynth): its features are computed as
+    # training starts, with this codec (default: the one the store's codec.json names) and this weights file for
+    # the inner encoder (whisper_torch; default: the packaged model); see unisono.train.launch.store_features
+    feature_codec: str | None = None
+    feature_weights: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

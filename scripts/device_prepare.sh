@@ -9,7 +9,9 @@
 # shards of DIR (`unisono tokenize` output: vocab.json, tokenizers/, codec.json, train/, valid/) to .pack/lm, no wheels
 # (its path needs none), and checks that they and the code travel under 64 MiB with unisono-small's LM weights out.
 # DIR may be a token store (`unisono tokenize --format store`: train/store.safetensors, ~0.93 MiB per hour of audio
-# at 4 codebooks, where shards take ~12 MiB; docs/tokens.md): the same files are copied, its .codes cache is not.
+# at 4 codebooks, where shards take ~12 MiB; docs/tokens.md): the same files are copied, its .codes cache is not. A
+# store whose asr/caption/audio_qa read Whisper features of the codec's resynthesis (resynth) also gets the Whisper
+# encoder's weights (.pack/lm/whisper.safetensors, 7.9 MiB at int8) and .pack/lm/features.sets (docs/features.md).
 # For the enhancement stage's run (scripts/h200_enhancer.sh), ENHANCER=1 bash scripts/device_prepare.sh [MAX_MIB] makes
 # .pack/enhancer (`unisono codec enhancer-pairs` from the MIDI of CORPUS's corpus, default runs/ref/corpus; MAX_MIB
 # default 48), no wheels (its path needs none), and checks the same 64 MiB.
@@ -33,9 +35,11 @@ if [ -n "${LM_SHARDS:-}" ]; then
   [ -f "$LM_SHARDS/vocab.json" ] && [ -d "$LM_SHARDS/train" ] || { echo "LM_SHARDS=$LM_SHARDS: no vocab.json and train/ (not a shard root or token store)" >&2; exit 2; }
   rm -rf .pack/lm
   mkdir -p .pack/lm
-  for part in vocab.json codec.json tokenizers train valid; do
+  for part in vocab.json codec.json features.json tokenizers train valid; do
     if [ -e "$LM_SHARDS/$part" ]; then cp -rL "$LM_SHARDS/$part" .pack/lm/; fi
   done
+  # a store with audio_feat tasks (resynth of whisper_torch): the encoder's weights travel, the features are computed there
+  if [ -f .pack/lm/features.json ]; then python3 scripts/h200_lm.py features-pack .pack/lm; fi
   check_travel .pack/lm "fewer shards, or a token store (unisono tokenize --format store)"
   exit 0
 fi

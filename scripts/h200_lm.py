@@ -6,6 +6,11 @@
         the run's last weights into OUT as model.safetensors.00, .01, ... (float16, or int8 + scales when float16
         would pass --max-mib; each part <= --part-mib), their validation loss per task (the stored weights),
         result.json (configs, vocabulary, throughput, MFU, validation), log.jsonl and loss.png (with matplotlib)
+    python scripts/h200_lm.py features-pack PACK
+        here, for a token store whose audio_feat segments read features of the codes (resynth of whisper_torch):
+        the Whisper encoder's weights exported into PACK/whisper.safetensors (the precision the encoder names) and
+        PACK/features.sets, the --set values that make training compute the features there from the stored codes
+        with those weights and the in-tree codec (h200_lm.sh reads it)
     python scripts/h200_lm.py add OUT/result.json KEY FILE.json
         FILE's object under KEY of result.json (the generation-speed row)
     python scripts/h200_lm.py join OUT LM_DIR [--shards SHARDS --checkpoint CKPT]
@@ -36,7 +41,7 @@ from unisono.data.store import tasks_in  # noqa: E402
 from unisono.errors import UnisonoError  # noqa: E402
 from unisono.fileio import read_json, write_json  # noqa: E402
 from unisono.lm import LMConfig, UnisonoLM  # noqa: E402
-from unisono.train.launch import make_trainer, shard_sources  # noqa: E402
+from unisono.train.launch import make_trainer, shard_sources, store_features  # noqa: E402
 from unisono.train.loop import validation_loss  # noqa: E402
 from unisono.train.settings import parse_sets  # noqa: E402
 from unisono.weights import PRECISIONS, load_weights, read_metadata, save_weights  # noqa: E402
@@ -134,6 +139,7 @@ def export(run: str, out: str, shards: str, val_shards: str | None, device: str,
     train = read_json(run_dir / "train_config.json")["train"]
     weights = train.get("task_weights")
     model.to(device)
+    store_features(Path(shards), Path(val_shards) if val_shards else None, train)  # a store of resynth features
     val = validate(model, Path(val_shards or shards), sorted(weights) if weights else None, train, device)
     rows = [json.loads(r) for r in (run_dir / "log.jsonl").read_text().splitlines() if r.strip()]
     result = {"step": int(read_json(run_dir / "latest.json")["step"]), "model_config": read_json(ck / "config.json"),
@@ -179,6 +185,31 @@ def plot(rows: list[dict], path: Path) -> bool:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
+
+
+def features_pack(pack: str) -> Path:
+    """See the module doc; returns the path of features.sets."""
+    d, root = Path(pack), Path(__file__).resolve().parents[1]
+    desc = read_json(d / "features.json")["encoder"]
+    inner = (desc.get("params") or {}).get("encoder")
+    if desc["name"] != "resynth" or inner != "whisper_torch":
+        raise UnisonoError(f"{d} holds features of {desc['fingerprint']}; a GPU run computes only resynth features "
+                           "of whisper_torch from the stored codes (docs/features.md)")
+    codec = Path(read_json(d / "codec.json")["source"]).resolve()
+    if not codec.is_relative_to(root):
+        raise UnisonoError(f"the store's codec {codec} is outside the repository, so it does not travel: copy it "
+                           "under the repository and pass it as train.feature_codec")
+    precision = ((desc["params"].get("encoder_params") or {}).get("precision")) or "float16"
+    from unisono.whisper_torch import export_encoder  # noqa: PLC0415 (here: the CTranslate2 model is read)
+
+    info = export_encoder(d / "whisper.safetensors", precision=precision)
+    sets = d / "features.sets"
+    rel = d.resolve().relative_to(root) if d.resolve().is_relative_to(root) else d
+    sets.write_text(f"train.feature_weights={rel / 'whisper.safetensors'} "
+                    f"train.feature_codec={codec.relative_to(root)}\n")
+    print(f"features-pack: {info['path']} ({info['bytes'] / MIB:.1f} MiB, {precision}, {info['fingerprint']}); "
+          f"{sets}: {sets.read_text().strip()}")
+    return sets
 
 
 def add(result: str, key: str, row: str) -> None:
@@ -229,6 +260,8 @@ def main(argv=None) -> int:
     e.add_argument("--precision", default="auto")
     e.add_argument("--max-mib", type=float, default=60.0)
     e.add_argument("--part-mib", type=float, default=15.5)
+    f = sub.add_parser("features-pack")
+    f.add_argument("pack")
     a = sub.add_parser("add")
     a.add_argument("result")
     a.add_argument("key")
@@ -245,6 +278,8 @@ def main(argv=None) -> int:
         elif args.action == "export":
             export(args.run, args.out, args.shards, args.val_shards, args.device, args.precision, args.max_mib,
                    args.part_mib)
+        elif args.action == "features-pack":
+            features_pack(args.pack)
         elif args.action == "add":
             add(args.result, args.key, args.row)
         else:

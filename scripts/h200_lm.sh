@@ -36,6 +36,8 @@ if [ -z "$VAL_SHARDS" ] && [ -d "$SHARDS/valid" ]; then VAL_SHARDS=$SHARDS/valid
 [ -f "$SHARDS/vocab.json" ] || { echo "h200_lm.sh: $SHARDS has no vocab.json: not a tokenized shard root" >&2; exit 2; }
 [ -f "$CONFIG" ] || { echo "h200_lm.sh: config $CONFIG does not exist" >&2; exit 2; }
 [[ "$SECONDS_BUDGET" =~ ^[0-9]+$ ]] || { echo "h200_lm.sh: SECONDS must be a whole number, not $SECONDS_BUDGET" >&2; exit 2; }
+# a store of resynth features: the --set values of scripts/h200_lm.py features-pack (weights and codec that travel)
+if [ -f "$SHARDS/features.sets" ]; then SET="$(cat "$SHARDS/features.sets") ${SET:-}"; fi
 SETS=()
 for s in ${SET:-}; do SETS+=(--set "$s"); done
 VAL_ARGS=()

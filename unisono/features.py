@@ -236,15 +236,21 @@ class ResynthEncoder(FeatureEncoder):
         return self.encode_codes(self.codec.encode(wav[None, None].to(dev), self.num_codebooks)[0])
 
 
-def codec_digest(codec) -> str:
-    """SHA-256 (hex) over a codec's tensors (the semantic teacher's left out: it does not change the codes)."""
-    h = hashlib.sha256()
-    for key, t in sorted(codec.state_dict().items()):
-        if key.startswith("semantic.teacher."):
+def state_digest(state: dict, seed: bytes = b"", skip: tuple[str, ...] = ()) -> str:
+    """SHA-256 (hex) of ``seed`` then each tensor of ``state`` (sorted by name; names starting with ``skip`` left
+    out): its name and its values as float32 bytes. The weights part of an encoder's fingerprint."""
+    h = hashlib.sha256(seed)
+    for key, t in sorted(state.items()):
+        if skip and key.startswith(skip):
             continue
         h.update(key.encode())
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def codec_digest(codec) -> str:
+    """:func:`state_digest` of a codec (the semantic teacher left out: it does not change the codes)."""
+    return state_digest(codec.state_dict(), skip=("semantic.teacher.",))
 
 
 def _logmel(codec=None, **params) -> FeatureEncoder:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from unisono.errors import UnisonoError
-from unisono.features import FeatureEncoder
+from unisono.features import FeatureEncoder, state_digest
 
 SAMPLE_RATE = 16000  # Hz, the rate Whisper reads
 _FILE_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns) -> SHA-256 of the file, computed once per process
@@ -128,11 +128,8 @@ class WhisperHFEncoder(WhisperWindowEncoder):
 
     def weights_digest(self) -> str:
         if self._digest is None:
-            h = hashlib.sha256(json.dumps(self.mel.to_dict(), sort_keys=True, default=str).encode())
-            for key, t in sorted(self.model.state_dict().items()):
-                h.update(key.encode())
-                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-            self._digest = h.hexdigest()
+            mel = json.dumps(self.mel.to_dict(), sort_keys=True, default=str).encode()
+            self._digest = state_digest(self.model.state_dict(), seed=mel)
         return self._digest
 
     def encode_window(self, audio: np.ndarray) -> np.ndarray:

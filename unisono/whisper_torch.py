@@ -20,7 +20,6 @@ weights on loading, so both sources round the same way; the computation runs in 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unisono.errors import UnisonoError
+from unisono.features import state_digest
 from unisono.weights import PRECISIONS, encode_state, load_weights, read_metadata, save_weights
 from unisono.whisper_features import SAMPLE_RATE, WhisperWindowEncoder, package_model_dir
 
@@ -239,11 +239,7 @@ class WhisperTorchEncoder(WhisperWindowEncoder):
 
     def weights_digest(self) -> str:
         if self._digest is None:
-            h = hashlib.sha256()
-            for key, t in sorted(self.net.state_dict().items()):
-                h.update(key.encode())
-                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-            self._digest = h.hexdigest()
+            self._digest = state_digest(self.net.state_dict())
         return self._digest
 
     def encode_windows(self, audio: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ if [ -n "${LM_SHARDS:-}" ]; then
     if [ -e "$LM_SHARDS/$part" ]; then cp -rL "$LM_SHARDS/$part" .pack/lm/; fi
   done
   # a store with audio_feat tasks (resynth of whisper_torch): the encoder's weights travel, the features are computed there
-  if [ -f .pack/lm/features.json ]; then python3 scripts/h200_lm.py features-pack .pack/lm; fi
+  if [ -f .pack/lm/features.json ]; then python3 scripts/h200_lm.py features-pack .pack/lm --config "${CONFIG:-unisono/configs/lm/h200.yaml}"; fi
   check_travel .pack/lm "fewer shards, or a token store (unisono tokenize --format store)"
   exit 0
 fi

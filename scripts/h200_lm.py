@@ -10,7 +10,8 @@
         here, for a token store whose audio_feat segments read features of the codes (resynth of whisper_torch):
         the Whisper encoder's weights exported into PACK/whisper.safetensors (the precision the encoder names) and
         PACK/features.sets, the --set values that make training compute the features there from the stored codes
-        with those weights and the in-tree codec (h200_lm.sh reads it)
+        with those weights and the in-tree codec, and read the feature tasks (--config's task weights, each feature
+        task at its cuts_from task's weight) (h200_lm.sh reads it)
     python scripts/h200_lm.py add OUT/result.json KEY FILE.json
         FILE's object under KEY of result.json (the generation-speed row)
     python scripts/h200_lm.py join OUT LM_DIR [--shards SHARDS --checkpoint CKPT]
@@ -187,7 +188,21 @@ def plot(rows: list[dict], path: Path) -> bool:
     return True
 
 
-def features_pack(pack: str) -> Path:
+def feature_task_weights(pack: Path, config: Path) -> dict:
+    """The config's task weights with every feature task of the store added at the weight of the task whose cuts it
+    reads (``cuts_from``: asr_feat as asr), so that training reads them (only weighted tasks are read)."""
+    from unisono.data.store import load_store, store_path  # noqa: PLC0415
+    from unisono.train.launch import load_recipe  # noqa: PLC0415
+
+    weights = dict(load_recipe(config)["train"].get("task_weights") or {})
+    meta = load_store(store_path(pack)).meta
+    for task, tpl in sorted(meta["templates"].items()):
+        if task not in weights and any(c.get("modality") == "audio_feat" for c in tpl.get("conditions", [])):
+            weights[task] = float(weights.get(tpl.get("cuts_from") or task, 1.0))
+    return weights
+
+
+def features_pack(pack: str, config: str = "unisono/configs/lm/h200.yaml") -> Path:
     """See the module doc; returns the path of features.sets."""
     d, root = Path(pack), Path(__file__).resolve().parents[1]
     desc = read_json(d / "features.json")["encoder"]
@@ -205,8 +220,10 @@ def features_pack(pack: str) -> Path:
     info = export_encoder(d / "whisper.safetensors", precision=precision)
     sets = d / "features.sets"
     rel = d.resolve().relative_to(root) if d.resolve().is_relative_to(root) else d
+    weights = feature_task_weights(d, Path(config))
     sets.write_text(f"train.feature_weights={rel / 'whisper.safetensors'} "
-                    f"train.feature_codec={codec.relative_to(root)}\n")
+                    f"train.feature_codec={codec.relative_to(root)} "
+                    f"train.task_weights={json.dumps(weights, separators=(',', ':'))}\n")
     print(f"features-pack: {info['path']} ({info['bytes'] / MIB:.1f} MiB, {precision}, {info['fingerprint']}); "
           f"{sets}: {sets.read_text().strip()}")
     return sets
@@ -262,6 +279,7 @@ def main(argv=None) -> int:
     e.add_argument("--part-mib", type=float, default=15.5)
     f = sub.add_parser("features-pack")
     f.add_argument("pack")
+    f.add_argument("--config", default="unisono/configs/lm/h200.yaml", help="the run's config (its task weights)")
     a = sub.add_parser("add")
     a.add_argument("result")
     a.add_argument("key")
@@ -279,7 +297,7 @@ def main(argv=None) -> int:
             export(args.run, args.out, args.shards, args.val_shards, args.device, args.precision, args.max_mib,
                    args.part_mib)
         elif args.action == "features-pack":
-            features_pack(args.pack)
+            features_pack(args.pack, args.config)
         elif args.action == "add":
             add(args.result, args.key, args.row)
         else:

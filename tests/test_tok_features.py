@@ -255,5 +255,15 @@ def test_training_on_a_store_with_features(made, tmp_path):
     ckpt = tmp_path / "run" / json.loads((tmp_path / "run" / "latest.json").read_text())["path"]
     config = json.loads((ckpt / "config.json").read_text())
     assert config["feature_encoder"]["name"] == "resynth" and config["feature_dim"] == 80
+    # the GPU run's weights: a feature task joins at its cuts_from task's weight (only weighted tasks are read)
+    import importlib.util
+
+    script = launch.Path(__file__).parents[1] / "scripts" / "h200_lm.py"
+    spec = importlib.util.spec_from_file_location("h200_lm", script)
+    h200 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(h200)
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"train": {"task_weights": {"tts": 3.0, "asr": 2.0}}}))
+    assert h200.feature_task_weights(tmp_path / "store", tmp_path / "w.yaml") == {"tts": 3.0, "asr": 2.0,
+                                                                                  "asr_feat": 2.0}
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("loss_task/asr_feat" in r for r in log) and "val_loss/all" in log[-1]  # features in both

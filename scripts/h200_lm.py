@@ -10,8 +10,9 @@
         here, for a token store whose audio_feat segments read features of the codes (resynth of whisper_torch):
         the Whisper encoder's weights exported into PACK/whisper.safetensors (the precision the encoder names) and
         PACK/features.sets, the --set values that make training compute the features there from the stored codes
-        with those weights and the in-tree codec, and read the feature tasks (--config's task weights, each feature
-        task at its cuts_from task's weight) (h200_lm.sh reads it)
+        with those weights and the store's codec (when git does not track it, e.g. a codec trained under runs/,
+        copied as it is into PACK/codec: store it int8 first, ~6 MB), and read the feature tasks (--config's task
+        weights, each feature task at its cuts_from task's weight) (h200_lm.sh reads it)
     python scripts/h200_lm.py add OUT/result.json KEY FILE.json
         FILE's object under KEY of result.json (the generation-speed row)
     python scripts/h200_lm.py join OUT LM_DIR [--shards SHARDS --checkpoint CKPT]
@@ -28,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -202,6 +204,15 @@ def feature_task_weights(pack: Path, config: Path) -> dict:
     return weights
 
 
+def _tracked(path: Path, root: Path) -> bool:
+    """Whether git tracks ``path`` in the repository ``root`` (what travels with the working tree)."""
+    if not path.is_relative_to(root):
+        return False
+    run = subprocess.run(["git", "ls-files", "--error-unmatch", str(path.relative_to(root))], cwd=root,
+                         capture_output=True)
+    return run.returncode == 0
+
+
 def features_pack(pack: str, config: str = "unisono/configs/lm/h200.yaml") -> Path:
     """See the module doc; returns the path of features.sets."""
     d, root = Path(pack), Path(__file__).resolve().parents[1]
@@ -211,9 +222,13 @@ def features_pack(pack: str, config: str = "unisono/configs/lm/h200.yaml") -> Pa
         raise UnisonoError(f"{d} holds features of {desc['fingerprint']}; a GPU run computes only resynth features "
                            "of whisper_torch from the stored codes (docs/features.md)")
     codec = Path(read_json(d / "codec.json")["source"]).resolve()
-    if not codec.is_relative_to(root):
-        raise UnisonoError(f"the store's codec {codec} is outside the repository, so it does not travel: copy it "
-                           "under the repository and pass it as train.feature_codec")
+    if not _tracked(codec / "model.safetensors", root):  # git-ignored or outside: it travels in the pack, as it is
+        for name in ("config.json", "model.safetensors"):
+            (d / "codec").mkdir(exist_ok=True)
+            shutil.copy2(codec / name, d / "codec" / name)
+        codec = (d / "codec").resolve()
+        if not codec.is_relative_to(root):
+            raise UnisonoError(f"the pack {d} is outside the repository {root}, so it does not travel")
     precision = ((desc["params"].get("encoder_params") or {}).get("precision")) or "float16"
     from unisono.whisper_torch import export_encoder  # noqa: PLC0415 (here: the CTranslate2 model is read)
 

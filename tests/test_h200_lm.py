@@ -121,3 +121,40 @@ def test_the_gpu_command_runs_on_a_cpu_as_on_the_gpu_image(tiny_checkpoint, tmp_
         assert gen[f"frames_per_s_unisono_b{b}"] > 0 and gen[f"frames_per_s_musicgen_b{b}"] > 0
     log = (out / "run.log").read_text()
     assert "smoke: ok" in log and "stopped on the wall-clock budget" in log
+
+
+def test_features_pack_carries_a_codec_that_git_does_not_track(tmp_path, monkeypatch):
+    """A store tokenized with a codec trained under runs/ (git-ignored) gets that codec copied, byte for byte (so its
+    fingerprint holds), into the pack; a tracked codec is named where it is."""
+    import importlib.util
+    import shutil
+
+    import unisono.whisper_torch as wt
+
+    spec = importlib.util.spec_from_file_location("h200_lm", ROOT / "scripts" / "h200_lm.py")
+    h200 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(h200)
+    shipped = ROOT / "unisono" / "assets" / "unisono-small" / "codec"
+    assert h200._tracked(shipped / "model.safetensors", ROOT)
+    assert not h200._tracked(tmp_path / "x", ROOT) and not h200._tracked(ROOT / "runs" / "x", ROOT)
+
+    def fake_export(out, precision="float16"):
+        Path(out).write_bytes(b"w")
+        return {"path": str(out), "bytes": 1, "fingerprint": "whisper_torch:test"}
+
+    monkeypatch.setattr(wt, "export_encoder", fake_export)
+    monkeypatch.setattr(h200, "feature_task_weights", lambda d, config: {"asr": 2.0, "asr_feat": 2.0})
+    trained = tmp_path / "codec"  # outside the repository: as untracked as runs/
+    shutil.copytree(shipped, trained)
+    pack = ROOT / "runs" / f"test_pack_{os.getpid()}"
+    try:
+        pack.mkdir(parents=True)
+        desc = {"name": "resynth", "fingerprint": "resynth:x", "params": {"encoder": "whisper_torch"}}
+        (pack / "features.json").write_text(json.dumps({"encoder": desc}))
+        for codec, where in ((trained, pack / "codec"), (shipped, shipped)):
+            (pack / "codec.json").write_text(json.dumps({"source": str(codec)}))
+            sets = h200.features_pack(str(pack)).read_text()
+            assert f"train.feature_codec={where.relative_to(ROOT)} " in sets
+        assert (pack / "codec" / "model.safetensors").read_bytes() == (trained / "model.safetensors").read_bytes()
+    finally:
+        shutil.rmtree(pack, ignore_errors=True)

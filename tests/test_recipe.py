@@ -30,12 +30,12 @@ def test_recipes_and_their_configs_ship_in_the_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(site)}
-    for name in ("tiny", "cpu", "small"):
+    for name, n_configs in (("tiny", 2), ("cpu", 2), ("small", 2), ("base", 3)):
         run = subprocess.run([sys.executable, "-m", "unisono", "recipe", name, "--out", str(tmp_path / name),
                               "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
         configs = [w for w in run.stdout.split() if w.endswith(".yaml")]
-        assert len(configs) == 2, run.stdout  # the codec's and the language model's
+        assert len(configs) == n_configs, run.stdout  # the codec's, the language model's (base: + task templates)
         for c in configs:
             assert Path(c).is_file() and Path(c).is_relative_to(site), c
 
@@ -117,3 +117,55 @@ def test_tiny_recipe_end_to_end_and_resume(tmp_path, capsys):
     assert " nan" not in first
     assert main(["recipe", "tiny", "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("done already") == len(STAGES)
+
+
+def test_recipe_sections_map_to_their_commands_and_unknown_keys_are_refused(tmp_path):
+    from unisono import checkpoint as C
+    from unisono.cli.recipe import commands, load_recipe
+    from unisono.errors import UnisonoError
+
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(
+        "codec: {config: c.yaml, init: default, steps: 9, set: [train.num_threads=1, train.lr=0.0005]}\n"
+        "tokenize: {format: store, templates: [t.yaml], feature_encoder: 'resynth:num_codebooks=4', jobs: 2}\n")
+    recipe, base = load_recipe(str(recipe_file))
+    cmds = commands(recipe, base, tmp_path / "out")
+    codec = cmds["codec"]
+    assert codec[codec.index("--init") + 1] == str(C.DEFAULT_CHECKPOINT / "codec")
+    assert codec[codec.index("--config") + 1] == str(tmp_path / "c.yaml")
+    assert codec[codec.index("--steps") + 1] == "9"
+    assert [codec[i + 1] for i, w in enumerate(codec) if w == "--set"] == ["train.num_threads=1", "train.lr=0.0005"]
+    tok = cmds["tokenize"]
+    assert tok[tok.index("--format") + 1] == "store" and tok[tok.index("--jobs") + 1] == "2"
+    assert tok[tok.index("--templates") + 1] == str(tmp_path / "t.yaml")  # relative to the recipe's folder
+    assert tok[tok.index("--feature-encoder") + 1] == "resynth:num_codebooks=4"
+    recipe_file.write_text("codec: {steps: 9, stepz: 3}\n")
+    with pytest.raises(UnisonoError, match=r"unknown key\(s\) \['stepz'\] in section codec"):
+        load_recipe(str(recipe_file))
+
+
+def test_codec_precision_makes_the_codec_that_tokenize_and_package_use(tmp_path, monkeypatch):
+    """``codec.precision: int8``: after the codec stage its weights are copied as int8 into OUT/codec_int8, which
+    tokenize reads (codes, features and the shipped model share one codec)."""
+    import shutil
+
+    from unisono import checkpoint as C
+    from unisono.cli import recipe as R
+    from unisono.weights import read_metadata
+
+    (tmp_path / "r.yaml").write_text("codec: {steps: 1, precision: int8}\n")
+    out = tmp_path / "run"
+
+    def fake_main(argv):  # the codec stage's command: a trained codec in OUT/codec
+        shutil.copytree(C.DEFAULT_CHECKPOINT / "codec", out / "codec")
+        return 0
+
+    monkeypatch.setattr(R, "cli_main", fake_main)
+    R.run(str(tmp_path / "r.yaml"), out, stages=["codec"])
+    assert read_metadata(out / "codec_int8" / "model.safetensors")["unisono_precision"] == "int8"
+    assert (out / "stages" / "codec.json").exists()
+    cmds = R.commands(*R.load_recipe(str(tmp_path / "r.yaml")), out)
+    assert cmds["tokenize"][cmds["tokenize"].index("--codec") + 1] == str(out / "codec_int8")
+    (tmp_path / "r.yaml").write_text("codec: {precision: int4}\n")
+    with pytest.raises(Exception, match="codec.precision 'int4'"):
+        R.commands(*R.load_recipe(str(tmp_path / "r.yaml")), out)

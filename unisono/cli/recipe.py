@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import time
 from pathlib import Path
 
@@ -32,6 +33,13 @@ from unisono.vocab import Vocab
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package: recipes work from a wheel
 
 STAGES = ("synth", "codec", "tokenize", "train", "package", "eval")
+# the ``tokenize`` section's keys, each passed as ``unisono tokenize --key-with-dashes VALUE`` (a list: repeated)
+TOKENIZE_OPTIONS = ("tasks", "num_codebooks", "bpe_size", "semantic_units", "jobs", "format", "templates",
+                    "feature_encoder", "seed")
+SECTION_KEYS = {"synth": {"hours", "seed", "workers", "engines", "sound_font", "real_sounds"},
+                "codec": {"config", "init", "steps", "set", "precision"}, "tokenize": set(TOKENIZE_OPTIONS),
+                "train": {"config", "max_steps"}, "package": {"precision", "codec_precision", "defaults", "generation"},
+                "eval": {"split", "n", "tasks"}}
 EXAMPLE_TASKS = ("tts", "text_to_sound", "asr", "se")  # the first of these a model knows is shown as an example
 EXAMPLE_TEXT = {"text": '"Hello there."', "caption": '"A dog barks, then a bell rings."'}
 DESCRIPTION = __doc__
@@ -54,6 +62,11 @@ def load_recipe(name_or_path: str) -> tuple[dict, Path]:
     unknown = sorted(set(recipe) - set(STAGES))
     if unknown:
         raise UnisonoError(f"recipe {path}: unknown sections {unknown}; stages are {', '.join(STAGES)}")
+    for section, keys in SECTION_KEYS.items():
+        extra = sorted(set(recipe.get(section) or {}) - keys)
+        if extra:
+            raise UnisonoError(f"recipe {path}: unknown key(s) {extra} in section {section}; it takes "
+                               f"{', '.join(sorted(keys))}")
     return recipe, path.parent
 
 
@@ -62,6 +75,26 @@ def _engines_arg(value) -> str:
     if isinstance(value, dict):
         return ",".join(f"{e}={w}" for e, w in value.items())
     return str(value)
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _codec_init(base: Path, value: str) -> str:
+    """``codec.init``: a codec directory (relative to the recipe's folder), or ``default`` for the codec of the
+    shipped model (fine-tuned on the recipe's corpus instead of trained from nothing)."""
+    return str(C.DEFAULT_CHECKPOINT / "codec") if value == "default" else _cfg_path(base, value)
+
+
+def codec_in_use(out: Path, section: dict) -> Path:
+    """The codec that tokenize and package use: the trained one (``OUT/codec``), or with ``codec.precision`` its
+    copy in that precision (``OUT/codec_int8``, ...), written by the codec stage: the codes, the features computed
+    from them and the shipped model then share one codec (and an int8 codec travels to a GPU in ~6 MB)."""
+    precision = section.get("precision") or "float32"
+    if precision not in ("float32", "float16", "int8"):
+        raise UnisonoError(f"codec.precision {precision!r}: use float32, float16 or int8")
+    return out / "codec" if precision == "float32" else out / f"codec_{precision}"
 
 
 def _cfg_path(base: Path, value: str) -> str:
@@ -73,6 +106,7 @@ def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]
     """The CLI command of each stage (``package`` is a Python call, listed as None)."""
     s, c, t, tr, ev = (recipe.get(k) or {} for k in ("synth", "codec", "tokenize", "train", "eval"))
     corpus, codec, shards, lm = out / "corpus", out / "codec", out / "shards", out / "lm"
+    used = codec_in_use(out, c)
     cmds: dict[str, list[str] | None] = {}
     cmds["synth"] = ["synth", "--out", str(corpus), "--hours", str(s.get("hours", 0.2)), "--seed",
                      str(s.get("seed", 1)), "--workers", str(s.get("workers", 2)), "--quiet",
@@ -81,10 +115,13 @@ def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]
                      *(["--real-sounds", "on" if s["real_sounds"] else "off"] if "real_sounds" in s else [])]
     cmds["codec"] = ["codec", "train", "--data", str(corpus), "--out", str(codec), "--no-progress",
                      *(["--config", _cfg_path(base, c["config"])] if c.get("config") else []),
-                     *(["--steps", str(c["steps"])] if c.get("steps") else [])]
-    cmds["tokenize"] = ["tokenize", "--data", str(corpus), "--codec", str(codec), "--out", str(shards), "--no-progress",
-                        *[x for k in ("tasks", "num_codebooks", "bpe_size", "semantic_units", "jobs")
-                          if t.get(k) is not None for x in (f"--{k.replace('_', '-')}", str(t[k]))]]
+                     *(["--init", _codec_init(base, c["init"])] if c.get("init") else []),
+                     *(["--steps", str(c["steps"])] if c.get("steps") else []),
+                     *[x for kv in _as_list(c.get("set")) for x in ("--set", str(kv))]]
+    cmds["tokenize"] = ["tokenize", "--data", str(corpus), "--codec", str(used), "--out", str(shards), "--no-progress",
+                        *[x for k in TOKENIZE_OPTIONS if t.get(k) is not None
+                          for v in _as_list(t[k])
+                          for x in (f"--{k.replace('_', '-')}", _cfg_path(base, v) if k == "templates" else str(v))]]
     cmds["train"] = ["train", "--config", _cfg_path(base, tr.get("config", "../lm/tiny.yaml")), "--shards", str(shards),
                      "--val-shards", str(shards / "valid"), "--out", str(lm), "--no-progress",
                      *(["--max-steps", str(tr["max_steps"])] if tr.get("max_steps") else [])]
@@ -124,6 +161,8 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
         marker = done_dir / f"{stage}.json"
         shown = "Pipeline.package(LM checkpoint, shards, OUT/model)" if cmds[stage] is None else \
             "unisono " + " ".join(cmds[stage])
+        if stage == "codec" and codec_in_use(out, recipe.get("codec") or {}) != out / "codec":
+            shown += f"; then its weights as {recipe['codec']['precision']} into {codec_in_use(out, recipe['codec'])}"
         if dry_run:
             print(f"[{stage}] {shown}")
             continue
@@ -136,7 +175,8 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
         if stage == "package":
             pk = recipe.get("package") or {}
             latest = out / "lm" / json.loads((out / "lm" / "latest.json").read_text())["path"]
-            Pipeline.package(latest, out / "shards", out / "model", codec_dir=out / "codec",
+            Pipeline.package(latest, out / "shards", out / "model",
+                             codec_dir=codec_in_use(out, recipe.get("codec") or {}),
                              precision=pk.get("precision", "float32"), codec_precision=pk.get("codec_precision"),
                              defaults=_defaults(out / "corpus", pk.get("defaults")), generation=pk.get("generation"))
         else:
@@ -144,6 +184,12 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
             if code != 0:
                 raise UnisonoError(f"stage {stage} failed (exit {code}); fix the cause and run the recipe again "
                                    "to resume from this stage")
+            used = codec_in_use(out, recipe.get("codec") or {})
+            if stage == "codec" and used != out / "codec":
+                used.mkdir(exist_ok=True)
+                shutil.copy2(out / "codec" / "config.json", used / "config.json")
+                C.copy_weights(out / "codec" / "model.safetensors", used / "model.safetensors",
+                               (recipe["codec"])["precision"])
         report[stage] = {"seconds": round(time.perf_counter() - t0, 1), "command": shown}
         write_json(marker, report[stage])
     return report

@@ -141,7 +141,7 @@ def test_text_embedder_from_the_pypi_package():
     assert sim < 0.99
 
 
-def test_codec_encoder_features():
+def test_codec_encoder_features(tmp_path):
     from tok_helpers import CodecTestDouble
 
     class CodecWithEncoder(CodecTestDouble):
@@ -156,3 +156,11 @@ def test_codec_encoder_features():
     assert f.shape == (50, 2)
     with pytest.raises(UnisonoError, match="no encoder"):
         FeatureExtractor("codec", codec=CodecTestDouble())
+    # units of codec features load without a codec (unisono inspect reads them), and refuse to encode then
+    tok = SemanticTokenizer.fit([(_tone(f), 16000) for f in (200, 800)], feats, num_units=2)
+    tok.save(tmp_path)
+    assert SemanticTokenizer.load(tmp_path).fingerprint() == tok.fingerprint()
+    with pytest.raises(UnisonoError, match="loaded without a codec"):
+        SemanticTokenizer.load(tmp_path).encode(_tone(300), 16000)
+    assert torch.equal(SemanticTokenizer.load(tmp_path, codec=codec).encode(_tone(300), 16000),
+                       tok.encode(_tone(300), 16000))

@@ -44,11 +44,12 @@ class FeatureExtractor:
             self._model = HubertModel.from_pretrained(model_dir, local_files_only=True).eval()
             self.sample_rate = 16000
         elif source == "codec":
-            if codec is None or not callable(getattr(codec, "encoder", None)):
+            # codec None: loaded to read units, not to make them (unisono inspect); __call__ refuses then
+            if codec is not None and not callable(getattr(codec, "encoder", None)):
                 raise UnisonoError(
                     "the codec exposes no encoder(wav) -> features; use --semantic-features mel or hubert"
                 )
-            self.sample_rate = int(codec.sample_rate)
+            self.sample_rate = int(codec.sample_rate) if codec is not None else 16000
         elif source == "mel":
             self.sample_rate = 16000
         else:
@@ -56,6 +57,9 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def __call__(self, wav, sample_rate: int) -> torch.Tensor:
+        if self.source == "codec" and self._codec is None:
+            raise UnisonoError("these semantic units are of the codec encoder's features, and the tokenizers were "
+                               "loaded without a codec: load them with codec=... to encode audio")
         wav = torch.as_tensor(wav, dtype=torch.float32)
         if wav.dim() == 1:
             wav = wav[None]

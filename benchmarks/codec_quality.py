@@ -90,6 +90,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec).eval()
     ks = [k for k in args.num_codebooks if k <= codec.num_codebooks]
+    if not ks:
+        print(f"--num-codebooks {args.num_codebooks}: the codec has {codec.num_codebooks} codebooks", file=sys.stderr)
+        return 2
     items = select_items(args.data, args.split, args.kind, args.limit, args.engine)
     if not items:
         print(f"no items of kind {args.kind!r} in split {args.split!r} of {args.data}", file=sys.stderr)

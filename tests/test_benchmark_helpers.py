@@ -27,10 +27,9 @@ def test_codec_by_engine_scores_every_codec_on_the_same_cuts(tmp_path, capsys, t
     scored; an engine with no cuts is left out; a bad --codec is refused."""
     import json
 
+    import codec_by_engine
     import pytest
     from tok_helpers import make_corpus
-
-    import codec_by_engine
 
     corpus = make_corpus(tmp_path / "corpus", per_kind=2, splits=("test",))
     codec = str(tiny_checkpoint / "codec")

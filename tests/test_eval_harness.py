@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +300,23 @@ def test_aggregate_gives_mean_and_median_and_ignores_nan():
     assert agg["wer"]["n"] == 4 and agg["wer"]["n_items"] == 5
     assert agg["wer"]["mean"] == pytest.approx(23.25 / 4)
     assert agg["wer"]["median"] == pytest.approx(1.125)  # one looping transcript does not move it
+
+
+def test_the_train_prior_answers_a_feature_task_as_the_task_whose_cuts_it_serves(tmp_path):
+    """caption_feat and audio_qa_feat (configs/tasks/asr_feat.yaml, cuts_from caption / audio_qa) get the same
+    baseline answer as caption and audio_qa."""
+    from unisono.tasks import load_templates
+
+    root = tmp_path / "corpus"
+    rows = []
+    for i, (cap, ans) in enumerate((("a hum", "yes"), ("a hiss", "yes"), ("a tick", "no"))):
+        rows.append(_cut(f"sound-{i}", "train", "sound", ["caption", "audio_qa"], np.zeros(SR, np.float32), root,
+                         cap, params={"event": cap[2:], "count": 1}))
+        rows[-1]["custom"].update(caption=cap, qa=[["is there a sound?", ans]])
+    (root / "manifests" / "train").mkdir(parents=True)
+    (root / "manifests" / "train" / "cuts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    feat = Path(__file__).resolve().parents[1] / "unisono" / "configs" / "tasks" / "asr_feat.yaml"
+    prior = TrainPriorSystem(root, templates=load_templates([feat]))
+    cut = load_corpus_cuts(root, "train")[2]
+    assert prior("audio_qa_feat", cut) == prior("audio_qa", cut) == "yes"
+    assert prior("caption_feat", cut) == prior("caption", cut) in ("a hum", "a hiss", "a tick")

@@ -259,13 +259,13 @@ class TrainPriorSystem:
                 self.captions.setdefault(c.custom.get("kind", ""), []).append(c.custom["caption"])
 
     def __call__(self, task, cut):
-        source = template_of(task, self.templates).serves_cuts_of
-        if task == "audio_qa":
+        source = template_of(task, self.templates).serves_cuts_of  # asr_feat & co answer as the task they mirror
+        if source == "audio_qa":
             q = cut.custom["qa"][0][0]
             counts = self.answers.get(q)
             # most frequent, ties broken alphabetically
             return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else "yes"
-        if task == "caption":
+        if source == "caption":
             pool = sorted(self.captions.get(cut.custom.get("kind", ""), []))
             return random.Random(f"{self.seed}:{cut.id}").choice(pool) if pool else ""
         if source in ("text_to_sound", "text_to_music"):

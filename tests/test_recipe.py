@@ -169,3 +169,13 @@ def test_codec_precision_makes_the_codec_that_tokenize_and_package_use(tmp_path,
     (tmp_path / "r.yaml").write_text("codec: {precision: int4}\n")
     with pytest.raises(Exception, match="codec.precision 'int4'"):
         R.commands(*R.load_recipe(str(tmp_path / "r.yaml")), out)
+
+
+def test_set_overrides_a_recipe_value_and_is_checked_like_the_file(tmp_path, capsys):
+    assert main(["recipe", "base", "--out", str(tmp_path / "b"), "--dry-run", "--set", "synth.hours=5",
+                 "--set", "codec.steps=100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "--hours 5 " in lines[0] and "--engines espeak=0.5,kokoro=0.2" in lines[0]  # the rest of synth kept
+    assert "--steps 100" in lines[1] and "codec_int8" in lines[1]
+    assert main(["recipe", "base", "--out", str(tmp_path / "b"), "--dry-run", "--set", "synth.hourz=5"]) == 2
+    assert "unknown key(s) ['hourz'] in section synth" in capsys.readouterr().err

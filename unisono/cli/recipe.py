@@ -28,6 +28,7 @@ from unisono.fileio import check_writable, load_yaml, read_json, write_json
 from unisono.inference import Pipeline
 from unisono.inference.types import task_spec
 from unisono.tasks import load_templates
+from unisono.train.settings import parse_sets
 from unisono.vocab import Vocab
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package: recipes work from a wheel
@@ -45,9 +46,9 @@ EXAMPLE_TEXT = {"text": '"Hello there."', "caption": '"A dog barks, then a bell 
 DESCRIPTION = __doc__
 
 
-def load_recipe(name_or_path: str) -> tuple[dict, Path]:
-    """A recipe by name (one shipped in ``unisono/configs/recipes/``) or path, and the folder its relative config
-    paths are read from."""
+def load_recipe(name_or_path: str, sets: list[str] | None = None) -> tuple[dict, Path]:
+    """A recipe by name (one shipped in ``unisono/configs/recipes/``) or path, with ``sets`` (``SECTION.KEY=VALUE``,
+    values in YAML) over it, and the folder its relative config paths are read from."""
     path = Path(name_or_path)
     if not path.suffix:
         path = CONFIGS / "recipes" / f"{name_or_path}.yaml"
@@ -59,6 +60,8 @@ def load_recipe(name_or_path: str) -> tuple[dict, Path]:
         recipe = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UnisonoError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    for section, values in parse_sets(sets or []).items():
+        recipe[section] = {**(recipe.get(section) or {}), **values}
     unknown = sorted(set(recipe) - set(STAGES))
     if unknown:
         raise UnisonoError(f"recipe {path}: unknown sections {unknown}; stages are {', '.join(STAGES)}")
@@ -145,8 +148,9 @@ def _defaults(corpus: Path, spec: dict | None) -> dict | None:
     return out
 
 
-def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_run: bool = False) -> dict:
-    recipe, base = load_recipe(recipe_name)
+def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_run: bool = False,
+        sets: list[str] | None = None) -> dict:
+    recipe, base = load_recipe(recipe_name, sets)
     out = Path(out)
     cmds = commands(recipe, base, out)
     todo = stages or list(STAGES)
@@ -222,13 +226,16 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="run directory (run again with the same --out to resume)")
     p.add_argument("--stages", help=f"comma-separated subset of: {', '.join(STAGES)}")
     p.add_argument("--dry-run", action="store_true", help="print each stage's command and exit")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one recipe value (YAML syntax), e.g. --set synth.hours=5; give the same ones "
+                        "again when resuming")
 
 
 def main(args) -> int:
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     if not args.dry_run:
         check_writable(args.out, "dir", "--out")
-    report = run(args.recipe, args.out, stages, dry_run=args.dry_run)
+    report = run(args.recipe, args.out, stages, dry_run=args.dry_run, sets=args.set)
     if report:
         print("stage times (s): " + ", ".join(f"{k} {v.get('seconds', '?')}" for k, v in report.items()))
     model = Path(args.out) / "model"

@@ -11,7 +11,7 @@
         the Whisper encoder's weights exported into PACK/whisper.safetensors (the precision the encoder names) and
         PACK/features.sets, the --set values that make training compute the features there from the stored codes
         with those weights and the store's codec (when git does not track it, e.g. a codec trained under runs/,
-        copied as it is into PACK/codec: store it int8 first, ~6 MB), and read the feature tasks (--config's task
+        copied as it is into PACK/codec: store it int8 first, ~7 MB), and read the feature tasks (--config's task
         weights, each feature task at its cuts_from task's weight) (h200_lm.sh reads it)
     python scripts/h200_lm.py add OUT/result.json KEY FILE.json
         FILE's object under KEY of result.json (the generation-speed row)
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from unisono.checkpoint import copy_codec  # noqa: E402
 from unisono.data.shards import resolve_split_dir  # noqa: E402
 from unisono.data.store import tasks_in  # noqa: E402
 from unisono.errors import UnisonoError  # noqa: E402
@@ -223,9 +224,7 @@ def features_pack(pack: str, config: str = "unisono/configs/lm/h200.yaml") -> Pa
                            "of whisper_torch from the stored codes (docs/features.md)")
     codec = Path(read_json(d / "codec.json")["source"]).resolve()
     if not _tracked(codec / "model.safetensors", root):  # git-ignored or outside: it travels in the pack, as it is
-        for name in ("config.json", "model.safetensors"):
-            (d / "codec").mkdir(exist_ok=True)
-            shutil.copy2(codec / name, d / "codec" / name)
+        copy_codec(codec, d / "codec")
         codec = (d / "codec").resolve()
         if not codec.is_relative_to(root):
             raise UnisonoError(f"the pack {d} is outside the repository {root}, so it does not travel")

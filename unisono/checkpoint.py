@@ -137,6 +137,14 @@ def copy_weights(src: Path, dst: Path, precision: str, metadata: dict[str, str] 
         save_weights(load_weights(src), dst, precision, {**read_metadata(src), **(metadata or {})})
 
 
+def copy_codec(src: Path, dst: Path, precision: str = "float32") -> None:
+    """Copy the codec directory ``src`` (``config.json``, ``model.safetensors``) into ``dst`` (created), its weights
+    stored in ``precision`` (float32: byte for byte, so its fingerprint holds)."""
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(Path(src) / "config.json", Path(dst) / "config.json")
+    copy_weights(Path(src) / "model.safetensors", Path(dst) / "model.safetensors", precision)
+
+
 def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path | None, templates: dict,
                      precision: str = "float32", codec_precision: str | None = None, defaults: dict | None = None,
                      generation: dict | None = None, link_codec: bool = False, enhancer: Path | None = None) -> None:
@@ -171,10 +179,7 @@ def write_checkpoint(out: Path, lm, vocab, tokenizers: Path | None, codec: Path 
     elif link_codec:
         write_json(out / CODEC_REF, {"source": str(Path(codec).resolve())})
     else:
-        (out / CODEC).mkdir()
-        shutil.copy2(Path(codec) / "config.json", out / CODEC / "config.json")
-        copy_weights(Path(codec) / "model.safetensors", out / CODEC / "model.safetensors",
-                     codec_precision or precision)
+        copy_codec(Path(codec), out / CODEC, codec_precision or precision)
     if defaults:
         (out / DEFAULTS).mkdir()
         for name, src in defaults.items():

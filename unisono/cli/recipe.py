@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from unisono.inference.types import task_spec
 from unisono.tasks import load_templates
 from unisono.train.settings import parse_sets
 from unisono.vocab import Vocab
+from unisono.weights import PRECISIONS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped in the package: recipes work from a wheel
 
@@ -93,10 +93,10 @@ def _codec_init(base: Path, value: str) -> str:
 def codec_in_use(out: Path, section: dict) -> Path:
     """The codec that tokenize and package use: the trained one (``OUT/codec``), or with ``codec.precision`` its
     copy in that precision (``OUT/codec_int8``, ...), written by the codec stage: the codes, the features computed
-    from them and the shipped model then share one codec (and an int8 codec travels to a GPU in ~6 MB)."""
+    from them and the shipped model then share one codec (and an int8 codec travels to a GPU in ~7 MB)."""
     precision = section.get("precision") or "float32"
-    if precision not in ("float32", "float16", "int8"):
-        raise UnisonoError(f"codec.precision {precision!r}: use float32, float16 or int8")
+    if precision not in PRECISIONS:
+        raise UnisonoError(f"codec.precision {precision!r}: use {', '.join(PRECISIONS)}")
     return out / "codec" if precision == "float32" else out / f"codec_{precision}"
 
 
@@ -153,6 +153,7 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
     recipe, base = load_recipe(recipe_name, sets)
     out = Path(out)
     cmds = commands(recipe, base, out)
+    used = codec_in_use(out, recipe.get("codec") or {})
     todo = stages or list(STAGES)
     bad = [s for s in todo if s not in STAGES]
     if bad:
@@ -165,8 +166,8 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
         marker = done_dir / f"{stage}.json"
         shown = "Pipeline.package(LM checkpoint, shards, OUT/model)" if cmds[stage] is None else \
             "unisono " + " ".join(cmds[stage])
-        if stage == "codec" and codec_in_use(out, recipe.get("codec") or {}) != out / "codec":
-            shown += f"; then its weights as {recipe['codec']['precision']} into {codec_in_use(out, recipe['codec'])}"
+        if stage == "codec" and used != out / "codec":
+            shown += f"; then its weights as {recipe['codec']['precision']} into {used}"
         if dry_run:
             print(f"[{stage}] {shown}")
             continue
@@ -179,8 +180,7 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
         if stage == "package":
             pk = recipe.get("package") or {}
             latest = out / "lm" / json.loads((out / "lm" / "latest.json").read_text())["path"]
-            Pipeline.package(latest, out / "shards", out / "model",
-                             codec_dir=codec_in_use(out, recipe.get("codec") or {}),
+            Pipeline.package(latest, out / "shards", out / "model", codec_dir=used,
                              precision=pk.get("precision", "float32"), codec_precision=pk.get("codec_precision"),
                              defaults=_defaults(out / "corpus", pk.get("defaults")), generation=pk.get("generation"))
         else:
@@ -188,12 +188,8 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
             if code != 0:
                 raise UnisonoError(f"stage {stage} failed (exit {code}); fix the cause and run the recipe again "
                                    "to resume from this stage")
-            used = codec_in_use(out, recipe.get("codec") or {})
             if stage == "codec" and used != out / "codec":
-                used.mkdir(exist_ok=True)
-                shutil.copy2(out / "codec" / "config.json", used / "config.json")
-                C.copy_weights(out / "codec" / "model.safetensors", used / "model.safetensors",
-                               (recipe["codec"])["precision"])
+                C.copy_codec(out / "codec", used, recipe["codec"]["precision"])
         report[stage] = {"seconds": round(time.perf_counter() - t0, 1), "command": shown}
         write_json(marker, report[stage])
     return report

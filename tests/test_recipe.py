@@ -142,6 +142,10 @@ def test_recipe_sections_map_to_their_commands_and_unknown_keys_are_refused(tmp_
     recipe_file.write_text("codec: {steps: 9, stepz: 3}\n")
     with pytest.raises(UnisonoError, match=r"unknown key\(s\) \['stepz'\] in section codec"):
         load_recipe(str(recipe_file))
+    for bad in ("{steps: 0}", "{stepz: 3}", "{steps: 3, lr: 0.1}", "4000"):
+        recipe_file.write_text(f"codec: {{steps: 9, then: {bad}}}\n")
+        with pytest.raises(UnisonoError, match="codec.then is a second phase"):
+            load_recipe(str(recipe_file))
 
 
 def test_codec_precision_makes_the_codec_that_tokenize_and_package_use(tmp_path, monkeypatch):
@@ -171,6 +175,53 @@ def test_codec_precision_makes_the_codec_that_tokenize_and_package_use(tmp_path,
         R.commands(*R.load_recipe(str(tmp_path / "r.yaml")), out)
 
 
+def test_codec_then_continues_from_the_first_phase_and_its_result_is_the_codec_used(tmp_path, monkeypatch):
+    """``codec.then``: the codec stage runs a second ``codec train`` from the first phase's weights into
+    OUT/codec_then (the lr it sets applies there only); its int8 copy is what tokenize reads."""
+    import shutil
+
+    from unisono import checkpoint as C
+    from unisono.cli import recipe as R
+    from safetensors.torch import load_file, save_file
+
+    from unisono.weights import load_weights, read_metadata
+
+    (tmp_path / "r.yaml").write_text("codec: {steps: 7, precision: int8, set: [train.lr=0.001],\n"
+                                     "        then: {steps: 4, set: [train.lr=0.0005, train.lr_decay=0.9997]}}\n")
+    out = tmp_path / "run"
+    cmds = R.commands(*R.load_recipe(str(tmp_path / "r.yaml")), out)
+    first, then = cmds["codec"], cmds["codec_then"]
+    assert first[first.index("--out") + 1] == str(out / "codec") and first[first.index("--steps") + 1] == "7"
+    assert then[then.index("--init") + 1] == str(out / "codec") and then[then.index("--out") + 1] == str(
+        out / "codec_then")
+    assert then[then.index("--steps") + 1] == "4" and "--config" not in then  # the first phase's config goes on
+    assert [then[i + 1] for i, w in enumerate(then) if w == "--set"] == ["train.lr=0.0005", "train.lr_decay=0.9997"]
+    assert cmds["tokenize"][cmds["tokenize"].index("--codec") + 1] == str(out / "codec_int8")
+    ran = []
+
+    def fake_main(argv):  # phase 1 writes the shipped codec, phase 2 a copy with one weight changed
+        ran.append(argv)
+        dst = Path(argv[argv.index("--out") + 1])
+        shutil.copytree(Path(argv[argv.index("--init") + 1]) if "--init" in argv else C.DEFAULT_CHECKPOINT / "codec",
+                        dst)
+        if dst.name == "codec_then":
+            t = load_file(str(dst / "model.safetensors"))
+            name = next(k for k, v in t.items() if v.dtype.is_floating_point and v.numel() > 100)
+            t[name] = t[name] + 1.0
+            save_file(t, str(dst / "model.safetensors"), metadata=read_metadata(dst / "model.safetensors"))
+            ran.append(name)
+        return 0
+
+    monkeypatch.setattr(R, "cli_main", fake_main)
+    R.run(str(tmp_path / "r.yaml"), out, stages=["codec"])
+    assert ran[0] == first and ran[1] == then
+    assert read_metadata(out / "codec_int8" / "model.safetensors")["unisono_precision"] == "int8"
+    name = ran[2]
+    int8, phase1, phase2 = (load_weights(out / d / "model.safetensors")[name] for d in ("codec_int8", "codec",
+                                                                                         "codec_then"))
+    assert (int8 - phase2).abs().mean() < 0.1 < (int8 - phase1).abs().mean()  # the int8 copy is of phase 2
+
+
 def test_set_overrides_a_recipe_value_and_is_checked_like_the_file(tmp_path, capsys):
     assert main(["recipe", "base", "--out", str(tmp_path / "b"), "--dry-run", "--set", "synth.hours=5",
                  "--set", "codec.steps=100"]) == 0
@@ -179,3 +230,13 @@ def test_set_overrides_a_recipe_value_and_is_checked_like_the_file(tmp_path, cap
     assert "--steps 100" in lines[1] and "codec_int8" in lines[1]
     assert main(["recipe", "base", "--out", str(tmp_path / "b"), "--dry-run", "--set", "synth.hourz=5"]) == 2
     assert "unknown key(s) ['hourz'] in section synth" in capsys.readouterr().err
+
+
+def test_help_names_every_shipped_recipe(capsys):
+    from unisono.cli.recipe import CONFIGS
+
+    with pytest.raises(SystemExit):
+        main(["recipe", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    shipped = sorted(f.stem for f in (CONFIGS / "recipes").glob("*.yaml"))
+    assert "base" in shipped and f"({', '.join(shipped)}:" in text

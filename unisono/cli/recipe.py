@@ -1,6 +1,7 @@
 """``unisono recipe``: one command from nothing to an evaluated model, resumable stage by stage.
 
-Stages, in order: ``synth`` (built-in corpus) -> ``codec`` (train the codec) -> ``tokenize`` (tokenizers,
+Stages, in order: ``synth`` (built-in corpus) -> ``codec`` (train the codec; with ``codec.then`` a second phase
+from the first one's weights, e.g. at a lower, decaying lr) -> ``tokenize`` (tokenizers,
 vocab, shards) -> ``train`` (the language model) -> ``package`` (a self-contained checkpoint) -> ``eval``
 (every task on the test split, beside the reference ceiling). Each stage runs the same command a user
 would type (see ``--dry-run``), each of those commands resumes by itself, and a finished stage leaves
@@ -38,9 +39,10 @@ STAGES = ("synth", "codec", "tokenize", "train", "package", "eval")
 TOKENIZE_OPTIONS = ("tasks", "num_codebooks", "bpe_size", "semantic_units", "jobs", "format", "templates",
                     "feature_encoder", "seed")
 SECTION_KEYS = {"synth": {"hours", "seed", "workers", "engines", "sound_font", "real_sounds"},
-                "codec": {"config", "init", "steps", "set", "precision"}, "tokenize": set(TOKENIZE_OPTIONS),
+                "codec": {"config", "init", "steps", "set", "precision", "then"}, "tokenize": set(TOKENIZE_OPTIONS),
                 "train": {"config", "max_steps"}, "package": {"precision", "codec_precision", "defaults", "generation"},
                 "eval": {"split", "n", "tasks"}}
+CODEC_THEN_KEYS = {"steps", "set"}  # codec.then: a second phase (e.g. a lower, decaying lr) from the first's weights
 EXAMPLE_TASKS = ("tts", "text_to_sound", "asr", "se")  # the first of these a model knows is shown as an example
 EXAMPLE_TEXT = {"text": '"Hello there."', "caption": '"A dog barks, then a bell rings."'}
 DESCRIPTION = __doc__
@@ -70,6 +72,10 @@ def load_recipe(name_or_path: str, sets: list[str] | None = None) -> tuple[dict,
         if extra:
             raise UnisonoError(f"recipe {path}: unknown key(s) {extra} in section {section}; it takes "
                                f"{', '.join(sorted(keys))}")
+    then = (recipe.get("codec") or {}).get("then")
+    if then is not None and (not isinstance(then, dict) or set(then) - CODEC_THEN_KEYS or not then.get("steps")):
+        raise UnisonoError(f"recipe {path}: codec.then is a second phase from the first one's weights, "
+                           f"{{steps: N, set: [SECTION.KEY=VALUE, ...]}} (steps required); got {then!r}")
     return recipe, path.parent
 
 
@@ -90,14 +96,19 @@ def _codec_init(base: Path, value: str) -> str:
     return str(C.DEFAULT_CHECKPOINT / "codec") if value == "default" else _cfg_path(base, value)
 
 
+def codec_trained(out: Path, section: dict) -> Path:
+    """The codec stage's last phase: ``OUT/codec``, or with ``codec.then`` its continuation ``OUT/codec_then``."""
+    return out / "codec_then" if section.get("then") else out / "codec"
+
+
 def codec_in_use(out: Path, section: dict) -> Path:
-    """The codec that tokenize and package use: the trained one (``OUT/codec``), or with ``codec.precision`` its
-    copy in that precision (``OUT/codec_int8``, ...), written by the codec stage: the codes, the features computed
+    """The codec that tokenize and package use: the trained one (:func:`codec_trained`), or with ``codec.precision``
+    its copy in that precision (``OUT/codec_int8``, ...), written by the codec stage: the codes, the features computed
     from them and the shipped model then share one codec (and an int8 codec travels to a GPU in ~7 MB)."""
     precision = section.get("precision") or "float32"
     if precision not in PRECISIONS:
         raise UnisonoError(f"codec.precision {precision!r}: use {', '.join(PRECISIONS)}")
-    return out / "codec" if precision == "float32" else out / f"codec_{precision}"
+    return codec_trained(out, section) if precision == "float32" else out / f"codec_{precision}"
 
 
 def _cfg_path(base: Path, value: str) -> str:
@@ -106,7 +117,8 @@ def _cfg_path(base: Path, value: str) -> str:
 
 
 def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]:
-    """The CLI command of each stage (``package`` is a Python call, listed as None)."""
+    """The CLI command of each stage (``package`` is a Python call, listed as None); with ``codec.then`` the codec
+    stage's second command is ``codec_then``."""
     s, c, t, tr, ev = (recipe.get(k) or {} for k in ("synth", "codec", "tokenize", "train", "eval"))
     corpus, codec, shards, lm = out / "corpus", out / "codec", out / "shards", out / "lm"
     used = codec_in_use(out, c)
@@ -121,6 +133,10 @@ def commands(recipe: dict, base: Path, out: Path) -> dict[str, list[str] | None]
                      *(["--init", _codec_init(base, c["init"])] if c.get("init") else []),
                      *(["--steps", str(c["steps"])] if c.get("steps") else []),
                      *[x for kv in _as_list(c.get("set")) for x in ("--set", str(kv))]]
+    if c.get("then"):  # not a stage of its own: the codec stage runs it after the first phase
+        cmds["codec_then"] = ["codec", "train", "--data", str(corpus), "--out", str(codec_trained(out, c)),
+                              "--no-progress", "--init", str(codec), "--steps", str(c["then"]["steps"]),
+                              *[x for kv in _as_list(c["then"].get("set")) for x in ("--set", str(kv))]]
     cmds["tokenize"] = ["tokenize", "--data", str(corpus), "--codec", str(used), "--out", str(shards), "--no-progress",
                         *[x for k in TOKENIZE_OPTIONS if t.get(k) is not None
                           for v in _as_list(t[k])
@@ -164,9 +180,11 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
         if stage not in todo:
             continue
         marker = done_dir / f"{stage}.json"
+        argvs = [cmds[stage]] + ([cmds["codec_then"]] if stage == "codec" and "codec_then" in cmds else [])
         shown = "Pipeline.package(LM checkpoint, shards, OUT/model)" if cmds[stage] is None else \
-            "unisono " + " ".join(cmds[stage])
-        if stage == "codec" and used != out / "codec":
+            "; then ".join("unisono " + " ".join(a) for a in argvs)
+        trained = codec_trained(out, recipe.get("codec") or {})
+        if stage == "codec" and used != trained:
             shown += f"; then its weights as {recipe['codec']['precision']} into {used}"
         if dry_run:
             print(f"[{stage}] {shown}")
@@ -184,12 +202,13 @@ def run(recipe_name: str, out: str | Path, stages: list[str] | None = None, dry_
                              precision=pk.get("precision", "float32"), codec_precision=pk.get("codec_precision"),
                              defaults=_defaults(out / "corpus", pk.get("defaults")), generation=pk.get("generation"))
         else:
-            code = cli_main(cmds[stage])
-            if code != 0:
-                raise UnisonoError(f"stage {stage} failed (exit {code}); fix the cause and run the recipe again "
-                                   "to resume from this stage")
-            if stage == "codec" and used != out / "codec":
-                C.copy_codec(out / "codec", used, recipe["codec"]["precision"])
+            for argv in argvs:
+                code = cli_main(argv)
+                if code != 0:
+                    raise UnisonoError(f"stage {stage} failed (exit {code}); fix the cause and run the recipe again "
+                                       "to resume from this stage")
+            if stage == "codec" and used != trained:
+                C.copy_codec(trained, used, recipe["codec"]["precision"])
         report[stage] = {"seconds": round(time.perf_counter() - t0, 1), "command": shown}
         write_json(marker, report[stage])
     return report
@@ -218,7 +237,8 @@ def usage_lines(model: Path) -> list[str]:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("recipe", help="a shipped recipe (tiny, cpu, small: unisono/configs/recipes/) or a YAML file")
+    shipped = ", ".join(sorted(f.stem for f in (CONFIGS / "recipes").glob("*.yaml")))
+    p.add_argument("recipe", help=f"a shipped recipe ({shipped}: unisono/configs/recipes/) or a YAML file")
     p.add_argument("--out", required=True, help="run directory (run again with the same --out to resume)")
     p.add_argument("--stages", help=f"comma-separated subset of: {', '.join(STAGES)}")
     p.add_argument("--dry-run", action="store_true", help="print each stage's command and exit")

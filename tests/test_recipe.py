@@ -180,10 +180,10 @@ def test_codec_then_continues_from_the_first_phase_and_its_result_is_the_codec_u
     OUT/codec_then (the lr it sets applies there only); its int8 copy is what tokenize reads."""
     import shutil
 
-    from unisono import checkpoint as C
-    from unisono.cli import recipe as R
     from safetensors.torch import load_file, save_file
 
+    from unisono import checkpoint as C
+    from unisono.cli import recipe as R
     from unisono.weights import load_weights, read_metadata
 
     (tmp_path / "r.yaml").write_text("codec: {steps: 7, precision: int8, set: [train.lr=0.001],\n"
